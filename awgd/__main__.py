@@ -1,0 +1,3 @@
+from awgd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,122 @@
+"""Turn (previous checkpoint, new observation) into per-peer byte deltas. Pure.
+
+The rules are DESIGN.md "Accounting rules", per peer and per direction:
+1. the interface's ifindex or the boot id changed  -> the counters restarted: delta = counter
+2. the peer was absent and is present again         -> delta = counter
+3. counter >= checkpoint                            -> delta = counter - checkpoint
+4. counter <  checkpoint (reset between samples)    -> delta = counter
+5. a peer never seen before                         -> delta = counter, except in the very
+   first sample of a brand-new ledger, where every counter is only a baseline (delta = 0).
+
+An ifindex or boot id that could not be read is None and is never evidence of a change:
+remembering a stale ifindex instead would book a re-created interface's counters twice
+(once by rule 4 while the ifindex was unknown, again by rule 1 when it reappears).
+
+Known limit: a reset whose counter climbs past its old value before the next sample,
+with neither the ifindex nor the boot id changing, loses the difference. Nothing is ever
+counted twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+PeerKey = tuple[str, str]  # (interface name, public key)
+Counters = tuple[int, int]  # (rx_bytes, tx_bytes)
+
+
+@dataclass(frozen=True, slots=True)
+class PeerCheckpoint:
+    rx: int
+    tx: int
+    present: bool
+
+
+@dataclass(frozen=True, slots=True)
+class InterfaceCheckpoint:
+    ifindex: int | None
+    boot_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What one sample saw, reduced to what the accounting needs."""
+
+    counters: Mapping[str, Mapping[str, Counters]]  # interface read -> public key -> counters
+    ifindexes: Mapping[str, int]  # interfaces whose ifindex is known
+    boot_id: str | None
+    # Interfaces whose state is unknown in this sample (the tool could not read them, or
+    # they are not watched): their checkpoints stay untouched, their peers are not absent.
+    unread: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Booking:
+    """The result of one sample: only what changed."""
+
+    deltas: dict[PeerKey, Counters] = field(default_factory=dict)  # non-zero deltas only
+    peers: dict[PeerKey, PeerCheckpoint] = field(default_factory=dict)  # changed checkpoints
+    interfaces: dict[str, InterfaceCheckpoint] = field(default_factory=dict)  # changed checkpoints
+
+
+def account(
+    peers: Mapping[str, Mapping[str, PeerCheckpoint]],
+    interfaces: Mapping[str, InterfaceCheckpoint],
+    observation: Observation,
+    *,
+    first_sample: bool,
+) -> Booking:
+    """Book one observation against the checkpoints (interface -> public key -> checkpoint)."""
+    booking = Booking()
+    deltas, new_peers, new_ifaces = booking.deltas, booking.peers, booking.interfaces
+    boot_id = observation.boot_id
+    for name, counters in observation.counters.items():
+        old_iface = interfaces.get(name)
+        ifindex = observation.ifindexes.get(name)
+        restarted = old_iface is not None and (
+            _changed(old_iface.ifindex, ifindex) or _changed(old_iface.boot_id, boot_id)
+        )
+        if old_iface is None or old_iface.ifindex != ifindex or old_iface.boot_id != boot_id:
+            new_ifaces[name] = InterfaceCheckpoint(ifindex, boot_id)
+        old_peers = peers.get(name, {})
+        for key, (rx, tx) in counters.items():
+            old = old_peers.get(key)
+            if old is None:
+                drx, dtx = (0, 0) if first_sample else (rx, tx)
+            elif restarted or not old.present:
+                drx, dtx = rx, tx
+            else:
+                if rx == old.rx and tx == old.tx:
+                    continue  # idle: nothing to book, nothing to write
+                drx = rx - old.rx if rx >= old.rx else rx
+                dtx = tx - old.tx if tx >= old.tx else tx
+            if drx or dtx:
+                deltas[(name, key)] = (drx, dtx)
+            new_peers[(name, key)] = PeerCheckpoint(rx, tx, True)
+        for key, old in old_peers.items():
+            if old.present and key not in counters:
+                new_peers[(name, key)] = PeerCheckpoint(old.rx, old.tx, False)
+    # An interface that was read before and is neither listed nor unread now is gone.
+    for name, old_peers in peers.items():
+        if name in observation.counters or name in observation.unread:
+            continue
+        for key, old in old_peers.items():
+            if old.present:
+                new_peers[(name, key)] = PeerCheckpoint(old.rx, old.tx, False)
+    return booking
+
+
+def _changed(old: object | None, new: object | None) -> bool:
+    return old is not None and new is not None and old != new
+
+
+def advance(
+    peers: dict[str, dict[str, PeerCheckpoint]],
+    interfaces: dict[str, InterfaceCheckpoint],
+    booking: Booking,
+) -> None:
+    """Fold a committed booking into in-memory checkpoints (in place: they can hold 50,000 peers)."""
+    for (name, key), checkpoint in booking.peers.items():
+        peers.setdefault(name, {})[key] = checkpoint
+    interfaces.update(booking.interfaces)

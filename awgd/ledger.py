@@ -1,0 +1,509 @@
+"""The SQLite ledger (SQLAlchemy Core): books samples, answers the API's queries.
+
+Every sample is applied in one transaction: deltas into the period, day and lifetime
+totals together with the new checkpoints. A crash before the commit loses nothing (the
+next sample recomputes from the old checkpoint); a crash after it counts nothing twice.
+Only peers whose checkpoint changed are written, so an idle sample writes no row.
+
+Works on SQLAlchemy 1.4.46 (Debian 12, with future=True) and 2.x. One connection is
+shared under a lock, because the daemon is the ledger's only writer and may call it from
+a worker thread.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import StaticPool
+
+from awgd.accounting import Booking, InterfaceCheckpoint, PeerCheckpoint, PeerKey
+from awgd.ledger_schema import (
+    SCHEMA_VERSION,
+    day_usage,
+    interfaces,
+    meta,
+    metadata,
+    peers,
+    period_usage,
+    resets,
+)
+from awgd.periods import Period
+
+# How long a write waits for a lock held by another process (a backup, an operator's
+# sqlite3 shell) before the sample is reported as failed and retried at the next one.
+LOCK_TIMEOUT_SECONDS = 2.0
+
+SORTS = ("total", "rx", "tx", "public_key")
+HISTORY_GRANULARITIES = ("period", "day")
+
+
+class LedgerError(Exception):
+    """The ledger cannot be opened or written. The message is meant for the operator."""
+
+
+@dataclass(frozen=True, slots=True)
+class PeerRecord:
+    interface: str
+    public_key: str
+    present: bool
+    rx: int  # checkpoint: the counters at the last booked sample
+    tx: int
+    lifetime_rx: int
+    lifetime_tx: int
+    first_seen: datetime
+    last_seen: datetime  # the last sample that wrote this peer (moved or changed presence)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    interface: str
+    public_key: str
+    present: bool
+    rx: int
+    tx: int
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    start: int  # Unix seconds for periods, YYYYMMDD for days
+    end: int  # Unix seconds for periods, YYYYMMDD of the day itself for days
+    rx: int
+    tx: int
+
+
+def day_number(day: date) -> int:
+    return day.year * 10000 + day.month * 100 + day.day
+
+
+def day_from_number(number: int) -> date:
+    return date(number // 10000, number // 100 % 100, number % 100)
+
+
+def _ts(instant: datetime) -> int:
+    return int(instant.timestamp())
+
+
+def _dt(ts: int) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+class Ledger:
+    def __init__(self, engine: Engine, url: str) -> None:
+        self._engine = engine
+        self._url = url
+        self._lock = threading.RLock()
+        self._ids: dict[PeerKey, int] = {}
+        self._next_id = 1
+        self.created_at: datetime
+        self.tracking_since: datetime | None = None
+        self.last_sample_at: datetime | None = None
+
+    # ---- opening -------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, url: str) -> Ledger:
+        """Open (creating or migrating) the ledger, or raise LedgerError with a clear reason."""
+        try:
+            engine = _engine(url)
+        except (SQLAlchemyError, sqlite3.Error, ValueError) as exc:
+            raise LedgerError(f"ledger {url}: {_reason(exc)}") from None
+        ledger = cls(engine, url)
+        try:
+            ledger._prepare()
+        except LedgerError:
+            engine.dispose()
+            raise
+        except (SQLAlchemyError, sqlite3.Error) as exc:
+            engine.dispose()
+            raise LedgerError(f"ledger {url}: {_reason(exc)}") from None
+        return ledger
+
+    def _prepare(self) -> None:
+        with self._engine.begin() as conn:
+            existing = set(sa.inspect(conn).get_table_names())
+            if not existing:
+                metadata.create_all(conn)
+                conn.execute(meta.insert().values(id=1, schema_version=SCHEMA_VERSION, created_at=int(time.time())))
+            elif "meta" not in existing:
+                raise LedgerError(f"ledger {self._url}: the database holds tables but is not an awgd ledger")
+            row = conn.execute(sa.select(meta).where(meta.c.id == 1)).one_or_none()
+            if row is None:
+                raise LedgerError(f"ledger {self._url}: its meta row is missing")
+            if row.schema_version > SCHEMA_VERSION:
+                raise LedgerError(
+                    f"ledger {self._url} has schema version {row.schema_version}, newer than this awgd "
+                    f"understands ({SCHEMA_VERSION}): upgrade awgd, or point ledger.url elsewhere"
+                )
+            # Future migrations go here, one step per version, inside this transaction.
+            self.created_at = _dt(row.created_at)
+            self.tracking_since = None if row.tracking_since is None else _dt(row.tracking_since)
+            self.last_sample_at = None if row.last_sample_at is None else _dt(row.last_sample_at)
+            for peer_id, iface, key in conn.execute(sa.select(peers.c.id, peers.c.interface, peers.c.public_key)):
+                self._ids[(iface, key)] = peer_id
+            self._next_id = max(self._ids.values(), default=0) + 1
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    @property
+    def is_new(self) -> bool:
+        """True until the first sample is booked: its counters are only a baseline."""
+        return self.tracking_since is None
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self._lock:
+            try:
+                with self._engine.begin() as conn:
+                    yield conn
+            except (SQLAlchemyError, sqlite3.Error) as exc:
+                raise LedgerError(f"ledger write failed: {_reason(exc)}") from None
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self._lock:
+            try:
+                with self._engine.connect() as conn:
+                    yield conn
+            except (SQLAlchemyError, sqlite3.Error) as exc:
+                raise LedgerError(f"ledger read failed: {_reason(exc)}") from None
+
+    # ---- checkpoints and booking ---------------------------------------------------
+
+    def checkpoints(self) -> tuple[dict[str, dict[str, PeerCheckpoint]], dict[str, InterfaceCheckpoint]]:
+        """The state the accounting compares the next sample against."""
+        by_iface: dict[str, dict[str, PeerCheckpoint]] = {}
+        with self._read() as conn:
+            for iface, key, present, rx, tx in conn.execute(
+                sa.select(peers.c.interface, peers.c.public_key, peers.c.present, peers.c.rx, peers.c.tx)
+            ):
+                by_iface.setdefault(iface, {})[key] = PeerCheckpoint(rx, tx, bool(present))
+            ifaces = {
+                name: InterfaceCheckpoint(ifindex, boot_id)
+                for name, ifindex, boot_id in conn.execute(sa.select(interfaces))
+            }
+        return by_iface, ifaces
+
+    def apply(self, booking: Booking, *, at: datetime, period: Period, day: date) -> int:
+        """Book one sample in one transaction; returns the number of rows written.
+
+        `period` and `day` are where the deltas go: the caller decides, so that a boundary
+        sample taken at a period's end is booked to the closing period.
+        """
+        first = self.tracking_since is None
+        if not (booking.peers or booking.interfaces or first):
+            return 0
+        now = _ts(at)
+        next_id = self._next_id
+        new_ids: dict[PeerKey, int] = {}
+        inserts: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
+        for key, checkpoint in booking.peers.items():
+            drx, dtx = booking.deltas.get(key, (0, 0))
+            peer_id = self._ids.get(key)
+            if peer_id is None:
+                peer_id = new_ids[key] = next_id
+                next_id += 1
+                inserts.append(
+                    {
+                        "id": peer_id,
+                        "interface": key[0],
+                        "public_key": key[1],
+                        "present": checkpoint.present,
+                        "rx": checkpoint.rx,
+                        "tx": checkpoint.tx,
+                        "lifetime_rx": drx,
+                        "lifetime_tx": dtx,
+                        "first_seen": now,
+                        "last_seen": now,
+                    }
+                )
+            else:
+                updates.append(
+                    {
+                        "b_id": peer_id,
+                        "b_present": checkpoint.present,
+                        "b_rx": checkpoint.rx,
+                        "b_tx": checkpoint.tx,
+                        "b_drx": drx,
+                        "b_dtx": dtx,
+                        "b_now": now,
+                    }
+                )
+        ids = {**self._ids, **new_ids} if new_ids else self._ids
+        period_rows = []
+        day_rows = []
+        start, end, day_no = _ts(period.start), _ts(period.end), day_number(day)
+        for key, (drx, dtx) in booking.deltas.items():
+            peer_id = ids[key]
+            period_rows.append({"peer_id": peer_id, "start": start, "end": end, "rx": drx, "tx": dtx})
+            day_rows.append({"peer_id": peer_id, "day": day_no, "rx": drx, "tx": dtx})
+        written = 0
+        with self._write() as conn:
+            if inserts:
+                conn.execute(peers.insert(), inserts)
+            if updates:
+                conn.execute(_UPDATE_PEER, updates)
+            if period_rows:
+                conn.execute(_UPSERT_PERIOD, period_rows)
+                conn.execute(_UPSERT_DAY, day_rows)
+            if booking.interfaces:
+                conn.execute(
+                    _UPSERT_INTERFACE,
+                    [{"name": n, "ifindex": c.ifindex, "boot_id": c.boot_id} for n, c in booking.interfaces.items()],
+                )
+            values: dict[str, int] = {"last_sample_at": now}
+            if first:
+                values["tracking_since"] = now
+            conn.execute(meta.update().where(meta.c.id == 1).values(**values))
+            written = len(inserts) + len(updates) + 2 * len(period_rows) + len(booking.interfaces) + 1
+        # Only after the commit: a failed write must leave the in-memory view as it was.
+        self._ids.update(new_ids)
+        self._next_id = next_id
+        self.last_sample_at = _dt(now)
+        if first:
+            self.tracking_since = _dt(now)
+        return written
+
+    # ---- queries -------------------------------------------------------------------
+
+    def peer(self, interface: str, public_key: str) -> PeerRecord | None:
+        with self._read() as conn:
+            row = conn.execute(
+                sa.select(peers).where(peers.c.interface == interface, peers.c.public_key == public_key)
+            ).one_or_none()
+        return None if row is None else _record(row)
+
+    def interfaces_of(self, public_key: str) -> list[str]:
+        """Every interface the ledger knows this key on (an API call may need to disambiguate)."""
+        with self._read() as conn:
+            return list(
+                conn.scalars(
+                    sa.select(peers.c.interface).where(peers.c.public_key == public_key).order_by(peers.c.interface)
+                )
+            )
+
+    def all_peers(self) -> list[PeerRecord]:
+        with self._read() as conn:
+            return [_record(row) for row in conn.execute(sa.select(peers).order_by(peers.c.id))]
+
+    def usage(self, interface: str, public_key: str, period: Period) -> tuple[int, int]:
+        peer_id = self._ids.get((interface, public_key))
+        if peer_id is None:
+            return (0, 0)
+        with self._read() as conn:
+            row = conn.execute(
+                sa.select(period_usage.c.rx, period_usage.c.tx).where(
+                    period_usage.c.peer_id == peer_id, period_usage.c.start == _ts(period.start)
+                )
+            ).one_or_none()
+        return (0, 0) if row is None else (row.rx, row.tx)
+
+    def period_usage(self, period: Period) -> dict[PeerKey, tuple[int, int]]:
+        """Every peer's usage in one period (peers with none are left out)."""
+        query = (
+            sa.select(peers.c.interface, peers.c.public_key, period_usage.c.rx, period_usage.c.tx)
+            .join(peers, peers.c.id == period_usage.c.peer_id)
+            .where(period_usage.c.start == _ts(period.start))
+        )
+        with self._read() as conn:
+            return {(iface, key): (rx, tx) for iface, key, rx, tx in conn.execute(query)}
+
+    def list_period(
+        self,
+        period: Period,
+        *,
+        interface: str | None = None,
+        sort: str = "total",
+        limit: int = 1000,
+        offset: int = 0,
+        present_only: bool = False,
+    ) -> tuple[int, list[UsageRow]]:
+        """A sorted page of every known peer's usage in `period` (descending for byte sorts)."""
+        if sort not in SORTS:
+            raise ValueError(f"sort must be one of {', '.join(SORTS)}")
+        rx = sa.func.coalesce(period_usage.c.rx, 0)
+        tx = sa.func.coalesce(period_usage.c.tx, 0)
+        joined = peers.outerjoin(
+            period_usage,
+            sa.and_(period_usage.c.peer_id == peers.c.id, period_usage.c.start == _ts(period.start)),
+        )
+        conditions = []
+        if interface is not None:
+            conditions.append(peers.c.interface == interface)
+        if present_only:
+            conditions.append(peers.c.present == sa.true())
+        order = {
+            "total": [(rx + tx).desc()],
+            "rx": [rx.desc()],
+            "tx": [tx.desc()],
+            "public_key": [],
+        }[sort] + [peers.c.public_key, peers.c.interface]
+        query = (
+            sa.select(peers.c.interface, peers.c.public_key, peers.c.present, rx.label("rx"), tx.label("tx"))
+            .select_from(joined)
+            .where(*conditions)
+            .order_by(*order)
+            .limit(limit)
+            .offset(offset)
+        )
+        count = sa.select(sa.func.count()).select_from(peers).where(*conditions)
+        with self._read() as conn:
+            total = conn.execute(count).scalar_one()
+            rows = [UsageRow(r.interface, r.public_key, bool(r.present), r.rx, r.tx) for r in conn.execute(query)]
+        return total, rows
+
+    def history(self, interface: str, public_key: str, granularity: str, limit: int) -> list[Bucket]:
+        """Booked buckets, newest first. Buckets with no traffic have no row and are absent."""
+        peer_id = self._ids.get((interface, public_key))
+        if peer_id is None:
+            return []
+        if granularity == "period":
+            query = (
+                sa.select(period_usage.c.start, period_usage.c.end, period_usage.c.rx, period_usage.c.tx)
+                .where(period_usage.c.peer_id == peer_id)
+                .order_by(period_usage.c.start.desc())
+                .limit(limit)
+            )
+        elif granularity == "day":
+            query = (
+                sa.select(day_usage.c.day, day_usage.c.day, day_usage.c.rx, day_usage.c.tx)
+                .where(day_usage.c.peer_id == peer_id)
+                .order_by(day_usage.c.day.desc())
+                .limit(limit)
+            )
+        else:
+            raise ValueError(f"granularity must be one of {', '.join(HISTORY_GRANULARITIES)}")
+        with self._read() as conn:
+            return [Bucket(*row) for row in conn.execute(query)]
+
+    def interface_totals(self, period: Period) -> dict[str, tuple[int, int]]:
+        query = (
+            sa.select(peers.c.interface, sa.func.sum(period_usage.c.rx), sa.func.sum(period_usage.c.tx))
+            .join(peers, peers.c.id == period_usage.c.peer_id)
+            .where(period_usage.c.start == _ts(period.start))
+            .group_by(peers.c.interface)
+        )
+        with self._read() as conn:
+            return {iface: (int(rx), int(tx)) for iface, rx, tx in conn.execute(query)}
+
+    # ---- operator actions ----------------------------------------------------------
+
+    def reset(self, interface: str, public_key: str, *, at: datetime, period: Period) -> tuple[int, int]:
+        """Zero the peer's usage in `period`, log what was removed, and return it.
+
+        Lifetime totals and day buckets are history and stay as they are.
+        """
+        peer_id = self._ids.get((interface, public_key))
+        if peer_id is None:
+            raise KeyError((interface, public_key))
+        start = _ts(period.start)
+        where = sa.and_(period_usage.c.peer_id == peer_id, period_usage.c.start == start)
+        with self._write() as conn:
+            row = conn.execute(sa.select(period_usage.c.rx, period_usage.c.tx).where(where)).one_or_none()
+            removed = (0, 0) if row is None else (row.rx, row.tx)
+            if row is not None:
+                conn.execute(period_usage.update().where(where).values(rx=0, tx=0))
+            conn.execute(
+                resets.insert().values(peer_id=peer_id, at=_ts(at), period_start=start, rx=removed[0], tx=removed[1])
+            )
+        return removed
+
+    def prune_days(self, keep_from: date) -> int:
+        """Delete day buckets older than `keep_from`; returns how many went."""
+        with self._write() as conn:
+            result = conn.execute(day_usage.delete().where(day_usage.c.day < day_number(keep_from)))
+            return int(result.rowcount)
+
+
+def _engine(url: str) -> Engine:
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        raise ValueError("only SQLite ledgers are supported (sqlite:///PATH)")
+    engine = sa.create_engine(
+        parsed,
+        future=True,
+        poolclass=StaticPool,
+        connect_args={"check_same_thread": False, "timeout": LOCK_TIMEOUT_SECONDS},
+    )
+    sa.event.listen(engine, "connect", _on_connect)
+    return engine
+
+
+def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        # WAL: readers never block the sampler. synchronous=NORMAL is durable against a
+        # killed process; an OS crash may roll back the last samples, which then count
+        # nothing twice (the reboot changes the boot id, so the counters restart anyway).
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+    finally:
+        cursor.close()
+
+
+def _reason(exc: BaseException) -> str:
+    """The database's own words, without SQLAlchemy's statement dump or its doc link."""
+    original = getattr(exc, "orig", None)
+    return str(original if original is not None else exc).splitlines()[0]
+
+
+def _record(row: Any) -> PeerRecord:
+    return PeerRecord(
+        interface=row.interface,
+        public_key=row.public_key,
+        present=bool(row.present),
+        rx=row.rx,
+        tx=row.tx,
+        lifetime_rx=row.lifetime_rx,
+        lifetime_tx=row.lifetime_tx,
+        first_seen=_dt(row.first_seen),
+        last_seen=_dt(row.last_seen),
+    )
+
+
+_UPDATE_PEER = (
+    peers.update()
+    .where(peers.c.id == sa.bindparam("b_id"))
+    .values(
+        present=sa.bindparam("b_present"),
+        rx=sa.bindparam("b_rx"),
+        tx=sa.bindparam("b_tx"),
+        lifetime_rx=peers.c.lifetime_rx + sa.bindparam("b_drx"),
+        lifetime_tx=peers.c.lifetime_tx + sa.bindparam("b_dtx"),
+        last_seen=sa.bindparam("b_now"),
+    )
+)
+
+
+def _upsert_adding(table: sa.Table, keys: list[str]) -> Any:
+    statement = sqlite_insert(table)
+    return statement.on_conflict_do_update(
+        index_elements=keys,
+        set_={"rx": table.c.rx + statement.excluded.rx, "tx": table.c.tx + statement.excluded.tx},
+    )
+
+
+_UPSERT_PERIOD = _upsert_adding(period_usage, ["peer_id", "start"])
+_UPSERT_DAY = _upsert_adding(day_usage, ["peer_id", "day"])
+_interface_insert = sqlite_insert(interfaces)
+_UPSERT_INTERFACE = _interface_insert.on_conflict_do_update(
+    index_elements=["name"],
+    set_={"ifindex": _interface_insert.excluded.ifindex, "boot_id": _interface_insert.excluded.boot_id},
+)

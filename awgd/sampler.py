@@ -1,0 +1,86 @@
+"""One sample, end to end: read the system, account against the checkpoints, book it.
+
+The reading and the booking are I/O; `observe` (reading -> accounting input) is pure.
+The in-memory checkpoints advance only after the ledger has committed, so a failed
+write leaves both exactly as they were and the next sample recomputes from them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+from awgd.accounting import Observation, account, advance
+from awgd.ledger import Ledger
+from awgd.periods import Period, local_day, period_containing
+from awgd.system_reader import Reading, read_system
+
+
+def observe(reading: Reading, watched: Collection[str], known: Iterable[str]) -> Observation:
+    """What the accounting needs from a reading; `watched` empty = every interface.
+
+    Interfaces outside `watched` are treated like unread ones: their checkpoints stay
+    as they are, so narrowing the list in the config never marks their peers absent.
+    """
+    chosen = [i for i in reading.interfaces if not watched or i.name in watched]
+    unread = set(reading.unread)
+    if watched:
+        unread.update(name for name in known if name not in watched)
+    links = reading.links or {}
+    return Observation(
+        counters={i.name: {p.public_key: (p.rx_bytes, p.tx_bytes) for p in i.peers} for i in chosen},
+        ifindexes={name: links[name].ifindex for name in (i.name for i in chosen) if name in links},
+        boot_id=reading.boot_id,
+        unread=frozenset(unread),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SampleResult:
+    reading: Reading
+    period: Period
+    day: date
+    rows_written: int
+    peers_moved: int
+
+
+class Sampler:
+    def __init__(
+        self,
+        ledger: Ledger,
+        *,
+        tools: Sequence[str],
+        exec_prefix: Sequence[str],
+        timeout: float,
+        watched: Collection[str],
+        schedule: str,
+        zone: ZoneInfo,
+    ) -> None:
+        self.ledger = ledger
+        self.tools = tuple(tools)
+        self.exec_prefix = tuple(exec_prefix)
+        self.timeout = timeout
+        self.watched = frozenset(watched)
+        self.schedule = schedule
+        self.zone = zone
+        self.peers, self.interfaces = ledger.checkpoints()
+
+    async def sample(self, *, book_to: tuple[Period, date] | None = None) -> SampleResult:
+        """Take and book one sample. `book_to` overrides where its deltas go (a boundary sample)."""
+        reading = await read_system(self.tools, self.exec_prefix, self.timeout)
+        return await self.book(reading, book_to=book_to)
+
+    async def book(self, reading: Reading, *, book_to: tuple[Period, date] | None = None) -> SampleResult:
+        known = set(self.peers) | set(self.interfaces)
+        observation = observe(reading, self.watched, known)
+        booking = account(self.peers, self.interfaces, observation, first_sample=self.ledger.is_new)
+        period, day = book_to or self.booking_for(reading.taken_at)
+        written = await asyncio.to_thread(self.ledger.apply, booking, at=reading.taken_at, period=period, day=day)
+        advance(self.peers, self.interfaces, booking)
+        return SampleResult(reading, period, day, written, len(booking.deltas))
+
+    def booking_for(self, instant: datetime) -> tuple[Period, date]:
+        return period_containing(instant, self.schedule, self.zone), local_day(instant, self.zone)

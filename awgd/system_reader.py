@@ -1,0 +1,138 @@
+"""Read the counters off the system: the dump, `ip -o link show` and the boot id.
+
+The I/O is `read_system`; how the tool's exit status and stderr are understood
+(FORMAT.md section 4) is the pure `interpret_dump`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from awgd.dump_parser import DumpError, Interface, parse_dump
+from awgd.ip_link import Link, parse_ip_link
+from awgd.tool_runner import ToolError, ToolOutput, run_command
+
+BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+# For tests only: a file to read the boot id from instead, so a test can simulate a reboot.
+BOOT_ID_ENV = "AWGD_TEST_BOOT_ID_FILE"
+AUTO_TOOLS = ("awg", "wg")
+# Exit statuses of `docker exec`, `sh -c` and env when the command itself is missing.
+_NOT_FOUND_STATUSES = (126, 127)
+# A reason quoted from the tool's stderr is cut to this many characters.
+MAX_REASON_CHARS = 200
+_UNREADABLE_RE = re.compile(r"Unable to access interface ([^\s:]{1,15}): (.*)")
+
+
+class SamplingError(Exception):
+    """The sample could not be taken. The message is safe to log and to return over RPC."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    taken_at: datetime
+    tool: str
+    interfaces: tuple[Interface, ...]
+    unread: frozenset[str]  # interfaces the tool named but could not read
+    links: Mapping[str, Link] | None  # None when `ip` failed
+    boot_id: str | None
+    warnings: tuple[str, ...]
+
+
+def interpret_dump(tool: str, output: ToolOutput) -> tuple[tuple[Interface, ...], frozenset[str], tuple[str, ...]]:
+    """(interfaces read, interfaces not read, warnings) from one `show all dump` run.
+
+    Exit status 0 means at least one interface was printed, not that all were: each
+    `Unable to access interface X: …` line names one that was not read in this sample.
+    """
+    lines = [line for line in output.stderr.decode("utf-8", "replace").splitlines() if line.strip()]
+    if output.returncode != 0:
+        detail = _clean(lines[0]) if lines else "no error message"
+        raise SamplingError(f"{tool} exited with status {output.returncode}: {detail}")
+    unread: set[str] = set()
+    warnings: list[str] = []
+    for line in lines:
+        match = _UNREADABLE_RE.fullmatch(line)
+        if match:
+            unread.add(match[1])
+            warnings.append(f"interface {match[1]} not read: {_clean(match[2])}")
+        else:
+            warnings.append(f"{tool} said: {_clean(line)}")
+    try:
+        interfaces = parse_dump(output.stdout)
+    except DumpError as exc:
+        raise SamplingError(f"{tool} printed output that cannot be parsed: {exc}") from None
+    return interfaces, frozenset(unread - {i.name for i in interfaces}), tuple(warnings)
+
+
+def _clean(text: str) -> str:
+    printable = "".join(ch if ch.isprintable() else "?" for ch in text.strip())
+    return printable[:MAX_REASON_CHARS]
+
+
+def tool_candidates(tool: str, exec_prefix: Sequence[str]) -> tuple[str, ...]:
+    """Which binaries to try, in order: "auto" means awg if installed, else wg."""
+    if tool != "auto":
+        return (tool,)
+    if exec_prefix:
+        return AUTO_TOOLS  # they live inside the container: try each through the prefix
+    found = tuple(name for name in AUTO_TOOLS if shutil.which(name))
+    if not found:
+        raise SamplingError('neither awg nor wg is installed (wireguard.tool = "auto")')
+    return found[:1]
+
+
+async def read_system(tools: Sequence[str], exec_prefix: Sequence[str], timeout: float) -> Reading:
+    """Run the dump and `ip -o link show` side by side and read the boot id."""
+    taken_at = datetime.now(UTC)
+    links_task = asyncio.ensure_future(_read_links(exec_prefix, timeout))
+    try:
+        tool, output = await _run_dump(tools, exec_prefix, timeout)
+        interfaces, unread, warnings = interpret_dump(tool, output)
+    except BaseException:
+        links_task.cancel()
+        await asyncio.gather(links_task, return_exceptions=True)
+        raise
+    links, link_warning = await links_task
+    boot_id, boot_warning = read_boot_id()
+    extra = tuple(w for w in (link_warning, boot_warning) if w)
+    return Reading(taken_at, tool, interfaces, unread, links, boot_id, warnings + extra)
+
+
+async def _run_dump(tools: Sequence[str], exec_prefix: Sequence[str], timeout: float) -> tuple[str, ToolOutput]:
+    last = ""
+    for tool in tools:
+        try:
+            output = await run_command([*exec_prefix, tool, "show", "all", "dump"], timeout)
+        except ToolError as exc:
+            raise SamplingError(str(exc)) from None
+        if exec_prefix and len(tools) > 1 and output.returncode in _NOT_FOUND_STATUSES:
+            last = f"{tool} not found through {exec_prefix[0]}"
+            continue
+        return os.path.basename(tool), output
+    raise SamplingError(f"neither awg nor wg found ({last})")
+
+
+async def _read_links(exec_prefix: Sequence[str], timeout: float) -> tuple[Mapping[str, Link] | None, str | None]:
+    try:
+        output = await run_command([*exec_prefix, "ip", "-o", "link", "show"], timeout)
+    except ToolError as exc:
+        return None, f"interface states unknown: {exc}"
+    if output.returncode != 0:
+        return None, f"interface states unknown: ip exited with status {output.returncode}"
+    return parse_ip_link(output.stdout.decode("utf-8", "replace")), None
+
+
+def read_boot_id() -> tuple[str | None, str | None]:
+    path = os.environ.get(BOOT_ID_ENV) or BOOT_ID_PATH
+    try:
+        with open(path, encoding="ascii") as handle:
+            boot_id = handle.read(128).strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, f"boot id unknown: {exc.__class__.__name__}"
+    return (boot_id or None), (None if boot_id else "boot id unknown: empty")

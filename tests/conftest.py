@@ -1,0 +1,106 @@
+"""Shared fixtures: the captured dumps and a scripted stand-in for `awg`."""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data"
+
+
+@dataclass(frozen=True)
+class Capture:
+    name: str
+    stdout: bytes
+    stderr: bytes
+    returncode: int
+
+    @property
+    def interface(self) -> str | None:
+        """The IFACE of a `show IFACE dump` capture, None for `show all dump`."""
+        tail = self.name.split(".")[-1]
+        return None if tail.startswith("all") or self.name.startswith("err.") else tail
+
+
+def load_captures() -> list[Capture]:
+    captures = []
+    for out in sorted(DATA.glob("*.out")):
+        stem = out.name[: -len(".out")]
+        captures.append(
+            Capture(
+                stem,
+                out.read_bytes(),
+                (DATA / f"{stem}.err").read_bytes(),
+                int((DATA / f"{stem}.rc").read_text().strip()),
+            )
+        )
+    return captures
+
+
+CAPTURES = load_captures()
+
+
+def secrets_in_captures() -> set[str]:
+    """Every private, preshared and header-protection key printed in any capture."""
+    found: set[str] = set()
+    for capture in CAPTURES:
+        for line in capture.stdout.decode().splitlines():
+            fields = line.split("\t")
+            if capture.interface is None:
+                fields = fields[1:]
+            if len(fields) == 8:  # a peer: the preshared key
+                found.add(fields[1])
+            else:  # an interface: the private key and, in AWG3, the header-protection key
+                found.add(fields[0])
+                if len(fields) >= 27:
+                    found.add(fields[19])
+    return {key for key in found if len(key) == 44}
+
+
+class ScriptedTool:
+    """An executable stand-in for `awg`: prints the files the test puts in its directory.
+
+    The test writes `out`, `err` and `rc` (and optionally `sleep`); every run appends a
+    line to `calls`, so a test can count tool invocations.
+    """
+
+    def __init__(self, directory: Path, name: str = "awg") -> None:
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.path = directory / name
+        self.path.write_text(
+            "#!/bin/sh\n"
+            f'd="{directory}"\n'
+            'echo "$*" >> "$d/calls"\n'
+            '[ -f "$d/sleep" ] && sleep "$(cat "$d/sleep")"\n'
+            '[ -f "$d/out" ] && cat "$d/out"\n'
+            '[ -f "$d/err" ] && cat "$d/err" >&2\n'
+            'exit "$(cat "$d/rc" 2>/dev/null || echo 0)"\n'
+        )
+        self.path.chmod(self.path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+        self.set(b"")
+
+    def set(self, stdout: bytes | str, stderr: bytes | str = b"", returncode: int = 0) -> None:
+        for name, value in (("out", stdout), ("err", stderr)):
+            data = value.encode() if isinstance(value, str) else value
+            tmp = self.dir / f"{name}.tmp"
+            tmp.write_bytes(data)
+            os.replace(tmp, self.dir / name)
+        (self.dir / "rc").write_text(str(returncode))
+
+    def play(self, capture: Capture) -> None:
+        self.set(capture.stdout, capture.stderr, capture.returncode)
+
+    @property
+    def calls(self) -> int:
+        path = self.dir / "calls"
+        return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+@pytest.fixture
+def scripted_tool(tmp_path: Path) -> ScriptedTool:
+    return ScriptedTool(tmp_path / "tool")

@@ -1,0 +1,232 @@
+"""The SQLite ledger on real files: booking, queries, resets, versions and failures."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+import sqlalchemy as sa
+
+from awgd.accounting import Observation, account, advance
+from awgd.ledger import Ledger, LedgerError, day_from_number, day_number
+from awgd.ledger_schema import SCHEMA_VERSION
+from awgd.periods import period_containing
+
+ZONE = ZoneInfo("Europe/Moscow")
+MONTHLY = "0 0 1 * *"
+A = "A" * 43 + "="
+B = "B" * 43 + "="
+C = "C" * 43 + "="
+T0 = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+
+
+class Harness:
+    """Drives a real ledger file the way the sampler does: account, apply, advance."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.ledger = Ledger.open(f"sqlite:///{path}")
+        self.peers, self.ifaces = self.ledger.checkpoints()
+
+    def book(self, counters: dict, at: datetime, ifindexes: dict | None = None) -> int:  # type: ignore[type-arg]
+        observation = Observation(counters, ifindexes or dict.fromkeys(counters, 1), "boot", frozenset())
+        booking = account(self.peers, self.ifaces, observation, first_sample=self.ledger.is_new)
+        period = period_containing(at, MONTHLY, ZONE)
+        written = self.ledger.apply(booking, at=at, period=period, day=at.astimezone(ZONE).date())
+        advance(self.peers, self.ifaces, booking)
+        return written
+
+    def changes(self) -> int:
+        with self.ledger.engine.connect() as conn:
+            return int(conn.execute(sa.text("SELECT total_changes()")).scalar_one())
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Harness:
+    return Harness(tmp_path / "ledger.sqlite3")
+
+
+def test_first_sample_is_a_baseline_and_sets_tracking_since(harness: Harness) -> None:
+    harness.book({"wg0": {A: (1000, 2000)}}, T0)
+    assert harness.ledger.tracking_since == T0
+    record = harness.ledger.peer("wg0", A)
+    assert record is not None
+    assert (record.rx, record.tx, record.lifetime_rx, record.lifetime_tx) == (1000, 2000, 0, 0)
+
+
+def test_booking_goes_to_period_day_and_lifetime(harness: Harness) -> None:
+    harness.book({"wg0": {A: (1000, 2000)}}, T0)
+    harness.book({"wg0": {A: (1500, 2600), B: (10, 20)}}, T0 + timedelta(minutes=1))
+    harness.book({"wg0": {A: (1700, 2600), B: (15, 20)}}, T0 + timedelta(days=1))
+    period = period_containing(T0, MONTHLY, ZONE)
+    assert harness.ledger.usage("wg0", A, period) == (700, 600)
+    assert harness.ledger.usage("wg0", B, period) == (15, 20)
+    days = harness.ledger.history("wg0", A, "day", 31)
+    assert [(day_from_number(b.start), b.rx, b.tx) for b in days] == [
+        (date(2026, 11, 21), 200, 0),
+        (date(2026, 11, 20), 500, 600),
+    ]
+    record = harness.ledger.peer("wg0", A)
+    assert record is not None and (record.lifetime_rx, record.lifetime_tx) == (700, 600)
+    assert harness.ledger.interface_totals(period) == {"wg0": (715, 620)}
+
+
+def test_state_survives_reopening(harness: Harness, tmp_path: Path) -> None:
+    harness.book({"wg0": {A: (1000, 2000)}}, T0)
+    harness.book({"wg0": {A: (1100, 2100)}}, T0 + timedelta(minutes=1))
+    harness.ledger.close()
+    again = Harness(tmp_path / "ledger.sqlite3")
+    assert not again.ledger.is_new
+    assert again.peers == harness.peers
+    assert again.ifaces == harness.ifaces
+    again.book({"wg0": {A: (1150, 2100)}}, T0 + timedelta(minutes=2))
+    record = again.ledger.peer("wg0", A)
+    assert record is not None and record.lifetime_rx == 150
+
+
+def test_idle_sample_writes_no_row_and_runs_no_statement(harness: Harness) -> None:
+    counters = {"wg0": {key: (i * 100, i * 100) for i, key in enumerate((A, B, C))}}
+    harness.book(counters, T0)
+    before = harness.changes()
+    statements: list[str] = []
+    sa.event.listen(harness.ledger.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    assert harness.book(counters, T0 + timedelta(minutes=1)) == 0
+    assert statements == []
+    assert harness.changes() == before
+
+
+def test_only_moved_peers_are_written(harness: Harness) -> None:
+    counters = {"wg0": {f"{i:043d}=": (0, 0) for i in range(100)}}
+    harness.book(counters, T0)
+    counters["wg0"]["00000000000000000000000000000000000000000042="] = (5, 7)
+    before = harness.changes()
+    written = harness.book(counters, T0 + timedelta(minutes=1))
+    # one peer row, one period row, one day row, the meta row
+    assert written == 4
+    assert harness.changes() - before == 4
+
+
+def test_failed_write_changes_nothing_and_the_retry_books_once(harness: Harness) -> None:
+    harness.book({"wg0": {A: (100, 100)}}, T0)
+    blocker = sqlite3.connect(harness.path, timeout=0)
+    blocker.execute("BEGIN EXCLUSIVE")
+    with pytest.raises(LedgerError, match="database is locked"):
+        harness.book({"wg0": {A: (300, 400), B: (5, 5)}}, T0 + timedelta(minutes=1))
+    blocker.rollback()
+    blocker.close()
+    assert harness.peers["wg0"][A].rx == 100  # in-memory checkpoints did not advance
+    harness.book({"wg0": {A: (300, 400), B: (5, 5)}}, T0 + timedelta(minutes=2))
+    period = period_containing(T0, MONTHLY, ZONE)
+    assert harness.ledger.usage("wg0", A, period) == (200, 300)
+    assert harness.ledger.usage("wg0", B, period) == (5, 5)
+
+
+def test_list_period_sorts_pages_and_filters(harness: Harness) -> None:
+    harness.book({"wg0": {}, "wg1": {}}, T0)
+    harness.book({"wg0": {A: (10, 500), B: (300, 1)}, "wg1": {C: (50, 50)}}, T0 + timedelta(minutes=1))
+    harness.book({"wg0": {A: (10, 500)}, "wg1": {C: (50, 50)}}, T0 + timedelta(minutes=2))  # B removed
+    period = period_containing(T0, MONTHLY, ZONE)
+    total, rows = harness.ledger.list_period(period)
+    assert total == 3
+    assert [(r.public_key, r.rx + r.tx) for r in rows] == [(A, 510), (B, 301), (C, 100)]
+    assert [r.public_key for r in harness.ledger.list_period(period, sort="rx")[1]] == [B, C, A]
+    assert [r.public_key for r in harness.ledger.list_period(period, sort="tx")[1]] == [A, C, B]
+    assert [r.public_key for r in harness.ledger.list_period(period, sort="public_key")[1]] == [A, B, C]
+    assert [r.public_key for r in harness.ledger.list_period(period, limit=1, offset=1)[1]] == [B]
+    total, rows = harness.ledger.list_period(period, present_only=True)
+    assert total == 2 and {r.public_key for r in rows} == {A, C}
+    total, rows = harness.ledger.list_period(period, interface="wg1")
+    assert total == 1 and rows[0].public_key == C
+    next_month = period_containing(T0 + timedelta(days=20), MONTHLY, ZONE)
+    assert {(r.rx, r.tx) for r in harness.ledger.list_period(next_month)[1]} == {(0, 0)}
+    with pytest.raises(ValueError, match="sort"):
+        harness.ledger.list_period(period, sort="bogus")
+
+
+def test_history_by_period_spans_months(harness: Harness) -> None:
+    harness.book({"wg0": {A: (0, 0)}}, T0)
+    harness.book({"wg0": {A: (100, 10)}}, T0 + timedelta(days=1))  # November
+    harness.book({"wg0": {A: (400, 20)}}, datetime(2026, 12, 3, tzinfo=UTC))  # December
+    buckets = harness.ledger.history("wg0", A, "period", 12)
+    assert [(b.rx, b.tx) for b in buckets] == [(300, 10), (100, 10)]
+    assert datetime.fromtimestamp(buckets[0].start, UTC) == datetime(2026, 11, 30, 21, 0, tzinfo=UTC)
+    assert datetime.fromtimestamp(buckets[0].end, UTC) == datetime(2026, 12, 31, 21, 0, tzinfo=UTC)
+    assert harness.ledger.history("wg0", A, "period", 1) == buckets[:1]
+    assert harness.ledger.history("wg0", "unknown", "period", 12) == []
+
+
+def test_reset_zeroes_the_period_keeps_lifetime_and_logs(harness: Harness) -> None:
+    harness.book({"wg0": {A: (0, 0)}}, T0)
+    harness.book({"wg0": {A: (100, 50)}}, T0 + timedelta(minutes=1))
+    period = period_containing(T0, MONTHLY, ZONE)
+    removed = harness.ledger.reset("wg0", A, at=T0 + timedelta(minutes=2), period=period)
+    assert removed == (100, 50)
+    assert harness.ledger.usage("wg0", A, period) == (0, 0)
+    harness.book({"wg0": {A: (130, 60)}}, T0 + timedelta(minutes=3))
+    assert harness.ledger.usage("wg0", A, period) == (30, 10)
+    record = harness.ledger.peer("wg0", A)
+    assert record is not None and (record.lifetime_rx, record.lifetime_tx) == (130, 60)
+    with harness.ledger.engine.connect() as conn:
+        log = conn.execute(sa.text("SELECT rx, tx, period_start FROM resets")).all()
+    assert [tuple(r) for r in log] == [(100, 50, int(period.start.timestamp()))]
+    with pytest.raises(KeyError):
+        harness.ledger.reset("wg0", B, at=T0, period=period)
+
+
+def test_prune_days(harness: Harness) -> None:
+    harness.book({"wg0": {A: (0, 0)}}, T0)
+    for day in range(5):
+        harness.book({"wg0": {A: (day + 1, 0)}}, T0 + timedelta(days=day))
+    assert harness.ledger.prune_days(date(2026, 11, 23)) == 3
+    assert [day_from_number(b.start) for b in harness.ledger.history("wg0", A, "day", 31)] == [
+        date(2026, 11, 24),
+        date(2026, 11, 23),
+    ]
+
+
+def test_day_numbers_round_trip() -> None:
+    assert day_number(date(2026, 12, 1)) == 20261201
+    assert day_from_number(20261201) == date(2026, 12, 1)
+
+
+def test_ledger_is_in_wal_mode(harness: Harness) -> None:
+    with harness.ledger.engine.connect() as conn:
+        assert conn.execute(sa.text("PRAGMA journal_mode")).scalar_one() == "wal"
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    Ledger.open(f"sqlite:///{path}").close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE meta SET schema_version = ?", (SCHEMA_VERSION + 1,))
+    with pytest.raises(LedgerError, match=r"schema version 2, newer than this awgd understands \(1\)"):
+        Ledger.open(f"sqlite:///{path}")
+
+
+def test_corrupt_file_is_refused_clearly(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    path.write_bytes(b"this is not a database at all" * 100)
+    with pytest.raises(LedgerError, match="file is not a database") as caught:
+        Ledger.open(f"sqlite:///{path}")
+    assert "Traceback" not in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_unwritable_path_is_refused_clearly(tmp_path: Path) -> None:
+    with pytest.raises(LedgerError, match="unable to open database file"):
+        Ledger.open(f"sqlite:///{tmp_path}/missing/dir/ledger.sqlite3")
+
+
+def test_foreign_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.sqlite3"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE invoices (id INTEGER)")
+    with pytest.raises(LedgerError, match="not an awgd ledger"):
+        Ledger.open(f"sqlite:///{path}")
+
+
+def test_non_sqlite_url_is_refused() -> None:
+    with pytest.raises(LedgerError, match="only SQLite"):
+        Ledger.open("postgresql://localhost/awgd")
