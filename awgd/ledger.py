@@ -442,10 +442,15 @@ def _engine(url: str) -> Engine:
         connect_args={"check_same_thread": False, "timeout": LOCK_TIMEOUT_SECONDS},
     )
     sa.event.listen(engine, "connect", _on_connect)
+    sa.event.listen(engine, "begin", _on_begin)
     return engine
 
 
 def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # pysqlite only opens a transaction before INSERT/UPDATE/DELETE, so CREATE TABLE and
+    # reads would run outside it; take over and BEGIN explicitly (see _on_begin), which
+    # makes creating the schema atomic too.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     try:
         # WAL: readers never block the sampler. synchronous=NORMAL is durable against a
@@ -456,6 +461,10 @@ def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
     finally:
         cursor.close()
+
+
+def _on_begin(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN")
 
 
 def _reason(exc: BaseException) -> str:

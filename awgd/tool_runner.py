@@ -13,6 +13,7 @@ import os
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 # 50,000 peers print about 12 MB of dump; AmneziaWG's i1..i5 add a few KB per interface.
 # Four times the largest real output is plenty, and bounds what a broken tool can make
@@ -25,6 +26,8 @@ MAX_STDERR_BYTES = 256 * 1024
 EXIT_GRACE_SECONDS = 1.0
 _READ_CHUNK = 256 * 1024
 _EXIT_POLL_SECONDS = 0.02
+# After SIGKILL the pipes close at once, unless a child escaped the group with setsid.
+_REAP_SECONDS = 2.0
 
 
 class ToolError(Exception):
@@ -56,17 +59,19 @@ async def run_command(argv: Sequence[str], timeout: float, max_output: int = MAX
     except OSError as exc:
         raise ToolError(f"{name}: cannot run ({exc.strerror})") from None
     assert process.stdout is not None and process.stderr is not None
-    readers: asyncio.Future[tuple[bytes, bytes]] = asyncio.ensure_future(
-        asyncio.gather(
-            _read_bounded(process.stdout, max_output, f"{name}: output exceeds {max_output} bytes"),
-            _read_bounded(process.stderr, MAX_STDERR_BYTES, f"{name}: error output exceeds {MAX_STDERR_BYTES} bytes"),
-        )
+    out_task = asyncio.ensure_future(
+        _read_bounded(process.stdout, max_output, f"{name}: output exceeds {max_output} bytes")
     )
+    err_task = asyncio.ensure_future(
+        _read_bounded(process.stderr, MAX_STDERR_BYTES, f"{name}: error output exceeds {MAX_STDERR_BYTES} bytes")
+    )
+    readers: asyncio.Future[tuple[bytes, bytes]] = asyncio.gather(out_task, err_task)
     exited = asyncio.ensure_future(_exit_status(process))
     try:
         try:
             async with asyncio.timeout(timeout):
-                await asyncio.wait([readers, exited], return_when=asyncio.FIRST_COMPLETED)  # type: ignore[type-var]
+                either: list[asyncio.Future[Any]] = [readers, exited]
+                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
                 if readers.done():
                     stdout, stderr = readers.result()  # raises ToolError on too much output
                     exited.cancel()
@@ -81,11 +86,8 @@ async def run_command(argv: Sequence[str], timeout: float, max_output: int = MAX
         except TimeoutError:
             raise ToolError(f"{name}: timed out after {timeout:g} s") from None
     except BaseException:
-        _kill_group(process)
-        readers.cancel()
-        await asyncio.gather(readers, return_exceptions=True)
         exited.cancel()
-        await process.wait()
+        await _reap(process, readers, (out_task, err_task))
         raise
     return ToolOutput(returncode, stdout, stderr)
 
@@ -110,6 +112,29 @@ async def _exit_status(process: asyncio.subprocess.Process) -> int:
     while process.returncode is None:
         await asyncio.sleep(_EXIT_POLL_SECONDS)
     return process.returncode
+
+
+async def _reap(
+    process: asyncio.subprocess.Process,
+    readers: asyncio.Future[tuple[bytes, bytes]],
+    tasks: tuple[asyncio.Future[bytes], ...],
+) -> None:
+    """Kill the group and collect it. A reader that gave up left its pipe paused, and
+    asyncio only reports the exit once every pipe has reached EOF, so drain them first."""
+    _kill_group(process)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(readers, *tasks, return_exceptions=True)
+    assert process.stdout is not None and process.stderr is not None
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(_REAP_SECONDS):
+            await asyncio.gather(_drain(process.stdout), _drain(process.stderr))
+            await process.wait()
+
+
+async def _drain(stream: asyncio.StreamReader) -> None:
+    while await stream.read(_READ_CHUNK):
+        pass
 
 
 def _kill_group(process: asyncio.subprocess.Process) -> None:

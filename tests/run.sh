@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The test command of README.md, and what CI runs (.ci/run calls this file).
+#
+# Installs what it needs (Debian packages when run as root, a virtualenv in .venv), then
+# runs two legs of the same suite:
+#   1. newest releases from PyPI in .venv: ruff, mypy --strict, pytest;
+#   2. Debian 12's own python3-sqlalchemy (1.4.46), python3-croniter (1.3.5) and
+#      python3-sdnotify under /usr/bin/python3: pytest.
+# Extra arguments go to pytest in both legs, e.g. `bash tests/run.sh -k ledger`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\n=== %s\n' "$*"; }
+die() { printf 'tests/run.sh: %s\n' "$*" >&2; exit 1; }
+
+APT_PACKAGES=(
+    python3-venv python3-pip iproute2 procps
+    python3-sqlalchemy python3-croniter python3-sdnotify python3-pytest python3-hypothesis
+)
+PYPI_PACKAGES=(SQLAlchemy croniter sdnotify orjson pytest hypothesis ruff mypy types-croniter)
+VENV=${AWGD_TEST_VENV:-.venv}
+PYTEST_TIMEOUT=${AWGD_PYTEST_TIMEOUT:-1500}
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    [ "$(id -u)" -eq 0 ] || die "missing Debian packages (run as root to install them): ${missing[*]}"
+    say "apt-get install ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+say "virtualenv $VENV with the newest releases"
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+"$VENV/bin/python" -m pip install -q --upgrade "${PYPI_PACKAGES[@]}"
+"$VENV/bin/python" -m pip install -q --no-deps --force-reinstall .  # the console scripts, and a check of pyproject
+"$VENV/bin/python" -m pip list 2>/dev/null | grep -iE '^(sqlalchemy|croniter|sdnotify|orjson|pytest|hypothesis) '
+
+export PYTHONPATH="$PWD:$PWD/client"
+export PYTHONDONTWRITEBYTECODE=1
+
+say "leg 1: ruff"
+"$VENV/bin/ruff" check .
+"$VENV/bin/ruff" format --check .
+say "leg 1: mypy --strict (awgd/, client/)"
+"$VENV/bin/mypy"
+say "leg 1: pytest, newest releases ($("$VENV/bin/python" --version))"
+timeout "$PYTEST_TIMEOUT" "$VENV/bin/python" -m pytest -p no:cacheprovider "$@"
+
+say "leg 2: pytest, Debian 12 packages ($(/usr/bin/python3 --version))"
+dpkg-query -W python3-sqlalchemy python3-croniter python3-sdnotify python3-pytest python3-hypothesis
+timeout "$PYTEST_TIMEOUT" /usr/bin/python3 -m pytest -p no:cacheprovider "$@"
