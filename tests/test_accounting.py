@@ -165,7 +165,9 @@ class World:
     counters: dict[tuple[str, str], list[int]] = field(
         default_factory=lambda: {(i, k): [0, 0] for i in IFACES for k in KEYS}
     )
-    true: dict[tuple[str, str], list[int]] = field(default_factory=lambda: {(i, k): [0, 0] for i in IFACES for k in KEYS})
+    true: dict[tuple[str, str], list[int]] = field(
+        default_factory=lambda: {(i, k): [0, 0] for i in IFACES for k in KEYS}
+    )
 
     def step(self, event: tuple) -> None:  # type: ignore[type-arg]
         kind = event[0]
@@ -289,7 +291,7 @@ def knowable_histories(draw: st.DrawFn) -> list[tuple]:  # type: ignore[type-arg
             events += [FULL_SAMPLE, event, FULL_SAMPLE]
         else:
             events.append(event)
-    return events + [FULL_SAMPLE]
+    return [*events, FULL_SAMPLE]
 
 
 @settings(max_examples=400, deadline=None)

@@ -171,9 +171,7 @@ def interfaces(draw: st.DrawFn, name: str) -> tuple[Interface, list[str], str]:
     middle = draw(st.lists(free_text, min_size=field_count - 4, max_size=field_count - 4))
     head = "\t".join([private, public or "(none)", str(listen), *middle, "off" if fwmark is None else f"0x{fwmark:x}"])
     drawn = draw(st.lists(peers(), max_size=6, unique_by=lambda p: p[0].public_key))
-    iface = Interface(
-        name, public, listen, fwmark, FORMATS_BY_FIELD_COUNT[field_count], tuple(p for p, _ in drawn)
-    )
+    iface = Interface(name, public, listen, fwmark, FORMATS_BY_FIELD_COUNT[field_count], tuple(p for p, _ in drawn))
     return iface, [head] + [line for _, line in drawn], private
 
 

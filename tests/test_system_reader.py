@@ -103,7 +103,7 @@ def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
     pidfile = tmp_path / "child.pid"
     script = f"sh -c 'echo $$ > {pidfile}; exec sleep 60' & wait"
     started = time.monotonic()
-    with pytest.raises(ToolError, match="timed out after 0.5 s"):
+    with pytest.raises(ToolError, match=r"timed out after 0\.5 s"):
         asyncio.run(run_command(["sh", "-c", script], 0.5))
     assert time.monotonic() - started < 5
     child = int(pidfile.read_text())

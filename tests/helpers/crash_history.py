@@ -32,7 +32,9 @@ def history(seed: int, samples: int, peers: int) -> tuple[list[Sample], dict[tup
     """The samples, and the true traffic per peer after the first (baseline) sample."""
     rng = random.Random(seed)
     ifindex = {"wg0": 10, "wg1": 11}
-    counters = {(i, peer_key(p)): [rng.randrange(10**9), rng.randrange(10**9)] for i in INTERFACES for p in range(peers)}
+    counters = {
+        (i, peer_key(p)): [rng.randrange(10**9), rng.randrange(10**9)] for i in INTERFACES for p in range(peers)
+    }
     configured = dict.fromkeys(counters, True)
     true = {key: (0, 0) for key in counters}
     out = []
@@ -44,14 +46,14 @@ def history(seed: int, samples: int, peers: int) -> tuple[list[Sample], dict[tup
                 for key in counters:
                     if key[0] == iface:
                         counters[key] = [0, 0]
-            for key in counters:
+            for key, counter in counters.items():
                 if rng.random() < 0.01:  # removed, or back with fresh counters
                     configured[key] = not configured[key]
-                    counters[key] = [0, 0]
+                    counter[0] = counter[1] = 0
                 if configured[key] and rng.random() < 0.5:
                     drx, dtx = rng.randrange(10**6), rng.randrange(10**6)
-                    counters[key][0] += drx
-                    counters[key][1] += dtx
+                    counter[0] += drx
+                    counter[1] += dtx
                     rx, tx = true[key]
                     true[key] = (rx + drx, tx + dtx)
         observation = Observation(
