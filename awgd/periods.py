@@ -116,3 +116,8 @@ def day_bounds(day: date, zone: ZoneInfo) -> Period:
     start = wall_to_instant(datetime(day.year, day.month, day.day), zone)
     following = day + timedelta(days=1)
     return Period(start, wall_to_instant(datetime(following.year, following.month, following.day), zone))
+
+
+def next_fire(instant: datetime, schedule: str, zone: ZoneInfo) -> datetime:
+    """The first fire time of `schedule` strictly after `instant` (UTC)."""
+    return period_containing(instant, schedule, zone).end

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
-from awgd.accounting import Observation, account, advance
+from awgd.accounting import Counters, Observation, PeerKey, account, advance
 from awgd.ledger import Ledger
 from awgd.periods import Period, local_day, period_containing
 from awgd.system_reader import Reading, read_system
@@ -44,7 +44,11 @@ class SampleResult:
     period: Period
     day: date
     rows_written: int
-    peers_moved: int
+    deltas: dict[PeerKey, Counters]
+
+    @property
+    def peers_moved(self) -> int:
+        return len(self.deltas)
 
 
 class Sampler:
@@ -80,7 +84,7 @@ class Sampler:
         period, day = book_to or self.booking_for(reading.taken_at)
         written = await asyncio.to_thread(self.ledger.apply, booking, at=reading.taken_at, period=period, day=day)
         advance(self.peers, self.interfaces, booking)
-        return SampleResult(reading, period, day, written, len(booking.deltas))
+        return SampleResult(reading, period, day, written, booking.deltas)
 
     def booking_for(self, instant: datetime) -> tuple[Period, date]:
         return period_containing(instant, self.schedule, self.zone), local_day(instant, self.zone)

@@ -1,0 +1,240 @@
+"""`/etc/awgd/awgd.toml`: every key optional, every mistake named (DESIGN.md "Config").
+
+A missing file means all defaults. An unknown key, a wrong type, a bad cron expression,
+an unknown timezone or a relative socket path is a ConfigError naming the key and the
+reason; the daemon turns it into exit status 78 (EX_CONFIG), as sysexits.h suggests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from awgd.periods import validate_schedule
+
+DEFAULT_PATH = "/etc/awgd/awgd.toml"
+EX_CONFIG = 78
+_IFNAME_RE = re.compile(r"[^\x00-\x20\x7f/:]{1,15}")
+_GROUP_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?")
+
+
+class ConfigError(Exception):
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+def system_zone() -> ZoneInfo:
+    """The system's IANA zone: $TZ, /etc/timezone, the /etc/localtime link, else UTC."""
+    candidates = [os.environ.get("TZ", "").removeprefix(":")]
+    with contextlib.suppress(OSError):
+        candidates.append(Path("/etc/timezone").read_text().strip())
+    try:
+        target = os.readlink("/etc/localtime")
+        if "zoneinfo/" in target:
+            candidates.append(target.split("zoneinfo/", 1)[1])
+    except OSError:
+        pass
+    for name in candidates:
+        if name:
+            try:
+                return ZoneInfo(name)
+            except (ZoneInfoNotFoundError, ValueError):
+                continue
+    return ZoneInfo("UTC")
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    tool: str = "auto"
+    exec_prefix: tuple[str, ...] = ()
+    interfaces: tuple[str, ...] = ()
+    online_window: int = 180
+    tool_timeout: float = 10.0
+    sampling_schedule: str = "* * * * *"
+    periods_schedule: str = "0 0 1 * *"
+    timezone: str = ""  # as written; "" = the system's
+    ledger_url: str = "sqlite:////var/lib/awgd/ledger.sqlite3"
+    day_retention_days: int = 400
+    socket: str = "/run/awgd/awgd.sock"
+    group: str = "awgd"
+    admin_groups: tuple[str, ...] = ()
+    zone: ZoneInfo = field(default_factory=system_zone)
+
+    @property
+    def zone_name(self) -> str:
+        return self.zone.key
+
+    def effective(self) -> dict[str, dict[str, Any]]:
+        """The config as TOML-shaped data, defaults filled in (for --check-config)."""
+        return {
+            "wireguard": {
+                "tool": self.tool,
+                "exec_prefix": list(self.exec_prefix),
+                "interfaces": list(self.interfaces),
+                "online_window": self.online_window,
+                "tool_timeout": self.tool_timeout,
+            },
+            "sampling": {"schedule": self.sampling_schedule},
+            "periods": {"schedule": self.periods_schedule, "timezone": self.timezone or self.zone_name},
+            "ledger": {"url": self.ledger_url, "day_retention_days": self.day_retention_days},
+            "rpc": {"socket": self.socket, "group": self.group, "admin_groups": list(self.admin_groups)},
+        }
+
+
+def _string_list(check: Callable[[str], str | None]) -> Callable[[Any], str | None]:
+    def validate(value: Any) -> str | None:
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            return "must be a list of strings"
+        for item in value:
+            problem = check(item)
+            if problem:
+                return problem
+        return None
+
+    return validate
+
+
+def _tool(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return "must be a string"
+    if value in ("auto", "awg", "wg") or (os.path.isabs(value) and "\x00" not in value):
+        return None
+    return 'must be "auto", "awg", "wg" or an absolute path'
+
+
+def _positive_int(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return "must be an integer"
+    return None if value > 0 else "must be greater than 0"
+
+
+def _positive_number(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "must be a number"
+    return None if 0 < value <= 3600 else "must be between 0 and 3600 seconds"
+
+
+def _schedule(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return "must be a string"
+    try:
+        validate_schedule(value)
+    except ValueError as exc:
+        return f"bad cron expression: {exc}"
+    return None
+
+
+def _timezone(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return "must be a string"
+    if value == "":
+        return None
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        return f"unknown timezone {value!r}"
+    return None
+
+
+def _url(value: Any) -> str | None:
+    if not isinstance(value, str) or not value:
+        return "must be a non-empty string"
+    return None if value.startswith("sqlite:") else "only sqlite:/// URLs are supported"
+
+
+def _socket(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return "must be a string"
+    if not os.path.isabs(value):
+        return "must be an absolute path"
+    return None if len(value.encode()) < 108 else "is longer than a Unix socket path may be (107 bytes)"
+
+
+def _group(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return "must be a string"
+    return None if value == "" or _GROUP_RE.fullmatch(value) else "is not a valid group name"
+
+
+def _iface(name: str) -> str | None:
+    return None if _IFNAME_RE.fullmatch(name) else f"{name!r} is not a valid interface name"
+
+
+def _prefix_item(item: str) -> str | None:
+    return None if item and "\x00" not in item else "items must be non-empty strings"
+
+
+def _group_item(item: str) -> str | None:
+    return _group(item) if item else "items must be non-empty group names"
+
+
+# section -> key -> (Config field, validator)
+SCHEMA: dict[str, dict[str, tuple[str, Callable[[Any], str | None]]]] = {
+    "wireguard": {
+        "tool": ("tool", _tool),
+        "exec_prefix": ("exec_prefix", _string_list(_prefix_item)),
+        "interfaces": ("interfaces", _string_list(_iface)),
+        "online_window": ("online_window", _positive_int),
+        "tool_timeout": ("tool_timeout", _positive_number),
+    },
+    "sampling": {"schedule": ("sampling_schedule", _schedule)},
+    "periods": {"schedule": ("periods_schedule", _schedule), "timezone": ("timezone", _timezone)},
+    "ledger": {"url": ("ledger_url", _url), "day_retention_days": ("day_retention_days", _positive_int)},
+    "rpc": {
+        "socket": ("socket", _socket),
+        "group": ("group", _group),
+        "admin_groups": ("admin_groups", _string_list(_group_item)),
+    },
+}
+
+
+def parse(data: dict[str, Any]) -> Config:
+    values: dict[str, Any] = {}
+    for section, content in data.items():
+        keys = SCHEMA.get(section)
+        if keys is None:
+            raise ConfigError(section, "unknown section")
+        if not isinstance(content, dict):
+            raise ConfigError(section, "must be a table")
+        for key, value in content.items():
+            if key not in keys:
+                raise ConfigError(f"{section}.{key}", "unknown key")
+            name, validate = keys[key]
+            problem = validate(value)
+            if problem:
+                raise ConfigError(f"{section}.{key}", problem)
+            values[name] = tuple(value) if isinstance(value, list) else value
+    if "tool_timeout" in values:
+        values["tool_timeout"] = float(values["tool_timeout"])
+    timezone = values.get("timezone", "")
+    values["zone"] = ZoneInfo(timezone) if timezone else system_zone()
+    return Config(**values)
+
+
+def load(path: str | None) -> Config:
+    """Read the file (missing = defaults when it is the default path)."""
+    target = Path(path or DEFAULT_PATH)
+    try:
+        raw = target.read_bytes()
+    except FileNotFoundError:
+        if path is None:
+            return parse({})
+        raise ConfigError(str(target), "no such file") from None
+    except OSError as exc:
+        raise ConfigError(str(target), f"cannot read ({exc.strerror})") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(str(target), "not UTF-8") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(target), f"not valid TOML ({exc})") from None
+    return parse(data)

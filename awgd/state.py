@@ -1,0 +1,178 @@
+"""The daemon's current figures, in memory, so that reads never wait for the tool or the disk.
+
+Two kinds of update: `observe` (what a reading showed: sessions, endpoints, handshakes,
+presence, interface states) happens for every successful reading, even when the ledger
+write then fails; `book` (period and lifetime totals) only after the ledger committed.
+Endpoints live here only: they are users' IP addresses and never reach the ledger.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from awgd.accounting import PeerKey
+from awgd.ledger import Ledger
+from awgd.periods import Period
+from awgd.system_reader import Reading
+
+
+@dataclass(slots=True)
+class PeerState:
+    interface: str
+    public_key: str
+    present: bool
+    first_seen: datetime
+    session_rx: int = 0
+    session_tx: int = 0
+    endpoint: str | None = None
+    latest_handshake: int = 0  # Unix seconds, 0 = never or unknown
+    period_rx: int = 0
+    period_tx: int = 0
+    lifetime_rx: int = 0
+    lifetime_tx: int = 0
+    sampled_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class InterfaceState:
+    name: str
+    exists: bool = False
+    up: bool = False
+    read: bool = False  # read in the last successful sample
+    public_key: str | None = None
+    listen_port: int | None = None
+    peers: int = 0
+
+
+@dataclass(slots=True)
+class SamplerState:
+    last_sample_at: datetime | None = None
+    last_success_at: datetime | None = None
+    consecutive_failures: int = 0
+    last_error: str | None = None
+    tool: str | None = None
+    peers_seen: int = 0
+
+
+@dataclass
+class State:
+    period: Period
+    watched: frozenset[str] = frozenset()
+    peers: dict[PeerKey, PeerState] = field(default_factory=dict)
+    by_key: dict[str, list[str]] = field(default_factory=dict)  # public key -> interfaces
+    interfaces: dict[str, InterfaceState] = field(default_factory=dict)
+    sampler: SamplerState = field(default_factory=SamplerState)
+
+    @classmethod
+    def from_ledger(cls, ledger: Ledger, period: Period, watched: frozenset[str]) -> State:
+        state = cls(period=period, watched=watched)
+        usage = ledger.period_usage(period)
+        for record in ledger.all_peers():
+            key = (record.interface, record.public_key)
+            rx, tx = usage.get(key, (0, 0))
+            state._add(
+                PeerState(
+                    record.interface,
+                    record.public_key,
+                    present=False,  # until a reading shows it; the ledger may be stale
+                    first_seen=record.first_seen,
+                    period_rx=rx,
+                    period_tx=tx,
+                    lifetime_rx=record.lifetime_rx,
+                    lifetime_tx=record.lifetime_tx,
+                )
+            )
+        for name in watched:
+            state.interfaces[name] = InterfaceState(name)
+        return state
+
+    def _add(self, peer: PeerState) -> None:
+        self.peers[(peer.interface, peer.public_key)] = peer
+        self.by_key.setdefault(peer.public_key, []).append(peer.interface)
+
+    def set_watched(self, watched: frozenset[str]) -> None:
+        self.watched = watched
+        for name in watched:
+            self.interfaces.setdefault(name, InterfaceState(name))
+
+    def observe(self, reading: Reading) -> None:
+        taken = reading.taken_at
+        read = {i.name: i for i in reading.interfaces if not self.watched or i.name in self.watched}
+        links = reading.links
+        seen: set[PeerKey] = set()
+        for name, listed in read.items():
+            for peer in listed.peers:
+                key = (name, peer.public_key)
+                seen.add(key)
+                state = self.peers.get(key)
+                if state is None:
+                    state = PeerState(name, peer.public_key, present=True, first_seen=taken)
+                    self._add(state)
+                state.present = True
+                state.session_rx, state.session_tx = peer.rx_bytes, peer.tx_bytes
+                state.endpoint = peer.endpoint
+                state.latest_handshake = peer.latest_handshake
+                state.sampled_at = taken
+        unknown = reading.unread
+        for key, state in self.peers.items():
+            name = key[0]
+            if key in seen or name in unknown or (self.watched and name not in self.watched):
+                continue
+            if state.present or state.sampled_at is None:
+                state.present = False
+                state.session_rx = state.session_tx = 0
+                state.endpoint = None
+                state.sampled_at = taken
+        names = set(read) | set(self.watched) | {n for n in unknown if not self.watched or n in self.watched}
+        for name in names:
+            iface_state = self.interfaces.setdefault(name, InterfaceState(name))
+            iface = read.get(name)
+            link = links.get(name) if links is not None else None
+            iface_state.exists = iface is not None or name in unknown or link is not None
+            # Not listed by `ip` (or `ip` failed) but answered by the tool: trust the tool.
+            iface_state.up = link.up if link is not None else iface_state.exists
+            iface_state.read = iface is not None
+            if iface is not None:
+                iface_state.public_key = iface.public_key
+                iface_state.listen_port = iface.listen_port
+                iface_state.peers = len(iface.peers)
+        for name in list(self.interfaces):
+            if name not in names:
+                del self.interfaces[name]
+        self.sampler.tool = reading.tool
+        self.sampler.peers_seen = len(seen)
+
+    def book(self, deltas: dict[PeerKey, tuple[int, int]], period: Period) -> None:
+        """Add committed deltas; those booked to another period count only for lifetime."""
+        current = period == self.period
+        for key, (drx, dtx) in deltas.items():
+            state = self.peers[key]
+            state.lifetime_rx += drx
+            state.lifetime_tx += dtx
+            if current:
+                state.period_rx += drx
+                state.period_tx += dtx
+
+    def roll(self, period: Period, usage: dict[PeerKey, tuple[int, int]]) -> None:
+        """Enter a new period, with whatever the ledger already holds for it."""
+        self.period = period
+        for key, state in self.peers.items():
+            state.period_rx, state.period_tx = usage.get(key, (0, 0))
+
+    def reset(self, key: PeerKey) -> None:
+        state = self.peers[key]
+        state.period_rx = state.period_tx = 0
+
+    def sample_succeeded(self, at: datetime) -> None:
+        self.sampler.last_sample_at = self.sampler.last_success_at = at
+        self.sampler.consecutive_failures = 0
+        self.sampler.last_error = None
+
+    def sample_failed(self, reason: str) -> None:
+        self.sampler.last_sample_at = datetime.now(UTC)
+        self.sampler.consecutive_failures += 1
+        self.sampler.last_error = reason
+
+    def online(self, peer: PeerState, now: float, window: int) -> bool:
+        return peer.present and peer.latest_handshake > 0 and now - peer.latest_handshake <= window
