@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import os
+import signal
 import stat
+import sys
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 DATA = Path(__file__).parent / "data"
+sys.path.insert(0, str(Path(__file__).parent / "helpers"))
+
+from daemon import Awgd  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -104,3 +112,42 @@ class ScriptedTool:
 @pytest.fixture
 def scripted_tool(tmp_path: Path) -> ScriptedTool:
     return ScriptedTool(tmp_path / "tool")
+
+
+def key(char: str) -> str:
+    """A valid public key made of one repeated character."""
+    return char * 42 + "A="
+
+
+SERVER_KEY = key("S")
+PRIVATE_KEY = key("Z")  # must never appear anywhere awgd writes
+
+
+def dump(interfaces: dict[str, dict[str, tuple[int, int]]], handshake: int | None = None) -> str:
+    """`show all dump` text for the given counters (rx, tx) per interface and peer key."""
+    when = int(time.time()) if handshake is None else handshake
+    out = []
+    for port, (name, peers) in enumerate(interfaces.items(), start=51820):
+        out.append(f"{name}\t{PRIVATE_KEY}\t{SERVER_KEY}\t{port}\toff")
+        for index, (public, (rx, tx)) in enumerate(peers.items(), start=2):
+            out.append(
+                f"{name}\t{public}\t{PRIVATE_KEY}\t198.51.100.{index}:5{index:04d}\t10.9.0.{index}/32\t"
+                f"{when}\t{rx}\t{tx}\toff"
+            )
+    return "".join(line + "\n" for line in out)
+
+
+@pytest.fixture
+def daemons(tmp_path: Path) -> Iterator[Callable[..., Awgd]]:
+    """Make real awgd processes (each in its own directory); all are killed at teardown."""
+    made: list[Awgd] = []
+
+    def make(tool: Any, **options: Any) -> Awgd:
+        daemon = Awgd(tmp_path / f"awgd{len(made)}", tool, **options)
+        made.append(daemon)
+        return daemon
+
+    yield make
+    for daemon in made:
+        if daemon.process is not None and daemon.process.poll() is None:
+            daemon.stop(signal.SIGKILL)

@@ -14,7 +14,7 @@ say() { printf '\n=== %s\n' "$*"; }
 die() { printf 'tests/run.sh: %s\n' "$*" >&2; exit 1; }
 
 APT_PACKAGES=(
-    python3-venv python3-pip iproute2 procps
+    python3-venv python3-pip iproute2 procps socat faketime
     python3-sqlalchemy python3-croniter python3-sdnotify python3-pytest python3-hypothesis
 )
 PYPI_PACKAGES=(SQLAlchemy croniter sdnotify orjson pytest hypothesis ruff mypy types-croniter)
