@@ -127,7 +127,9 @@ def test_watchdog_pings_stop_when_the_loop_is_stopped(daemons, scripted_tool: Sc
         time.sleep(1.5)  # the absence of pings can only be observed over time
     finally:
         daemon.process.send_signal(signal.SIGCONT)
-    silent = [t for t, line in daemon.notify.messages if line == "WATCHDOG=1" and stopped_at + 0.1 < t < stopped_at + 1.4]
+    silent = [
+        t for t, line in daemon.notify.messages if line == "WATCHDOG=1" and stopped_at + 0.1 < t < stopped_at + 1.4
+    ]
     assert silent == []
     daemon.notify.wait_for("WATCHDOG=1", timeout=3)  # and they resume
 

@@ -93,7 +93,10 @@ def test_traffic_list(running) -> None:  # type: ignore[no-untyped-def]
     listing = running.result("traffic.list")
     assert listing["total"] == 4
     assert [(p["interface"], p["public_key"]) for p in listing["peers"]] == [
-        ("wg0", A), ("wg1", C), ("wg0", B), ("wg1", B),
+        ("wg0", A),
+        ("wg1", C),
+        ("wg0", B),
+        ("wg1", B),
     ]
     assert [p["public_key"] for p in running.result("traffic.list", sort="public_key", limit=2)["peers"]] == [A, B]
     assert running.result("traffic.list", interface="wg1", offset=1)["peers"][0]["public_key"] == B
@@ -224,7 +227,9 @@ def test_fresh_requests_share_one_tool_run(running, scripted_tool: ScriptedTool)
 
     time.sleep(5.2)  # let the rate-limit window of the last sample pass: the rule is about elapsed time
     before = scripted_tool.calls
-    request = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "traffic.get", "params": {"public_key": A, "fresh": True}})
+    request = json.dumps(
+        {"jsonrpc": "2.0", "id": 1, "method": "traffic.get", "params": {"public_key": A, "fresh": True}}
+    )
     results: list[bytes] = []
 
     def ask() -> None:

@@ -96,7 +96,7 @@ class Awgd:
     ) -> None:
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.socket = str(directory / "awgd.sock")
+        self.socket = str((rpc or {}).get("socket", directory / "awgd.sock"))
         self.ledger = directory / "ledger.sqlite3"
         self.config = directory / "awgd.toml"
         self.log = directory / "awgd.log"
@@ -107,7 +107,7 @@ class Awgd:
                 "sampling": {"schedule": sampling},
                 "periods": {"timezone": "Europe/Moscow", **(periods or {})},
                 "ledger": {"url": f"sqlite:///{self.ledger}"},
-                "rpc": {"socket": self.socket, "group": "", **(rpc or {})},
+                "rpc": {"group": "", **(rpc or {}), "socket": self.socket},
             },
         )
         self.env = env or {}

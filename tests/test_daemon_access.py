@@ -1,0 +1,126 @@
+"""Who may talk to the socket and who may reset: real users and groups, real SO_PEERCRED."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import ScriptedTool, dump, key
+
+A = key("A")
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="creates users and groups: needs root")
+
+CLIENT = """
+import json, socket, sys
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+try:
+    sock.connect(sys.argv[1])
+except PermissionError:
+    print("EACCES"); raise SystemExit(0)
+sock.sendall(sys.argv[2].encode() + b"\\n")
+data = b""
+while not data.endswith(b"\\n"):
+    chunk = sock.recv(65536)
+    if not chunk:
+        break
+    data += chunk
+print(data.decode().strip())
+"""
+
+
+class Accounts:
+    def __init__(self) -> None:
+        tag = secrets.token_hex(3)
+        self.socket_group = f"awgdt{tag}"
+        self.admin_group = f"awgda{tag}"
+        self.member = f"awgdm{tag}"
+        self.admin = f"awgdx{tag}"
+        self.stranger = f"awgds{tag}"
+
+    def create(self) -> None:
+        for group in (self.socket_group, self.admin_group):
+            subprocess.run(["groupadd", group], check=True)
+        subprocess.run(["useradd", "-M", "-G", self.socket_group, self.member], check=True)
+        subprocess.run(["useradd", "-M", "-G", f"{self.socket_group},{self.admin_group}", self.admin], check=True)
+        subprocess.run(["useradd", "-M", self.stranger], check=True)
+
+    def remove(self) -> None:
+        for user in (self.member, self.admin, self.stranger):
+            subprocess.run(["userdel", user], check=False, capture_output=True)
+        for group in (self.socket_group, self.admin_group):
+            subprocess.run(["groupdel", group], check=False, capture_output=True)
+
+    def ask(self, user: str, socket_path: str, message: dict) -> str:  # type: ignore[type-arg]
+        result = subprocess.run(
+            [
+                "setpriv",
+                f"--reuid={user}",
+                f"--regid={user}",
+                "--init-groups",
+                "/usr/bin/python3",
+                "-c",
+                CLIENT,
+                socket_path,
+                json.dumps(message),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        return result.stdout.strip()
+
+
+@pytest.fixture
+def accounts() -> Iterator[Accounts]:
+    if not shutil.which("setpriv") or not shutil.which("useradd"):
+        pytest.skip("setpriv and useradd are needed")
+    made = Accounts()
+    made.create()
+    try:
+        yield made
+    finally:
+        made.remove()
+
+
+def test_socket_access_and_admin_methods(daemons, scripted_tool: ScriptedTool, accounts: Accounts) -> None:  # type: ignore[no-untyped-def]
+    scripted_tool.set(dump({"wg0": {A: (1, 1)}}))
+    public_dir = Path(tempfile.mkdtemp(prefix="awgd-access-"))
+    public_dir.chmod(0o755)
+    sock = str(public_dir / "awgd.sock")
+    try:
+        daemon = daemons(
+            scripted_tool.path,
+            rpc={"socket": sock, "group": accounts.socket_group, "admin_groups": [accounts.admin_group]},
+        ).start()
+        stat = Path(sock).stat()
+        import grp
+
+        assert grp.getgrgid(stat.st_gid).gr_name == accounts.socket_group
+        assert stat.st_mode & 0o777 == 0o660
+        status = {"jsonrpc": "2.0", "id": 1, "method": "server.status"}
+        reset = {"jsonrpc": "2.0", "id": 2, "method": "traffic.reset", "params": {"public_key": A}}
+        assert accounts.ask(accounts.stranger, sock, status) == "EACCES"
+        assert "result" in json.loads(accounts.ask(accounts.member, sock, status))
+        denied = json.loads(accounts.ask(accounts.member, sock, reset))["error"]
+        assert denied == {
+            "code": -32002,
+            "message": "permission denied: admin method",
+            "data": {"method": "traffic.reset"},
+        }
+        # Admin only through a supplementary group.
+        assert "removed" in json.loads(accounts.ask(accounts.admin, sock, reset))["result"]
+        assert "removed" in daemon.result("traffic.reset", public_key=A)  # root
+        # Removed from the admin group: no longer admin at the next connection.
+        subprocess.run(["gpasswd", "-d", accounts.admin, accounts.admin_group], check=True, capture_output=True)
+        assert json.loads(accounts.ask(accounts.admin, sock, reset))["error"]["code"] == -32002
+    finally:
+        shutil.rmtree(public_dir, ignore_errors=True)
