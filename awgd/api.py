@@ -16,13 +16,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from awgd_client import protocol as rpc
-
 from awgd import __version__
 from awgd.config import Config
 from awgd.ledger import Ledger, LedgerError, day_number
 from awgd.periods import day_bounds, local_day
 from awgd.state import PeerState, State
+from awgd_client import protocol as rpc
 
 KEY_RE = re.compile(r"[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=", re.ASCII)
 IFNAME_RE = re.compile(r"[A-Za-z0-9_.@=+-]{1,15}", re.ASCII)

@@ -17,8 +17,6 @@ from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from awgd_client import protocol as rpc
-
 from awgd import __version__
 from awgd.api import RpcError
 from awgd.config import Config, ConfigError, load
@@ -30,6 +28,7 @@ from awgd.sampler import Sampler
 from awgd.scheduler import BookTo, SampleRunner, Schedule
 from awgd.state import State
 from awgd.system_reader import SamplingError, read_system, tool_candidates
+from awgd_client import protocol as rpc
 
 log = logging.getLogger("awgd")
 T = TypeVar("T")

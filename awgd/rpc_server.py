@@ -18,9 +18,8 @@ import struct
 import time
 from typing import Any
 
-from awgd_client import protocol as rpc
-
 from awgd.api import Caller, Daemon, RpcError, dispatch
+from awgd_client import protocol as rpc
 
 log = logging.getLogger("awgd.rpc")
 
