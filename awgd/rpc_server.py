@@ -26,6 +26,8 @@ log = logging.getLogger("awgd.rpc")
 # API.md "Limits".
 MAX_CONNECTIONS = 256
 IDLE_TIMEOUT_SECONDS = 600.0
+# For tests only: a shorter idle timeout, so that closing idle connections can be seen.
+IDLE_TIMEOUT_ENV = "AWGD_TEST_IDLE_TIMEOUT"
 # Requests of one connection being worked on at once. A client that pipelines more waits:
 # we stop reading its socket, so a flood costs bounded memory, never an unbounded queue.
 MAX_IN_FLIGHT_PER_CONNECTION = 32
@@ -98,6 +100,7 @@ class Connection:
         self._writer = writer
         self._caller = peer_credentials(writer.get_extra_info("socket"))
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT_PER_CONNECTION)
+        self._idle_timeout = float(os.environ.get(IDLE_TIMEOUT_ENV) or IDLE_TIMEOUT_SECONDS)
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def serve(self) -> None:
@@ -105,7 +108,7 @@ class Connection:
         last_request = time.monotonic()
         try:
             while True:
-                idle_left = IDLE_TIMEOUT_SECONDS - (time.monotonic() - last_request)
+                idle_left = self._idle_timeout - (time.monotonic() - last_request)
                 try:
                     async with asyncio.timeout(max(idle_left, 0)):
                         data = await self._reader.read(_READ_CHUNK)
@@ -204,6 +207,7 @@ def process_groups(pid: int) -> frozenset[int]:
 def bind_socket(path: str, group: str) -> socket.socket:
     """Bind the listening socket 0660 and group-owned, replacing a stale socket file."""
     check_socket_free(path)
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old_umask = os.umask(0o117)  # never a moment with wider permissions than 0660
     try:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -222,8 +224,6 @@ def test_socket_is_0660(running) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_fresh_requests_share_one_tool_run(running, scripted_tool: ScriptedTool) -> None:  # type: ignore[no-untyped-def]
-    import time
-
     time.sleep(5.2)  # let the rate-limit window of the last sample pass: the rule is about elapsed time
     before = scripted_tool.calls
     request = json.dumps(
@@ -255,3 +255,33 @@ def test_traffic_sample_joins_a_running_sample(running, scripted_tool: ScriptedT
     (scripted_tool.dir / "sleep").unlink()
     running.raw_lines([request])
     assert scripted_tool.calls - before == 2  # no rate limit on an explicit order
+
+
+def test_idle_connections_are_closed(daemons, scripted_tool: ScriptedTool) -> None:  # type: ignore[no-untyped-def]
+    scripted_tool.set(dump({"wg0": {A: (1, 1)}}))
+    daemon = daemons(scripted_tool.path, env={"AWGD_TEST_IDLE_TIMEOUT": "1"}).start()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(15)
+        sock.connect(daemon.socket)
+        sock.sendall(b'{"jsonrpc":"2.0","id":1,"method":"server.status"}\n')
+        assert b'"result"' in sock.recv(65536)
+        sock.sendall(b'{"jsonrpc":"2.0"')  # a partial line is not a request: the timer keeps running
+        assert sock.recv(65536) == b""  # closed by the daemon
+    assert daemon.result("server.status")["healthy"] is True
+
+
+def test_in_flight_requests_are_answered_at_shutdown(daemons, scripted_tool: ScriptedTool) -> None:  # type: ignore[no-untyped-def]
+    scripted_tool.set(dump({"wg0": {A: (1, 1)}}))
+    daemon = daemons(scripted_tool.path).start()
+    (scripted_tool.dir / "sleep").write_text("2")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(30)
+        sock.connect(daemon.socket)
+        calls = scripted_tool.calls
+        sock.sendall(b'{"jsonrpc":"2.0","id":9,"method":"traffic.sample"}\n')
+        while scripted_tool.calls == calls:  # wait until the sample is really under way
+            time.sleep(0.05)
+        daemon.process.send_signal(signal.SIGTERM)
+        answer = json.loads(sock.recv(65536))
+    assert answer["id"] == 9 and "sampled_at" in answer["result"]
+    assert daemon.process.wait(timeout=30) == 0
