@@ -1,3 +1,71 @@
-"""awgd_client: talk to awgd over its Unix socket (standard library only)."""
+"""awgd_client: talk to awgd over its Unix socket (standard library only; orjson if present).
+
+from awgd_client import Client, format_bytes
+with Client() as awgd:
+    peer = awgd.traffic("PUBLIC_KEY=", fresh=True)
+    print(format_bytes(peer.period.tx_bytes), "downloaded this period")
+"""
+
+from awgd_client.async_client import AsyncClient
+from awgd_client.errors import (
+    AmbiguousPeer,
+    AwgdError,
+    AwgdTimeout,
+    DaemonUnavailable,
+    InvalidParams,
+    PermissionDenied,
+    RemoteError,
+    SamplingFailed,
+    SocketPermissionDenied,
+    UnknownPeer,
+)
+from awgd_client.formatting import format_ago, format_bytes, format_duration
+from awgd_client.models import (
+    History,
+    HistoryBucket,
+    InterfaceStatus,
+    LifetimeUsage,
+    PeerTraffic,
+    Period,
+    PeriodUsage,
+    ResetResult,
+    SampleResult,
+    SamplerStatus,
+    ServerStatus,
+    TrafficList,
+    Usage,
+)
+from awgd_client.sync_client import Client
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "AmbiguousPeer",
+    "AsyncClient",
+    "AwgdError",
+    "AwgdTimeout",
+    "Client",
+    "DaemonUnavailable",
+    "History",
+    "HistoryBucket",
+    "InterfaceStatus",
+    "InvalidParams",
+    "LifetimeUsage",
+    "PeerTraffic",
+    "Period",
+    "PeriodUsage",
+    "PermissionDenied",
+    "RemoteError",
+    "ResetResult",
+    "SampleResult",
+    "SamplerStatus",
+    "SamplingFailed",
+    "ServerStatus",
+    "SocketPermissionDenied",
+    "TrafficList",
+    "UnknownPeer",
+    "Usage",
+    "format_ago",
+    "format_bytes",
+    "format_duration",
+]

@@ -1,15 +1,317 @@
-"""The `awgctl` admin command."""
+"""`awgctl`: the admin's view of a running awgd.
+
+Exit statuses: 0 ok; 1 the daemon answered with an error, or `status` found the server
+unhealthy (so `awgctl status` works as a monitoring check); 2 usage; 3 the daemon is
+unreachable or the socket refused us. `--json` prints the RPC result as JSON.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import re
+import sys
 from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
 
 from awgd_client import __version__
+from awgd_client.errors import AwgdError, DaemonUnavailable, RemoteError, SocketPermissionDenied
+from awgd_client.formatting import format_ago, format_bytes
+from awgd_client.models import History, PeerTraffic, ServerStatus, TrafficList
+from awgd_client.sync_client import Client
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+MIN_PREFIX = 8
+KEY_LENGTH = 44
+SHORT_KEY = 12
+SORTS = ("total", "rx", "tx", "handshake", "public_key")
 
 
-def main(argv: Sequence[str] | None = None) -> int:  # parser.error exits with status 2
-    parser = argparse.ArgumentParser(prog="awgctl", description="Query a running awgd.")
-    parser.add_argument("--version", action="version", version=f"awgctl {__version__}")
-    parser.parse_args(argv)
-    parser.error("no subcommands yet: they arrive with the client library")
+class Style:
+    """ANSI colour only on a terminal, and never when NO_COLOR is set (no-color.org)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def _wrap(self, code: str, text: str) -> str:
+        return f"\033[{code}m{text}\033[0m" if self.enabled else text
+
+    def good(self, text: str) -> str:
+        return self._wrap("32", text)
+
+    def bad(self, text: str) -> str:
+        return self._wrap("31", text)
+
+    def dim(self, text: str) -> str:
+        return self._wrap("2", text)
+
+    def bold(self, text: str) -> str:
+        return self._wrap("1", text)
+
+
+class UsageError(Exception):
+    pass
+
+
+def parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print the RPC result as JSON")
+    common.add_argument("--socket", metavar="PATH", default=argparse.SUPPRESS, help="awgd's socket ($AWGD_SOCKET)")
+    main = argparse.ArgumentParser(prog="awgctl", description="Query a running awgd.", parents=[common])
+    main.add_argument("--version", action="version", version=f"awgctl {__version__}")
+    commands = main.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("status", parents=[common], help="the daemon, the sampler, the period, each interface")
+    peers = commands.add_parser("peers", parents=[common], help="a table of peers and their usage this period")
+    peers.add_argument("--interface", "-i")
+    peers.add_argument("--sort", choices=SORTS, default="total")
+    peers.add_argument("--limit", type=int, default=1000)
+    peers.add_argument("--all", action="store_true", help="include peers no longer configured")
+    peer = commands.add_parser("peer", parents=[common], help="everything about one peer")
+    peer.add_argument("key", help="public key, or a unique prefix of at least 8 characters")
+    peer.add_argument("--interface", "-i")
+    history = commands.add_parser("history", parents=[common], help="a peer's usage by period or by day")
+    history.add_argument("key")
+    history.add_argument("--interface", "-i")
+    history.add_argument("--days", action="store_true", help="by day instead of by period")
+    history.add_argument("--limit", type=int)
+    commands.add_parser("sample", parents=[common], help="take a sample now")
+    reset = commands.add_parser("reset", parents=[common], help="zero a peer's usage this period (admin)")
+    reset.add_argument("key")
+    reset.add_argument("--interface", "-i")
+    reset.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    return main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    as_json = getattr(args, "json", False)
+    style = Style(sys.stdout.isatty() and not os.environ.get("NO_COLOR"))
+    try:
+        with Client(getattr(args, "socket", None)) as client:
+            return run(client, args, as_json, style)
+    except UsageError as exc:
+        return fail(EXIT_USAGE, str(exc))
+    except (DaemonUnavailable, SocketPermissionDenied) as exc:
+        return fail(EXIT_UNREACHABLE, str(exc))
+    except RemoteError as exc:
+        return fail(EXIT_ERROR, exc.message)
+    except AwgdError as exc:
+        return fail(EXIT_ERROR, str(exc))
+
+
+def fail(code: int, message: str) -> int:
+    print(f"awgctl: {message}", file=sys.stderr)
+    return code
+
+
+def run(client: Client, args: argparse.Namespace, as_json: bool, style: Style) -> int:
+    command = args.command
+    if command == "status":
+        raw = client.call("server.status")
+        if as_json:
+            return emit(raw, EXIT_OK if raw.get("healthy") else EXIT_ERROR)
+        status = ServerStatus.from_json(raw)
+        print(render_status(status, style))
+        return EXIT_OK if status.healthy else EXIT_ERROR
+    if command == "peers":
+        if not 1 <= args.limit <= 10000:
+            raise UsageError("--limit must be from 1 to 10000")
+        raw = client.call(
+            "traffic.list",
+            **{k: v for k, v in {"interface": args.interface, "sort": args.sort, "limit": args.limit}.items() if v},
+            present_only=not args.all,
+        )
+        return emit(raw) if as_json else show(render_peers(TrafficList.from_json(raw), style))
+    if command == "peer":
+        key, interface = resolve(client, args.key, args.interface)
+        raw = client.call("traffic.get", public_key=key, **({"interface": interface} if interface else {}))
+        if as_json:
+            return emit(raw)
+        peer = PeerTraffic.from_json(raw)
+        history = History.from_json(client.call("traffic.history", public_key=key, interface=peer.interface, limit=6))
+        return show(render_peer(peer, history, style))
+    if command == "history":
+        key, interface = resolve(client, args.key, args.interface)
+        params: dict[str, Any] = {"public_key": key, "granularity": "day" if args.days else "period"}
+        if interface:
+            params["interface"] = interface
+        if args.limit is not None:
+            params["limit"] = args.limit
+        raw = client.call("traffic.history", **params)
+        return emit(raw) if as_json else show(render_history(History.from_json(raw)))
+    if command == "sample":
+        raw = client.call("traffic.sample")
+        if as_json:
+            return emit(raw)
+        return show(
+            f"sampled at {fmt_time(datetime.fromisoformat(raw['sampled_at']))}: "
+            f"{raw['interfaces']} interfaces, {raw['peers']} peers"
+        )
+    if command == "reset":
+        key, interface = resolve(client, args.key, args.interface)
+        if not args.yes:
+            confirm(key, interface)
+        raw = client.call("traffic.reset", public_key=key, **({"interface": interface} if interface else {}))
+        if as_json:
+            return emit(raw)
+        removed = raw["removed"]
+        return show(
+            f"reset {raw['public_key']} on {raw['interface']}: removed {format_bytes(removed['rx_bytes'])} received, "
+            f"{format_bytes(removed['tx_bytes'])} sent this period"
+        )
+    raise UsageError(f"unknown command {command}")  # pragma: no cover - argparse refuses first
+
+
+def emit(result: Any, code: int = EXIT_OK) -> int:
+    print(json.dumps(result, indent=2, ensure_ascii=False))
+    return code
+
+
+def show(text: str) -> int:
+    print(text)
+    return EXIT_OK
+
+
+def confirm(key: str, interface: str | None) -> None:
+    if not sys.stdin.isatty():
+        raise UsageError("refusing to reset without --yes when not on a terminal")
+    where = f" on {interface}" if interface else ""
+    answer = input(f"Zero this period's usage of {key}{where}? [y/N] ")
+    if answer.strip().lower() not in ("y", "yes"):
+        raise UsageError("not reset")
+
+
+def resolve(client: Client, given: str, interface: str | None) -> tuple[str, str | None]:
+    """A full key as is; a prefix of at least 8 characters when it matches one key."""
+    if len(given) == KEY_LENGTH:
+        return given, interface
+    if len(given) < MIN_PREFIX:
+        raise UsageError(f"give the whole public key or at least {MIN_PREFIX} characters of it")
+    listing = TrafficList.from_json(client.call("traffic.list", limit=10000, sort="public_key"))
+    matches = {p.public_key for p in listing.peers if p.public_key.startswith(given)}
+    if len(matches) == 1:
+        return matches.pop(), interface
+    if not matches:
+        raise RemoteError(-32001, f"no peer's key starts with {given}")
+    raise UsageError(f"{len(matches)} peers' keys start with {given}: give more characters")
+
+
+# ---- rendering --------------------------------------------------------------------------------
+
+
+def fmt_time(moment: datetime | None) -> str:
+    return "-" if moment is None else moment.strftime("%Y-%m-%d %H:%M")
+
+
+def table(headers: list[str], rows: list[list[str]], right: set[int]) -> str:
+    """Aligned columns; widths from the visible text (colour codes do not count)."""
+
+    def visible(text: str) -> int:
+        return len(re.sub(r"\033\[[0-9;]*m", "", text))
+
+    widths = [max([visible(h)] + [visible(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    lines = []
+    for row in [headers, *rows]:
+        cells = []
+        for i, cell in enumerate(row):
+            pad = " " * (widths[i] - visible(cell))
+            cells.append(pad + cell if i in right else cell + pad)
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def render_status(status: ServerStatus, style: Style) -> str:
+    health = style.good("healthy") if status.healthy else style.bad("UNHEALTHY")
+    sampler = status.sampler
+    lines = [
+        f"awgd {status.version}: {health}",
+        f"up {format_ago(status.started_at).removesuffix(' ago')}, tool {status.tool or '-'}, "
+        f"timezone {status.timezone}, tracking since {fmt_time(status.tracking_since)}",
+        f"period {fmt_time(status.period.start)} -> {fmt_time(status.period.end)} "
+        f"(resets {format_ago(status.period.end)})",
+        f"sampler {sampler.schedule}: last sample {format_ago(sampler.last_success_at)}, "
+        f"next {format_ago(sampler.next_sample_at)}, {sampler.consecutive_failures} failures in a row",
+    ]
+    if sampler.last_error:
+        lines.append(style.bad(f"last error: {sampler.last_error}"))
+    rows = []
+    for iface in status.interfaces:
+        state = style.good("up") if iface.up else style.bad("down" if iface.exists else "missing")
+        rows.append(
+            [
+                iface.name,
+                state,
+                str(iface.listen_port or "-"),
+                str(iface.peers),
+                str(iface.peers_online),
+                format_bytes(iface.period.rx_bytes),
+                format_bytes(iface.period.tx_bytes),
+            ]
+        )
+    lines.append("")
+    if rows:
+        lines.append(table(["INTERFACE", "STATE", "PORT", "PEERS", "ONLINE", "RX", "TX"], rows, {2, 3, 4, 5, 6}))
+    else:
+        lines.append("no interfaces")
+    return "\n".join(lines)
+
+
+def online_text(peer: PeerTraffic, style: Style) -> str:
+    if not peer.present:
+        return style.dim("removed")
+    return style.good("online") if peer.online else "offline"
+
+
+def render_peers(listing: TrafficList, style: Style) -> str:
+    rows = [
+        [
+            p.public_key[:SHORT_KEY] + "…",
+            p.interface,
+            online_text(p, style),
+            format_ago(p.latest_handshake),
+            p.endpoint or "-",
+            format_bytes(p.period.rx_bytes),
+            format_bytes(p.period.tx_bytes),
+            format_bytes(p.period.total_bytes),
+            format_bytes(p.lifetime.total_bytes),
+        ]
+        for p in listing.peers
+    ]
+    head = f"period {fmt_time(listing.period.start)} -> {fmt_time(listing.period.end)}; {listing.total} peers"
+    if not rows:
+        return head
+    headers = ["KEY", "INTERFACE", "STATE", "HANDSHAKE", "ENDPOINT", "RX", "TX", "TOTAL", "LIFETIME"]
+    return head + "\n\n" + table(headers, rows, {5, 6, 7, 8})
+
+
+def render_peer(peer: PeerTraffic, history: History, style: Style) -> str:
+    lines = [
+        f"peer       {peer.public_key}",
+        f"interface  {peer.interface}",
+        f"state      {online_text(peer, style)}; last handshake {format_ago(peer.latest_handshake)}",
+        f"endpoint   {peer.endpoint or '-'}",
+        f"session    {format_bytes(peer.session.rx_bytes)} received, {format_bytes(peer.session.tx_bytes)} sent",
+        f"period     {format_bytes(peer.period.rx_bytes)} received, {format_bytes(peer.period.tx_bytes)} sent "
+        f"({fmt_time(peer.period.start)} -> {fmt_time(peer.period.end)})",
+        f"lifetime   {format_bytes(peer.lifetime.total_bytes)} since {fmt_time(peer.lifetime.since)}",
+        "",
+        render_history(history),
+    ]
+    return "\n".join(lines)
+
+
+def render_history(history: History) -> str:
+    rows = [
+        [
+            fmt_time(b.start),
+            fmt_time(b.end),
+            format_bytes(b.rx_bytes),
+            format_bytes(b.tx_bytes),
+            format_bytes(b.total_bytes),
+        ]
+        for b in history.buckets
+    ]
+    unit = "DAY" if history.granularity == "day" else "PERIOD"
+    return table([f"{unit} START", "END", "RX", "TX", "TOTAL"], rows, {2, 3, 4})

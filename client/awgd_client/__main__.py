@@ -1,0 +1,3 @@
+from awgd_client.awgctl import main
+
+raise SystemExit(main())

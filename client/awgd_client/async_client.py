@@ -1,0 +1,146 @@
+"""The asyncio client: many coroutines share one connection, answers matched by id."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from typing import Any
+
+from awgd_client import methods
+from awgd_client import protocol as rpc
+from awgd_client.errors import AwgdError, AwgdTimeout, DaemonUnavailable, from_error
+from awgd_client.models import History, PeerTraffic, ResetResult, SampleResult, ServerStatus, TrafficList
+from awgd_client.sync_client import MAX_ANSWER_BYTES, connect_error
+
+
+class AsyncClient:
+    """`async with AsyncClient() as awgd: await awgd.traffic(key)`."""
+
+    def __init__(self, socket_path: str | None = None, *, timeout: float = methods.DEFAULT_TIMEOUT) -> None:
+        self.socket_path = methods.socket_path(socket_path)
+        self.timeout = timeout
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[rpc.Response]] = {}
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._connecting = asyncio.Lock()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader_task
+        self._disconnect(DaemonUnavailable("the client was closed"))
+
+    # ---- one method per RPC method -------------------------------------------------------
+
+    async def server_status(self) -> ServerStatus:
+        return ServerStatus.from_json(await self.call("server.status"))
+
+    async def traffic(self, public_key: str, interface: str | None = None, fresh: bool = False) -> PeerTraffic:
+        given = methods.params(public_key=public_key, interface=interface, fresh=fresh or None)
+        return PeerTraffic.from_json(await self.call("traffic.get", **given))
+
+    async def traffic_list(
+        self,
+        *,
+        interface: str | None = None,
+        sort: str | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        present_only: bool | None = None,
+    ) -> TrafficList:
+        given = methods.params(interface=interface, sort=sort, limit=limit, offset=offset, present_only=present_only)
+        return TrafficList.from_json(await self.call("traffic.list", **given))
+
+    async def history(
+        self, public_key: str, *, interface: str | None = None, granularity: str | None = None, limit: int | None = None
+    ) -> History:
+        given = methods.params(public_key=public_key, interface=interface, granularity=granularity, limit=limit)
+        return History.from_json(await self.call("traffic.history", **given))
+
+    async def sample(self) -> SampleResult:
+        return SampleResult.from_json(await self.call("traffic.sample"))
+
+    async def reset(self, public_key: str, interface: str | None = None) -> ResetResult:
+        given = methods.params(public_key=public_key, interface=interface)
+        return ResetResult.from_json(await self.call("traffic.reset", **given))
+
+    # ---- raw access ------------------------------------------------------------------------
+
+    async def call(self, method: str, **params: Any) -> Any:
+        """Call any method; returns the decoded `result` or raises an AwgdError."""
+        request_id = next(self._ids)
+        line = rpc.encode(rpc.request_message(request_id, method, params))
+        future: asyncio.Future[rpc.Response] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        try:
+            async with asyncio.timeout(self.timeout):
+                writer = await self._connected()
+                try:
+                    writer.write(line)
+                    await writer.drain()
+                except OSError:
+                    self._disconnect(DaemonUnavailable("the connection to awgd was lost"))
+                    writer = await self._connected()  # one reconnect
+                    writer.write(line)
+                    await writer.drain()
+                response = await future
+        except TimeoutError:
+            raise AwgdTimeout(f"no answer from awgd within {self.timeout:g} s") from None
+        except OSError:
+            raise DaemonUnavailable("the connection to awgd was lost") from None
+        finally:
+            # A late answer finds no future and is dropped: it never reaches another caller.
+            self._pending.pop(request_id, None)
+        if response.error is not None:
+            raise from_error(response.error)
+        return response.result
+
+    async def _connected(self) -> asyncio.StreamWriter:
+        async with self._connecting:
+            if self._writer is None or self._writer.is_closing():
+                try:
+                    reader, writer = await asyncio.open_unix_connection(self.socket_path, limit=MAX_ANSWER_BYTES)
+                except OSError as exc:
+                    raise connect_error(self.socket_path, exc) from None
+                self._writer = writer
+                self._reader_task = asyncio.ensure_future(self._read(reader, writer))
+            return self._writer
+
+    async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        reason: AwgdError = DaemonUnavailable("the connection to awgd was lost")
+        try:
+            while line := await reader.readline():
+                try:
+                    response = rpc.parse_response(rpc.decode(line))
+                except rpc.ProtocolError:
+                    reason = AwgdError("awgd sent an answer that is not JSON-RPC 2.0")
+                    break
+                future = self._pending.get(response.id) if isinstance(response.id, int) else None
+                if future is None and response.id is None and response.error is not None and len(self._pending) == 1:
+                    future = next(iter(self._pending.values()))  # an unreadable line: only one was sent
+                if future is not None and not future.done():
+                    future.set_result(response)
+        except (OSError, ValueError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            if self._writer is writer:
+                self._disconnect(reason)
+
+    def _disconnect(self, reason: AwgdError) -> None:
+        """Fail every pending call; the next call reconnects."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(reason)
+        self._pending.clear()

@@ -1,0 +1,76 @@
+"""Exceptions: every failure a caller can meet, named, with AwgdError as the base."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from awgd_client import protocol as rpc
+
+
+class AwgdError(Exception):
+    """Base of everything this library raises."""
+
+
+class DaemonUnavailable(AwgdError):
+    """The socket is missing or refuses, or the connection was lost and one reconnect failed."""
+
+
+class AwgdTimeout(AwgdError, TimeoutError):
+    """No answer within the client's timeout (a late answer is dropped, never misdelivered)."""
+
+
+class RemoteError(AwgdError):
+    """The daemon answered with an error; `code` and `data` are those of JSON-RPC."""
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data
+
+
+class PermissionDenied(RemoteError):
+    """An admin method called by a non-admin (-32002), or no permission on the socket itself."""
+
+
+class SocketPermissionDenied(PermissionDenied):
+    """The kernel refused the connection (EACCES): the user is not in the socket's group."""
+
+
+class UnknownPeer(RemoteError):
+    """-32001: no peer with that key (on that interface)."""
+
+
+class AmbiguousPeer(RemoteError):
+    """-32004: the key is on several interfaces; `interfaces` lists them."""
+
+    @property
+    def interfaces(self) -> list[str]:
+        return list(self.data.get("interfaces", [])) if isinstance(self.data, dict) else []
+
+
+class InvalidParams(RemoteError):
+    """-32602: the message names the param."""
+
+
+class SamplingFailed(RemoteError):
+    """-32003: the tool is missing, failed, timed out or printed garbage; `reason` says which."""
+
+    @property
+    def reason(self) -> str:
+        return str(self.data.get("reason", self.message)) if isinstance(self.data, dict) else self.message
+
+
+_BY_CODE: dict[int, type[RemoteError]] = {
+    rpc.PERMISSION_DENIED: PermissionDenied,
+    rpc.UNKNOWN_PEER: UnknownPeer,
+    rpc.AMBIGUOUS_PEER: AmbiguousPeer,
+    rpc.INVALID_PARAMS: InvalidParams,
+    rpc.SAMPLING_FAILED: SamplingFailed,
+}
+
+
+def from_error(error: Mapping[str, Any]) -> RemoteError:
+    code = int(error["code"])
+    return _BY_CODE.get(code, RemoteError)(code, str(error.get("message", "")), error.get("data"))

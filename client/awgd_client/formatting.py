@@ -1,0 +1,46 @@
+"""Numbers and times for humans: IEC units with one decimal, and "3 min ago"."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+_UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+
+
+def format_bytes(count: int) -> str:
+    """format_bytes(1536) == "1.5 KiB"; below 1 KiB the exact count: "512 B"."""
+    if count < 1024:
+        return f"{count} B"
+    value = float(count)
+    for unit in _UNITS:
+        value /= 1024
+        if value < 1024 or unit == _UNITS[-1]:
+            return f"{value:.1f} {unit}"
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def format_duration(seconds: float) -> str:
+    """The two largest units: "45 s", "3 min", "2 h 5 min", "3 d 4 h"."""
+    whole = max(0, int(seconds))
+    if whole < 60:
+        return f"{whole} s"
+    minutes, _ = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"
+
+
+def format_ago(moment: datetime | None, now: datetime | None = None) -> str:
+    """ "3 min ago", "just now" (under 5 s), "in 20 s" for the future, "never" for None."""
+    if moment is None:
+        return "never"
+    seconds = ((now or datetime.now(UTC)) - moment).total_seconds()
+    if -5 < seconds < 5:
+        return "just now"
+    if seconds < 0:
+        return f"in {format_duration(-seconds)}"
+    return f"{format_duration(seconds)} ago"

@@ -1,0 +1,161 @@
+"""The blocking client: one connection, shared safely between threads."""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import socket
+import threading
+import time
+from typing import Any
+
+from awgd_client import methods
+from awgd_client import protocol as rpc
+from awgd_client.errors import AwgdError, AwgdTimeout, DaemonUnavailable, SocketPermissionDenied, from_error
+from awgd_client.models import History, PeerTraffic, ResetResult, SampleResult, ServerStatus, TrafficList
+
+# Answers can be far larger than requests: traffic.list of 10,000 peers is about 7 MB.
+MAX_ANSWER_BYTES = 256 * 1024 * 1024
+_READ_CHUNK = 256 * 1024
+
+
+class _ConnectionLost(Exception):
+    pass
+
+
+def connect_error(path: str, exc: OSError) -> Exception:
+    """The exception for a failed connect, with what to do about it."""
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return SocketPermissionDenied(
+            -32002, f"no permission to use {path}: add your user to group awgd", {"socket": path}
+        )
+    if exc.errno in (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTSOCK):
+        return DaemonUnavailable(f"awgd is not answering on {path}: is awgd running?")
+    return DaemonUnavailable(f"cannot connect to {path}: {exc.strerror}")
+
+
+class Client:
+    """`with Client() as awgd: awgd.traffic(key)` — or keep one for the life of the program."""
+
+    def __init__(self, socket_path: str | None = None, *, timeout: float = methods.DEFAULT_TIMEOUT) -> None:
+        self.socket_path = methods.socket_path(socket_path)
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._buffer = rpc.LineBuffer(MAX_ANSWER_BYTES)
+        self._lines: list[bytes] = []
+        self._ids = itertools.count(1)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+    # ---- one method per RPC method -------------------------------------------------------
+
+    def server_status(self) -> ServerStatus:
+        return ServerStatus.from_json(self.call("server.status"))
+
+    def traffic(self, public_key: str, interface: str | None = None, fresh: bool = False) -> PeerTraffic:
+        return PeerTraffic.from_json(
+            self.call("traffic.get", **methods.params(public_key=public_key, interface=interface, fresh=fresh or None))
+        )
+
+    def traffic_list(
+        self,
+        *,
+        interface: str | None = None,
+        sort: str | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        present_only: bool | None = None,
+    ) -> TrafficList:
+        given = methods.params(interface=interface, sort=sort, limit=limit, offset=offset, present_only=present_only)
+        return TrafficList.from_json(self.call("traffic.list", **given))
+
+    def history(
+        self, public_key: str, *, interface: str | None = None, granularity: str | None = None, limit: int | None = None
+    ) -> History:
+        given = methods.params(public_key=public_key, interface=interface, granularity=granularity, limit=limit)
+        return History.from_json(self.call("traffic.history", **given))
+
+    def sample(self) -> SampleResult:
+        return SampleResult.from_json(self.call("traffic.sample"))
+
+    def reset(self, public_key: str, interface: str | None = None) -> ResetResult:
+        return ResetResult.from_json(
+            self.call("traffic.reset", **methods.params(public_key=public_key, interface=interface))
+        )
+
+    # ---- raw access ------------------------------------------------------------------------
+
+    def call(self, method: str, **params: Any) -> Any:
+        """Call any method; returns the decoded `result` or raises an AwgdError."""
+        with self._lock:
+            request_id = next(self._ids)
+            line = rpc.encode(rpc.request_message(request_id, method, params))
+            for attempt in (1, 2):
+                sock = self._connected()
+                try:
+                    sock.sendall(line)
+                    return self._receive(sock, request_id)
+                except AwgdTimeout:
+                    self._drop()  # its late answer must not be read as the next call's
+                    raise
+                except rpc.ProtocolError:
+                    self._drop()
+                    raise AwgdError("awgd sent an answer that is not JSON-RPC 2.0") from None
+                except (_ConnectionLost, OSError):
+                    self._drop()
+                    if attempt == 1 and method in methods.IDEMPOTENT:
+                        continue
+                    raise DaemonUnavailable("the connection to awgd was lost") from None
+            raise AssertionError("unreachable")  # pragma: no cover
+
+    def _connected(self) -> socket.socket:
+        if self._sock is None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(self.timeout)
+            try:
+                sock.connect(self.socket_path)
+            except OSError as exc:
+                sock.close()
+                raise connect_error(self.socket_path, exc) from None
+            self._sock = sock
+            self._buffer = rpc.LineBuffer(MAX_ANSWER_BYTES)
+            self._lines = []
+        return self._sock
+
+    def _drop(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def _receive(self, sock: socket.socket, request_id: int) -> Any:
+        deadline = time.monotonic() + self.timeout
+        while True:
+            while self._lines:
+                response = rpc.parse_response(rpc.decode(self._lines.pop(0)))
+                # Answers to earlier calls that timed out carry their own ids and are dropped.
+                # An error without an id is the daemon's answer to a line it could not read,
+                # and only this call's line is unanswered.
+                if response.id == request_id or (response.id is None and response.error is not None):
+                    if response.error is not None:
+                        raise from_error(response.error)
+                    return response.result
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AwgdTimeout(f"no answer from awgd within {self.timeout:g} s")
+            sock.settimeout(remaining)
+            try:
+                data = sock.recv(_READ_CHUNK)
+            except TimeoutError:
+                raise AwgdTimeout(f"no answer from awgd within {self.timeout:g} s") from None
+            if not data:
+                raise _ConnectionLost
+            self._lines.extend(self._buffer.feed(data))
