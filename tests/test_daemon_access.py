@@ -119,6 +119,33 @@ def test_socket_access_and_admin_methods(daemons, scripted_tool: ScriptedTool, a
         # Admin only through a supplementary group.
         assert "removed" in json.loads(accounts.ask(accounts.admin, sock, reset))["result"]
         assert "removed" in daemon.result("traffic.reset", public_key=A)  # root
+        # awgctl as a user outside the socket's group: exit 3 and what to do.
+        client_copy = public_dir / "lib"
+        shutil.copytree(Path(__file__).resolve().parent.parent / "client" / "awgd_client", client_copy / "awgd_client")
+        for path in [public_dir, *client_copy.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        refused = subprocess.run(
+            [
+                "setpriv",
+                f"--reuid={accounts.stranger}",
+                f"--regid={accounts.stranger}",
+                "--init-groups",
+                "env",
+                f"PYTHONPATH={client_copy}",
+                "/usr/bin/python3",
+                "-m",
+                "awgd_client",
+                "--socket",
+                sock,
+                "status",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert refused.returncode == 3
+        assert refused.stderr.strip() == f"awgctl: no permission to use {sock}: add your user to group awgd"
         # Removed from the admin group: no longer admin at the next connection.
         subprocess.run(["gpasswd", "-d", accounts.admin, accounts.admin_group], check=True, capture_output=True)
         assert json.loads(accounts.ask(accounts.admin, sock, reset))["error"]["code"] == -32002

@@ -1,0 +1,140 @@
+"""`awgctl` as a subprocess against a real daemon: tables, --json, exit codes, colour."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ScriptedTool, dump, key
+from daemon import ROOT
+
+A, B, C = key("A"), "B" * 20 + "x" * 22 + "A=", key("C")  # B and C share no 8-character prefix
+
+
+def awgctl(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "client")]),
+        "NO_COLOR": "",
+        **(env or {}),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "awgd_client", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=60,
+        input=stdin,
+        check=False,
+    )
+
+
+@pytest.fixture
+def daemon(daemons, scripted_tool: ScriptedTool):  # type: ignore[no-untyped-def]
+    scripted_tool.set(dump({"awg0": {A: (0, 0), B: (0, 0)}, "wg1": {C: (0, 0)}}))
+    running = daemons(scripted_tool.path).start()
+    scripted_tool.set(dump({"awg0": {A: (1536, 3 * 1024**2), B: (10, 20)}, "wg1": {C: (5, 5)}}))
+    running.result("traffic.sample")
+    return running
+
+
+def test_status_table(daemon) -> None:  # type: ignore[no-untyped-def]
+    result = awgctl("status", "--socket", daemon.socket)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "awgd 0.1.0: healthy"
+    header = next(line for line in lines if line.startswith("INTERFACE"))
+    awg0 = next(line for line in lines if line.startswith("awg0"))
+    assert header.split() == ["INTERFACE", "STATE", "PORT", "PEERS", "ONLINE", "RX", "TX"]
+    assert awg0.split() == ["awg0", "up", "51820", "2", "2", "1.5", "KiB", "3.0", "MiB"]
+    assert len(header) == len(awg0)  # right-aligned columns end together
+    assert "\033[" not in result.stdout
+
+
+def test_peers_table_and_json(daemon) -> None:  # type: ignore[no-untyped-def]
+    result = awgctl("--socket", daemon.socket, "peers")
+    assert result.returncode == 0
+    rows = [line for line in result.stdout.splitlines() if line.startswith(("AAAA", "BBBB", "CCCC"))]
+    assert [r[:4] for r in rows] == ["AAAA", "BBBB", "CCCC"]  # by total, descending
+    assert "198.51.100.2:50002" in rows[0] and "3.0 MiB" in rows[0]
+    header = result.stdout.splitlines()[2]
+    assert header.split()[:5] == ["KEY", "INTERFACE", "STATE", "HANDSHAKE", "ENDPOINT"]
+    assert (
+        len(
+            {
+                line.index("INTERFACE") if "INTERFACE" in line else line.index("awg0" if "awg0" in line else "wg1")
+                for line in [header, *rows]
+            }
+        )
+        == 1
+    )  # aligned whatever the key
+    raw = awgctl("peers", "--json", "--socket", daemon.socket, "--sort", "public_key", "--interface", "awg0")
+    listing = json.loads(raw.stdout)
+    assert listing["total"] == 2 and [p["public_key"] for p in listing["peers"]] == [A, B]
+
+
+def test_peer_history_sample_and_prefixes(daemon) -> None:  # type: ignore[no-untyped-def]
+    peer = awgctl("peer", A[:10], "--socket", daemon.socket)
+    assert peer.returncode == 0, peer.stderr
+    assert f"peer       {A}" in peer.stdout and "interface  awg0" in peer.stdout
+    assert "PERIOD START" in peer.stdout
+    as_json = json.loads(awgctl("peer", A, "--json", "--socket", daemon.socket).stdout)
+    assert as_json["period"]["total_bytes"] == 1536 + 3 * 1024**2
+    days = awgctl("history", A[:8], "--days", "--limit", "2", "--socket", daemon.socket)
+    assert days.returncode == 0 and "DAY START" in days.stdout
+    history = json.loads(awgctl("--json", "history", A, "--socket", daemon.socket).stdout)
+    assert history["granularity"] == "period"
+    sample = awgctl("sample", "--socket", daemon.socket)
+    assert sample.returncode == 0 and sample.stdout.startswith("sampled at ") and "3 peers" in sample.stdout
+
+
+def test_reset_confirms_unless_yes(daemon) -> None:  # type: ignore[no-untyped-def]
+    refused = awgctl("reset", A, "--socket", daemon.socket, stdin="y\n")
+    assert refused.returncode == 2 and "--yes" in refused.stderr
+    done = awgctl("reset", A[:9], "--yes", "--socket", daemon.socket)
+    assert done.returncode == 0 and "removed 1.5 KiB received, 3.0 MiB sent" in done.stdout
+    assert daemon.result("traffic.get", public_key=A)["period"]["total_bytes"] == 0
+
+
+def test_exit_codes(daemon, tmp_path: Path, scripted_tool: ScriptedTool) -> None:  # type: ignore[no-untyped-def]
+    missing = awgctl("status", "--socket", str(tmp_path / "nope.sock"))
+    assert missing.returncode == 3
+    assert missing.stderr.strip() == f"awgctl: awgd is not answering on {tmp_path / 'nope.sock'}: is awgd running?"
+    assert awgctl("--socket", daemon.socket, "peer", "short").returncode == 2
+    assert awgctl("--socket", daemon.socket, "bogus").returncode == 2
+    assert awgctl("--socket", daemon.socket).returncode == 2
+    unknown = awgctl("--socket", daemon.socket, "peer", key("Q"))
+    assert unknown.returncode == 1 and unknown.stderr.startswith("awgctl: unknown peer")
+    assert awgctl("--socket", daemon.socket, "peer", "QQQQQQQQQ").returncode == 1
+    scripted_tool.set("", "Unable to list interfaces: Permission denied\n", 1)
+    failed = awgctl("--socket", daemon.socket, "sample")
+    assert failed.returncode == 1 and "sampling failed" in failed.stderr
+    unhealthy = awgctl("--socket", daemon.socket, "status")
+    assert unhealthy.returncode == 1 and "UNHEALTHY" in unhealthy.stdout and "last error" in unhealthy.stdout
+    assert awgctl("--socket", daemon.socket, "status", "--json").returncode == 1
+    assert awgctl("--version").stdout.strip() == "awgctl 0.1.0"
+
+
+def test_environment_socket(daemon) -> None:  # type: ignore[no-untyped-def]
+    assert awgctl("status", env={"AWGD_SOCKET": daemon.socket}).returncode == 0
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="needs util-linux's script for a pty")
+def test_colour_only_on_a_terminal_and_never_with_no_color(daemon) -> None:  # type: ignore[no-untyped-def]
+    command = f"{sys.executable} -m awgd_client status --socket {daemon.socket}"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "client")])}
+    env.pop("NO_COLOR", None)
+    on_tty = subprocess.run(
+        ["script", "-qec", command, "/dev/null"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert "\033[32mhealthy\033[0m" in on_tty.stdout
+    env["NO_COLOR"] = "1"
+    no_color = subprocess.run(
+        ["script", "-qec", command, "/dev/null"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert "healthy" in no_color.stdout and "\033[" not in no_color.stdout
