@@ -130,11 +130,11 @@ def test_colour_only_on_a_terminal_and_never_with_no_color(daemon) -> None:  # t
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "client")])}
     env.pop("NO_COLOR", None)
     on_tty = subprocess.run(
-        ["script", "-qec", command, "/dev/null"], capture_output=True, text=True, env=env, timeout=60
+        ["script", "-qec", command, "/dev/null"], check=False, capture_output=True, text=True, env=env, timeout=60
     )
     assert "\033[32mhealthy\033[0m" in on_tty.stdout
     env["NO_COLOR"] = "1"
     no_color = subprocess.run(
-        ["script", "-qec", command, "/dev/null"], capture_output=True, text=True, env=env, timeout=60
+        ["script", "-qec", command, "/dev/null"], check=False, capture_output=True, text=True, env=env, timeout=60
     )
     assert "healthy" in no_color.stdout and "\033[" not in no_color.stdout

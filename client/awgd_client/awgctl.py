@@ -12,7 +12,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -107,61 +107,79 @@ def fail(code: int, message: str) -> int:
 
 
 def run(client: Client, args: argparse.Namespace, as_json: bool, style: Style) -> int:
-    command = args.command
-    if command == "status":
-        raw = client.call("server.status")
-        if as_json:
-            return emit(raw, EXIT_OK if raw.get("healthy") else EXIT_ERROR)
-        status = ServerStatus.from_json(raw)
-        print(render_status(status, style))
-        return EXIT_OK if status.healthy else EXIT_ERROR
-    if command == "peers":
-        if not 1 <= args.limit <= 10000:
-            raise UsageError("--limit must be from 1 to 10000")
-        raw = client.call(
-            "traffic.list",
-            **{k: v for k, v in {"interface": args.interface, "sort": args.sort, "limit": args.limit}.items() if v},
-            present_only=not args.all,
-        )
-        return emit(raw) if as_json else show(render_peers(TrafficList.from_json(raw), style))
-    if command == "peer":
-        key, interface = resolve(client, args.key, args.interface)
-        raw = client.call("traffic.get", public_key=key, **({"interface": interface} if interface else {}))
-        if as_json:
-            return emit(raw)
-        peer = PeerTraffic.from_json(raw)
-        history = History.from_json(client.call("traffic.history", public_key=key, interface=peer.interface, limit=6))
-        return show(render_peer(peer, history, style))
-    if command == "history":
-        key, interface = resolve(client, args.key, args.interface)
-        params: dict[str, Any] = {"public_key": key, "granularity": "day" if args.days else "period"}
-        if interface:
-            params["interface"] = interface
-        if args.limit is not None:
-            params["limit"] = args.limit
-        raw = client.call("traffic.history", **params)
-        return emit(raw) if as_json else show(render_history(History.from_json(raw)))
-    if command == "sample":
-        raw = client.call("traffic.sample")
-        if as_json:
-            return emit(raw)
-        return show(
-            f"sampled at {fmt_time(datetime.fromisoformat(raw['sampled_at']))}: "
-            f"{raw['interfaces']} interfaces, {raw['peers']} peers"
-        )
-    if command == "reset":
-        key, interface = resolve(client, args.key, args.interface)
-        if not args.yes:
-            confirm(key, interface)
-        raw = client.call("traffic.reset", public_key=key, **({"interface": interface} if interface else {}))
-        if as_json:
-            return emit(raw)
-        removed = raw["removed"]
-        return show(
-            f"reset {raw['public_key']} on {raw['interface']}: removed {format_bytes(removed['rx_bytes'])} received, "
-            f"{format_bytes(removed['tx_bytes'])} sent this period"
-        )
-    raise UsageError(f"unknown command {command}")  # pragma: no cover - argparse refuses first
+    return COMMANDS[args.command](client, args, as_json, style)
+
+
+def cmd_status(client: Client, args: argparse.Namespace, as_json: bool, style: Style) -> int:
+    raw = client.call("server.status")
+    if as_json:
+        return emit(raw, EXIT_OK if raw.get("healthy") else EXIT_ERROR)
+    status = ServerStatus.from_json(raw)
+    print(render_status(status, style))
+    return EXIT_OK if status.healthy else EXIT_ERROR
+
+
+def cmd_peers(client: Client, args: argparse.Namespace, as_json: bool, style: Style) -> int:
+    if not 1 <= args.limit <= 10000:
+        raise UsageError("--limit must be from 1 to 10000")
+    params: dict[str, Any] = {"sort": args.sort, "limit": args.limit, "present_only": not args.all}
+    if args.interface:
+        params["interface"] = args.interface
+    raw = client.call("traffic.list", **params)
+    return emit(raw) if as_json else show(render_peers(TrafficList.from_json(raw), style))
+
+
+def cmd_peer(client: Client, args: argparse.Namespace, as_json: bool, style: Style) -> int:
+    key, interface = resolve(client, args.key, args.interface)
+    raw = client.call("traffic.get", public_key=key, **({"interface": interface} if interface else {}))
+    if as_json:
+        return emit(raw)
+    peer = PeerTraffic.from_json(raw)
+    history = History.from_json(client.call("traffic.history", public_key=key, interface=peer.interface, limit=6))
+    return show(render_peer(peer, history, style))
+
+
+def cmd_history(client: Client, args: argparse.Namespace, as_json: bool, style: Style) -> int:
+    key, interface = resolve(client, args.key, args.interface)
+    params: dict[str, Any] = {"public_key": key, "granularity": "day" if args.days else "period"}
+    if interface:
+        params["interface"] = interface
+    if args.limit is not None:
+        params["limit"] = args.limit
+    raw = client.call("traffic.history", **params)
+    return emit(raw) if as_json else show(render_history(History.from_json(raw)))
+
+
+def cmd_sample(client: Client, args: argparse.Namespace, as_json: bool, style: Style) -> int:
+    raw = client.call("traffic.sample")
+    if as_json:
+        return emit(raw)
+    when = fmt_time(datetime.fromisoformat(raw["sampled_at"]))
+    return show(f"sampled at {when}: {raw['interfaces']} interfaces, {raw['peers']} peers")
+
+
+def cmd_reset(client: Client, args: argparse.Namespace, as_json: bool, style: Style) -> int:
+    key, interface = resolve(client, args.key, args.interface)
+    if not args.yes:
+        confirm(key, interface)
+    raw = client.call("traffic.reset", public_key=key, **({"interface": interface} if interface else {}))
+    if as_json:
+        return emit(raw)
+    removed = raw["removed"]
+    return show(
+        f"reset {raw['public_key']} on {raw['interface']}: removed {format_bytes(removed['rx_bytes'])} received, "
+        f"{format_bytes(removed['tx_bytes'])} sent this period"
+    )
+
+
+COMMANDS: dict[str, Callable[[Client, argparse.Namespace, bool, Style], int]] = {
+    "status": cmd_status,
+    "peers": cmd_peers,
+    "peer": cmd_peer,
+    "history": cmd_history,
+    "sample": cmd_sample,
+    "reset": cmd_reset,
+}
 
 
 def emit(result: Any, code: int = EXIT_OK) -> int:
