@@ -18,6 +18,14 @@ DATA = Path(__file__).parent / "data"
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 
 from daemon import Awgd  # noqa: E402
+from wgbed import leftovers  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_behind() -> Iterator[None]:
+    """The whole suite leaves no namespace, link, wireguard-go process or mount behind."""
+    yield
+    assert leftovers() == []
 
 
 @dataclass(frozen=True)

@@ -11,33 +11,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 say() { printf '\n=== %s\n' "$*"; }
-die() { printf 'tests/run.sh: %s\n' "$*" >&2; exit 1; }
 
 APT_PACKAGES=(
-    python3-venv python3-pip iproute2 procps socat faketime
+    python3-venv python3-pip procps socat faketime util-linux
     python3-sqlalchemy python3-croniter python3-sdnotify python3-pytest python3-hypothesis
 )
 PYPI_PACKAGES=(SQLAlchemy croniter sdnotify orjson pytest hypothesis ruff mypy types-croniter)
 VENV=${AWGD_TEST_VENV:-.venv}
 PYTEST_TIMEOUT=${AWGD_PYTEST_TIMEOUT:-1500}
 
-missing=()
-for pkg in "${APT_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    [ "$(id -u)" -eq 0 ] || die "missing Debian packages (run as root to install them): ${missing[*]}"
-    say "apt-get install ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# shellcheck source=tests/install.sh
+. tests/install.sh
+ensure_apt "${APT_PACKAGES[@]}" "${WIREGUARD_PACKAGES[@]}"
 
-say "virtualenv $VENV with the newest releases"
-[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-"$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
-"$VENV/bin/python" -m pip install -q --upgrade "${PYPI_PACKAGES[@]}"
-"$VENV/bin/python" -m pip install -q --no-deps --force-reinstall .  # the console scripts, and a check of pyproject
+printf '\n=== virtualenv %s with the newest releases\n' "$VENV"
+ensure_venv "$VENV" "${PYPI_PACKAGES[@]}"
 "$VENV/bin/python" -m pip list 2>/dev/null | grep -iE '^(sqlalchemy|croniter|sdnotify|orjson|pytest|hypothesis) '
 
 export PYTHONPATH="$PWD:$PWD/client"

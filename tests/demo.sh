@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The run command of README.md: real WireGuard (wireguard-go in network namespaces), real
+# traffic, a real awgd, shown by awgctl. As root on Debian 12. `--once` prints and exits.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=tests/install.sh
+. tests/install.sh
+ensure_apt python3-venv python3-pip procps "${WIREGUARD_PACKAGES[@]}"
+VENV=${AWGD_DEMO_VENV:-.venv}
+printf '=== virtualenv %s\n' "$VENV"
+ensure_venv "$VENV" SQLAlchemy croniter sdnotify
+exec "$VENV/bin/python" tests/demo.py "$@"
