@@ -42,3 +42,12 @@ timeout "$PYTEST_TIMEOUT" "$VENV/bin/python" -m pytest -p no:cacheprovider "$@"
 say "leg 2: pytest, Debian 12 packages ($(/usr/bin/python3 --version))"
 dpkg-query -W python3-sqlalchemy python3-croniter python3-sdnotify python3-pytest python3-hypothesis
 timeout "$PYTEST_TIMEOUT" /usr/bin/python3 -m pytest -p no:cacheprovider "$@"
+
+if [ "$(id -u)" -ne 0 ]; then
+    say "packaging proof skipped: it needs root (debootstrap, systemd-nspawn)"
+elif [ $# -gt 0 ] && [ -z "${AWGD_PACKAGE:-}" ]; then
+    say "packaging proof skipped: pytest arguments were given (AWGD_PACKAGE=1 runs it anyway)"
+else
+    say "packaging proof (tests/package.sh)"
+    bash tests/package.sh
+fi

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from conftest import ScriptedTool, dump, key
 
+import awgd_client
+
 A = key("A")
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="creates users and groups: needs root")
@@ -121,7 +123,7 @@ def test_socket_access_and_admin_methods(daemons, scripted_tool: ScriptedTool, a
         assert "removed" in daemon.result("traffic.reset", public_key=A)  # root
         # awgctl as a user outside the socket's group: exit 3 and what to do.
         client_copy = public_dir / "lib"
-        shutil.copytree(Path(__file__).resolve().parent.parent / "client" / "awgd_client", client_copy / "awgd_client")
+        shutil.copytree(Path(awgd_client.__file__).parent, client_copy / "awgd_client")
         for path in [public_dir, *client_copy.rglob("*")]:
             path.chmod(0o755 if path.is_dir() else 0o644)
         refused = subprocess.run(

@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# The packaging proof, run by tests/run.sh as root: build the .deb, lint it, check the unit,
+# install the package into a freshly debootstrapped Debian 12, boot that tree with
+# systemd-nspawn (systemd 252 as PID 1) and check the service for real, run the test suite
+# there against Debian's packaged libraries, then purge and look for leftovers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n=== [%3ds] package: %s\n' "$SECONDS" "$*"; }
+fail() { printf 'tests/package.sh: %s\n' "$*" >&2; exit 1; }
+
+# shellcheck source=tests/install.sh
+. tests/install.sh
+ensure_apt debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools \
+    lintian dpkg-dev debootstrap systemd-container systemd
+
+MIRROR=${AWGD_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+WORK=$(mktemp -d /var/tmp/awgd-package.XXXXXX)
+ROOTFS=$WORK/rootfs
+NSPAWN_PID=
+LEADER=
+
+cleanup() {
+    if [ -n "$LEADER" ] && kill -0 "$LEADER" 2>/dev/null; then
+        nsenter -t "$LEADER" -a systemctl poweroff >/dev/null 2>&1 || true
+        for _ in $(seq 100); do kill -0 "$NSPAWN_PID" 2>/dev/null || break; sleep 0.1; done
+    fi
+    [ -n "$NSPAWN_PID" ] && kill -9 "$NSPAWN_PID" 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# pyenv's Python comes first on PATH on these machines and breaks pybuild.
+SYSTEM_PATH=/usr/sbin:/usr/bin:/sbin:/bin
+nspawn() { PATH=$SYSTEM_PATH systemd-nspawn -q --register=no --keep-unit -D "$ROOTFS" --pipe "$@"; }
+inside() { nsenter -t "$LEADER" -a env PATH=$SYSTEM_PATH "$@"; }
+
+step "build the .deb (dpkg-buildpackage)"
+mkdir "$WORK/awgd"
+git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "$WORK/awgd"
+(cd "$WORK/awgd" && PATH=$SYSTEM_PATH dpkg-buildpackage -us -uc -b) >"$WORK/build.log" 2>&1 \
+    || { cat "$WORK/build.log"; fail "dpkg-buildpackage failed"; }
+DEB=$(echo "$WORK"/awgd_*_all.deb)
+dpkg-deb -I "$DEB" | sed -n 's/^ \(Package\|Version\|Depends\|Recommends\|Suggests\):/  \1:/p'
+
+step "lintian: no errors, no warnings"
+lintian_out=$(lintian --fail-on error,warning "$DEB" 2>&1 | grep -v 'running with root privileges' || true)
+echo "${lintian_out:-  (clean)}"
+echo "$lintian_out" | grep -qE '^[EW]: ' && fail "lintian reported errors or warnings"
+
+step "systemd-analyze security --offline=true --threshold=20"
+systemd-analyze security --offline=true --threshold=20 systemd/awgd.service | tail -1
+
+step "debootstrap a minimal Debian 12"
+debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus bookworm "$ROOTFS" "$MIRROR" \
+    >"$WORK/debootstrap.log" 2>&1 || { tail -20 "$WORK/debootstrap.log"; fail "debootstrap failed"; }
+echo "deb $MIRROR bookworm main" >"$ROOTFS/etc/apt/sources.list"
+
+step "apt-get install ./awgd_*.deb inside (dependencies from Debian)"
+cp "$DEB" "$ROOTFS/root/"
+nspawn sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    /root/$(basename "$DEB") wireguard-tools python3-pytest python3-hypothesis socat faketime iproute2 passwd" \
+    >"$WORK/install.log" 2>&1 || { tail -30 "$WORK/install.log"; fail "installing the package failed"; }
+grep -E "^Setting up awgd|Creating group" "$WORK/install.log" | sed 's/^/  /'
+
+step "systemd-analyze verify prints nothing"
+verify_out=$(systemd-analyze verify --root="$ROOTFS" --man=no awgd.service 2>&1 || true)
+[ -z "$verify_out" ] || { echo "$verify_out"; fail "systemd-analyze verify complained"; }
+echo "  (clean)"
+
+step "boot the tree with systemd-nspawn -b"
+PATH=$SYSTEM_PATH systemd-nspawn -q --register=no --keep-unit -D "$ROOTFS" -b >"$WORK/boot.log" 2>&1 &
+NSPAWN_PID=$!
+for _ in $(seq 300); do
+    LEADER=$(pgrep -P "$NSPAWN_PID" -x systemd || true)
+    [ -n "$LEADER" ] && break
+    sleep 0.1
+done
+[ -n "$LEADER" ] || { cat "$WORK/boot.log"; fail "the container's systemd did not start"; }
+state=
+for _ in $(seq 600); do  # until the container's systemd answers and has finished booting
+    state=$(inside systemctl is-system-running 2>/dev/null || true)
+    case "$state" in running | degraded) break ;; esac
+    sleep 0.1
+done
+echo "  system: $state"
+case "$state" in running | degraded) ;; *) cat "$WORK/boot.log"; fail "the container did not finish booting" ;; esac
+
+step "awgd is active (READY=1 arrived)"
+inside systemctl is-active awgd || { inside journalctl -u awgd --no-pager | tail -20; fail "awgd is not active"; }
+inside systemctl show -p Type -p NRestarts -p StatusText awgd | sed 's/^/  /'
+
+step "the socket is srw-rw---- root awgd"
+perms=$(inside stat -c '%A %U %G' /run/awgd/awgd.sock)
+echo "  $perms"
+[ "$perms" = "srw-rw---- root awgd" ] || fail "unexpected socket permissions: $perms"
+
+step "a member of group awgd runs awgctl status; a user outside is refused"
+inside useradd -M -G awgd alice
+inside useradd -M bob
+inside runuser -u alice -- awgctl status | sed 's/^/  /'
+set +e
+refused=$(inside runuser -u bob -- awgctl status 2>&1)
+code=$?
+set -e
+echo "  bob: exit $code: $refused"
+[ "$code" -eq 3 ] || fail "a user outside group awgd was not refused (exit $code)"
+
+step "systemctl reload awgd"
+inside systemctl reload awgd
+inside systemctl is-active awgd
+inside journalctl -u awgd --no-pager -o cat | grep -q "config reloaded" || fail "no reload in the journal"
+
+step "the watchdog restarts a daemon whose loop is stopped (SIGSTOP)"
+mkdir -p "$ROOTFS/etc/systemd/system/awgd.service.d"
+printf '[Service]\nWatchdogSec=4s\n' >"$ROOTFS/etc/systemd/system/awgd.service.d/test-watchdog.conf"
+inside systemctl daemon-reload
+inside systemctl restart awgd
+before=$(inside systemctl show -p MainPID --value awgd)
+inside kill -STOP "$before"
+restarted=
+for _ in $(seq 300); do
+    now=$(inside systemctl show -p MainPID --value awgd)
+    if [ "$now" != "$before" ] && [ "$now" != 0 ] && inside systemctl is-active -q awgd; then restarted=$now; break; fi
+    sleep 0.1
+done
+[ -n "$restarted" ] || fail "the watchdog did not restart awgd"
+inside journalctl -u awgd --no-pager -o cat | grep -i "watchdog" | tail -1 | sed 's/^/  /'
+echo "  restarted: main pid $before -> $restarted"
+rm "$ROOTFS/etc/systemd/system/awgd.service.d/test-watchdog.conf"
+rmdir "$ROOTFS/etc/systemd/system/awgd.service.d"
+inside systemctl daemon-reload
+
+step "systemctl stop awgd is clean"
+inside systemctl stop awgd
+result=$(inside systemctl show -p Result --value awgd)
+echo "  result: $result"
+[ "$result" = success ] || fail "awgd did not stop cleanly ($result)"
+inside test ! -e /run/awgd/awgd.sock || fail "the socket was left behind"
+inside journalctl -u awgd --no-pager -o cat | grep -q "^stopped" || fail "no clean stop in the journal"
+
+step "the test suite, against Debian's packaged libraries"
+mkdir "$ROOTFS/root/awgd-tests"
+cp -r tests pyproject.toml "$ROOTFS/root/awgd-tests/"
+inside sh -c 'cd /root/awgd-tests && python3 -m pytest -q -p no:cacheprovider -x tests' | tail -5
+rm -rf "$ROOTFS/root/awgd-tests"
+
+step "apt-get purge awgd leaves no files behind"
+inside sh -c 'DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq awgd' >"$WORK/purge.log" 2>&1 \
+    || { cat "$WORK/purge.log"; fail "purge failed"; }
+left=$(cd "$ROOTFS" && find . -xdev \( -path ./proc -o -path ./sys -o -path ./dev -o -path ./var/lib/dpkg \
+    -o -path ./var/cache/apt -o -path ./var/lib/apt -o -path ./var/log \) -prune -o -iname '*awgd*' -print \
+    | grep -v "^./root/$(basename "$DEB")$" || true)
+[ -z "$left" ] || { echo "$left"; fail "files left after purge"; }
+echo "  (nothing left)"
+
+step "done"
