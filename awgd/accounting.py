@@ -82,13 +82,13 @@ def account(
         old_peers = peers.get(name, {})
         for key, (rx, tx) in counters.items():
             old = old_peers.get(key)
+            if old is not None and old.rx == rx and old.tx == tx and old.present and not restarted:
+                continue  # idle: nothing to book, nothing to write (most peers, most samples)
             if old is None:
                 drx, dtx = (0, 0) if first_sample else (rx, tx)
             elif restarted or not old.present:
                 drx, dtx = rx, tx
             else:
-                if rx == old.rx and tx == old.tx:
-                    continue  # idle: nothing to book, nothing to write
                 drx = rx - old.rx if rx >= old.rx else rx
                 dtx = tx - old.tx if tx >= old.tx else tx
             if drx or dtx:

@@ -167,19 +167,10 @@ def find_peer(daemon: Daemon, public_key: str, interface: str | None) -> PeerSta
 
 async def server_status(daemon: Daemon, params: Params, caller: Caller) -> dict[str, Any]:
     state, config, zone = daemon.state, daemon.config, daemon.config.zone
-    now = time.time()
-    totals: dict[str, list[int]] = {}
-    online: dict[str, int] = {}
-    for (name, _), peer in state.peers.items():
-        total = totals.setdefault(name, [0, 0])
-        total[0] += peer.period_rx
-        total[1] += peer.period_tx
-        if state.online(peer, now, config.online_window):
-            online[name] = online.get(name, 0) + 1
     interfaces = []
     for name in sorted(state.interfaces):
         iface = state.interfaces[name]
-        rx, tx = totals.get(name, (0, 0))
+        rx, tx, online = state.summary.get(name, (0, 0, 0))
         interfaces.append(
             {
                 "name": name,
@@ -188,7 +179,7 @@ async def server_status(daemon: Daemon, params: Params, caller: Caller) -> dict[
                 "public_key": iface.public_key,
                 "listen_port": iface.listen_port,
                 "peers": iface.peers,
-                "peers_online": online.get(name, 0),
+                "peers_online": online,
                 "period": usage(rx, tx),
             }
         )

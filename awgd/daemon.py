@@ -20,6 +20,7 @@ from typing import TypeVar
 from awgd import __version__
 from awgd.api import RpcError
 from awgd.config import Config, ConfigError, load
+from awgd.dump_parser import DumpParser
 from awgd.ledger import Ledger, LedgerError
 from awgd.notify import Notifier
 from awgd.periods import Period, local_day, period_containing
@@ -49,7 +50,7 @@ class Daemon:
         self.started_at = datetime.now(UTC)
         self.admin_gids = resolve_groups(config.admin_groups)
         now = datetime.now(UTC)
-        self.state = State.from_ledger(ledger, self._period_at(now), frozenset(config.interfaces))
+        self.state = State.from_ledger(ledger, self._period_at(now), frozenset(config.interfaces), config.online_window)
         self.sampler = Sampler(
             ledger,
             tools=(),
@@ -60,6 +61,7 @@ class Daemon:
             zone=config.zone,
         )
         self.notifier = Notifier()
+        self.dump_parser = DumpParser()
         self.runner = SampleRunner(self._take)
         self.schedule = Schedule(
             self.runner,
@@ -99,7 +101,7 @@ class Daemon:
         config = self.config
         try:
             tools = tool_candidates(config.tool, config.exec_prefix)
-            reading = await read_system(tools, config.exec_prefix, config.tool_timeout)
+            reading = await read_system(tools, config.exec_prefix, config.tool_timeout, self.dump_parser.parse)
         except SamplingError as exc:
             self.state.sample_failed(str(exc))
             log.warning("sample failed: %s", exc)
@@ -210,6 +212,7 @@ class Daemon:
         self.sampler.schedule = new.periods_schedule
         self.sampler.zone = new.zone
         self.state.set_watched(frozenset(new.interfaces))
+        self.state.online_window = new.online_window
         if (new.periods_schedule, new.zone) != (old.periods_schedule, old.zone):
             await self._roll(self._period_at(datetime.now(UTC)))
         self.schedule.wake()

@@ -8,6 +8,7 @@ Endpoints live here only: they are users' IP addresses and never reach the ledge
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -59,14 +60,18 @@ class SamplerState:
 class State:
     period: Period
     watched: frozenset[str] = frozenset()
+    online_window: int = 180
     peers: dict[PeerKey, PeerState] = field(default_factory=dict)
     by_key: dict[str, list[str]] = field(default_factory=dict)  # public key -> interfaces
     interfaces: dict[str, InterfaceState] = field(default_factory=dict)
     sampler: SamplerState = field(default_factory=SamplerState)
+    # Per interface: (period rx, period tx, peers online), as of the last change. server.status
+    # is asked on every button press and must not walk 50,000 peers each time.
+    summary: dict[str, tuple[int, int, int]] = field(default_factory=dict)
 
     @classmethod
-    def from_ledger(cls, ledger: Ledger, period: Period, watched: frozenset[str]) -> State:
-        state = cls(period=period, watched=watched)
+    def from_ledger(cls, ledger: Ledger, period: Period, watched: frozenset[str], online_window: int) -> State:
+        state = cls(period=period, watched=watched, online_window=online_window)
         usage = ledger.period_usage(period)
         for record in ledger.all_peers():
             key = (record.interface, record.public_key)
@@ -85,7 +90,20 @@ class State:
             )
         for name in watched:
             state.interfaces[name] = InterfaceState(name)
+        state.summarize()
         return state
+
+    def summarize(self, now: float | None = None) -> None:
+        """Recompute the per-interface summary (after a sample, a roll-over or a reset)."""
+        moment = time.time() if now is None else now
+        summary: dict[str, list[int]] = {}
+        for (name, _), peer in self.peers.items():
+            entry = summary.setdefault(name, [0, 0, 0])
+            entry[0] += peer.period_rx
+            entry[1] += peer.period_tx
+            if self.online(peer, moment, self.online_window):
+                entry[2] += 1
+        self.summary = {name: (rx, tx, online) for name, (rx, tx, online) in summary.items()}
 
     def _add(self, peer: PeerState) -> None:
         self.peers[(peer.interface, peer.public_key)] = peer
@@ -153,16 +171,19 @@ class State:
             if current:
                 state.period_rx += drx
                 state.period_tx += dtx
+        self.summarize()
 
     def roll(self, period: Period, usage: dict[PeerKey, tuple[int, int]]) -> None:
         """Enter a new period, with whatever the ledger already holds for it."""
         self.period = period
         for key, state in self.peers.items():
             state.period_rx, state.period_tx = usage.get(key, (0, 0))
+        self.summarize()
 
     def reset(self, key: PeerKey) -> None:
         state = self.peers[key]
         state.period_rx = state.period_tx = 0
+        self.summarize()
 
     def sample_succeeded(self, at: datetime) -> None:
         self.sampler.last_sample_at = self.sampler.last_success_at = at

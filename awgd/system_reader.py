@@ -10,7 +10,7 @@ import asyncio
 import os
 import re
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -44,7 +44,12 @@ class Reading:
     warnings: tuple[str, ...]
 
 
-def interpret_dump(tool: str, output: ToolOutput) -> tuple[tuple[Interface, ...], frozenset[str], tuple[str, ...]]:
+Parse = Callable[[bytes], tuple[Interface, ...]]
+
+
+def interpret_dump(
+    tool: str, output: ToolOutput, parse: Parse = parse_dump
+) -> tuple[tuple[Interface, ...], frozenset[str], tuple[str, ...]]:
     """(interfaces read, interfaces not read, warnings) from one `show all dump` run.
 
     Exit status 0 means at least one interface was printed, not that all were: each
@@ -64,7 +69,7 @@ def interpret_dump(tool: str, output: ToolOutput) -> tuple[tuple[Interface, ...]
         else:
             warnings.append(f"{tool} said: {_clean(line)}")
     try:
-        interfaces = parse_dump(output.stdout)
+        interfaces = parse(output.stdout)
     except DumpError as exc:
         raise SamplingError(f"{tool} printed output that cannot be parsed: {exc}") from None
     return interfaces, frozenset(unread - {i.name for i in interfaces}), tuple(warnings)
@@ -87,13 +92,15 @@ def tool_candidates(tool: str, exec_prefix: Sequence[str]) -> tuple[str, ...]:
     return found[:1]
 
 
-async def read_system(tools: Sequence[str], exec_prefix: Sequence[str], timeout: float) -> Reading:
+async def read_system(
+    tools: Sequence[str], exec_prefix: Sequence[str], timeout: float, parse: Parse = parse_dump
+) -> Reading:
     """Run the dump and `ip -o link show` side by side and read the boot id."""
     taken_at = datetime.now(UTC)
     links_task = asyncio.ensure_future(_read_links(exec_prefix, timeout))
     try:
         tool, output = await _run_dump(tools, exec_prefix, timeout)
-        interfaces, unread, warnings = interpret_dump(tool, output)
+        interfaces, unread, warnings = interpret_dump(tool, output, parse)
     except BaseException:
         links_task.cancel()
         await asyncio.gather(links_task, return_exceptions=True)

@@ -1,0 +1,601 @@
+"""awgd's benchmarks: every figure beside the floor it cannot beat, measured in the same run.
+
+Run as root with `bash tests/bench/run.sh` (not part of the test suite). Prints a table and
+writes every figure, with medians, minima, maxima and the machine's description, to a JSON
+file (default bench-results.json). `--quick` uses fewer peers and repeats, for a smoke run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import platform
+import random
+import shutil
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "client"), str(HERE.parent / "helpers")]
+
+from daemon import Awgd  # noqa: E402
+from wgbed import TestBed, available  # noqa: E402
+
+from awgd.accounting import account, advance  # noqa: E402
+from awgd.dump_parser import DumpParser  # noqa: E402
+from awgd.ledger import Ledger  # noqa: E402
+from awgd.periods import local_day, period_containing  # noqa: E402
+from awgd.sampler import observe  # noqa: E402
+from awgd.system_reader import Reading  # noqa: E402
+
+ZONE = ZoneInfo("UTC")
+RESULTS: dict[str, Any] = {}
+ROWS: list[tuple[str, str, str, str, str]] = []  # what, figure, floor, ratio, target
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def ms(value: float) -> str:
+    return f"{value * 1000:.2f} ms"
+
+
+def row(what: str, figure: str, floor: str, ratio: float | None, target: str, ok: bool | None) -> None:
+    verdict = "" if ok is None else (" ok" if ok else " MISSED")
+    ROWS.append((what, figure, floor, "" if ratio is None else f"{ratio:.3f}x", target + verdict))
+
+
+# ---- synthetic dumps in the real format ---------------------------------------------------
+
+
+def keys(n: int, seed: int = 1) -> list[str]:
+    rng = random.Random(seed)
+    return [base64.b64encode(rng.randbytes(32)).decode() for _ in range(n)]
+
+
+def synthetic_dump(peer_keys: list[str], counters: list[tuple[int, int]], handshake: int) -> bytes:
+    head = f"wg0\t{peer_keys[0]}\t{peer_keys[1]}\t51820\toff"
+    lines = [head]
+    for i, (key, (rx, tx)) in enumerate(zip(peer_keys, counters, strict=True)):
+        lines.append(
+            f"wg0\t{key}\t(none)\t198.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}:51820\t10.{i >> 16 & 255}."
+            f"{i >> 8 & 255}.{i & 255}/32\t{handshake}\t{rx}\t{tx}\toff"
+        )
+    return ("\n".join(lines) + "\n").encode()
+
+
+def advance_counters(counters: list[tuple[int, int]], fraction: float, rng: random.Random) -> list[tuple[int, int]]:
+    return [(rx + 1500, tx + 3000) if rng.random() < fraction else (rx, tx) for rx, tx in counters]
+
+
+# ---- 1. the floor: `wg show all dump` on real wireguard-go -----------------------------------
+
+TIMER = """
+import json, subprocess, sys, time
+runs = []
+for _ in range(int(sys.argv[1])):
+    t = time.perf_counter()
+    out = subprocess.run(["wg", "show", "all", "dump"], capture_output=True, check=True).stdout
+    runs.append(time.perf_counter() - t)
+naive = []
+key = sys.argv[2].encode()
+for _ in range(int(sys.argv[3])):
+    t = time.perf_counter()
+    out = subprocess.run(["wg", "show", "all", "dump"], capture_output=True, check=True).stdout
+    line = next(l for l in out.split(b"\\n") if key in l)
+    naive.append(time.perf_counter() - t)
+print(json.dumps({"runs": runs, "naive": naive, "lines": out.count(b"\\n")}))
+"""
+
+
+def real_interface(bed: TestBed, n: int, workdir: Path) -> list[str]:
+    """Configure the bed's server interface with n peers in one `wg setconf`."""
+    server = bed.servers[0]
+    peer_keys = keys(n, seed=n)
+    conf = workdir / f"wg-{n}.conf"
+    parts = [f"[Interface]\nPrivateKey = {server.private_key}\nListenPort = {server.port}\n"]
+    parts += [
+        f"[Peer]\nPublicKey = {k}\nAllowedIPs = 10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}/32\n"
+        for i, k in enumerate(peer_keys)
+    ]
+    conf.write_text("\n".join(parts))
+    server.wg("setconf", server.ifname, str(conf))
+    return peer_keys
+
+
+def floor(bed: TestBed, n: int, repeats: int, workdir: Path) -> dict[str, Any]:
+    peer_keys = real_interface(bed, n, workdir)
+    out = bed.server.run(sys.executable, "-c", TIMER, str(repeats), peer_keys[n // 2], "10", timeout=600)
+    data = json.loads(out)
+    assert data["lines"] >= n
+    return {"dump": summary(data["runs"]), "naive_lookup": summary(data["naive"]), "keys": peer_keys}
+
+
+# ---- 2. awgd's own cost per sample (parse + accounting + commit, no tool) --------------------
+
+
+class Booker:
+    """The daemon's per-sample path without the tool: parse, observe, account, commit."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.ledger = Ledger.open(f"sqlite:///{workdir}/ledger.sqlite3")
+        self.parser = DumpParser()
+        self.peers, self.interfaces = self.ledger.checkpoints()
+
+    def sample(self, data: bytes, when: datetime) -> tuple[float, int]:
+        started = time.perf_counter()
+        parsed = self.parser.parse(data)
+        reading = Reading(when, "wg", parsed, frozenset(), {"wg0": _link()}, "boot", ())
+        observation = observe(reading, (), self.peers.keys())
+        booking = account(self.peers, self.interfaces, observation, first_sample=self.ledger.is_new)
+        period = period_containing(when, "0 0 1 * *", ZONE)
+        written = self.ledger.apply(booking, at=when, period=period, day=local_day(when, ZONE))
+        advance(self.peers, self.interfaces, booking)
+        return time.perf_counter() - started, written
+
+
+def own_cost(n: int, fraction: float, repeats: int) -> dict[str, Any]:
+    rng = random.Random(7)
+    peer_keys = keys(n)
+    times, rows = [], []
+    for _ in range(repeats):
+        workdir = Path(tempfile.mkdtemp(prefix="awgd-bench-"))
+        booker = Booker(workdir)
+        counters = [(rng.randrange(10**9), rng.randrange(10**9)) for _ in range(n)]
+        at = datetime(2026, 11, 20, tzinfo=UTC)
+        booker.sample(synthetic_dump(peer_keys, counters, 1795620000), at)  # the baseline
+        counters = advance_counters(counters, 1.0, rng)  # an ordinary sample: every peer has its rows
+        booker.sample(synthetic_dump(peer_keys, counters, 1795620000), at + timedelta(minutes=1))
+        counters = advance_counters(counters, fraction, rng)
+        elapsed, written = booker.sample(synthetic_dump(peer_keys, counters, 1795620000), at + timedelta(minutes=2))
+        times.append(elapsed)
+        rows.append(written)
+        booker.ledger.close()
+        shutil.rmtree(workdir)
+    return {"time": summary(times), "rows_written": rows}
+
+
+def _link() -> Any:
+    from awgd.ip_link import Link
+
+    return Link(5, True)
+
+
+# ---- the daemon, with a scripted tool printing synthetic dumps --------------------------------
+
+
+class ScriptedDaemon:
+    def __init__(self, workdir: Path, n: int, env: dict[str, str] | None = None) -> None:
+        self.workdir = workdir
+        self.dump_file = workdir / "dump.out"
+        tool = workdir / "awg"
+        tool.write_text(f"#!/bin/sh\nexec cat {self.dump_file}\n")
+        tool.chmod(0o755)
+        self.keys = keys(n, seed=3)
+        self.counters = [(i * 1000, i * 2000) for i in range(n)]
+        self.write()
+        self.daemon = Awgd(workdir / "d", tool, periods={"timezone": "UTC"}, env=env)
+
+    def write(self) -> None:
+        tmp = self.dump_file.with_suffix(".tmp")
+        tmp.write_bytes(synthetic_dump(self.keys, self.counters, int(time.time())))
+        tmp.replace(self.dump_file)
+
+    def rss_mib(self) -> float:
+        assert self.daemon.process is not None
+        for line in Path(f"/proc/{self.daemon.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS")
+
+
+class LineClient:
+    """A minimal blocking JSON-lines client, the same for awgd and for the floor server."""
+
+    def __init__(self, path: str) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(path)
+        self.file = self.sock.makefile("rb")
+
+    def ask(self, line: bytes) -> bytes:
+        self.sock.sendall(line)
+        return self.file.readline()
+
+    def pipeline(self, lines: list[bytes]) -> int:
+        sender = threading.Thread(target=self.sock.sendall, args=(b"".join(lines),))
+        sender.start()
+        got = sum(1 for _ in range(len(lines)) if self.file.readline())
+        sender.join()
+        return got
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+def latencies(path: str, make: Callable[[int], bytes], count: int) -> list[float]:
+    client = LineClient(path)
+    times = []
+    for i in range(count):
+        line = make(i)
+        started = time.perf_counter()
+        answer = client.ask(line)
+        times.append(time.perf_counter() - started)
+        assert answer.endswith(b"\n") and b'"error"' not in answer, answer[:200]
+    client.close()
+    return times
+
+
+def throughput(path: str, make: Callable[[int], bytes], count: int, connections: int) -> float:
+    per = count // connections
+    results = [0] * connections
+
+    def run(index: int) -> None:
+        client = LineClient(path)
+        results[index] = client.pipeline([make(index * per + i) for i in range(per)])
+        client.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(connections)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    assert sum(results) == per * connections
+    return per * connections / elapsed
+
+
+FLOOR_SERVER = """
+import asyncio, sys
+ANSWER = b'{"jsonrpc":"2.0","id":1,"result":{"ok":true}}\\n'
+async def handle(reader, writer):
+    while await reader.readline():
+        writer.write(ANSWER)
+        await writer.drain()
+    writer.close()
+async def main():
+    server = await asyncio.start_unix_server(handle, path=sys.argv[1], limit=2**20)
+    print("ready", flush=True)
+    async with server:
+        await server.serve_forever()
+asyncio.run(main())
+"""
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def rpc_figures(path: str, make: Callable[[int], bytes], count: int) -> dict[str, Any]:
+    lat = latencies(path, make, count)
+    return {
+        "p50": percentile(lat, 0.5),
+        "p99": percentile(lat, 0.99),
+        "pipelined_1": throughput(path, make, count * 2, 1),
+        "pipelined_32": throughput(path, make, count * 2, 32),
+    }
+
+
+# ---- the run ----------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    memory = next(
+        line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")
+    )
+    import sqlalchemy
+
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_kib": int(memory),
+        "kernel": platform.release(),
+        "python": sys.version.split()[0],
+        "sqlalchemy": sqlalchemy.__version__,
+        "time": datetime.now(UTC).isoformat(),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer peers and repeats (a smoke run)")
+    parser.add_argument("--json", default="bench-results.json", help="where to write every figure")
+    args = parser.parse_args()
+    problem = available()
+    if problem:
+        print(f"bench: {problem}", file=sys.stderr)
+        return 1
+    sizes = [1000, 10000] if args.quick else [1000, 10000, 50000]
+    repeats = 2 if args.quick else 5
+    mid = 10000
+    RESULTS["machine"] = machine()
+    workdir = Path(tempfile.mkdtemp(prefix="awgd-bench-"))
+    try:
+        with TestBed(clients=0) as bed:
+            floors: dict[int, Any] = {}
+            print("1. the floor: wg show all dump on real wireguard-go ...", flush=True)
+            for n in sizes:
+                floors[n] = floor(bed, n, 3 if args.quick else 9, workdir)
+                RESULTS[f"floor_{n}"] = {k: v for k, v in floors[n].items() if k != "keys"}
+                row(f"1. floor: wg show all dump, N={n}", ms(floors[n]["dump"]["median"]), "", None, "", None)
+            print("2. awgd's own cost per sample ...", flush=True)
+            for n in sizes:
+                base = floors[n]["dump"]["median"]
+                for fraction, target in ((1.0, 1.0), (0.01, 0.25), (0.0, None)):
+                    cost = own_cost(n, fraction, max(2, repeats - (2 if n >= 50000 else 0)))
+                    RESULTS[f"own_{n}_{fraction}"] = cost
+                    median = cost["time"]["median"]
+                    if target is None:
+                        rows_written = max(cost["rows_written"])
+                        row(
+                            f"2. own cost, N={n}, none moving",
+                            ms(median),
+                            ms(base),
+                            median / base,
+                            f"0 rows ({rows_written})",
+                            rows_written == 0,
+                        )
+                    else:
+                        row(
+                            f"2. own cost, N={n}, {fraction:.0%} moving",
+                            ms(median),
+                            ms(base),
+                            median / base,
+                            f"<= {target}x",
+                            median / base <= target,
+                        )
+            print("3. a whole sample in the running daemon, N=10000 ...", flush=True)
+            peer_keys = real_interface(bed, mid, workdir)
+            daemon = Awgd(workdir / "real", "wg", periods={"timezone": "UTC"}, prefix=bed.server.argv())
+            daemon.start()
+            try:
+                whole = []
+                for _ in range(repeats * 2):
+                    started = time.perf_counter()
+                    daemon.result("traffic.sample")
+                    whole.append(time.perf_counter() - started)
+            finally:
+                daemon.stop()
+            base = floors[mid]["dump"]["median"]
+            RESULTS["whole_sample_10000"] = summary(whole)
+            row(
+                "3. whole sample in the daemon, N=10000",
+                ms(statistics.median(whole)),
+                ms(base),
+                statistics.median(whole) / base,
+                "<= 1.5x",
+                statistics.median(whole) / base <= 1.5,
+            )
+            naive = floors[mid]["naive_lookup"]["median"]
+            del peer_keys
+
+        print("4. RPC with a 10,000-peer ledger ...", flush=True)
+        scripted = ScriptedDaemon(workdir / "rpc", mid)
+        scripted.daemon.start()
+        count = 500 if args.quick else 2000
+        floor_path = str(workdir / "floor.sock")
+        floor_server = subprocess.Popen([sys.executable, "-c", FLOOR_SERVER, floor_path], stdout=subprocess.PIPE)
+        try:
+            scripted.counters = advance_counters(scripted.counters, 1.0, random.Random(1))
+            scripted.write()
+            scripted.daemon.result("traffic.sample")
+            assert floor_server.stdout is not None and floor_server.stdout.readline() == b"ready\n"
+            rng = random.Random(5)
+            chosen = [rng.choice(scripted.keys) for _ in range(count * 2)]
+
+            def get(i: int) -> bytes:
+                message = {"jsonrpc": "2.0", "id": i, "method": "traffic.get", "params": {"public_key": chosen[i]}}
+                return json.dumps(message).encode() + b"\n"
+
+            def status(i: int) -> bytes:
+                return json.dumps({"jsonrpc": "2.0", "id": i, "method": "server.status"}).encode() + b"\n"
+
+            floor_rpc = rpc_figures(floor_path, status, count)
+            RESULTS["rpc_floor"] = floor_rpc
+            for name, make in (("traffic.get", get), ("server.status", status)):
+                figures = rpc_figures(scripted.daemon.socket, make, count)
+                RESULTS[f"rpc_{name}"] = figures
+                ratio = figures["p50"] / floor_rpc["p50"]
+                row(f"4. {name} p50 latency", ms(figures["p50"]), ms(floor_rpc["p50"]), ratio, "<= 3x", ratio <= 3)
+                row(f"4. {name} p99 latency", ms(figures["p99"]), ms(floor_rpc["p99"]), None, "", None)
+                for key, label in (("pipelined_1", "1 connection"), ("pipelined_32", "32 connections")):
+                    share = figures[key] / floor_rpc[key]
+                    row(
+                        f"4. {name} throughput, {label}",
+                        f"{figures[key]:,.0f}/s",
+                        f"{floor_rpc[key]:,.0f}/s",
+                        share,
+                        ">= 0.3x",
+                        share >= 0.3,
+                    )
+            speedup = naive / RESULTS["rpc_traffic.get"]["p50"]
+            RESULTS["naive_vs_traffic_get"] = speedup
+            row(
+                "4. traffic.get vs the naive bot (wg show + search)",
+                ms(RESULTS["rpc_traffic.get"]["p50"]),
+                ms(naive),
+                1 / speedup,
+                ">= 100x faster",
+                speedup >= 100,
+            )
+        finally:
+            floor_server.kill()
+            scripted.daemon.stop()
+
+        print("5. memory ...", flush=True)
+        targets = {1000: 60, 10000: 100, 50000: 250}
+        for n in sizes:
+            memory = ScriptedDaemon(workdir / f"mem{n}", n)
+            memory.daemon.start()
+            rng = random.Random(n)
+            try:
+                for _ in range(100):
+                    memory.counters = advance_counters(memory.counters, 0.01, rng)
+                    memory.write()
+                    memory.daemon.result("traffic.sample")
+                rss_100 = memory.rss_mib()
+                RESULTS[f"rss_100_{n}"] = rss_100
+                row(
+                    f"5. RSS after 100 samples, N={n}",
+                    f"{rss_100:.1f} MiB",
+                    "",
+                    None,
+                    f"<= {targets[n]} MiB",
+                    rss_100 <= targets[n],
+                )
+                if n == mid and not args.quick:
+                    for _ in range(900):
+                        memory.counters = advance_counters(memory.counters, 0.01, rng)
+                        memory.write()
+                        memory.daemon.result("traffic.sample")
+                    rss_1000 = memory.rss_mib()
+                    RESULTS["rss_1000_10000"] = rss_1000
+                    growth = rss_1000 / rss_100
+                    row(
+                        "5. RSS sample 1000 / sample 100, N=10000",
+                        f"{rss_1000:.1f} MiB",
+                        f"{rss_100:.1f} MiB",
+                        growth,
+                        "within 5%",
+                        abs(growth - 1) <= 0.05,
+                    )
+            finally:
+                memory.daemon.stop()
+
+        print("6./7. start-up, ledger growth, history ...", flush=True)
+        startup_and_history(workdir, mid, 400, repeats)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    report(args.json)
+    return 0 if all("MISSED" not in r[4] for r in ROWS) else 1
+
+
+def build_ledger(path: Path, n: int, days: int) -> None:
+    """A ledger of n peers with `days` days of day buckets each, written directly."""
+    Ledger.open(f"sqlite:///{path}").close()
+    now = int(time.time())
+    today = datetime.now(UTC).date()
+    with sqlite3.connect(path) as conn:
+        peer_keys = keys(n, seed=3)
+        conn.executemany(
+            "INSERT INTO peers VALUES (?, 'wg0', ?, 1, 0, 0, 0, 0, ?, ?)",
+            [(i + 1, k, now, now) for i, k in enumerate(peer_keys)],
+        )
+        conn.execute("UPDATE meta SET tracking_since = ?", (now - days * 86400,))
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+        for offset in range(days):
+            day = today - timedelta(days=offset)
+            number = day.year * 10000 + day.month * 100 + day.day
+            conn.executemany(
+                "INSERT INTO day_usage VALUES (?, ?, ?, ?)",
+                [(i + 1, number, 1000 + i * 7 + offset, 2000 + i * 3 + offset) for i in range(n)],
+            )
+        conn.commit()
+
+
+def file_bytes(path: Path) -> int:
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.execute("VACUUM")
+    return path.stat().st_size
+
+
+def startup_and_history(workdir: Path, n: int, days: int, repeats: int) -> None:
+    empty = workdir / "empty.sqlite3"
+    build_ledger(empty, n, 0)
+    full = workdir / "full.sqlite3"
+    build_ledger(full, n, days)
+    per_peer_day = (file_bytes(full) - file_bytes(empty)) / (n * days)
+    RESULTS["bytes_per_peer_day"] = per_peer_day
+    row(
+        "7. ledger bytes per peer-day (day buckets)", f"{per_peer_day:.1f} B", "", None, "<= 100 B", per_peer_day <= 100
+    )
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "client")])}
+    imports = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import awgd.daemon, awgd.cli"], env=env, check=True)
+        imports.append(time.perf_counter() - started)
+    scripted = ScriptedDaemon(workdir / "startup", n)
+    scripted.daemon.dir.mkdir(parents=True, exist_ok=True)
+    starts = []
+    for _ in range(repeats):
+        shutil.copy(full, scripted.daemon.ledger)
+        started = time.perf_counter()
+        scripted.daemon.start()
+        starts.append(time.perf_counter() - started)
+        if len(starts) < repeats:
+            scripted.daemon.stop()
+    base = statistics.median(imports)
+    RESULTS["startup"] = {"ready": summary(starts), "import": summary(imports)}
+    ratio = statistics.median(starts) / base
+    row(
+        f"6. start-up to READY=1 ({n} peers, {days} days)",
+        ms(statistics.median(starts)),
+        ms(base),
+        ratio,
+        "<= 3x import",
+        ratio <= 3,
+    )
+    key = scripted.keys[n // 2]
+    history = latencies(
+        scripted.daemon.socket,
+        lambda i: (
+            json.dumps(
+                {
+                    "jsonrpc": "2.0",
+                    "id": i,
+                    "method": "traffic.history",
+                    "params": {"public_key": key, "granularity": "day", "limit": days},
+                }
+            ).encode()
+            + b"\n"
+        ),
+        100,
+    )
+    scripted.daemon.stop()
+    p50 = percentile(history, 0.5)
+    RESULTS["history_400_days"] = summary(history)
+    row("7. traffic.history, 400 days of one peer among 10,000", ms(p50), "", None, "<= 5 ms p50", p50 <= 0.005)
+
+
+def report(path: str) -> None:
+    headers = ("measurement", "figure", "floor", "ratio", "target")
+    widths = [max(len(h), *(len(r[i]) for r in ROWS)) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in ROWS]
+    print("\n" + "\n".join(lines))
+    RESULTS["table"] = [dict(zip(headers, r, strict=True)) for r in ROWS]
+    Path(path).write_text(json.dumps(RESULTS, indent=2, default=str))
+    print(f"\nevery figure: {path}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

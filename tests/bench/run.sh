@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The benchmarks (not part of the test run): as root, on an otherwise idle machine.
+# `bash tests/bench/run.sh [--quick] [--json FILE]`
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+# shellcheck source=tests/install.sh
+. tests/install.sh
+ensure_apt python3-venv python3-pip procps "${WIREGUARD_PACKAGES[@]}"
+VENV=${AWGD_BENCH_VENV:-.venv}
+ensure_venv "$VENV" SQLAlchemy croniter sdnotify orjson
+exec "$VENV/bin/python" tests/bench/bench.py "$@"
