@@ -8,6 +8,7 @@ keys and interface names are checked against strict patterns before anything els
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -116,7 +117,19 @@ def invalid(message: str) -> RpcError:
 
 
 def iso(instant: datetime | None, zone: ZoneInfo) -> str | None:
-    return None if instant is None else instant.astimezone(zone).isoformat(timespec="seconds")
+    return None if instant is None else _iso(instant, zone)
+
+
+# The same few instants (the period's bounds, the last sample's time) are formatted for every
+# answer; formatting is most of the cost of a traffic.get.
+@functools.lru_cache(maxsize=4096)
+def _iso(instant: datetime, zone: ZoneInfo) -> str:
+    return instant.astimezone(zone).isoformat(timespec="seconds")
+
+
+@functools.lru_cache(maxsize=65536)
+def _iso_ts(timestamp: int, zone: ZoneInfo) -> str:
+    return datetime.fromtimestamp(timestamp, zone).isoformat(timespec="seconds")
 
 
 def usage(rx: int, tx: int) -> dict[str, int]:
@@ -132,7 +145,7 @@ def peer_traffic(daemon: Daemon, peer: PeerState, now: float) -> dict[str, Any]:
         "public_key": peer.public_key,
         "present": peer.present,
         "online": daemon.state.online(peer, now, daemon.config.online_window),
-        "latest_handshake": iso(datetime.fromtimestamp(handshake, UTC), zone) if handshake else None,
+        "latest_handshake": _iso_ts(handshake, zone) if handshake else None,
         "endpoint": peer.endpoint if peer.present else None,
         "sampled_at": iso(peer.sampled_at, zone),
         "session": usage(peer.session_rx, peer.session_tx),

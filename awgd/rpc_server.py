@@ -121,36 +121,48 @@ class Connection:
                 except rpc.LineTooLong as exc:
                     await self._send(rpc.error_response(None, exc.code, exc.message))
                     return
+                ready: list[bytes] = []
                 for line in lines:
                     if not line.strip():
                         continue
                     last_request = time.monotonic()
+                    message = _decode(line)
+                    if _quick(message):
+                        # Answered from memory without waiting on anything: no task, and the
+                        # answers to one read are written together.
+                        response = await self._respond(message)
+                        if response is not None:
+                            ready.append(_encode(response))
+                        continue
                     await self._slots.acquire()  # backpressure: stop reading while full
-                    task = asyncio.ensure_future(self._answer(line))
+                    task = asyncio.ensure_future(self._answer(message))
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
+                if ready:
+                    await self._write(b"".join(ready))
         finally:
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _answer(self, line: bytes) -> None:
+    async def _answer(self, message: Any) -> None:
         try:
-            response = await self._respond(line)
+            response = await self._respond(message)
             if response is not None:
-                await self._send(response)
+                await self._write(_encode(response))
         except (ConnectionError, RuntimeError):
             pass  # the client went away; nothing to answer
         finally:
             self._slots.release()
 
-    async def _respond(self, line: bytes) -> Any:
-        try:
-            message = rpc.decode(line)
-        except rpc.ProtocolError as exc:
-            return rpc.error_response(None, exc.code, exc.message)
+    async def _respond(self, message: Any) -> Any:
+        if isinstance(message, rpc.ProtocolError):
+            return rpc.error_response(None, message.code, message.message)
         items, batch = rpc.parse_requests(message)
-        answers = await asyncio.gather(*(self._one(item) for item in items))
-        responses = [answer for answer in answers if answer is not None]
+        responses = []
+        for item in items:
+            answer = await self._one(item)
+            if answer is not None:
+                responses.append(answer)
         if not responses:
             return None
         return responses if batch else responses[0]
@@ -169,11 +181,9 @@ class Connection:
         return None if item.notification else response
 
     async def _send(self, message: Any) -> None:
-        try:
-            data = rpc.encode(message)
-        except (TypeError, ValueError):
-            log.error("internal error: an answer could not be encoded")
-            data = rpc.encode(rpc.error_response(None, rpc.INTERNAL_ERROR, "internal error"))
+        await self._write(_encode(message))
+
+    async def _write(self, data: bytes) -> None:
         self._writer.write(data)
         try:
             async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
@@ -181,6 +191,45 @@ class Connection:
         except TimeoutError:
             self._writer.transport.abort()
             raise ConnectionResetError("client stopped reading") from None
+
+
+# Methods answered from memory alone (traffic.get without fresh included): they never wait.
+_QUICK_METHODS = frozenset({"server.status", "traffic.get", "traffic.list"})
+
+
+def _decode(line: bytes) -> Any:
+    """The decoded message, or the ProtocolError to answer with."""
+    try:
+        return rpc.decode(line)
+    except rpc.ProtocolError as exc:
+        return exc
+
+
+def _quick(message: Any) -> bool:
+    items = message if isinstance(message, list) else [message]
+    for item in items:
+        if not isinstance(item, dict):
+            continue  # an error answer, made at once
+        method = item.get("method")
+        if method not in _QUICK_METHODS:
+            return False
+        params = item.get("params")
+        if (
+            method == "traffic.get"
+            and isinstance(params, dict)
+            and params.get("fresh") is not False
+            and "fresh" in params
+        ):
+            return False
+    return True
+
+
+def _encode(message: Any) -> bytes:
+    try:
+        return rpc.encode(message)
+    except (TypeError, ValueError):
+        log.error("internal error: an answer could not be encoded")
+        return rpc.encode(rpc.error_response(None, rpc.INTERNAL_ERROR, "internal error"))
 
 
 def peer_credentials(sock: socket.socket | None) -> Caller:

@@ -182,6 +182,7 @@ def _link() -> Any:
 class ScriptedDaemon:
     def __init__(self, workdir: Path, n: int, env: dict[str, str] | None = None) -> None:
         self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
         self.dump_file = workdir / "dump.out"
         tool = workdir / "awg"
         tool.write_text(f"#!/bin/sh\nexec cat {self.dump_file}\n")
