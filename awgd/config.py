@@ -220,6 +220,23 @@ def parse(data: dict[str, Any]) -> Config:
     return Config(**values)
 
 
+def check_ownership(path: Path) -> None:
+    """Like sshd's StrictModes: the file names what awgd runs as root (wireguard.tool,
+    wireguard.exec_prefix), so when awgd runs as root the file and its directory must be
+    owned by root and writable by no one else. A non-root awgd (tests, trying it out) is
+    not checked: it cannot run anything as root anyway."""
+    if os.geteuid() != 0:
+        return
+    for target, what in ((path, "the config file"), (path.resolve().parent, "its directory")):
+        info = target.stat()
+        if info.st_uid != 0:
+            raise ConfigError(str(path), f"{what} is not owned by root; it names programs awgd runs as root")
+        if info.st_mode & 0o022 and not (target != path and info.st_mode & 0o1000):
+            raise ConfigError(
+                str(path), f"{what} is writable by group or others; it names programs awgd runs as root (chmod go-w)"
+            )
+
+
 def load(path: str | None) -> Config:
     """Read the file (missing = defaults when it is the default path)."""
     target = Path(path or DEFAULT_PATH)
@@ -231,6 +248,7 @@ def load(path: str | None) -> Config:
         raise ConfigError(str(target), "no such file") from None
     except OSError as exc:
         raise ConfigError(str(target), f"cannot read ({exc.strerror})") from None
+    check_ownership(target)
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:

@@ -172,6 +172,10 @@ class Ledger:
                 with self._engine.begin() as conn:
                     yield conn
             except (SQLAlchemyError, sqlite3.Error) as exc:
+                # Start the next attempt on a fresh connection: one opened while the file was
+                # read-only stays read-only after it is fixed, and a full disk can leave the
+                # old one in a state that keeps failing.
+                self._engine.dispose()
                 raise LedgerError(f"ledger write failed: {_reason(exc)}") from None
 
     @contextmanager

@@ -278,7 +278,7 @@ def bind_socket(path: str, group: str) -> socket.socket:
                     os.chown(path, -1, gid)
                 except PermissionError:
                     log.warning("cannot give the socket to group %s: not permitted", group)
-    sock.listen(128)
+    sock.listen(socket.SOMAXCONN)
     sock.setblocking(False)
     return sock
 

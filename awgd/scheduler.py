@@ -27,7 +27,7 @@ FRESH_INTERVAL_SECONDS = 5.0
 PRUNE_SCHEDULE = "17 3 * * *"
 # Sleep in slices no longer than this, so a wall-clock jump (NTP, a VM resumed) is noticed
 # within that time and the schedule resumes from the new "now".
-MAX_SLEEP_SLICE_SECONDS = 30.0
+MAX_SLEEP_SLICE_SECONDS = 5.0
 # A boundary sample this late (the host was suspended, the clock jumped) would book traffic
 # from after the boundary to the closing period; past this it is skipped, and the next
 # sample books to the new period, as after a daemon that was down across the boundary.
@@ -139,13 +139,16 @@ class Schedule:
         await self._roll(period_containing(max(now, closing.end), self._periods(), self._zone()))
 
     async def _sleep_until(self, target: datetime) -> bool:
-        """False if woken early by `wake()`."""
-        while (remaining := (target - datetime.now(UTC)).total_seconds()) > 0:
-            self._wake.clear()
-            try:
-                async with asyncio.timeout(min(remaining, MAX_SLEEP_SLICE_SECONDS)):
-                    await self._wake.wait()
-                return False
-            except TimeoutError:
-                continue
-        return True
+        """True once `target` has come; False after one slice, or when woken by `wake()`,
+        so that the fire times are computed again from the wall clock's new "now" (it may
+        have jumped either way meanwhile)."""
+        remaining = (target - datetime.now(UTC)).total_seconds()
+        if remaining <= 0:
+            return True
+        self._wake.clear()
+        try:
+            async with asyncio.timeout(min(remaining, MAX_SLEEP_SLICE_SECONDS)):
+                await self._wake.wait()
+            return False
+        except TimeoutError:
+            return datetime.now(UTC) >= target

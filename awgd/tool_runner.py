@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 # 50,000 peers print about 12 MB of dump; AmneziaWG's i1..i5 add a few KB per interface.
-# Four times the largest real output is plenty, and bounds what a broken tool can make
-# the daemon hold in memory.
-MAX_OUTPUT_BYTES = 64 * 1024 * 1024
+# Over twice the largest real output is plenty, and bounds what a broken tool can make the
+# daemon hold in memory.
+MAX_OUTPUT_BYTES = 32 * 1024 * 1024
 # stderr carries one short line per unreadable interface.
 MAX_STDERR_BYTES = 256 * 1024
 # A tool that has exited but whose stdout is still held open by a child it left behind

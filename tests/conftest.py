@@ -17,6 +17,7 @@ import pytest
 DATA = Path(__file__).parent / "data"
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 
+import wgbed  # noqa: E402
 from daemon import Awgd  # noqa: E402
 from wgbed import leftovers  # noqa: E402
 
@@ -138,8 +139,9 @@ def dump(interfaces: dict[str, dict[str, tuple[int, int]]], handshake: int | Non
     for port, (name, peers) in enumerate(interfaces.items(), start=51820):
         out.append(f"{name}\t{PRIVATE_KEY}\t{SERVER_KEY}\t{port}\toff")
         for index, (public, (rx, tx)) in enumerate(peers.items(), start=2):
+            address = f"{index // 250}.{index % 250}"
             out.append(
-                f"{name}\t{public}\t{PRIVATE_KEY}\t198.51.100.{index}:5{index:04d}\t10.9.0.{index}/32\t"
+                f"{name}\t{public}\t{PRIVATE_KEY}\t198.51.{address}:5{index:04d}\t10.9.{address}/32\t"
                 f"{when}\t{rx}\t{tx}\toff"
             )
     return "".join(line + "\n" for line in out)
@@ -159,3 +161,14 @@ def daemons(tmp_path: Path) -> Iterator[Callable[..., Awgd]]:
     for daemon in made:
         if daemon.process is not None and daemon.process.poll() is None:
             daemon.stop(signal.SIGKILL)
+    for daemon in made:
+        assert_no_secrets(daemon)
+
+
+def assert_no_secrets(daemon: Awgd) -> None:
+    """Across every daemon of the suite: no private or preshared key in its log, its ledger
+    or any answer it gave (the test fails on a hit)."""
+    secrets = {PRIVATE_KEY, *secrets_in_captures(), *wgbed.SECRETS}
+    written = daemon.written()
+    leaked = [secret for secret in secrets if secret.encode() in written]
+    assert not leaked, f"a private or preshared key leaked into {daemon.dir}"

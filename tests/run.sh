@@ -16,7 +16,7 @@ APT_PACKAGES=(
     python3-venv python3-pip procps socat faketime util-linux
     python3-sqlalchemy python3-croniter python3-sdnotify python3-pytest python3-hypothesis
 )
-PYPI_PACKAGES=(SQLAlchemy croniter sdnotify orjson pytest hypothesis ruff mypy types-croniter)
+PYPI_PACKAGES=(SQLAlchemy croniter sdnotify orjson pytest hypothesis ruff mypy types-croniter atheris)
 VENV=${AWGD_TEST_VENV:-.venv}
 PYTEST_TIMEOUT=${AWGD_PYTEST_TIMEOUT:-1500}
 
@@ -38,6 +38,11 @@ say "leg 1: mypy --strict (awgd/, client/)"
 "$VENV/bin/mypy"
 say "leg 1: pytest, newest releases ($("$VENV/bin/python" --version))"
 timeout "$PYTEST_TIMEOUT" "$VENV/bin/python" -m pytest -p no:cacheprovider "$@"
+
+if [ $# -eq 0 ] || [ -n "${AWGD_FUZZ:-}" ]; then
+    say "leg 1: coverage-guided fuzzing (atheris), ${AWGD_FUZZ_SECONDS:-60} s per target"
+    AWGD_FUZZ_PYTHON="$VENV/bin/python" bash tests/fuzz/run.sh "${AWGD_FUZZ_SECONDS:-60}"
+fi
 
 say "leg 2: pytest, Debian 12 packages ($(/usr/bin/python3 --version))"
 dpkg-query -W python3-sqlalchemy python3-croniter python3-sdnotify python3-pytest python3-hypothesis

@@ -93,11 +93,12 @@ class Awgd:
         rpc: dict[str, Any] | None = None,
         env: dict[str, str] | None = None,
         prefix: list[str] | None = None,
+        ledger_dir: Path | None = None,
     ) -> None:
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.socket = str((rpc or {}).get("socket", directory / "awgd.sock"))
-        self.ledger = directory / "ledger.sqlite3"
+        self.ledger = (ledger_dir or directory) / "ledger.sqlite3"
         self.config = directory / "awgd.toml"
         self.log = directory / "awgd.log"
         write_config(
@@ -114,6 +115,7 @@ class Awgd:
         self.prefix = prefix or []
         self.process: subprocess.Popen[bytes] | None = None
         self.notify: NotifyListener | None = None
+        self.answers: list[bytes] = []  # every answer line read, for the secrets check
 
     def command(self, *args: str) -> list[str]:
         return [*self.prefix, sys.executable, "-m", "awgd", "--config", str(self.config), *args]
@@ -181,7 +183,13 @@ class Awgd:
                 if not chunk:
                     break
                 data += chunk
+        self.answers.append(data)
         return data.split(b"\n")[:want] if want else []
+
+    def written(self) -> bytes:
+        """Everything awgd wrote that a secret could leak into: its log and its ledger files."""
+        files = [self.log, *self.ledger.parent.glob("ledger.sqlite3*")]
+        return b"".join(path.read_bytes() for path in files if path.exists()) + b"".join(self.answers)
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")

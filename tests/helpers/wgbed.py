@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PREFIX = "awgt"  # every namespace, link and directory of a test bed starts with this
+# Every private key a test bed made: nothing awgd writes or answers may contain one.
+SECRETS: set[str] = set()
 PORT = 51820
 # Bytes WireGuard counts (measured on these machines with wireguard-go): a data packet is
 # 32 bytes of header and tag plus the inner packet padded to 16; handshake initiation 148,
@@ -159,6 +161,7 @@ class TestBed:
 
     def _keypair(self) -> tuple[str, str]:
         private = subprocess.run(["wg", "genkey"], capture_output=True, text=True, check=True).stdout.strip()
+        SECRETS.add(private)
         public = subprocess.run(["wg", "pubkey"], input=private, capture_output=True, text=True, check=True).stdout
         return private, public.strip()
 
