@@ -16,7 +16,7 @@ APT_PACKAGES=(
     python3-venv python3-pip procps socat faketime util-linux
     python3-sqlalchemy python3-croniter python3-sdnotify python3-pytest python3-hypothesis
 )
-PYPI_PACKAGES=(SQLAlchemy croniter sdnotify orjson pytest hypothesis ruff mypy types-croniter atheris)
+PYPI_PACKAGES=(SQLAlchemy croniter sdnotify orjson pytest hypothesis ruff mypy types-croniter atheris 'aiogram>=3,<4')
 VENV=${AWGD_TEST_VENV:-.venv}
 PYTEST_TIMEOUT=${AWGD_PYTEST_TIMEOUT:-1500}
 

@@ -1,0 +1,219 @@
+"""A ready aiogram 3 router for a VPN bot: /stats for users, /server_status for admins.
+
+    from awgd_client import AsyncClient
+    from awgd_client.aiogram_router import monitoring_router
+
+    dp.include_router(monitoring_router(AsyncClient(), profiles=my_profiles, is_admin=my_is_admin))
+
+`profiles(user_id)` returns the user's (label, public_key) pairs from the bot's own database
+(sync or async); `is_admin(user_id)` says who may see /server_status (sync or async). A user
+is only ever shown the keys `profiles` returns for them. Install with the `bot` extra
+(`pip install "./client[bot]"`), which pulls aiogram 3.
+"""
+
+from __future__ import annotations
+
+import html
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from aiogram import F, Router
+from aiogram.filters import Command
+from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
+
+from awgd_client.async_client import AsyncClient
+from awgd_client.errors import AmbiguousPeer, AwgdError, DaemonUnavailable, SocketPermissionDenied, UnknownPeer
+from awgd_client.formatting import format_ago, format_bytes
+from awgd_client.models import PeerTraffic, ServerStatus
+
+log = logging.getLogger("awgd_client.aiogram_router")
+
+REFRESH = "awgd:status:refresh"
+
+DEFAULT_TEXTS: dict[str, str] = {
+    "no_profiles": "You have no VPN profiles yet.",
+    "stats_header": "<b>Your traffic</b>",
+    "profile": (
+        "<b>{label}</b>\nThis period: ⬇ {download} · ⬆ {upload} (resets on {resets})\nAll time: {lifetime}\n{presence}"
+    ),
+    "profile_unused": "<b>{label}</b>\nNo traffic yet.",
+    "online": "🟢 online",
+    "last_seen": "⚪ last seen {ago}",
+    "never_seen": "⚪ not connected yet",
+    "unavailable": "Traffic figures are unavailable right now. Please try again later.",
+    "not_admin": "Sorry, this command is for administrators.",
+    "status_header": "<b>Server status</b>: {health}",
+    "healthy": "✅ healthy",
+    "unhealthy": "⚠️ needs attention",
+    "status_period": "Period {start} to {end}; last sample {ago}",
+    "status_error": "Last error: {error}",
+    "interface": "{state} <b>{name}</b>: {online}/{peers} online · ⬇ {download} · ⬆ {upload}",
+    "interface_up": "🟢",
+    "interface_down": "🔴",
+    "no_interfaces": "No interfaces.",
+    "refresh": "🔄 Refresh",
+    "refreshed": "Updated",
+}
+
+Texts = Mapping[str, str] | Callable[[str, dict[str, Any]], str | None]
+Profiles = Callable[[int], Sequence[tuple[str, str]] | Awaitable[Sequence[tuple[str, str]]]]
+IsAdmin = Callable[[int], bool | Awaitable[bool]]
+
+
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+class _Texts:
+    """Overrides first, then English. A dict maps a name to a template (str.format fields as in
+    DEFAULT_TEXTS); a callable gets (key, values) and returns the text, or None for the default."""
+
+    def __init__(self, texts: Texts | None) -> None:
+        self._texts = texts
+
+    def __call__(self, key: str, /, **values: Any) -> str:
+        if callable(self._texts):
+            custom = self._texts(key, values)
+            if custom is not None:
+                return custom
+        elif self._texts is not None and key in self._texts:
+            return self._texts[key].format(**values)
+        return DEFAULT_TEXTS[key].format(**values)
+
+
+def monitoring_router(
+    client: AsyncClient, profiles: Profiles, is_admin: IsAdmin, *, texts: Texts | None = None
+) -> Router:
+    text = _Texts(texts)
+    router = Router(name="awgd-monitoring")
+
+    @router.message(Command("stats"))
+    async def stats(message: Message) -> None:
+        user = message.from_user
+        if user is None:
+            return
+        own = list(await _maybe_await(profiles(user.id)))
+        if not own:
+            await message.answer(text("no_profiles"))
+            return
+        try:
+            parts = [text("stats_header")]
+            for label, public_key in own:
+                parts.append(await _profile(client, text, label, public_key))
+        except AwgdError as exc:
+            _log_unavailable("/stats", exc)
+            await message.answer(text("unavailable"))
+            return
+        await message.answer("\n\n".join(parts), parse_mode="HTML")
+
+    @router.message(Command("server_status"))
+    async def server_status(message: Message) -> None:
+        user = message.from_user
+        if user is None or not await _maybe_await(is_admin(user.id)):
+            await message.answer(text("not_admin"))
+            return
+        try:
+            body = _status(text, await client.server_status())
+        except AwgdError as exc:
+            _log_unavailable("/server_status", exc)
+            await message.answer(text("unavailable"))
+            return
+        await message.answer(body, parse_mode="HTML", reply_markup=_refresh_button(text))
+
+    @router.callback_query(F.data == REFRESH)
+    async def refresh(query: CallbackQuery) -> None:
+        if not await _maybe_await(is_admin(query.from_user.id)):
+            await query.answer(text("not_admin"), show_alert=True)
+            return
+        try:
+            body = _status(text, await client.server_status())
+        except AwgdError as exc:
+            _log_unavailable("refresh", exc)
+            await query.answer(text("unavailable"), show_alert=True)
+            return
+        if isinstance(query.message, Message):
+            await query.message.edit_text(body, parse_mode="HTML", reply_markup=_refresh_button(text))
+        await query.answer(text("refreshed"))
+
+    return router
+
+
+def _log_unavailable(what: str, exc: AwgdError) -> None:
+    if isinstance(exc, SocketPermissionDenied):
+        log.error("%s: awgd refused the bot (%s): add the bot's user to group awgd", what, exc)
+    elif isinstance(exc, DaemonUnavailable):
+        log.error("%s: awgd is unavailable (%s)", what, exc)
+    else:
+        log.error("%s: awgd answered with an error: %s", what, exc)
+
+
+async def _profile(client: AsyncClient, text: _Texts, label: str, public_key: str) -> str:
+    try:
+        figures = [await client.traffic(public_key, fresh=True)]
+    except UnknownPeer:
+        return text("profile_unused", label=html.escape(label))
+    except AmbiguousPeer as exc:  # the same key on several interfaces: one profile, summed
+        figures = [await client.traffic(public_key, interface=name, fresh=True) for name in exc.interfaces]
+    return _profile_text(text, label, figures)
+
+
+def _profile_text(text: _Texts, label: str, figures: list[PeerTraffic]) -> str:
+    download = sum(f.period.tx_bytes for f in figures)  # the server's tx is the user's download
+    upload = sum(f.period.rx_bytes for f in figures)
+    lifetime = sum(f.lifetime.total_bytes for f in figures)
+    handshakes = [f.latest_handshake for f in figures if f.latest_handshake is not None]
+    if any(f.online for f in figures):
+        presence = text("online")
+    elif handshakes:
+        presence = text("last_seen", ago=format_ago(max(handshakes)))
+    else:
+        presence = text("never_seen")
+    return text(
+        "profile",
+        label=html.escape(label),
+        download=format_bytes(download),
+        upload=format_bytes(upload),
+        resets=_day(figures[0].period.end),
+        lifetime=format_bytes(lifetime),
+        presence=presence,
+    )
+
+
+def _day(moment: datetime) -> str:
+    return f"{moment.day} {moment.strftime('%b')}"
+
+
+def _status(text: _Texts, status: ServerStatus) -> str:
+    lines = [
+        text("status_header", health=text("healthy") if status.healthy else text("unhealthy")),
+        text(
+            "status_period",
+            start=_day(status.period.start),
+            end=_day(status.period.end),
+            ago=format_ago(status.sampler.last_success_at),
+        ),
+    ]
+    if status.sampler.last_error:
+        lines.append(text("status_error", error=html.escape(status.sampler.last_error)))
+    for iface in status.interfaces:
+        lines.append(
+            text(
+                "interface",
+                state=text("interface_up") if iface.up else text("interface_down"),
+                name=html.escape(iface.name),
+                online=iface.peers_online,
+                peers=iface.peers,
+                download=format_bytes(iface.period.tx_bytes),
+                upload=format_bytes(iface.period.rx_bytes),
+            )
+        )
+    if not status.interfaces:
+        lines.append(text("no_interfaces"))
+    return "\n".join(lines)
+
+
+def _refresh_button(text: _Texts) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(inline_keyboard=[[InlineKeyboardButton(text=text("refresh"), callback_data=REFRESH)]])
