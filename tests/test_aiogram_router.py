@@ -4,6 +4,7 @@ over a real awgd (scripted tool counters underneath)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import signal
@@ -15,8 +16,6 @@ import pytest
 from conftest import ScriptedTool, dump, key
 
 aiogram = pytest.importorskip("aiogram", reason="the bot extra (aiogram 3) is not installed")
-
-import contextlib
 
 from aiogram import Bot, Dispatcher  # noqa: E402
 from aiogram.client.session.aiohttp import AiohttpSession  # noqa: E402
