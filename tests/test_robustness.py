@@ -15,7 +15,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -444,8 +444,13 @@ def test_locked_ledger_then_released(daemons, scripted_tool: ScriptedTool) -> No
 
 @pytest.mark.skipif(not LIBFAKETIME.exists(), reason="needs Debian's libfaketime")
 def test_clock_jumps_back_and_forward(daemons, scripted_tool: ScriptedTool, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    zone = ZoneInfo("Europe/Moscow")
+    now = datetime.now(zone)
+    next_month = (now.replace(day=28) + timedelta(days=4)).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    # Start at 23:30 on the last day of this month, so that a day forward is a new period.
+    offset = int((next_month - timedelta(minutes=30) - now).total_seconds())
     clock = tmp_path / "faketime"
-    clock.write_text("+0\n")
+    clock.write_text(f"+{offset}\n")
     env = {
         "LD_PRELOAD": str(LIBFAKETIME),
         "FAKETIME_TIMESTAMP_FILE": str(clock),
@@ -456,7 +461,6 @@ def test_clock_jumps_back_and_forward(daemons, scripted_tool: ScriptedTool, tmp_
     }
     scripted_tool.set(dump({"wg0": {A: (0, 0)}}))
     daemon = daemons(scripted_tool.path, sampling="* * * * * */1", env=env).start()
-    zone = ZoneInfo("Europe/Moscow")
 
     def samples_keep_coming() -> None:
         calls = scripted_tool.calls
@@ -465,26 +469,27 @@ def test_clock_jumps_back_and_forward(daemons, scripted_tool: ScriptedTool, tmp_
             assert time.monotonic() < deadline, "scheduled samples stopped after the jump"
             time.sleep(0.1)
 
+    this_month = (next_month - timedelta(days=1)).replace(day=1).isoformat()
     scripted_tool.set(dump({"wg0": {A: (100, 10)}}))
     daemon.result("traffic.sample")
-    clock.write_text("-1h\n")  # the wall clock jumps back an hour
+    clock.write_text(f"+{offset - 3600}\n")  # the wall clock jumps back an hour
     scripted_tool.set(dump({"wg0": {A: (250, 30)}}))
     sampled = datetime.fromisoformat(daemon.result("traffic.sample")["sampled_at"])
-    assert abs(sampled - (datetime.now(UTC) - timedelta(hours=1))) < timedelta(minutes=1)
+    assert sampled.hour == 22 and sampled.day == (next_month - timedelta(days=1)).day  # an hour back
     samples_keep_coming()
     peer = daemon.result("traffic.get", public_key=A)
+    assert peer["period"]["start"] == this_month
     assert (peer["period"]["rx_bytes"], peer["period"]["tx_bytes"]) == (250, 30)
-    clock.write_text("+10d\n")  # and forward ten days, possibly into the next period
+    clock.write_text(f"+{offset + 86400}\n")  # and forward a day: into the next period
     scripted_tool.set(dump({"wg0": {A: (300, 40)}}))
-    daemon.result("traffic.sample")
     samples_keep_coming()
-    later = (datetime.now(UTC) + timedelta(days=10)).astimezone(zone)
+    daemon.result("traffic.sample")
     peer = daemon.result("traffic.get", public_key=A)
-    assert peer["period"]["start"] == later.replace(day=1, hour=0, minute=0, second=0, microsecond=0).isoformat()
-    earlier = (datetime.now(UTC) - timedelta(hours=1)).astimezone(zone)
-    moved_month = (later.year, later.month) != (earlier.year, earlier.month)
-    assert peer["period"]["total_bytes"] == (60 if moved_month else 340)
+    assert peer["period"]["start"] == next_month.isoformat()
+    assert peer["period"]["total_bytes"] == 60
     assert peer["lifetime"]["total_bytes"] == 340  # nothing negative, nothing twice
+    months = {b["start"]: b["total_bytes"] for b in daemon.result("traffic.history", public_key=A)["buckets"]}
+    assert months == {next_month.isoformat(): 60, this_month: 280}
 
 
 # ---- secrets and privilege ----------------------------------------------------------------------

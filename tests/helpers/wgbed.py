@@ -25,6 +25,8 @@ from pathlib import Path
 PREFIX = "awgt"  # every namespace, link and directory of a test bed starts with this
 # Every private key a test bed made: nothing awgd writes or answers may contain one.
 SECRETS: set[str] = set()
+# The prefixes of the test beds this process made (another test run may share the machine).
+MADE: set[str] = set()
 PORT = 51820
 # Bytes WireGuard counts (measured on these machines with wireguard-go): a data packet is
 # 32 bytes of header and tag plus the inner packet padded to 16; handshake initiation 148,
@@ -48,7 +50,12 @@ def available() -> str | None:
 
 
 def leftovers() -> list[str]:
-    """Anything a test bed left on the machine: namespaces, links, processes, mounts."""
+    """Anything this process's test beds left on the machine: namespaces, links, processes, mounts."""
+    found = [line for line in _anything_of_ours() if any(prefix in line for prefix in MADE)]
+    return found
+
+
+def _anything_of_ours() -> list[str]:
     found = []
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout
     found += [f"netns {line.split()[0]}" for line in netns.splitlines() if line.startswith(PREFIX)]
@@ -147,7 +154,9 @@ class TestBed:
 
     def __post_init__(self) -> None:
         self.prefix = f"{PREFIX}{self.tag}"
-        self.dir = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-"))
+        self.dir = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-{self.tag}-"))
+        MADE.add(self.prefix)
+        MADE.add(str(self.dir))
         self.server = self._host("s")
         self.servers: list[Tunnel] = []
         self.peers: list[Client] = []
