@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Self
 
 
 def _time(value: Any) -> datetime | None:
@@ -49,7 +49,7 @@ class PeriodUsage:
     total_bytes: int
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> PeriodUsage:
+    def from_json(cls, data: dict[str, Any]) -> Self:
         return cls(
             _required_time(data["start"]),
             _required_time(data["end"]),
@@ -189,22 +189,8 @@ class TrafficList:
 
 
 @dataclass(frozen=True, slots=True)
-class HistoryBucket:
-    start: datetime
-    end: datetime
-    rx_bytes: int
-    tx_bytes: int
-    total_bytes: int
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> HistoryBucket:
-        return cls(
-            _required_time(data["start"]),
-            _required_time(data["end"]),
-            data["rx_bytes"],
-            data["tx_bytes"],
-            data["total_bytes"],
-        )
+class HistoryBucket(PeriodUsage):
+    """One bucket of traffic.history: a billing period or a local day."""
 
 
 @dataclass(frozen=True, slots=True)
