@@ -226,8 +226,9 @@ async def server_status(daemon: Daemon, params: Params, caller: Caller) -> dict[
 async def traffic_get(daemon: Daemon, params: Params, caller: Caller) -> dict[str, Any]:
     public_key, interface = params.key(), params.interface()
     fresh = params.boolean("fresh", False)
-    find_peer(daemon, public_key, interface)  # an unknown key must not cost a tool run
     if fresh:
+        # Before the lookup: a peer added since the last sample is found by this one. The
+        # rate limit (one sample per 5 s) keeps made-up keys from costing more tool runs.
         await daemon.sample_fresh()
     return peer_traffic(daemon, find_peer(daemon, public_key, interface), time.time())
 

@@ -285,3 +285,14 @@ def test_in_flight_requests_are_answered_at_shutdown(daemons, scripted_tool: Scr
         answer = json.loads(sock.recv(65536))
     assert answer["id"] == 9 and "sampled_at" in answer["result"]
     assert daemon.process.wait(timeout=30) == 0
+
+
+def test_fresh_finds_a_peer_added_since_the_last_sample(daemons, scripted_tool: ScriptedTool) -> None:  # type: ignore[no-untyped-def]
+    scripted_tool.set(dump({"wg0": {A: (1, 1)}}))
+    daemon = daemons(scripted_tool.path).start()
+    new = key("N")
+    scripted_tool.set(dump({"wg0": {A: (1, 1), new: (0, 0)}}))
+    assert daemon.call("traffic.get", public_key=new)["error"]["code"] == -32001  # not sampled yet
+    time.sleep(5.2)  # past the rate limit of the start-up sample: the rule is about elapsed time
+    peer = daemon.result("traffic.get", public_key=new, fresh=True)
+    assert peer["present"] is True and peer["interface"] == "wg0"
