@@ -339,16 +339,34 @@ class Method:
     handler: Handler
     params: tuple[str, ...]
     admin: bool = False
+    # Answered from memory alone, never waiting on the tool or the ledger (traffic.get only
+    # waits when asked for `fresh` figures).
+    at_once: bool = False
 
 
 METHODS: dict[str, Method] = {
-    "server.status": Method(server_status, ()),
-    "traffic.get": Method(traffic_get, ("public_key", "interface", "fresh")),
-    "traffic.list": Method(traffic_list, ("interface", "sort", "limit", "offset", "present_only")),
+    "server.status": Method(server_status, (), at_once=True),
+    "traffic.get": Method(traffic_get, ("public_key", "interface", "fresh"), at_once=True),
+    "traffic.list": Method(traffic_list, ("interface", "sort", "limit", "offset", "present_only"), at_once=True),
     "traffic.history": Method(traffic_history, ("public_key", "interface", "granularity", "limit")),
     "traffic.sample": Method(traffic_sample, ()),
     "traffic.reset": Method(traffic_reset, ("public_key", "interface"), admin=True),
 }
+
+
+def answered_at_once(message: Any) -> bool:
+    """Whether every request of a decoded message can be answered without waiting."""
+    for item in message if isinstance(message, list) else [message]:
+        if not isinstance(item, dict):
+            continue  # an error answer, made at once
+        name = item.get("method")
+        method = METHODS.get(name) if isinstance(name, str) else None
+        if method is not None and not method.at_once:
+            return False
+        params = item.get("params")
+        if isinstance(params, dict) and params.get("fresh", False) is not False:
+            return False
+    return True
 
 
 def is_admin(caller: Caller, admin_gids: frozenset[int]) -> bool:

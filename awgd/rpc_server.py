@@ -18,7 +18,7 @@ import struct
 import time
 from typing import Any
 
-from awgd.api import Caller, Daemon, RpcError, dispatch
+from awgd.api import Caller, Daemon, RpcError, answered_at_once, dispatch
 from awgd_client import protocol as rpc
 
 log = logging.getLogger("awgd.rpc")
@@ -127,7 +127,7 @@ class Connection:
                         continue
                     last_request = time.monotonic()
                     message = _decode(line)
-                    if _quick(message):
+                    if answered_at_once(message):
                         # Answered from memory without waiting on anything: no task, and the
                         # answers to one read are written together.
                         response = await self._respond(message)
@@ -193,35 +193,12 @@ class Connection:
             raise ConnectionResetError("client stopped reading") from None
 
 
-# Methods answered from memory alone (traffic.get without fresh included): they never wait.
-_QUICK_METHODS = frozenset({"server.status", "traffic.get", "traffic.list"})
-
-
 def _decode(line: bytes) -> Any:
     """The decoded message, or the ProtocolError to answer with."""
     try:
         return rpc.decode(line)
     except rpc.ProtocolError as exc:
         return exc
-
-
-def _quick(message: Any) -> bool:
-    items = message if isinstance(message, list) else [message]
-    for item in items:
-        if not isinstance(item, dict):
-            continue  # an error answer, made at once
-        method = item.get("method")
-        if method not in _QUICK_METHODS:
-            return False
-        params = item.get("params")
-        if (
-            method == "traffic.get"
-            and isinstance(params, dict)
-            and params.get("fresh") is not False
-            and "fresh" in params
-        ):
-            return False
-    return True
 
 
 def _encode(message: Any) -> bytes:

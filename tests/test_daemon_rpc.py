@@ -135,11 +135,13 @@ def test_protocol_errors(running) -> None:  # type: ignore[no-untyped-def]
             b'"just a string"',
             b"\xff\xfe",
             b'{"jsonrpc": "2.0", "id": 4, "method": "traffic.list", "params": {"limit": NaN}}',
+            b'{"jsonrpc": "2.0", "id": 5, "method": ["server.status"]}',
+            b'{"jsonrpc": "2.0", "id": 6, "method": {"a": 1}, "params": {"fresh": true}}',
         ]
     )
     # Pipelined answers come back as they are ready, not necessarily in order.
     codes = sorted(json.loads(a)["error"]["code"] for a in answers)
-    assert codes == sorted([-32700, -32600, -32600, -32601, -32600, -32602, -32600, -32700, -32700])
+    assert codes == sorted([-32700, -32600, -32600, -32601, -32600, -32602, -32600, -32700, -32700, -32600, -32600])
     by_id = {json.loads(a)["id"]: json.loads(a)["error"]["code"] for a in answers}
     assert (by_id[1], by_id[2], by_id[3]) == (-32601, -32600, -32602)  # readable ids are kept
 
