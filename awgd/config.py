@@ -75,19 +75,13 @@ class Config:
 
     def effective(self) -> dict[str, dict[str, Any]]:
         """The config as TOML-shaped data, defaults filled in (for --check-config)."""
-        return {
-            "wireguard": {
-                "tool": self.tool,
-                "exec_prefix": list(self.exec_prefix),
-                "interfaces": list(self.interfaces),
-                "online_window": self.online_window,
-                "tool_timeout": self.tool_timeout,
-            },
-            "sampling": {"schedule": self.sampling_schedule},
-            "periods": {"schedule": self.periods_schedule, "timezone": self.timezone or self.zone_name},
-            "ledger": {"url": self.ledger_url, "day_retention_days": self.day_retention_days},
-            "rpc": {"socket": self.socket, "group": self.group, "admin_groups": list(self.admin_groups)},
-        }
+        shown: dict[str, dict[str, Any]] = {}
+        for section, keys in SCHEMA.items():
+            for key, (name, _) in keys.items():
+                value = getattr(self, name)
+                shown.setdefault(section, {})[key] = list(value) if isinstance(value, tuple) else value
+        shown["periods"]["timezone"] = self.timezone or self.zone_name
+        return shown
 
 
 def _string_list(check: Callable[[str], str | None]) -> Callable[[Any], str | None]:

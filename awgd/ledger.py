@@ -268,15 +268,6 @@ class Ledger:
             ).one_or_none()
         return None if row is None else _record(row)
 
-    def interfaces_of(self, public_key: str) -> list[str]:
-        """Every interface the ledger knows this key on (an API call may need to disambiguate)."""
-        with self._read() as conn:
-            return list(
-                conn.scalars(
-                    sa.select(peers.c.interface).where(peers.c.public_key == public_key).order_by(peers.c.interface)
-                )
-            )
-
     def all_peers(self) -> list[PeerRecord]:
         with self._read() as conn:
             return [_record(row) for row in conn.execute(sa.select(peers).order_by(peers.c.id))]
