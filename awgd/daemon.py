@@ -53,9 +53,6 @@ class Daemon:
         self.state = State.from_ledger(ledger, self._period_at(now), frozenset(config.interfaces), config.online_window)
         self.sampler = Sampler(
             ledger,
-            tools=(),
-            exec_prefix=config.exec_prefix,
-            timeout=config.tool_timeout,
             watched=config.interfaces,
             schedule=config.periods_schedule,
             zone=config.zone,
@@ -207,8 +204,6 @@ class Daemon:
         self.config = new
         self.admin_gids = resolve_groups(new.admin_groups)
         self.sampler.watched = frozenset(new.interfaces)
-        self.sampler.exec_prefix = tuple(new.exec_prefix)
-        self.sampler.timeout = new.tool_timeout
         self.sampler.schedule = new.periods_schedule
         self.sampler.zone = new.zone
         self.state.set_watched(frozenset(new.interfaces))

@@ -1,6 +1,6 @@
-"""One sample, end to end: read the system, account against the checkpoints, book it.
+"""One sample's booking: account a reading against the checkpoints, and book it.
 
-The reading and the booking are I/O; `observe` (reading -> accounting input) is pure.
+The booking is I/O (reading the system is awgd.system_reader's); `observe` (reading -> accounting input) is pure.
 The in-memory checkpoints advance only after the ledger has committed, so a failed
 write leaves both exactly as they were and the next sample recomputes from them.
 """
@@ -8,7 +8,7 @@ write leaves both exactly as they were and the next sample recomputes from them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 from awgd.accounting import Counters, Observation, PeerKey, account, advance
 from awgd.ledger import Ledger
 from awgd.periods import Period, local_day, period_containing
-from awgd.system_reader import Reading, read_system
+from awgd.system_reader import Reading
 
 
 def observe(reading: Reading, watched: Collection[str], known: Iterable[str]) -> Observation:
@@ -56,28 +56,18 @@ class Sampler:
         self,
         ledger: Ledger,
         *,
-        tools: Sequence[str],
-        exec_prefix: Sequence[str],
-        timeout: float,
         watched: Collection[str],
         schedule: str,
         zone: ZoneInfo,
     ) -> None:
         self.ledger = ledger
-        self.tools = tuple(tools)
-        self.exec_prefix = tuple(exec_prefix)
-        self.timeout = timeout
         self.watched = frozenset(watched)
         self.schedule = schedule
         self.zone = zone
         self.peers, self.interfaces = ledger.checkpoints()
 
-    async def sample(self, *, book_to: tuple[Period, date] | None = None) -> SampleResult:
-        """Take and book one sample. `book_to` overrides where its deltas go (a boundary sample)."""
-        reading = await read_system(self.tools, self.exec_prefix, self.timeout)
-        return await self.book(reading, book_to=book_to)
-
     async def book(self, reading: Reading, *, book_to: tuple[Period, date] | None = None) -> SampleResult:
+        """Book one reading. `book_to` overrides where its deltas go (a boundary sample)."""
         known = set(self.peers) | set(self.interfaces)
         observation = observe(reading, self.watched, known)
         booking = account(self.peers, self.interfaces, observation, first_sample=self.ledger.is_new)

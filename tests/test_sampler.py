@@ -12,23 +12,27 @@ from conftest import CAPTURES, ScriptedTool, secrets_in_captures
 
 from awgd.ledger import Ledger
 from awgd.periods import period_containing
-from awgd.sampler import Sampler
-from awgd.system_reader import SamplingError
+from awgd.sampler import Sampler, SampleResult
+from awgd.system_reader import SamplingError, read_system
 
 SRV_PEER = "6NCqMhFSG4mXZ28vhdHtmVrAL2sqQFKvBHSIPCdphVs="
 ZONE = ZoneInfo("Europe/Moscow")
 
 
-def make_sampler(tool: ScriptedTool, ledger: Ledger, watched: tuple[str, ...] = ()) -> Sampler:
-    return Sampler(
-        ledger,
-        tools=[str(tool.path)],
-        exec_prefix=[],
-        timeout=5,
-        watched=watched,
-        schedule="0 0 1 * *",
-        zone=ZONE,
-    )
+class Sampling:
+    """The daemon's sample path without the daemon: read the scripted tool, book the reading."""
+
+    def __init__(self, tool: ScriptedTool, ledger: Ledger, watched: tuple[str, ...] = ()) -> None:
+        self.tool = tool
+        self.sampler = Sampler(ledger, watched=watched, schedule="0 0 1 * *", zone=ZONE)
+        self.peers = self.sampler.peers
+
+    async def sample(self) -> SampleResult:
+        return await self.sampler.book(await read_system([str(self.tool.path)], [], 5))
+
+
+def make_sampler(tool: ScriptedTool, ledger: Ledger, watched: tuple[str, ...] = ()) -> Sampling:
+    return Sampling(tool, ledger, watched)
 
 
 def peer_line(iface: str, key: str, rx: int, tx: int) -> str:
