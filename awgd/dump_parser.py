@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from itertools import compress, count
+from operator import ne
 from typing import NamedTuple
 
 # WireGuard prints u64 counters, but SQLite integers are signed 64-bit; 2**63 bytes is
@@ -99,40 +101,81 @@ def parse_dump(data: bytes | str, interface: str | None = None) -> tuple[Interfa
     merged into its first block, and a peer key repeated on one interface keeps its
     first line.
     """
-    return _parse(data, interface, {}, None)
+    lines = _lines(data)
+    if not lines:
+        return ()
+    if interface is not None:
+        _check_name(interface, 0)
+        return _parse_one(lines, interface)
+    return _parse_all(lines, {}).interfaces
 
 
 class DumpParser:
-    """parse_dump that remembers the previous dump's peer lines.
+    """parse_dump for consecutive `show all dump` outputs of one server. Same results.
 
-    Between two samples most peers print the very same line (no traffic, no new
-    handshake); such a line was fully validated last time, so its Peer is reused instead of
-    being checked again. The memo holds only the last successful dump's lines.
+    Between two samples most lines are unchanged, and a moving peer's line differs only in
+    its handshake and counters. So the parser keeps the previous dump's layout (its lines,
+    interface blocks and the Peer at each position), and when a new dump has as many lines
+    under the same interface headers, it reads only the lines that differ, and of those
+    only the fields that differ. Anything else (a peer added, removed or re-keyed, a header
+    changed, a repeated interface or key, an error) takes the full path, which still reuses
+    the Peer of every line it saw last time wherever it moved. Either way an unchanged line
+    gives back the very same Peer object, so the accounting and the state can skip it by
+    identity (awgd.peer_changes).
+
+    Kept between samples: the peer lines, which carry preshared keys, in this object only,
+    as the tool's output itself is. Header lines, which carry the private key, are not kept.
     """
 
     def __init__(self) -> None:
-        self._memo: dict[str, Peer] = {}
+        self._last = _Layout((), [], [], [], False)
 
     def parse(self, data: bytes | str, interface: str | None = None) -> tuple[Interface, ...]:
-        seen: dict[str, Peer] = {}
-        interfaces = _parse(data, interface, self._memo, seen)
-        self._memo = seen  # a failed parse raised above and keeps the old memo
-        return interfaces
+        if interface is not None:
+            return parse_dump(data, interface)
+        lines = _lines(data)
+        layout = _reread(lines, self._last)
+        if layout is None:
+            memo = dict(zip(self._last.lines, self._last.at, strict=True))
+            layout = _parse_all(lines, memo)  # a failed parse raises and keeps the old layout
+        self._last = layout
+        return layout.interfaces
 
 
-def _parse(
-    data: bytes | str, interface: str | None, memo: dict[str, Peer], seen: dict[str, Peer] | None
-) -> tuple[Interface, ...]:
+# What a header line is remembered as: no line of a dump split on newlines can equal it.
+_HEADER = "\n"
+
+
+class _Layout:
+    """A parsed `show all dump`: its interfaces, and where each came from."""
+
+    __slots__ = ("at", "heads", "interfaces", "lines", "simple")
+
+    def __init__(
+        self,
+        interfaces: tuple[Interface, ...],
+        lines: list[str],
+        at: list[Peer | None],
+        heads: list[int],
+        simple: bool,
+    ) -> None:
+        self.interfaces = interfaces
+        self.lines = lines  # header lines replaced by _HEADER
+        self.at = at  # the Peer each line printed; None for headers
+        self.heads = heads  # index of each interface's header line, in interface order
+        # Each interface printed once and no key repeated: interface k's peers are exactly
+        # the lines between heads[k] and the next header, in order.
+        self.simple = simple
+
+
+def _lines(data: bytes | str) -> list[str]:
     text = _decode(data)
     if not text:
-        return ()
+        return []
     lines = text.split("\n")
     if lines[-1] == "":
         lines.pop()
-    if interface is not None:
-        _check_name(interface, 0)
-        return _parse_one(lines, interface, memo, seen)
-    return _parse_all(lines, memo, seen)
+    return lines
 
 
 def _decode(data: bytes | str) -> str:
@@ -149,6 +192,72 @@ def _check_name(name: str, line_no: int) -> None:
         raise DumpError(line_no, "invalid interface name")
 
 
+def _reread(lines: list[str], last: _Layout) -> _Layout | None:
+    """The fast path: `last` with only the differing lines re-read, or None to parse in full."""
+    if not last.simple or len(lines) != len(last.lines):
+        return None
+    old_lines, heads, interfaces = last.lines, last.heads, last.interfaces
+    # Positions whose text differs; every header differs from its _HEADER placeholder.
+    differing = list(compress(count(), map(ne, lines, old_lines)))
+    at = last.at.copy()
+    changed: dict[int, list[Peer]] = {}  # interface index -> its peers, being updated
+    block = -1
+    try:
+        for index in differing:
+            while block + 1 < len(heads) and heads[block + 1] <= index:
+                block += 1
+            iface = interfaces[block]
+            line = lines[index]
+            if index == heads[block]:
+                name, _, rest = line.partition("\t")
+                head = _parse_interface_fields(rest.split("\t"), index + 1)
+                if name != iface.name or head != (iface.public_key, iface.listen_port, iface.fwmark, iface.format):
+                    return None
+                continue
+            old = at[index]
+            assert old is not None  # in a simple layout every non-header line is a peer
+            peer = _reread_peer(line, old_lines[index], old, len(iface.name) + 1, index + 1)
+            if peer is None or peer.public_key != old.public_key:
+                return None
+            at[index] = peer
+            peers = changed.get(block)
+            if peers is None:
+                peers = changed[block] = list(iface.peers)
+            peers[index - heads[block] - 1] = peer
+    except DumpError:
+        return None  # the full path names the first bad line
+    if changed:
+        updated = list(interfaces)
+        for block, peers in changed.items():
+            updated[block] = replace(interfaces[block], peers=tuple(peers))
+        interfaces = tuple(updated)
+    for index in heads:
+        lines[index] = _HEADER
+    return _Layout(interfaces, lines, at, heads, True)
+
+
+def _reread_peer(line: str, old_line: str, old: Peer, skip: int, line_no: int) -> Peer | None:
+    """A peer line that differs from the one printed at its position last time."""
+    fields = line.rsplit("\t", 4)
+    old_fields = old_line.rsplit("\t", 4)
+    if len(fields) == 5 and fields[0] == old_fields[0] and fields[4] == old_fields[4]:
+        # Same key, endpoint, allowed IPs and keepalive: only handshake and counters moved.
+        _, handshake, rx, tx, _ = fields
+        if _is_u64(handshake) and _is_u64(rx) and _is_u64(tx):
+            values = int(handshake), int(rx), int(tx)
+            if max(values) <= COUNTER_MAX:
+                return Peer(old.public_key, old.endpoint, old.allowed_ips, *values, old.keepalive)
+        return None
+    if not line.startswith(old_line[:skip]) or line.count("\t") != PEER_FIELDS:
+        return None
+    return _parse_peer(line[skip:], line_no)
+
+
+def _is_u64(text: str) -> bool:
+    # What _U64 accepts: isdigit() alone would also take non-ASCII digits such as "²".
+    return len(text) <= 20 and text.isascii() and text.isdigit()
+
+
 class _Block:
     __slots__ = ("head", "peers")
 
@@ -157,20 +266,24 @@ class _Block:
         self.peers: dict[str, Peer] = {}
 
 
-def _parse_all(lines: list[str], memo: dict[str, Peer], seen: dict[str, Peer] | None) -> tuple[Interface, ...]:
+def _parse_all(lines: list[str], memo: dict[str, Peer | None]) -> _Layout:
+    """The full path. `memo` maps lines of the last dump to their Peers (None: a header)."""
     blocks: dict[str, _Block] = {}
+    at: list[Peer | None] = [None] * len(lines)
+    heads: list[int] = []
     current: str | None = None
     block: _Block | None = None
+    simple = True
     for index, line in enumerate(lines):
         name, sep, rest = line.partition("\t")
         if name == current:
-            # Fast path: a peer line printed unchanged in the last dump (only valid peer lines
-            # are remembered, so it needs no check at all).
-            known = memo.get(rest)
+            # A peer line printed the same in the last dump: it was valid then, in an
+            # interface of this name, so it needs no check at all.
+            known = memo.get(line)
             if known is not None:
-                if seen is not None:
-                    seen[rest] = known
-                block.peers.setdefault(known.public_key, known)  # type: ignore[union-attr]
+                at[index] = known
+                if block.peers.setdefault(known.public_key, known) is not known:  # type: ignore[union-attr]
+                    simple = False
                 continue
         line_no = index + 1
         if not sep:
@@ -183,26 +296,26 @@ def _parse_all(lines: list[str], memo: dict[str, Peer], seen: dict[str, Peer] | 
             block = blocks.get(name)
             if block is None:
                 block = blocks[name] = _Block(head)
+            else:
+                simple = False
+            heads.append(index)
+            lines[index] = _HEADER
             continue
         assert block is not None
-        peer = _parse_peer(rest, line_no)
-        if seen is not None:
-            seen[rest] = peer
-        block.peers.setdefault(peer.public_key, peer)
-    return tuple(_interface(name, block) for name, block in blocks.items())
+        peer = at[index] = _parse_peer(rest, line_no)
+        if block.peers.setdefault(peer.public_key, peer) is not peer:
+            simple = False
+    interfaces = tuple(_interface(name, block) for name, block in blocks.items())
+    return _Layout(interfaces, lines, at, heads, simple)
 
 
-def _parse_one(
-    lines: list[str], name: str, memo: dict[str, Peer], seen: dict[str, Peer] | None
-) -> tuple[Interface, ...]:
+def _parse_one(lines: list[str], name: str) -> tuple[Interface, ...]:
     block = _Block(_parse_interface_fields(lines[0].split("\t"), 1))
     for index in range(1, len(lines)):
         line = lines[index]
         if line.count("\t") != PEER_FIELDS - 1:
             raise DumpError(index + 1, f"peer line has {line.count(chr(9)) + 1} fields, expected {PEER_FIELDS}")
-        peer = memo.get(line) or _parse_peer(line, index + 1)
-        if seen is not None:
-            seen[line] = peer
+        peer = _parse_peer(line, index + 1)
         block.peers.setdefault(peer.public_key, peer)
     return (_interface(name, block),)
 

@@ -22,7 +22,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 metadata = MetaData()
 
@@ -37,6 +37,10 @@ meta = Table(
     Column("tracking_since", BigInteger),
     # The last sample that changed anything; idle samples write nothing.
     Column("last_sample_at", BigInteger),
+    # The open period and day: what the running totals in `peers` belong to (schema 2).
+    Column("open_period_start", BigInteger),
+    Column("open_period_end", BigInteger),
+    Column("open_day", Integer),
 )
 
 # Per interface: the evidence of a counter restart (DESIGN.md rule 1).
@@ -48,7 +52,12 @@ interfaces = Table(
     Column("boot_id", String(64)),
 )
 
-# Per peer: its checkpoint (the counters at the last applied sample), presence and lifetime.
+# Per peer: its checkpoint (the counters at the last applied sample), presence, lifetime,
+# and its running totals for the open period and day. Those live here, not in the bucket
+# tables, so that a moving peer costs one row per sample instead of three: a peer's usage
+# in a period (a day) is its period_usage (day_usage) row plus, when that period (day) is
+# the open one named in `meta`, these running totals. The first sample booked to another
+# period or day moves every peer's running totals into the bucket table (awgd.ledger).
 peers = Table(
     "peers",
     metadata,
@@ -62,10 +71,14 @@ peers = Table(
     Column("lifetime_tx", BigInteger, nullable=False),
     Column("first_seen", BigInteger, nullable=False),
     Column("last_seen", BigInteger, nullable=False),
+    Column("period_rx", BigInteger, nullable=False, server_default="0"),
+    Column("period_tx", BigInteger, nullable=False, server_default="0"),
+    Column("day_rx", BigInteger, nullable=False, server_default="0"),
+    Column("day_tx", BigInteger, nullable=False, server_default="0"),
     UniqueConstraint("interface", "public_key"),
 )
 
-# Usage per billing period; the bounds are stored so history survives a schedule change.
+# Usage per billing period, closed (and open, see `peers`); the bounds are stored so history survives a schedule change.
 period_usage = Table(
     "period_usage",
     metadata,
@@ -79,7 +92,7 @@ period_usage = Table(
     sqlite_with_rowid=False,
 )
 
-# Usage per local day, pruned after ledger.day_retention_days.
+# Usage per local day (the open day: see `peers`), pruned after ledger.day_retention_days.
 day_usage = Table(
     "day_usage",
     metadata,
@@ -103,3 +116,17 @@ resets = Table(
     Column("rx", BigInteger, nullable=False),
     Column("tx", BigInteger, nullable=False),
 )
+
+
+# One step per schema version: the statements that bring a ledger from version N - 1 to N.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: (
+        "ALTER TABLE peers ADD COLUMN period_rx BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE peers ADD COLUMN period_tx BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE peers ADD COLUMN day_rx BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE peers ADD COLUMN day_tx BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE meta ADD COLUMN open_period_start BIGINT",
+        "ALTER TABLE meta ADD COLUMN open_period_end BIGINT",
+        "ALTER TABLE meta ADD COLUMN open_day INTEGER",
+    ),
+}

@@ -19,6 +19,8 @@ sys.path.insert(0, str(HELPERS))
 
 from crash_history import history  # noqa: E402
 
+from awgd.ledger import Ledger  # noqa: E402
+
 SAMPLES = 3000
 PEERS = 50  # per interface; about half move in each sample
 KILLS_PER_LEDGER = 100  # two ledgers side by side: 200 kills in all
@@ -86,18 +88,21 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(tmp_path: Path) -> 
         _, true = history(seed, SAMPLES, PEERS)
         path = tmp_path / f"l{seed}.sqlite3"
         assert integrity(path) == "ok"
-        with sqlite3.connect(path) as conn:
-            ids = {(i, k): n for n, i, k in conn.execute("SELECT id, interface, public_key FROM peers")}
-            lifetime = {n: (rx, tx) for n, rx, tx in conn.execute("SELECT id, lifetime_rx, lifetime_tx FROM peers")}
-            periods = dict.fromkeys(lifetime, (0, 0))
-            for n, rx, tx in conn.execute("SELECT peer_id, rx, tx FROM period_usage"):
-                periods[n] = (periods[n][0] + rx, periods[n][1] + tx)
-            days = dict.fromkeys(lifetime, (0, 0))
-            for n, rx, tx in conn.execute("SELECT peer_id, rx, tx FROM day_usage"):
-                days[n] = (days[n][0] + rx, days[n][1] + tx)
-            months = conn.execute("SELECT COUNT(DISTINCT start) FROM period_usage").fetchone()[0]
-        assert months == 2  # the history crosses 1 December 00:00 in Moscow
+        # Read back through the ledger itself: a bucket is its closed row plus the open running total.
+        ledger = Ledger.open(f"sqlite:///{path}")
+        months: set[int] = set()
+        lifetime, periods, days = {}, {}, {}
+        for record in ledger.all_peers():
+            key = (record.interface, record.public_key)
+            lifetime[key] = (record.lifetime_rx, record.lifetime_tx)
+            by_period = ledger.history(*key, "period", 1000)
+            by_day = ledger.history(*key, "day", 1000)
+            months.update(b.start for b in by_period)
+            periods[key] = (sum(b.rx for b in by_period), sum(b.tx for b in by_period))
+            days[key] = (sum(b.rx for b in by_day), sum(b.tx for b in by_day))
+        ledger.close()
+        assert len(months) == 2  # the history crosses 1 December 00:00 in Moscow
         for key, expected in true.items():
-            assert lifetime[ids[key]] == expected, key
-            assert periods[ids[key]] == expected, key
-            assert days[ids[key]] == expected, key
+            assert lifetime[key] == expected, key
+            assert periods[key] == expected, key
+            assert days[key] == expected, key

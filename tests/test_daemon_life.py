@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -14,6 +13,8 @@ from pathlib import Path
 import pytest
 from conftest import PRIVATE_KEY, ScriptedTool, dump, key
 from daemon import ROOT, Awgd, write_config
+
+from awgd.ledger import Ledger
 
 A, B = key("A"), key("B")
 
@@ -26,13 +27,17 @@ def awgd_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def ledger_period_total(path: Path, public_key: str) -> int:
-    with sqlite3.connect(path) as conn:
-        row = conn.execute(
-            "SELECT COALESCE(SUM(u.rx + u.tx), 0) FROM period_usage u JOIN peers p ON p.id = u.peer_id "
-            "WHERE p.public_key = ?",
-            (public_key,),
-        ).fetchone()
-    return int(row[0])
+    """Every byte the ledger booked to any period for this key, read through the ledger."""
+    ledger = Ledger.open(f"sqlite:///{path}")
+    try:
+        return sum(
+            bucket.rx + bucket.tx
+            for record in ledger.all_peers()
+            if record.public_key == public_key
+            for bucket in ledger.history(record.interface, public_key, "period", 1000)
+        )
+    finally:
+        ledger.close()
 
 
 # ---- config ---------------------------------------------------------------------------------

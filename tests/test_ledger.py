@@ -9,6 +9,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from awgd.accounting import Observation, account, advance
 from awgd.ledger import Ledger, LedgerError, day_from_number, day_number
@@ -104,9 +106,9 @@ def test_only_moved_peers_are_written(harness: Harness) -> None:
     counters["wg0"]["00000000000000000000000000000000000000000042="] = (5, 7)
     before = harness.changes()
     written = harness.book(counters, T0 + timedelta(minutes=1))
-    # one peer row, one period row, one day row, the meta row
-    assert written == 4
-    assert harness.changes() - before == 4
+    # one peer row (its checkpoint and its running period and day totals), the meta row
+    assert written == 2
+    assert harness.changes() - before == 2
 
 
 def test_failed_write_changes_nothing_and_the_retry_books_once(harness: Harness) -> None:
@@ -202,7 +204,8 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     Ledger.open(f"sqlite:///{path}").close()
     with sqlite3.connect(path) as conn:
         conn.execute("UPDATE meta SET schema_version = ?", (SCHEMA_VERSION + 1,))
-    with pytest.raises(LedgerError, match=r"schema version 2, newer than this awgd understands \(1\)"):
+    newer = rf"schema version {SCHEMA_VERSION + 1}, newer than this awgd understands \({SCHEMA_VERSION}\)"
+    with pytest.raises(LedgerError, match=newer):
         Ledger.open(f"sqlite:///{path}")
 
 
@@ -230,3 +233,115 @@ def test_foreign_database_is_refused(tmp_path: Path) -> None:
 def test_non_sqlite_url_is_refused() -> None:
     with pytest.raises(LedgerError, match="only SQLite"):
         Ledger.open("postgresql://localhost/awgd")
+
+
+# The schema of version 1 (awgd before running totals moved into `peers`), as it created it.
+SCHEMA_1 = """
+CREATE TABLE meta (id INTEGER NOT NULL, schema_version INTEGER NOT NULL, created_at BIGINT NOT NULL,
+    tracking_since BIGINT, last_sample_at BIGINT, PRIMARY KEY (id));
+CREATE TABLE interfaces (name VARCHAR(15) NOT NULL, ifindex INTEGER, boot_id VARCHAR(64), PRIMARY KEY (name));
+CREATE TABLE peers (id INTEGER NOT NULL, interface VARCHAR(15) NOT NULL, public_key VARCHAR(44) NOT NULL,
+    present BOOLEAN NOT NULL, rx BIGINT NOT NULL, tx BIGINT NOT NULL, lifetime_rx BIGINT NOT NULL,
+    lifetime_tx BIGINT NOT NULL, first_seen BIGINT NOT NULL, last_seen BIGINT NOT NULL, PRIMARY KEY (id),
+    UNIQUE (interface, public_key));
+CREATE TABLE period_usage (peer_id INTEGER NOT NULL, start BIGINT NOT NULL, "end" BIGINT NOT NULL,
+    rx BIGINT NOT NULL, tx BIGINT NOT NULL, PRIMARY KEY (peer_id, start)) WITHOUT ROWID;
+CREATE INDEX period_usage_by_start ON period_usage (start);
+CREATE TABLE day_usage (peer_id INTEGER NOT NULL, day INTEGER NOT NULL, rx BIGINT NOT NULL, tx BIGINT NOT NULL,
+    PRIMARY KEY (peer_id, day)) WITHOUT ROWID;
+CREATE INDEX day_usage_by_day ON day_usage (day);
+CREATE TABLE resets (id INTEGER NOT NULL, peer_id INTEGER NOT NULL, at BIGINT NOT NULL,
+    period_start BIGINT NOT NULL, rx BIGINT NOT NULL, tx BIGINT NOT NULL, PRIMARY KEY (id));
+"""
+
+
+def test_a_version_1_ledger_is_migrated_and_keeps_every_byte(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    period = period_containing(T0, MONTHLY, ZONE)
+    start, end = int(period.start.timestamp()), int(period.end.timestamp())
+    with sqlite3.connect(path) as conn:
+        conn.executescript(SCHEMA_1)
+        conn.execute("INSERT INTO meta VALUES (1, 1, ?, ?, ?)", (start, start, start + 60))
+        conn.execute("INSERT INTO interfaces VALUES ('wg0', 1, 'boot')")
+        conn.execute("INSERT INTO peers VALUES (1, 'wg0', ?, 1, 1000, 2000, 700, 900, ?, ?)", (A, start, start))
+        conn.execute("INSERT INTO period_usage VALUES (1, ?, ?, 700, 900)", (start, end))
+        conn.execute("INSERT INTO day_usage VALUES (1, 20261120, 700, 900)")
+    harness = Harness(path)
+    with harness.ledger.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT schema_version FROM meta")).scalar_one() == SCHEMA_VERSION == 2
+    assert harness.ledger.usage("wg0", A, period) == (700, 900)
+    harness.book({"wg0": {A: (1100, 2050)}}, T0)
+    assert harness.ledger.usage("wg0", A, period) == (800, 950)
+    assert [(b.start, b.rx, b.tx) for b in harness.ledger.history("wg0", A, "day", 31)] == [(20261120, 800, 950)]
+    record = harness.ledger.peer("wg0", A)
+    assert record is not None and (record.lifetime_rx, record.lifetime_tx) == (800, 950)
+
+
+def test_a_new_day_and_period_close_the_open_ones(harness: Harness) -> None:
+    harness.book({"wg0": {A: (0, 0), B: (0, 0)}}, T0)
+    harness.book({"wg0": {A: (10, 1), B: (20, 2)}}, T0 + timedelta(minutes=1))
+    harness.book({"wg0": {A: (30, 3), B: (20, 2)}}, T0 + timedelta(days=1))  # Nov 21: only A moved
+    december = datetime(2026, 12, 2, tzinfo=UTC)
+    harness.book({"wg0": {A: (30, 3), B: (25, 7)}}, december)
+    with harness.ledger.engine.connect() as conn:
+        closed_days = conn.execute(sa.text("SELECT peer_id, day, rx, tx FROM day_usage ORDER BY day, peer_id")).all()
+        running = conn.execute(sa.text("SELECT period_rx, period_tx, day_rx, day_tx FROM peers ORDER BY id")).all()
+    assert [tuple(r) for r in closed_days] == [(1, 20261120, 10, 1), (2, 20261120, 20, 2), (1, 20261121, 20, 2)]
+    assert [tuple(r) for r in running] == [(0, 0, 0, 0), (5, 5, 5, 5)]
+    november = period_containing(T0, MONTHLY, ZONE)
+    assert harness.ledger.usage("wg0", A, november) == (30, 3)
+    assert harness.ledger.usage("wg0", B, november) == (20, 2)
+    assert harness.ledger.usage("wg0", B, period_containing(december, MONTHLY, ZONE)) == (5, 5)
+    assert [(b.start, b.rx, b.tx) for b in harness.ledger.history("wg0", B, "day", 31)] == [
+        (20261202, 5, 5),
+        (20261120, 20, 2),
+    ]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.integers(0, 70),  # the day (after T0) the sample is booked to: any order, as a jumping clock would
+            st.sampled_from([A, B]),
+            st.integers(0, 50),
+        ),
+        max_size=25,
+    ),
+    reset_at=st.integers(0, 25),
+)
+def test_buckets_equal_the_sum_of_what_was_booked_to_them(
+    tmp_path_factory: pytest.TempPathFactory, steps: list[tuple[int, str, int]], reset_at: int
+) -> None:
+    """Whatever order samples arrive in, every period and day bucket (closed or open) holds
+    exactly the deltas booked to it, and a reset removes exactly what the period held."""
+    harness = Harness(tmp_path_factory.mktemp("ledger") / "ledger.sqlite3")
+    counters = {A: (0, 0), B: (0, 0)}
+    harness.book({"wg0": dict(counters)}, T0)
+    days: dict[tuple[str, int], int] = {}
+    periods: dict[tuple[str, datetime], int] = {}
+    for index, (offset, key, grow) in enumerate(steps):
+        at = T0 + timedelta(days=offset)
+        if index == reset_at:
+            period = period_containing(at, MONTHLY, ZONE)
+            removed = harness.ledger.reset("wg0", key, at=at, period=period)
+            assert removed == (periods.get((key, period.start), 0), 0)
+            periods[(key, period.start)] = 0
+        rx, tx = counters[key]
+        counters[key] = (rx + grow, tx)
+        harness.book({"wg0": dict(counters)}, at)
+        day = day_number(at.astimezone(ZONE).date())
+        days[(key, day)] = days.get((key, day), 0) + grow
+        start = period_containing(at, MONTHLY, ZONE).start
+        periods[(key, start)] = periods.get((key, start), 0) + grow
+    for key in (A, B):
+        got_days = {b.start: b.rx for b in harness.ledger.history("wg0", key, "day", 1000)}
+        assert got_days == {d: n for (k, d), n in days.items() if k == key and n}
+        got_periods = {b.start: b.rx for b in harness.ledger.history("wg0", key, "period", 1000) if b.rx}
+        assert got_periods == {int(p.timestamp()): n for (k, p), n in periods.items() if k == key and n}
+        for (k, start), n in periods.items():
+            if k == key:
+                period = period_containing(start, MONTHLY, ZONE)
+                assert harness.ledger.usage("wg0", key, period) == (n, 0)
+                assert harness.ledger.period_usage(period).get(("wg0", key), (0, 0)) == (n, 0)
+    harness.ledger.close()

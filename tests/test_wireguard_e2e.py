@@ -9,7 +9,6 @@ Run alone with `bash tests/run.sh -m wireguard`.
 from __future__ import annotations
 
 import signal
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,8 @@ from pathlib import Path
 import pytest
 import wgbed
 from wgbed import PING_BYTES, TestBed, expected
+
+from awgd.ledger import Ledger
 
 pytestmark = [
     pytest.mark.wireguard,
@@ -208,9 +209,7 @@ def test_sigterm_books_the_traffic_since_the_last_sample(daemons, bed: TestBed) 
     daemon = start(daemons, bed)
     bed.ping(client, 3)
     assert daemon.stop() == 0
-    with sqlite3.connect(daemon.ledger) as conn:
-        rx, tx = conn.execute(
-            "SELECT u.rx, u.tx FROM period_usage u JOIN peers p ON p.id = u.peer_id WHERE p.public_key = ?",
-            (client.tunnel.public_key,),
-        ).fetchone()
-    assert (rx, tx) == expected(3)
+    ledger = Ledger.open(f"sqlite:///{daemon.ledger}")
+    (bucket,) = ledger.history(bed.servers[0].ifname, client.tunnel.public_key, "period", 12)
+    ledger.close()
+    assert (bucket.rx, bucket.tx) == expected(3)
