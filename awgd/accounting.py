@@ -21,13 +21,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 PeerKey = tuple[str, str]  # (interface name, public key)
 Counters = tuple[int, int]  # (rx_bytes, tx_bytes)
 
 
-@dataclass(frozen=True, slots=True)
-class PeerCheckpoint:
+class PeerCheckpoint(NamedTuple):
+    """A NamedTuple: one is made per moving peer per sample, 50,000 on a busy server, and a
+    tuple of ints is cheap to build and is left alone by the cyclic garbage collector."""
+
     rx: int
     tx: int
     present: bool
@@ -49,6 +52,11 @@ class Observation:
     # Interfaces whose state is unknown in this sample (the tool could not read them, or
     # they are not watched): their checkpoints stay untouched, their peers are not absent.
     unread: frozenset[str] = frozenset()
+    # Interfaces whose `counters` list only the peers that may have moved: every other peer
+    # checkpointed on them is present now, with the counters its checkpoint holds. Never a
+    # restarted interface (see `restarted`). On a large, mostly idle server this spares
+    # visiting 50,000 unchanged peers every sample; the result is the same either way.
+    only_changed: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,19 +82,17 @@ def account(
     for name, counters in observation.counters.items():
         old_iface = interfaces.get(name)
         ifindex = observation.ifindexes.get(name)
-        restarted = old_iface is not None and (
-            _changed(old_iface.ifindex, ifindex) or _changed(old_iface.boot_id, boot_id)
-        )
+        restart = restarted(old_iface, ifindex, boot_id)
         if old_iface is None or old_iface.ifindex != ifindex or old_iface.boot_id != boot_id:
             new_ifaces[name] = InterfaceCheckpoint(ifindex, boot_id)
         old_peers = peers.get(name, {})
         for key, (rx, tx) in counters.items():
             old = old_peers.get(key)
-            if old is not None and old.rx == rx and old.tx == tx and old.present and not restarted:
+            if old is not None and old.rx == rx and old.tx == tx and old.present and not restart:
                 continue  # idle: nothing to book, nothing to write (most peers, most samples)
             if old is None:
                 drx, dtx = (0, 0) if first_sample else (rx, tx)
-            elif restarted or not old.present:
+            elif restart or not old.present:
                 drx, dtx = rx, tx
             else:
                 drx = rx - old.rx if rx >= old.rx else rx
@@ -94,6 +100,10 @@ def account(
             if drx or dtx:
                 deltas[(name, key)] = (drx, dtx)
             new_peers[(name, key)] = PeerCheckpoint(rx, tx, True)
+        if name in observation.only_changed:
+            if restart:
+                raise ValueError(f"interface {name} restarted: its counters must all be listed")
+            continue  # every peer not listed is present and unchanged
         for key, old in old_peers.items():
             if old.present and key not in counters:
                 new_peers[(name, key)] = PeerCheckpoint(old.rx, old.tx, False)
@@ -105,6 +115,11 @@ def account(
             if old.present:
                 new_peers[(name, key)] = PeerCheckpoint(old.rx, old.tx, False)
     return booking
+
+
+def restarted(old: InterfaceCheckpoint | None, ifindex: int | None, boot_id: str | None) -> bool:
+    """Rule 1: the interface's counters restarted since its checkpoint."""
+    return old is not None and (_changed(old.ifindex, ifindex) or _changed(old.boot_id, boot_id))
 
 
 def _changed(old: object | None, new: object | None) -> bool:

@@ -273,7 +273,6 @@ def _parse_all(lines: list[str], memo: dict[str, Peer | None]) -> _Layout:
     heads: list[int] = []
     current: str | None = None
     block: _Block | None = None
-    simple = True
     for index, line in enumerate(lines):
         name, sep, rest = line.partition("\t")
         if name == current:
@@ -282,8 +281,7 @@ def _parse_all(lines: list[str], memo: dict[str, Peer | None]) -> _Layout:
             known = memo.get(line)
             if known is not None:
                 at[index] = known
-                if block.peers.setdefault(known.public_key, known) is not known:  # type: ignore[union-attr]
-                    simple = False
+                block.peers.setdefault(known.public_key, known)  # type: ignore[union-attr]
                 continue
         line_no = index + 1
         if not sep:
@@ -296,16 +294,15 @@ def _parse_all(lines: list[str], memo: dict[str, Peer | None]) -> _Layout:
             block = blocks.get(name)
             if block is None:
                 block = blocks[name] = _Block(head)
-            else:
-                simple = False
             heads.append(index)
             lines[index] = _HEADER
             continue
         assert block is not None
         peer = at[index] = _parse_peer(rest, line_no)
-        if block.peers.setdefault(peer.public_key, peer) is not peer:
-            simple = False
+        block.peers.setdefault(peer.public_key, peer)
     interfaces = tuple(_interface(name, block) for name, block in blocks.items())
+    # Simple unless an interface or a key was repeated (even on identical lines).
+    simple = len(blocks) == len(heads) and sum(len(i.peers) for i in interfaces) == len(lines) - len(heads)
     return _Layout(interfaces, lines, at, heads, simple)
 
 
