@@ -78,6 +78,7 @@ def account(
     """Book one observation against the checkpoints (interface -> public key -> checkpoint)."""
     booking = Booking()
     deltas, new_peers, new_ifaces = booking.deltas, booking.peers, booking.interfaces
+    new_checkpoint = tuple.__new__
     boot_id = observation.boot_id
     for name, counters in observation.counters.items():
         old_iface = interfaces.get(name)
@@ -86,20 +87,25 @@ def account(
         if old_iface is None or old_iface.ifindex != ifindex or old_iface.boot_id != boot_id:
             new_ifaces[name] = InterfaceCheckpoint(ifindex, boot_id)
         old_peers = peers.get(name, {})
+        # Once per moving peer per sample: tuple indexing and tuple.__new__ rather than
+        # attribute access and the NamedTuple's Python-level constructor.
         for key, (rx, tx) in counters.items():
             old = old_peers.get(key)
-            if old is not None and old.rx == rx and old.tx == tx and old.present and not restart:
-                continue  # idle: nothing to book, nothing to write (most peers, most samples)
             if old is None:
                 drx, dtx = (0, 0) if first_sample else (rx, tx)
-            elif restart or not old.present:
-                drx, dtx = rx, tx
             else:
-                drx = rx - old.rx if rx >= old.rx else rx
-                dtx = tx - old.tx if tx >= old.tx else tx
+                old_rx, old_tx, present = old
+                if restart or not present:
+                    drx, dtx = rx, tx
+                elif old_rx == rx and old_tx == tx:
+                    continue  # idle: nothing to book, nothing to write (most peers, most samples)
+                else:
+                    drx = rx - old_rx if rx >= old_rx else rx
+                    dtx = tx - old_tx if tx >= old_tx else tx
+            peer_key = (name, key)
             if drx or dtx:
-                deltas[(name, key)] = (drx, dtx)
-            new_peers[(name, key)] = PeerCheckpoint(rx, tx, True)
+                deltas[peer_key] = (drx, dtx)
+            new_peers[peer_key] = new_checkpoint(PeerCheckpoint, (rx, tx, True))
         if name in observation.only_changed:
             if restart:
                 raise ValueError(f"interface {name} restarted: its counters must all be listed")
@@ -132,6 +138,9 @@ def advance(
     booking: Booking,
 ) -> None:
     """Fold a committed booking into in-memory checkpoints (in place: they can hold 50,000 peers)."""
+    current_name, current = None, None
     for (name, key), checkpoint in booking.peers.items():
-        peers.setdefault(name, {})[key] = checkpoint
+        if name != current_name:  # bookings come grouped by interface: one lookup per run
+            current_name, current = name, peers.setdefault(name, {})
+        current[key] = checkpoint  # type: ignore[index]
     interfaces.update(booking.interfaces)

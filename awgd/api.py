@@ -147,7 +147,7 @@ def peer_traffic(daemon: Daemon, peer: PeerState, now: float) -> dict[str, Any]:
         "online": daemon.state.online(peer, now, daemon.config.online_window),
         "latest_handshake": _iso_ts(handshake, zone) if handshake else None,
         "endpoint": peer.endpoint if peer.present else None,
-        "sampled_at": iso(peer.sampled_at, zone),
+        "sampled_at": iso(daemon.state.sampled_at(peer), zone),
         "session": usage(peer.session_rx, peer.session_tx),
         "period": {
             "start": iso(period.start, zone),

@@ -21,6 +21,7 @@ from awgd import __version__
 from awgd.api import RpcError
 from awgd.config import Config, ConfigError, load
 from awgd.dump_parser import DumpParser
+from awgd.gc_policy import CollectorPolicy
 from awgd.ledger import Ledger, LedgerError
 from awgd.notify import Notifier
 from awgd.periods import Period, local_day, period_containing
@@ -59,6 +60,7 @@ class Daemon:
         )
         self.notifier = Notifier()
         self.dump_parser = DumpParser()
+        self.collector = CollectorPolicy()
         self.runner = SampleRunner(self._take)
         self.schedule = Schedule(
             self.runner,
@@ -95,6 +97,10 @@ class Daemon:
     # ---- sampling ---------------------------------------------------------------------------
 
     async def _take(self, book_to: BookTo) -> datetime:
+        with self.collector.sampling():
+            return await self._take_sample(book_to)
+
+    async def _take_sample(self, book_to: BookTo) -> datetime:
         config = self.config
         try:
             tools = tool_candidates(config.tool, config.exec_prefix)

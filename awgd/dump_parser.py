@@ -133,8 +133,9 @@ class DumpParser:
     def parse(self, data: bytes | str, interface: str | None = None) -> tuple[Interface, ...]:
         if interface is not None:
             return parse_dump(data, interface)
-        lines = _lines(data)
-        layout = _reread(lines, self._last)
+        text = _decode(data)
+        lines = _lines(text)
+        layout = _reread(lines, self._last, text.isascii())
         if layout is None:
             memo = dict(zip(self._last.lines, self._last.at, strict=True))
             layout = _parse_all(lines, memo)  # a failed parse raises and keeps the old layout
@@ -169,7 +170,7 @@ class _Layout:
 
 
 def _lines(data: bytes | str) -> list[str]:
-    text = _decode(data)
+    text = data if isinstance(data, str) else _decode(data)
     if not text:
         return []
     lines = text.split("\n")
@@ -192,70 +193,87 @@ def _check_name(name: str, line_no: int) -> None:
         raise DumpError(line_no, "invalid interface name")
 
 
-def _reread(lines: list[str], last: _Layout) -> _Layout | None:
-    """The fast path: `last` with only the differing lines re-read, or None to parse in full."""
+class _FullPath(Exception):
+    """The fast path cannot vouch for this dump."""
+
+
+def _reread(lines: list[str], last: _Layout, ascii_text: bool) -> _Layout | None:
+    """The fast path: `last` with only the differing lines re-read, or None to parse in full.
+
+    This loop runs once per moving peer (50,000 times a sample on a busy server), so it is
+    written for speed: no calls it can avoid, and validation by str methods that give
+    exactly what the regular expressions of the full path accept (checked by
+    tests/test_incremental.py against parse_dump over random histories).
+    """
     if not last.simple or len(lines) != len(last.lines):
         return None
     old_lines, heads, interfaces = last.lines, last.heads, last.interfaces
     # Positions whose text differs; every header differs from its _HEADER placeholder.
-    differing = list(compress(count(), map(ne, lines, old_lines)))
+    differing = compress(count(), map(ne, lines, old_lines))
     at = last.at.copy()
-    changed: dict[int, list[Peer]] = {}  # interface index -> its peers, being updated
-    block = -1
+    updated = list(interfaces)
+    bounds = [*heads[1:], len(lines)]
+    block, head, end = -1, -1, -1
+    peers: list[Peer] = []
+    new_peer = tuple.__new__
     try:
         for index in differing:
-            while block + 1 < len(heads) and heads[block + 1] <= index:
-                block += 1
-            iface = interfaces[block]
+            if index >= end:  # the first differing line of a later interface
+                if block >= 0 and peers:
+                    updated[block] = replace(interfaces[block], peers=tuple(peers))
+                while index >= end:
+                    block += 1
+                    head, end = heads[block], bounds[block]
+                peers = []
             line = lines[index]
-            if index == heads[block]:
+            if index == head:
+                iface = interfaces[block]
                 name, _, rest = line.partition("\t")
-                head = _parse_interface_fields(rest.split("\t"), index + 1)
-                if name != iface.name or head != (iface.public_key, iface.listen_port, iface.fwmark, iface.format):
-                    return None
+                fields = _parse_interface_fields(rest.split("\t"), index + 1)
+                if name != iface.name or fields != (iface.public_key, iface.listen_port, iface.fwmark, iface.format):
+                    raise _FullPath
                 continue
-            old = at[index]
-            assert old is not None  # in a simple layout every non-header line is a peer
-            peer = _reread_peer(line, old_lines[index], old, len(iface.name) + 1, index + 1)
-            if peer is None or peer.public_key != old.public_key:
-                return None
+            old: Peer = at[index]  # type: ignore[assignment]  # a simple layout has a Peer on every other line
+            new = line.rsplit("\t", 4)
+            was = old_lines[index].rsplit("\t", 4)
+            if len(new) == 5 and new[0] == was[0] and new[4] == was[4]:
+                # Same name, key, endpoint, allowed IPs and keepalive: only handshake and
+                # counters moved. They must be what _U64 accepts, 1 to 20 ASCII digits:
+                # isdigit() alone also takes digits such as "²", and int() takes " 1",
+                # "+1" and "1_0". An empty field makes int() raise ValueError.
+                _, handshake, rx, tx, _ = new
+                if not (rx.isdigit() and tx.isdigit() and len(rx) <= 20 and len(tx) <= 20):
+                    raise _FullPath
+                if not ascii_text and not (rx.isascii() and tx.isascii()):
+                    raise _FullPath
+                if handshake == was[1]:  # often: WireGuard handshakes every two minutes
+                    handshake_ = old[3]
+                elif handshake.isdigit() and len(handshake) <= 20 and (ascii_text or handshake.isascii()):
+                    handshake_ = int(handshake)
+                else:
+                    raise _FullPath
+                rx_, tx_ = int(rx), int(tx)
+                if rx_ > COUNTER_MAX or tx_ > COUNTER_MAX or handshake_ > COUNTER_MAX:
+                    raise _FullPath
+                peer = new_peer(Peer, (old[0], old[1], old[2], handshake_, rx_, tx_, old[6]))
+            else:
+                prefix = interfaces[block].name + "\t"
+                if not line.startswith(prefix) or line.count("\t") != PEER_FIELDS:
+                    raise _FullPath
+                peer = _parse_peer(line[len(prefix) :], index + 1)
+                if peer.public_key != old.public_key:
+                    raise _FullPath  # the full path decides what a repeated key means
             at[index] = peer
-            peers = changed.get(block)
-            if peers is None:
-                peers = changed[block] = list(iface.peers)
-            peers[index - heads[block] - 1] = peer
-    except DumpError:
-        return None  # the full path names the first bad line
-    if changed:
-        updated = list(interfaces)
-        for block, peers in changed.items():
-            updated[block] = replace(interfaces[block], peers=tuple(peers))
-        interfaces = tuple(updated)
+            if not peers:
+                peers = list(interfaces[block].peers)
+            peers[index - head - 1] = peer
+    except (_FullPath, DumpError, ValueError):
+        return None  # and the full path names the first bad line, if there is one
+    if block >= 0 and peers:
+        updated[block] = replace(interfaces[block], peers=tuple(peers))
     for index in heads:
         lines[index] = _HEADER
-    return _Layout(interfaces, lines, at, heads, True)
-
-
-def _reread_peer(line: str, old_line: str, old: Peer, skip: int, line_no: int) -> Peer | None:
-    """A peer line that differs from the one printed at its position last time."""
-    fields = line.rsplit("\t", 4)
-    old_fields = old_line.rsplit("\t", 4)
-    if len(fields) == 5 and fields[0] == old_fields[0] and fields[4] == old_fields[4]:
-        # Same key, endpoint, allowed IPs and keepalive: only handshake and counters moved.
-        _, handshake, rx, tx, _ = fields
-        if _is_u64(handshake) and _is_u64(rx) and _is_u64(tx):
-            values = int(handshake), int(rx), int(tx)
-            if max(values) <= COUNTER_MAX:
-                return Peer(old.public_key, old.endpoint, old.allowed_ips, *values, old.keepalive)
-        return None
-    if not line.startswith(old_line[:skip]) or line.count("\t") != PEER_FIELDS:
-        return None
-    return _parse_peer(line[skip:], line_no)
-
-
-def _is_u64(text: str) -> bool:
-    # What _U64 accepts: isdigit() alone would also take non-ASCII digits such as "²".
-    return len(text) <= 20 and text.isascii() and text.isdigit()
+    return _Layout(tuple(updated), lines, at, heads, True)
 
 
 class _Block:

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from awgd.accounting import PeerKey
+from awgd.dump_parser import Peer
 from awgd.ledger import Ledger
+from awgd.peer_changes import changed_peers
 from awgd.periods import Period
 from awgd.system_reader import Reading
 
@@ -32,6 +34,8 @@ class PeerState:
     period_tx: int = 0
     lifetime_rx: int = 0
     lifetime_tx: int = 0
+    # When a reading last changed this record; while present, State.sampled_at is the
+    # last time its interface was read, which need not touch every peer.
     sampled_at: datetime | None = None
 
 
@@ -63,6 +67,12 @@ class State:
     online_window: int = 180
     peers: dict[PeerKey, PeerState] = field(default_factory=dict)
     by_key: dict[str, list[str]] = field(default_factory=dict)  # public key -> interfaces
+    members: dict[str, dict[str, PeerState]] = field(default_factory=dict)  # interface -> key -> peer
+    # Per interface: when it was last read, and its peers as then read. A reading that
+    # lists the same keys in the same order updates only the peers whose Peer object
+    # changed (awgd.peer_changes), instead of 50,000 records every sample.
+    read_at: dict[str, datetime] = field(default_factory=dict)
+    observed: dict[str, tuple[Peer, ...]] = field(default_factory=dict)
     interfaces: dict[str, InterfaceState] = field(default_factory=dict)
     sampler: SamplerState = field(default_factory=SamplerState)
     # Per interface: (period rx, period tx, peers online), as of the last change. server.status
@@ -108,6 +118,11 @@ class State:
     def _add(self, peer: PeerState) -> None:
         self.peers[(peer.interface, peer.public_key)] = peer
         self.by_key.setdefault(peer.public_key, []).append(peer.interface)
+        self.members.setdefault(peer.interface, {})[peer.public_key] = peer
+
+    def sampled_at(self, peer: PeerState) -> datetime | None:
+        """When the figures shown for this peer were read."""
+        return self.read_at.get(peer.interface, peer.sampled_at) if peer.present else peer.sampled_at
 
     def set_watched(self, watched: frozenset[str]) -> None:
         self.watched = watched
@@ -118,30 +133,31 @@ class State:
         taken = reading.taken_at
         read = {i.name: i for i in reading.interfaces if not self.watched or i.name in self.watched}
         links = reading.links
-        seen: set[PeerKey] = set()
-        for name, listed in read.items():
-            for peer in listed.peers:
-                key = (name, peer.public_key)
-                seen.add(key)
-                state = self.peers.get(key)
-                if state is None:
-                    state = PeerState(name, peer.public_key, present=True, first_seen=taken)
-                    self._add(state)
-                state.present = True
-                state.session_rx, state.session_tx = peer.rx_bytes, peer.tx_bytes
-                state.endpoint = peer.endpoint
-                state.latest_handshake = peer.latest_handshake
-                state.sampled_at = taken
         unknown = reading.unread
-        for key, state in self.peers.items():
-            name = key[0]
-            if key in seen or name in unknown or (self.watched and name not in self.watched):
+        for name, listed in read.items():
+            before = self.observed.get(name)
+            changed = None if before is None else changed_peers(before, listed.peers)
+            if changed is None:
+                self._observe_all(name, listed.peers, taken)
+            else:  # the same keys, all present already: only the moved ones change
+                members = self.members[name]
+                for peer in changed:
+                    state = members[peer.public_key]
+                    state.session_rx, state.session_tx = peer.rx_bytes, peer.tx_bytes
+                    state.endpoint = peer.endpoint
+                    state.latest_handshake = peer.latest_handshake
+                    state.sampled_at = taken
+            self.read_at[name] = taken
+        # Unread or unwatched interfaces keep their peers as they were; others not read are gone.
+        kept = {name for name in self.members if name in unknown or (self.watched and name not in self.watched)}
+        for name, members in self.members.items():
+            if name in read or name in kept:
                 continue
-            if state.present or state.sampled_at is None:
-                state.present = False
-                state.session_rx = state.session_tx = 0
-                state.endpoint = None
-                state.sampled_at = taken
+            for state in members.values():
+                if state.present or state.sampled_at is None:
+                    self._absent(state, taken)
+        self.observed = {name: peers for name, peers in self.observed.items() if name in kept}
+        self.observed.update((name, listed.peers) for name, listed in read.items())
         names = set(read) | set(self.watched) | {n for n in unknown if not self.watched or n in self.watched}
         for name in names:
             iface_state = self.interfaces.setdefault(name, InterfaceState(name))
@@ -159,7 +175,32 @@ class State:
             if name not in names:
                 del self.interfaces[name]
         self.sampler.tool = reading.tool
-        self.sampler.peers_seen = len(seen)
+        self.sampler.peers_seen = sum(len(listed.peers) for listed in read.values())
+
+    def _observe_all(self, name: str, peers: tuple[Peer, ...], taken: datetime) -> None:
+        members = self.members.setdefault(name, {})
+        for peer in peers:
+            state = members.get(peer.public_key)
+            if state is None:
+                state = PeerState(name, peer.public_key, present=True, first_seen=taken)
+                self._add(state)
+            state.present = True
+            state.session_rx, state.session_tx = peer.rx_bytes, peer.tx_bytes
+            state.endpoint = peer.endpoint
+            state.latest_handshake = peer.latest_handshake
+            state.sampled_at = taken
+        if len(members) != len(peers):
+            listed = {peer.public_key for peer in peers}
+            for key, state in members.items():
+                if key not in listed and (state.present or state.sampled_at is None):
+                    self._absent(state, taken)
+
+    @staticmethod
+    def _absent(state: PeerState, taken: datetime) -> None:
+        state.present = False
+        state.session_rx = state.session_tx = 0
+        state.endpoint = None
+        state.sampled_at = taken
 
     def book(self, deltas: dict[PeerKey, tuple[int, int]], period: Period) -> None:
         """Add committed deltas; those booked to another period count only for lifetime."""

@@ -14,6 +14,7 @@ import base64
 import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,7 +24,9 @@ from awgd.accounting import Booking, InterfaceCheckpoint, PeerCheckpoint, accoun
 from awgd.dump_parser import DumpError, DumpParser, Interface, Peer, parse_dump
 from awgd.ip_link import Link
 from awgd.peer_changes import changed_peers
+from awgd.periods import period_containing
 from awgd.sampler import booked_after, observe
+from awgd.state import State
 from awgd.system_reader import Reading
 
 PRIVATE = base64.b64encode(bytes(range(32))).decode()
@@ -155,7 +158,7 @@ def test_moving_counters_take_the_fast_path() -> None:
     blocks[0].lines[1].rx += 1
     blocks[1].lines[0].handshake = 1795620000
     lines = dump_of(blocks, random.Random(0)).splitlines()
-    layout = dump_parser._reread(list(lines), parser._last)
+    layout = dump_parser._reread(list(lines), parser._last, ascii_text=True)
     assert layout is not None
     assert layout.interfaces == parse_dump("\n".join(lines))
 
@@ -252,3 +255,40 @@ def test_incremental_booking_equals_the_full_booking(seed: int, steps: int, size
         assert incremental.peers == full.peers and incremental.interfaces == full.interfaces
     if steps > 5:
         assert used_fast_path or not full.peers
+
+
+# ---- the daemon's in-memory state ------------------------------------------------------------
+
+
+def figures(state: State) -> dict[tuple[str, str], tuple[object, ...]]:
+    return {
+        key: (p.present, p.session_rx, p.session_tx, p.endpoint, p.latest_handshake, state.sampled_at(p))
+        for key, p in state.peers.items()
+    }
+
+
+@settings(max_examples=100, deadline=None)
+@given(seed=st.integers(0, 2**32), steps=st.integers(1, 30), size=st.integers(1, 10))
+def test_incremental_state_equals_observing_every_peer(seed: int, steps: int, size: int) -> None:
+    rng = random.Random(seed)
+    blocks = [Block("wg0", lines=[Line(key(i)) for i in range(size)]), Block("wg1", lines=[Line(key(50))])]
+    parser = DumpParser()
+    period = period_containing(T0, "0 0 1 * *", ZoneInfo("UTC"))
+    incremental, full = State(period=period), State(period=period)
+    for step in range(steps):
+        for _ in range(rng.randrange(0, 3)):
+            mutate(blocks, rng)
+        for block in blocks:
+            block.lines = [line for line in block.lines if line.raw is None]
+        try:
+            parsed = parser.parse(dump_of(blocks, random.Random(0)))
+        except DumpError:
+            continue
+        interfaces = tuple(i for i in parsed if rng.random() > 0.1)
+        unread = frozenset(i.name for i in parsed if i not in interfaces and rng.random() < 0.5)
+        reading = Reading(T0 + timedelta(minutes=step), "wg", interfaces, unread, None, "boot", ())
+        incremental.observe(reading)
+        full.observed.clear()  # forces the path that visits every peer
+        full.observe(reading)
+        assert figures(incremental) == figures(full)
+        assert incremental.sampler.peers_seen == full.sampler.peers_seen

@@ -8,6 +8,7 @@ file (default bench-results.json). `--quick` uses fewer peers and repeats, for a
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import json
 import os
@@ -35,11 +36,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "client"), str(HERE.parent / "helpers")]
 from daemon import Awgd  # noqa: E402
 from wgbed import TestBed, available  # noqa: E402
 
-from awgd.accounting import account, advance  # noqa: E402
 from awgd.dump_parser import DumpParser  # noqa: E402
+from awgd.gc_policy import CollectorPolicy  # noqa: E402
 from awgd.ledger import Ledger  # noqa: E402
-from awgd.periods import local_day, period_containing  # noqa: E402
-from awgd.sampler import observe  # noqa: E402
+from awgd.sampler import Sampler  # noqa: E402
 from awgd.system_reader import Reading  # noqa: E402
 
 ZONE = ZoneInfo("UTC")
@@ -130,23 +130,28 @@ def floor(bed: TestBed, n: int, repeats: int, workdir: Path) -> dict[str, Any]:
 
 
 class Booker:
-    """The daemon's per-sample path without the tool: parse, observe, account, commit."""
+    """The daemon's per-sample path without the tool: parse, then the daemon's own Sampler
+    (observe, account, commit, advance), on one event loop and under the daemon's garbage
+    collector policy, as in the daemon."""
 
     def __init__(self, workdir: Path) -> None:
         self.ledger = Ledger.open(f"sqlite:///{workdir}/ledger.sqlite3")
         self.parser = DumpParser()
-        self.peers, self.interfaces = self.ledger.checkpoints()
+        self.sampler = Sampler(self.ledger, watched=(), schedule="0 0 1 * *", zone=ZONE)
+        self.loop = asyncio.new_event_loop()
+        self.collector = CollectorPolicy()
 
     def sample(self, data: bytes, when: datetime) -> tuple[float, int]:
         started = time.perf_counter()
-        parsed = self.parser.parse(data)
-        reading = Reading(when, "wg", parsed, frozenset(), {"wg0": _link()}, "boot", ())
-        observation = observe(reading, (), self.peers.keys())
-        booking = account(self.peers, self.interfaces, observation, first_sample=self.ledger.is_new)
-        period = period_containing(when, "0 0 1 * *", ZONE)
-        written = self.ledger.apply(booking, at=when, period=period, day=local_day(when, ZONE))
-        advance(self.peers, self.interfaces, booking)
+        with self.collector.sampling():
+            parsed = self.parser.parse(data)
+            reading = Reading(when, "wg", parsed, frozenset(), {"wg0": _link()}, "boot", ())
+            written = self.loop.run_until_complete(self.sampler.book(reading)).rows_written
         return time.perf_counter() - started, written
+
+    def close(self) -> None:
+        self.loop.close()
+        self.ledger.close()
 
 
 def own_cost(n: int, fraction: float, repeats: int) -> dict[str, Any]:
@@ -165,7 +170,7 @@ def own_cost(n: int, fraction: float, repeats: int) -> dict[str, Any]:
         elapsed, written = booker.sample(synthetic_dump(peer_keys, counters, 1795620000), at + timedelta(minutes=2))
         times.append(elapsed)
         rows.append(written)
-        booker.ledger.close()
+        booker.close()
         shutil.rmtree(workdir)
     return {"time": summary(times), "rows_written": rows}
 
