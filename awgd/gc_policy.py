@@ -26,6 +26,7 @@ from contextlib import contextmanager
 # minutes it costs nothing noticeable and bounds what a frozen cycle can hold on to.
 FULL_COLLECTION_SECONDS = 600.0
 
+
 class CollectorPolicy:
     def __init__(self) -> None:
         self._last_full = time.monotonic()
