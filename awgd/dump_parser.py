@@ -128,7 +128,7 @@ class DumpParser:
     """
 
     def __init__(self) -> None:
-        self._last = _Layout((), [], [], [], False)
+        self._last = _Layout((), [], None, [], True)
 
     def parse(self, data: bytes | str, interface: str | None = None) -> tuple[Interface, ...]:
         if interface is not None:
@@ -137,7 +137,7 @@ class DumpParser:
         lines = _lines(text)
         layout = _reread(lines, self._last, text.isascii())
         if layout is None:
-            memo = dict(zip(self._last.lines, self._last.at, strict=True))
+            memo = dict(zip(self._last.lines, self._last.peer_at(), strict=True))
             layout = _parse_all(lines, memo)  # a failed parse raises and keeps the old layout
         self._last = layout
         return layout.interfaces
@@ -150,23 +150,33 @@ _HEADER = "\n"
 class _Layout:
     """A parsed `show all dump`: its interfaces, and where each came from."""
 
-    __slots__ = ("at", "heads", "interfaces", "lines", "simple")
+    __slots__ = ("_at", "heads", "interfaces", "lines", "simple")
 
     def __init__(
         self,
         interfaces: tuple[Interface, ...],
         lines: list[str],
-        at: list[Peer | None],
+        at: list[Peer | None] | None,
         heads: list[int],
         simple: bool,
     ) -> None:
         self.interfaces = interfaces
         self.lines = lines  # header lines replaced by _HEADER
-        self.at = at  # the Peer each line printed; None for headers
+        self._at = at  # the Peer each line printed (None: a header); None when simple
         self.heads = heads  # index of each interface's header line, in interface order
         # Each interface printed once and no key repeated: interface k's peers are exactly
         # the lines between heads[k] and the next header, in order.
         self.simple = simple
+
+    def peer_at(self) -> list[Peer | None]:
+        """The Peer each line printed; None for headers."""
+        if self._at is not None:
+            return self._at
+        at: list[Peer | None] = []
+        for iface in self.interfaces:
+            at.append(None)
+            at.extend(iface.peers)
+        return at
 
 
 def _lines(data: bytes | str) -> list[str]:
@@ -210,21 +220,21 @@ def _reread(lines: list[str], last: _Layout, ascii_text: bool) -> _Layout | None
     old_lines, heads, interfaces = last.lines, last.heads, last.interfaces
     # Positions whose text differs; every header differs from its _HEADER placeholder.
     differing = compress(count(), map(ne, lines, old_lines))
-    at = last.at.copy()
     updated = list(interfaces)
     bounds = [*heads[1:], len(lines)]
     block, head, end = -1, -1, -1
+    before: tuple[Peer, ...] = ()
     peers: list[Peer] = []
     new_peer = tuple.__new__
     try:
         for index in differing:
             if index >= end:  # the first differing line of a later interface
-                if block >= 0 and peers:
+                if peers:
                     updated[block] = replace(interfaces[block], peers=tuple(peers))
                 while index >= end:
                     block += 1
                     head, end = heads[block], bounds[block]
-                peers = []
+                before, peers = interfaces[block].peers, []
             line = lines[index]
             if index == head:
                 iface = interfaces[block]
@@ -233,28 +243,30 @@ def _reread(lines: list[str], last: _Layout, ascii_text: bool) -> _Layout | None
                 if name != iface.name or fields != (iface.public_key, iface.listen_port, iface.fwmark, iface.format):
                     raise _FullPath
                 continue
-            old: Peer = at[index]  # type: ignore[assignment]  # a simple layout has a Peer on every other line
-            new = line.rsplit("\t", 4)
-            was = old_lines[index].rsplit("\t", 4)
-            if len(new) == 5 and new[0] == was[0] and new[4] == was[4]:
+            offset = index - head - 1
+            old = before[offset]
+            # Unpacking raises ValueError unless there are 5 parts: at least 4 TABs.
+            start, handshake, rx, tx, keepalive = line.rsplit("\t", 4)
+            was_start, was_handshake, _, _, was_keepalive = old_lines[index].rsplit("\t", 4)
+            if start == was_start and keepalive == was_keepalive:
                 # Same name, key, endpoint, allowed IPs and keepalive: only handshake and
                 # counters moved. They must be what _U64 accepts, 1 to 20 ASCII digits:
                 # isdigit() alone also takes digits such as "²", and int() takes " 1",
-                # "+1" and "1_0". An empty field makes int() raise ValueError.
-                _, handshake, rx, tx, _ = new
-                if not (rx.isdigit() and tx.isdigit() and len(rx) <= 20 and len(tx) <= 20):
+                # "+1" and "1_0"; an empty field makes int() raise ValueError. Up to 18
+                # digits cannot exceed COUNTER_MAX.
+                if not (rx.isdigit() and tx.isdigit()) or (not ascii_text and not (rx + tx).isascii()):
                     raise _FullPath
-                if not ascii_text and not (rx.isascii() and tx.isascii()):
-                    raise _FullPath
-                if handshake == was[1]:  # often: WireGuard handshakes every two minutes
+                if handshake == was_handshake:  # often: WireGuard handshakes every two minutes
                     handshake_ = old[3]
-                elif handshake.isdigit() and len(handshake) <= 20 and (ascii_text or handshake.isascii()):
+                elif handshake.isdigit() and (ascii_text or handshake.isascii()):
                     handshake_ = int(handshake)
                 else:
                     raise _FullPath
                 rx_, tx_ = int(rx), int(tx)
-                if rx_ > COUNTER_MAX or tx_ > COUNTER_MAX or handshake_ > COUNTER_MAX:
-                    raise _FullPath
+                if len(rx) > 18 or len(tx) > 18 or len(handshake) > 18:
+                    too_long = len(rx) > 20 or len(tx) > 20 or len(handshake) > 20
+                    if too_long or max(rx_, tx_, handshake_) > COUNTER_MAX:
+                        raise _FullPath
                 peer = new_peer(Peer, (old[0], old[1], old[2], handshake_, rx_, tx_, old[6]))
             else:
                 prefix = interfaces[block].name + "\t"
@@ -263,17 +275,16 @@ def _reread(lines: list[str], last: _Layout, ascii_text: bool) -> _Layout | None
                 peer = _parse_peer(line[len(prefix) :], index + 1)
                 if peer.public_key != old.public_key:
                     raise _FullPath  # the full path decides what a repeated key means
-            at[index] = peer
             if not peers:
-                peers = list(interfaces[block].peers)
-            peers[index - head - 1] = peer
+                peers = list(before)
+            peers[offset] = peer
     except (_FullPath, DumpError, ValueError):
         return None  # and the full path names the first bad line, if there is one
-    if block >= 0 and peers:
+    if peers:
         updated[block] = replace(interfaces[block], peers=tuple(peers))
     for index in heads:
         lines[index] = _HEADER
-    return _Layout(tuple(updated), lines, at, heads, True)
+    return _Layout(tuple(updated), lines, None, heads, True)
 
 
 class _Block:
@@ -321,7 +332,7 @@ def _parse_all(lines: list[str], memo: dict[str, Peer | None]) -> _Layout:
     interfaces = tuple(_interface(name, block) for name, block in blocks.items())
     # Simple unless an interface or a key was repeated (even on identical lines).
     simple = len(blocks) == len(heads) and sum(len(i.peers) for i in interfaces) == len(lines) - len(heads)
-    return _Layout(interfaces, lines, at, heads, simple)
+    return _Layout(interfaces, lines, None if simple else at, heads, simple)
 
 
 def _parse_one(lines: list[str], name: str) -> tuple[Interface, ...]:
