@@ -259,14 +259,13 @@ class Ledger:
             else:
                 updates.append((flag, rx, tx, drx, dtx, now, peer_id))
         written = 0
+        open_period = bounds if close_period else self._open_period
+        open_day = day_no if close_day else self._open_day
         with self._write() as conn:
-            values: dict[str, int] = {"last_sample_at": now}
             if close_period:
                 written += self._close_period(conn)
-                values.update(open_period_start=bounds[0], open_period_end=bounds[1])
             if close_day:
                 written += self._close_day(conn)
-                values["open_day"] = day_no
             if inserts:
                 conn.exec_driver_sql(_INSERT_PEER, inserts)
             if updates:
@@ -276,9 +275,10 @@ class Ledger:
                     _UPSERT_INTERFACE,
                     [{"name": n, "ifindex": c.ifindex, "boot_id": c.boot_id} for n, c in booking.interfaces.items()],
                 )
-            if first:
-                values["tracking_since"] = now
-            conn.execute(meta.update().where(meta.c.id == 1).values(**values))
+            conn.exec_driver_sql(
+                _UPDATE_META,
+                (now, now if first else None, *(open_period or (None, None)), open_day),
+            )
             written += len(inserts) + len(updates) + len(booking.interfaces) + 1
         # Only after the commit: a failed write must leave the in-memory view as it was.
         if close_period:
@@ -539,6 +539,11 @@ _UPDATE_PEER = (
     "UPDATE peers SET present = ?1, rx = ?2, tx = ?3, lifetime_rx = lifetime_rx + ?4, lifetime_tx = lifetime_tx + ?5,"
     " period_rx = period_rx + ?4, period_tx = period_tx + ?5, day_rx = day_rx + ?4, day_tx = day_tx + ?5,"
     " last_seen = ?6 WHERE id = ?7"
+)
+# One statement for every sample's meta row, whatever changed: no per-variant compiling.
+_UPDATE_META = (
+    "UPDATE meta SET last_sample_at = ?1, tracking_since = coalesce(tracking_since, ?2),"
+    " open_period_start = ?3, open_period_end = ?4, open_day = ?5 WHERE id = 1"
 )
 # Closing the open period or day: set-wise, so 50,000 peers cost one statement, not 50,000.
 # (An upsert on INSERT ... SELECT needs the WHERE to parse unambiguously.)
