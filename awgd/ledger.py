@@ -5,7 +5,7 @@ totals together with the new checkpoints. A crash before the commit loses nothin
 next sample recomputes from the old checkpoint); a crash after it counts nothing twice.
 Only peers whose checkpoint changed are written, so an idle sample writes no row, and a
 moving peer is one row: its checkpoint and its running totals for the open period and
-day share the `peers` row (ledger_schema). The first sample booked to another period or
+day share its `peer_counters` row (ledger_schema). The first sample booked to another period or
 day first closes the open one, moving the running totals into the bucket tables in the
 same transaction; on a 50,000-peer server that is one set-wise statement per table, once
 a day.
@@ -40,6 +40,7 @@ from awgd.ledger_schema import (
     interfaces,
     meta,
     metadata,
+    peer_counters,
     peers,
     period_usage,
     resets,
@@ -217,7 +218,7 @@ class Ledger:
         by_iface: dict[str, dict[str, PeerCheckpoint]] = {}
         with self._read() as conn:
             for iface, key, present, rx, tx in conn.execute(
-                sa.select(peers.c.interface, peers.c.public_key, peers.c.present, peers.c.rx, peers.c.tx)
+                sa.select(peers.c.interface, peers.c.public_key, _c.present, _c.rx, _c.tx).select_from(_PEERS)
             ):
                 by_iface.setdefault(iface, {})[key] = PeerCheckpoint(rx, tx, bool(present))
             ifaces = {
@@ -244,6 +245,7 @@ class Ledger:
         next_id = self._next_id
         new_ids: dict[PeerKey, int] = {}
         inserts: list[tuple[Any, ...]] = []
+        counters: list[tuple[Any, ...]] = []
         updates: list[tuple[Any, ...]] = []
         ids, no_delta = self._ids, (0, 0)
         # Once per moving peer: kept lean. `present` goes in as an int, not a bool: the
@@ -255,7 +257,8 @@ class Ledger:
             if peer_id is None:
                 peer_id = new_ids[key] = next_id
                 next_id += 1
-                inserts.append((peer_id, key[0], key[1], flag, rx, tx, drx, dtx, now))
+                inserts.append((peer_id, key[0], key[1], now))
+                counters.append((peer_id, flag, rx, tx, drx, dtx, now))
             else:
                 updates.append((flag, rx, tx, drx, dtx, now, peer_id))
         written = 0
@@ -268,6 +271,7 @@ class Ledger:
                 written += self._close_day(conn)
             if inserts:
                 conn.exec_driver_sql(_INSERT_PEER, inserts)
+                conn.exec_driver_sql(_INSERT_COUNTERS, counters)
             if updates:
                 conn.exec_driver_sql(_UPDATE_PEER, updates)
             if booking.interfaces:
@@ -279,7 +283,7 @@ class Ledger:
                 _UPDATE_META,
                 (now, now if first else None, *(open_period or (None, None)), open_day),
             )
-            written += len(inserts) + len(updates) + len(booking.interfaces) + 1
+            written += 2 * len(inserts) + len(updates) + len(booking.interfaces) + 1
         # Only after the commit: a failed write must leave the in-memory view as it was.
         if close_period:
             self._open_period = bounds
@@ -298,14 +302,16 @@ class Ledger:
             return 0
         start, end = self._open_period
         moved = conn.exec_driver_sql(_CLOSE_PERIOD, (start, end)).rowcount
-        conn.exec_driver_sql("UPDATE peers SET period_rx = 0, period_tx = 0 WHERE period_rx != 0 OR period_tx != 0")
+        conn.exec_driver_sql(
+            "UPDATE peer_counters SET period_rx = 0, period_tx = 0 WHERE period_rx != 0 OR period_tx != 0"
+        )
         return 2 * max(moved, 0)
 
     def _close_day(self, conn: Connection) -> int:
         if self._open_day is None:
             return 0
         moved = conn.exec_driver_sql(_CLOSE_DAY, (self._open_day,)).rowcount
-        conn.exec_driver_sql("UPDATE peers SET day_rx = 0, day_tx = 0 WHERE day_rx != 0 OR day_tx != 0")
+        conn.exec_driver_sql("UPDATE peer_counters SET day_rx = 0, day_tx = 0 WHERE day_rx != 0 OR day_tx != 0")
         return 2 * max(moved, 0)
 
     def _open(self, period: Period) -> bool:
@@ -316,24 +322,27 @@ class Ledger:
     def peer(self, interface: str, public_key: str) -> PeerRecord | None:
         with self._read() as conn:
             row = conn.execute(
-                sa.select(peers).where(peers.c.interface == interface, peers.c.public_key == public_key)
+                sa.select(*_RECORD)
+                .select_from(_PEERS)
+                .where(peers.c.interface == interface, peers.c.public_key == public_key)
             ).one_or_none()
         return None if row is None else _record(row)
 
     def all_peers(self) -> list[PeerRecord]:
         with self._read() as conn:
-            return [_record(row) for row in conn.execute(sa.select(peers).order_by(peers.c.id))]
+            query = sa.select(*_RECORD).select_from(_PEERS).order_by(peers.c.id)
+            return [_record(row) for row in conn.execute(query)]
 
     def _period_totals(self, period: Period) -> tuple[sa.FromClause, sa.ColumnElement[Any], sa.ColumnElement[Any]]:
-        """`peers` joined to its usage in `period`, and that usage's rx and tx (0 when none)."""
-        joined = peers.outerjoin(
+        """`peers` joined to its counters and usage in `period`, and that usage (0 when none)."""
+        joined = _PEERS.outerjoin(
             period_usage,
             sa.and_(period_usage.c.peer_id == peers.c.id, period_usage.c.start == _ts(period.start)),
         )
         rx: sa.ColumnElement[Any] = sa.func.coalesce(period_usage.c.rx, 0)
         tx: sa.ColumnElement[Any] = sa.func.coalesce(period_usage.c.tx, 0)
         if self._open(period):
-            rx, tx = rx + peers.c.period_rx, tx + peers.c.period_tx
+            rx, tx = rx + _c.period_rx, tx + _c.period_tx
         return joined, rx, tx
 
     def usage(self, interface: str, public_key: str, period: Period) -> tuple[int, int]:
@@ -370,7 +379,7 @@ class Ledger:
         if interface is not None:
             conditions.append(peers.c.interface == interface)
         if present_only:
-            conditions.append(peers.c.present == sa.true())
+            conditions.append(_c.present == sa.true())
         order = {
             "total": [(rx + tx).desc()],
             "rx": [rx.desc()],
@@ -378,14 +387,14 @@ class Ledger:
             "public_key": [],
         }[sort] + [peers.c.public_key, peers.c.interface]
         query = (
-            sa.select(peers.c.interface, peers.c.public_key, peers.c.present, rx.label("rx"), tx.label("tx"))
+            sa.select(peers.c.interface, peers.c.public_key, _c.present, rx.label("rx"), tx.label("tx"))
             .select_from(joined)
             .where(*conditions)
             .order_by(*order)
             .limit(limit)
             .offset(offset)
         )
-        count = sa.select(sa.func.count()).select_from(peers).where(*conditions)
+        count = sa.select(sa.func.count()).select_from(_PEERS).where(*conditions)
         with self._read() as conn:
             total = conn.execute(count).scalar_one()
             rows = [UsageRow(r.interface, r.public_key, bool(r.present), r.rx, r.tx) for r in conn.execute(query)]
@@ -403,7 +412,7 @@ class Ledger:
                 .order_by(period_usage.c.start.desc())
                 .limit(limit)
             )
-            running = sa.select(peers.c.period_rx, peers.c.period_tx)
+            running = sa.select(_c.period_rx, _c.period_tx)
             open_bucket = None if self._open_period is None else self._open_period
         elif granularity == "day":
             query = (
@@ -412,13 +421,13 @@ class Ledger:
                 .order_by(day_usage.c.day.desc())
                 .limit(limit)
             )
-            running = sa.select(peers.c.day_rx, peers.c.day_tx)
+            running = sa.select(_c.day_rx, _c.day_tx)
             open_bucket = None if self._open_day is None else (self._open_day, self._open_day)
         else:
             raise ValueError(f"granularity must be one of {', '.join(HISTORY_GRANULARITIES)}")
         with self._read() as conn:
             buckets = {row[0]: Bucket(*row) for row in conn.execute(query)}
-            open_rx, open_tx = conn.execute(running.where(peers.c.id == peer_id)).one()
+            open_rx, open_tx = conn.execute(running.where(_c.peer_id == peer_id)).one()
         if open_bucket is not None and (open_rx or open_tx):
             start, end = open_bucket
             closed = buckets.get(start)
@@ -456,7 +465,7 @@ class Ledger:
             removed = (row[0], row[1])
             conn.execute(period_usage.update().where(where).values(rx=0, tx=0))
             if self._open(period):
-                conn.execute(peers.update().where(peers.c.id == peer_id).values(period_rx=0, period_tx=0))
+                conn.execute(peer_counters.update().where(_c.peer_id == peer_id).values(period_rx=0, period_tx=0))
             conn.execute(
                 resets.insert().values(peer_id=peer_id, at=_ts(at), period_start=start, rx=removed[0], tx=removed[1])
             )
@@ -467,6 +476,21 @@ class Ledger:
         with self._write() as conn:
             result = conn.execute(day_usage.delete().where(day_usage.c.day < day_number(keep_from)))
             return int(result.rowcount)
+
+
+_c = peer_counters.c
+_PEERS = peers.join(peer_counters, _c.peer_id == peers.c.id)  # who, with their counters
+_RECORD = (
+    peers.c.interface,
+    peers.c.public_key,
+    _c.present,
+    _c.rx,
+    _c.tx,
+    _c.lifetime_rx,
+    _c.lifetime_tx,
+    peers.c.first_seen,
+    _c.last_seen,
+)
 
 
 def _engine(url: str) -> Engine:
@@ -531,14 +555,16 @@ def _record(row: Any) -> PeerRecord:
 # 50,000 rows this is 1.1 us a row against 3 us through compiled Core constructs with dict
 # parameters (measured on SQLAlchemy 2.1 and 1.4.46 alike), and a sample of a large server
 # is mostly these rows. The tables and every other statement are Core constructs.
-_INSERT_PEER = (
-    "INSERT INTO peers (id, interface, public_key, present, rx, tx, lifetime_rx, lifetime_tx, first_seen, last_seen,"
-    " period_rx, period_tx, day_rx, day_tx) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?7, ?8, ?7, ?8)"
+_INSERT_PEER = "INSERT INTO peers (id, interface, public_key, first_seen) VALUES (?, ?, ?, ?)"
+_INSERT_COUNTERS = (
+    "INSERT INTO peer_counters (peer_id, present, rx, tx, lifetime_rx, lifetime_tx, last_seen,"
+    " period_rx, period_tx, day_rx, day_tx) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?5, ?6, ?5, ?6)"
 )
 _UPDATE_PEER = (
-    "UPDATE peers SET present = ?1, rx = ?2, tx = ?3, lifetime_rx = lifetime_rx + ?4, lifetime_tx = lifetime_tx + ?5,"
+    "UPDATE peer_counters SET present = ?1, rx = ?2, tx = ?3,"
+    " lifetime_rx = lifetime_rx + ?4, lifetime_tx = lifetime_tx + ?5,"
     " period_rx = period_rx + ?4, period_tx = period_tx + ?5, day_rx = day_rx + ?4, day_tx = day_tx + ?5,"
-    " last_seen = ?6 WHERE id = ?7"
+    " last_seen = ?6 WHERE peer_id = ?7"
 )
 # One statement for every sample's meta row, whatever changed: no per-variant compiling.
 _UPDATE_META = (
@@ -548,12 +574,12 @@ _UPDATE_META = (
 # Closing the open period or day: set-wise, so 50,000 peers cost one statement, not 50,000.
 # (An upsert on INSERT ... SELECT needs the WHERE to parse unambiguously.)
 _CLOSE_PERIOD = (
-    'INSERT INTO period_usage (peer_id, start, "end", rx, tx) SELECT id, ?1, ?2, period_rx, period_tx FROM peers'
-    " WHERE period_rx != 0 OR period_tx != 0"
+    'INSERT INTO period_usage (peer_id, start, "end", rx, tx) SELECT peer_id, ?1, ?2, period_rx, period_tx'
+    " FROM peer_counters WHERE period_rx != 0 OR period_tx != 0"
     " ON CONFLICT (peer_id, start) DO UPDATE SET rx = rx + excluded.rx, tx = tx + excluded.tx"
 )
 _CLOSE_DAY = (
-    "INSERT INTO day_usage (peer_id, day, rx, tx) SELECT id, ?1, day_rx, day_tx FROM peers"
+    "INSERT INTO day_usage (peer_id, day, rx, tx) SELECT peer_id, ?1, day_rx, day_tx FROM peer_counters"
     " WHERE day_rx != 0 OR day_tx != 0"
     " ON CONFLICT (peer_id, day) DO UPDATE SET rx = rx + excluded.rx, tx = tx + excluded.tx"
 )

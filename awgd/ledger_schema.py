@@ -52,30 +52,39 @@ interfaces = Table(
     Column("boot_id", String(64)),
 )
 
-# Per peer: its checkpoint (the counters at the last applied sample), presence, lifetime,
-# and its running totals for the open period and day. Those live here, not in the bucket
-# tables, so that a moving peer costs one row per sample instead of three: a peer's usage
-# in a period (a day) is its period_usage (day_usage) row plus, when that period (day) is
-# the open one named in `meta`, these running totals. The first sample booked to another
-# period or day moves every peer's running totals into the bucket table (awgd.ledger).
+# Per peer: who it is. Written once, when the peer is first seen.
 peers = Table(
     "peers",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("interface", String(15), nullable=False),
     Column("public_key", String(44), nullable=False),
+    Column("first_seen", BigInteger, nullable=False),
+    UniqueConstraint("interface", "public_key"),
+)
+
+# Per peer: its checkpoint (the counters at the last applied sample), presence, lifetime,
+# and its running totals for the open period and day: the one row a sample writes for a
+# moving peer. The running totals live here, not in the bucket tables, so that a moving
+# peer costs one row per sample instead of three: a peer's usage in a period (a day) is
+# its period_usage (day_usage) row plus, when that period (day) is the open one named in
+# `meta`, these running totals. The first sample booked to another period or day moves
+# every peer's running totals into the bucket table (awgd.ledger). Only integers, apart
+# from `peers`: a narrow row is a cheaper row to rewrite (17 % at 50,000 peers).
+peer_counters = Table(
+    "peer_counters",
+    metadata,
+    Column("peer_id", Integer, primary_key=True, autoincrement=False),
     Column("present", Boolean, nullable=False),
     Column("rx", BigInteger, nullable=False),
     Column("tx", BigInteger, nullable=False),
     Column("lifetime_rx", BigInteger, nullable=False),
     Column("lifetime_tx", BigInteger, nullable=False),
-    Column("first_seen", BigInteger, nullable=False),
     Column("last_seen", BigInteger, nullable=False),
-    Column("period_rx", BigInteger, nullable=False, server_default="0"),
-    Column("period_tx", BigInteger, nullable=False, server_default="0"),
-    Column("day_rx", BigInteger, nullable=False, server_default="0"),
-    Column("day_tx", BigInteger, nullable=False, server_default="0"),
-    UniqueConstraint("interface", "public_key"),
+    Column("period_rx", BigInteger, nullable=False),
+    Column("period_tx", BigInteger, nullable=False),
+    Column("day_rx", BigInteger, nullable=False),
+    Column("day_tx", BigInteger, nullable=False),
 )
 
 # Usage per billing period, closed (and open, see `peers`); the bounds are stored so history survives a schedule change.
@@ -118,13 +127,19 @@ resets = Table(
 )
 
 
+_MOVED = ("present", "rx", "tx", "lifetime_rx", "lifetime_tx", "last_seen")
+
 # One step per schema version: the statements that bring a ledger from version N - 1 to N.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # 2: the counters move out of `peers` into `peer_counters`, with running totals.
     2: (
-        "ALTER TABLE peers ADD COLUMN period_rx BIGINT NOT NULL DEFAULT 0",
-        "ALTER TABLE peers ADD COLUMN period_tx BIGINT NOT NULL DEFAULT 0",
-        "ALTER TABLE peers ADD COLUMN day_rx BIGINT NOT NULL DEFAULT 0",
-        "ALTER TABLE peers ADD COLUMN day_tx BIGINT NOT NULL DEFAULT 0",
+        "CREATE TABLE peer_counters (peer_id INTEGER NOT NULL, present BOOLEAN NOT NULL, rx BIGINT NOT NULL,"
+        " tx BIGINT NOT NULL, lifetime_rx BIGINT NOT NULL, lifetime_tx BIGINT NOT NULL, last_seen BIGINT NOT NULL,"
+        " period_rx BIGINT NOT NULL, period_tx BIGINT NOT NULL, day_rx BIGINT NOT NULL, day_tx BIGINT NOT NULL,"
+        " PRIMARY KEY (peer_id))",
+        "INSERT INTO peer_counters SELECT id, present, rx, tx, lifetime_rx, lifetime_tx, last_seen, 0, 0, 0, 0"
+        " FROM peers",
+        *(f"ALTER TABLE peers DROP COLUMN {column}" for column in _MOVED),
         "ALTER TABLE meta ADD COLUMN open_period_start BIGINT",
         "ALTER TABLE meta ADD COLUMN open_period_end BIGINT",
         "ALTER TABLE meta ADD COLUMN open_day INTEGER",

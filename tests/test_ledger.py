@@ -103,7 +103,7 @@ def test_idle_sample_writes_no_row_and_runs_no_statement(harness: Harness) -> No
 def test_only_moved_peers_are_written(harness: Harness) -> None:
     counters = {"wg0": {f"{i:043d}=": (0, 0) for i in range(100)}}
     harness.book(counters, T0)
-    counters["wg0"]["00000000000000000000000000000000000000000042="] = (5, 7)
+    counters["wg0"][f"{42:043d}="] = (5, 7)  # one known peer moved
     before = harness.changes()
     written = harness.book(counters, T0 + timedelta(minutes=1))
     # one peer row (its checkpoint and its running period and day totals), the meta row
@@ -255,6 +255,13 @@ CREATE TABLE resets (id INTEGER NOT NULL, peer_id INTEGER NOT NULL, at BIGINT NO
 """
 
 
+def table_shapes(path: Path) -> dict[str, list[tuple[object, ...]]]:
+    with sqlite3.connect(path) as conn:
+        names = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        # (name, type, not null, primary key position) of every column, in order
+        return {name: [(c[1], c[2], c[3], c[5]) for c in conn.execute(f"PRAGMA table_info({name})")] for name in names}
+
+
 def test_a_version_1_ledger_is_migrated_and_keeps_every_byte(tmp_path: Path) -> None:
     path = tmp_path / "ledger.sqlite3"
     period = period_containing(T0, MONTHLY, ZONE)
@@ -269,6 +276,11 @@ def test_a_version_1_ledger_is_migrated_and_keeps_every_byte(tmp_path: Path) -> 
     harness = Harness(path)
     with harness.ledger.engine.connect() as conn:
         assert conn.execute(sa.text("SELECT schema_version FROM meta")).scalar_one() == SCHEMA_VERSION == 2
+        columns = {row[1] for row in conn.execute(sa.text("PRAGMA table_info(peers)"))}
+    assert columns == {"id", "interface", "public_key", "first_seen"}  # the counters moved out
+    fresh = tmp_path / "fresh.sqlite3"
+    Ledger.open(f"sqlite:///{fresh}").close()
+    assert table_shapes(path) == table_shapes(fresh)  # migrated = created new
     assert harness.ledger.usage("wg0", A, period) == (700, 900)
     harness.book({"wg0": {A: (1100, 2050)}}, T0)
     assert harness.ledger.usage("wg0", A, period) == (800, 950)
@@ -285,7 +297,9 @@ def test_a_new_day_and_period_close_the_open_ones(harness: Harness) -> None:
     harness.book({"wg0": {A: (30, 3), B: (25, 7)}}, december)
     with harness.ledger.engine.connect() as conn:
         closed_days = conn.execute(sa.text("SELECT peer_id, day, rx, tx FROM day_usage ORDER BY day, peer_id")).all()
-        running = conn.execute(sa.text("SELECT period_rx, period_tx, day_rx, day_tx FROM peers ORDER BY id")).all()
+        running = conn.execute(
+            sa.text("SELECT period_rx, period_tx, day_rx, day_tx FROM peer_counters ORDER BY peer_id")
+        ).all()
     assert [tuple(r) for r in closed_days] == [(1, 20261120, 10, 1), (2, 20261120, 20, 2), (1, 20261121, 20, 2)]
     assert [tuple(r) for r in running] == [(0, 0, 0, 0), (5, 5, 5, 5)]
     november = period_containing(T0, MONTHLY, ZONE)

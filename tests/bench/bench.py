@@ -509,9 +509,11 @@ def build_ledger(path: Path, n: int, days: int) -> None:
     with sqlite3.connect(path) as conn:
         peer_keys = keys(n, seed=3)
         conn.executemany(
-            "INSERT INTO peers (id, interface, public_key, present, rx, tx, lifetime_rx, lifetime_tx, first_seen,"
-            " last_seen) VALUES (?, 'wg0', ?, 1, 0, 0, 0, 0, ?, ?)",
-            [(i + 1, k, now, now) for i, k in enumerate(peer_keys)],
+            "INSERT INTO peers (id, interface, public_key, first_seen) VALUES (?, 'wg0', ?, ?)",
+            [(i + 1, k, now) for i, k in enumerate(peer_keys)],
+        )
+        conn.executemany(
+            "INSERT INTO peer_counters VALUES (?, 1, 0, 0, 0, 0, ?, 0, 0, 0, 0)", [(i + 1, now) for i in range(n)]
         )
         conn.execute("UPDATE meta SET tracking_since = ?", (now - days * 86400,))
     with sqlite3.connect(path) as conn:
