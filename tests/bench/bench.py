@@ -154,24 +154,27 @@ class Booker:
         self.ledger.close()
 
 
-def own_cost(n: int, fraction: float, repeats: int) -> dict[str, Any]:
+def own_cost(n: int, fraction: float, samples: int) -> dict[str, Any]:
+    """`samples` consecutive samples of a running ledger, each moving `fraction` of the peers,
+    after a baseline and one sample in which every peer moved (so every peer has its rows)."""
     rng = random.Random(7)
     peer_keys = keys(n)
+    workdir = Path(tempfile.mkdtemp(prefix="awgd-bench-"))
+    booker = Booker(workdir)
+    counters = [(rng.randrange(10**9), rng.randrange(10**9)) for _ in range(n)]
+    at = datetime(2026, 11, 20, tzinfo=UTC)
+    booker.sample(synthetic_dump(peer_keys, counters, 1795620000), at)  # the baseline
+    counters = advance_counters(counters, 1.0, rng)
+    booker.sample(synthetic_dump(peer_keys, counters, 1795620000), at + timedelta(minutes=1))
     times, rows = [], []
-    for _ in range(repeats):
-        workdir = Path(tempfile.mkdtemp(prefix="awgd-bench-"))
-        booker = Booker(workdir)
-        counters = [(rng.randrange(10**9), rng.randrange(10**9)) for _ in range(n)]
-        at = datetime(2026, 11, 20, tzinfo=UTC)
-        booker.sample(synthetic_dump(peer_keys, counters, 1795620000), at)  # the baseline
-        counters = advance_counters(counters, 1.0, rng)  # an ordinary sample: every peer has its rows
-        booker.sample(synthetic_dump(peer_keys, counters, 1795620000), at + timedelta(minutes=1))
+    for index in range(samples):
         counters = advance_counters(counters, fraction, rng)
-        elapsed, written = booker.sample(synthetic_dump(peer_keys, counters, 1795620000), at + timedelta(minutes=2))
+        dump = synthetic_dump(peer_keys, counters, 1795620000)
+        elapsed, written = booker.sample(dump, at + timedelta(minutes=2 + index))
         times.append(elapsed)
         rows.append(written)
-        booker.close()
-        shutil.rmtree(workdir)
+    booker.close()
+    shutil.rmtree(workdir)
     return {"time": summary(times), "rows_written": rows}
 
 
@@ -344,16 +347,16 @@ def main() -> int:
     try:
         with TestBed(clients=0) as bed:
             floors: dict[int, Any] = {}
-            print("1. the floor: wg show all dump on real wireguard-go ...", flush=True)
+            # Each N's floor is measured right before awgd's own cost at that N, so that the
+            # two sides of each ratio see the same moment of a shared, noisy machine.
             for n in sizes:
+                print(f"1./2. the floor (wg show all dump on wireguard-go) and awgd's own cost, N={n} ...", flush=True)
                 floors[n] = floor(bed, n, 3 if args.quick else 9, workdir)
                 RESULTS[f"floor_{n}"] = {k: v for k, v in floors[n].items() if k != "keys"}
                 row(f"1. floor: wg show all dump, N={n}", ms(floors[n]["dump"]["median"]), "", None, "", None)
-            print("2. awgd's own cost per sample ...", flush=True)
-            for n in sizes:
                 base = floors[n]["dump"]["median"]
                 for fraction, target in ((1.0, 1.0), (0.01, 0.25), (0.0, None)):
-                    cost = own_cost(n, fraction, max(2, repeats - (2 if n >= 50000 else 0)))
+                    cost = own_cost(n, fraction, 3 if args.quick else 9)
                     RESULTS[f"own_{n}_{fraction}"] = cost
                     median = cost["time"]["median"]
                     if target is None:
