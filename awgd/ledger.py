@@ -122,7 +122,7 @@ class Ledger:
         self.created_at: datetime
         self.tracking_since: datetime | None = None
         self.last_sample_at: datetime | None = None
-        # What the running totals in `peers` belong to; None before the first booking.
+        # What the running totals in `peer_counters` belong to; None before the first booking.
         self._open_period: tuple[int, int] | None = None
         self._open_day: int | None = None
 
@@ -297,22 +297,10 @@ class Ledger:
         return written
 
     def _close_period(self, conn: Connection) -> int:
-        """Move every running period total into period_usage; returns the rows written."""
-        if self._open_period is None:
-            return 0
-        start, end = self._open_period
-        moved = conn.exec_driver_sql(_CLOSE_PERIOD, (start, end)).rowcount
-        conn.exec_driver_sql(
-            "UPDATE peer_counters SET period_rx = 0, period_tx = 0 WHERE period_rx != 0 OR period_tx != 0"
-        )
-        return 2 * max(moved, 0)
+        return 0 if self._open_period is None else _close(conn, _CLOSE_PERIOD, self._open_period, _ZERO_PERIOD)
 
     def _close_day(self, conn: Connection) -> int:
-        if self._open_day is None:
-            return 0
-        moved = conn.exec_driver_sql(_CLOSE_DAY, (self._open_day,)).rowcount
-        conn.exec_driver_sql("UPDATE peer_counters SET day_rx = 0, day_tx = 0 WHERE day_rx != 0 OR day_tx != 0")
-        return 2 * max(moved, 0)
+        return 0 if self._open_day is None else _close(conn, _CLOSE_DAY, (self._open_day,), _ZERO_DAY)
 
     def _open(self, period: Period) -> bool:
         return self._open_period is not None and self._open_period[0] == _ts(period.start)
@@ -413,7 +401,7 @@ class Ledger:
                 .limit(limit)
             )
             running = sa.select(_c.period_rx, _c.period_tx)
-            open_bucket = None if self._open_period is None else self._open_period
+            open_bucket = self._open_period
         elif granularity == "day":
             query = (
                 sa.select(day_usage.c.day, day_usage.c.day, day_usage.c.rx, day_usage.c.tx)
@@ -491,6 +479,13 @@ _RECORD = (
     peers.c.first_seen,
     _c.last_seen,
 )
+
+
+def _close(conn: Connection, move: str, bucket: tuple[int, ...], zero: str) -> int:
+    """Move running totals into their bucket table, then zero them; returns the rows written."""
+    moved = conn.exec_driver_sql(move, bucket).rowcount
+    conn.exec_driver_sql(zero)
+    return 2 * max(moved, 0)
 
 
 def _engine(url: str) -> Engine:
@@ -578,6 +573,8 @@ _CLOSE_PERIOD = (
     " FROM peer_counters WHERE period_rx != 0 OR period_tx != 0"
     " ON CONFLICT (peer_id, start) DO UPDATE SET rx = rx + excluded.rx, tx = tx + excluded.tx"
 )
+_ZERO_PERIOD = "UPDATE peer_counters SET period_rx = 0, period_tx = 0 WHERE period_rx != 0 OR period_tx != 0"
+_ZERO_DAY = "UPDATE peer_counters SET day_rx = 0, day_tx = 0 WHERE day_rx != 0 OR day_tx != 0"
 _CLOSE_DAY = (
     "INSERT INTO day_usage (peer_id, day, rx, tx) SELECT peer_id, ?1, day_rx, day_tx FROM peer_counters"
     " WHERE day_rx != 0 OR day_tx != 0"

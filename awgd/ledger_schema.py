@@ -37,7 +37,7 @@ meta = Table(
     Column("tracking_since", BigInteger),
     # The last sample that changed anything; idle samples write nothing.
     Column("last_sample_at", BigInteger),
-    # The open period and day: what the running totals in `peers` belong to (schema 2).
+    # The open period and day: what the running totals in `peer_counters` belong to (schema 2).
     Column("open_period_start", BigInteger),
     Column("open_period_end", BigInteger),
     Column("open_day", Integer),
@@ -70,7 +70,7 @@ peers = Table(
 # its period_usage (day_usage) row plus, when that period (day) is the open one named in
 # `meta`, these running totals. The first sample booked to another period or day moves
 # every peer's running totals into the bucket table (awgd.ledger). Only integers, apart
-# from `peers`: a narrow row is a cheaper row to rewrite (17 % at 50,000 peers).
+# from `peers`: a narrow row is cheaper to rewrite (51 vs 62 ms for 50,000 rows here).
 peer_counters = Table(
     "peer_counters",
     metadata,
