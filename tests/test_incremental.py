@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -220,16 +221,15 @@ class Pipeline:
         return booking
 
 
-@settings(max_examples=150, deadline=None)
-@given(seed=st.integers(0, 2**32), steps=st.integers(1, 40), size=st.integers(1, 10))
-def test_incremental_booking_equals_the_full_booking(seed: int, steps: int, size: int) -> None:
-    rng = random.Random(seed)
+def readings(rng: random.Random, steps: int, size: int) -> Iterator[Reading]:
+    """A random history of readings as the daemon gets them: counters moving, peers added,
+    removed and re-keyed, wireguard-go's shuffled order, reboots and re-created interfaces,
+    interfaces gone or unread while the parser still remembers their lines (so their Peer
+    objects come back identical when they reappear). Only dumps that parse are read."""
     blocks = [Block("wg0", lines=[Line(key(i)) for i in range(size)]), Block("wg1", lines=[Line(key(50))])]
     parser = DumpParser()
-    full, incremental = Pipeline(False), Pipeline(True)
     ifindex = {"wg0": 4, "wg1": 5}
     boot = "boot-1"
-    used_fast_path = False
     for step in range(steps):
         event = rng.random()
         if event < 0.05:
@@ -241,7 +241,7 @@ def test_incremental_booking_equals_the_full_booking(seed: int, steps: int, size
             ifindex["wg0"] += 1  # the interface was re-created
         for _ in range(rng.randrange(0, 3)):
             mutate(blocks, rng)
-        for block in blocks:  # the accounting is fed only dumps that parse
+        for block in blocks:
             block.lines = [line for line in block.lines if line.raw is None]
             if rng.random() < 0.3:
                 rng.shuffle(block.lines)
@@ -249,14 +249,21 @@ def test_incremental_booking_equals_the_full_booking(seed: int, steps: int, size
             parsed = parser.parse(dump_of(blocks, random.Random(0)))
         except DumpError:
             continue
-        # Sometimes an interface is gone (or unread), while the parser still remembers its
-        # lines: its Peer objects come back identical when it reappears.
         interfaces = tuple(i for i in parsed if rng.random() > 0.1)
         unread = frozenset(i.name for i in parsed if i not in interfaces and rng.random() < 0.5)
         links = {name: Link(index, True) for name, index in ifindex.items() if rng.random() > 0.05}
-        reading = Reading(T0 + timedelta(minutes=step), "wg", interfaces, unread, links, boot, ())
+        yield Reading(T0 + timedelta(minutes=step), "wg", interfaces, unread, links, boot, ())
+
+
+@settings(max_examples=150, deadline=None)
+@given(seed=st.integers(0, 2**32), steps=st.integers(1, 40), size=st.integers(1, 10))
+def test_incremental_booking_equals_the_full_booking(seed: int, steps: int, size: int) -> None:
+    rng = random.Random(seed)
+    full, incremental = Pipeline(False), Pipeline(True)
+    used_fast_path = False
+    for reading in readings(rng, steps, size):
         commits = rng.random() > 0.1  # sometimes the ledger write fails
-        if incremental.booked and any(i.name in incremental.booked for i in interfaces):
+        if incremental.booked and any(i.name in incremental.booked for i in reading.interfaces):
             used_fast_path = True
         assert incremental.book(reading, commits) == full.book(reading, commits)
         assert incremental.peers == full.peers and incremental.interfaces == full.interfaces
@@ -277,25 +284,9 @@ def figures(state: State) -> dict[tuple[str, str], tuple[object, ...]]:
 @settings(max_examples=100, deadline=None)
 @given(seed=st.integers(0, 2**32), steps=st.integers(1, 30), size=st.integers(1, 10))
 def test_incremental_state_equals_observing_every_peer(seed: int, steps: int, size: int) -> None:
-    rng = random.Random(seed)
-    blocks = [Block("wg0", lines=[Line(key(i)) for i in range(size)]), Block("wg1", lines=[Line(key(50))])]
-    parser = DumpParser()
     period = period_containing(T0, "0 0 1 * *", ZoneInfo("UTC"))
     incremental, full = State(period=period), State(period=period)
-    for step in range(steps):
-        for _ in range(rng.randrange(0, 3)):
-            mutate(blocks, rng)
-        for block in blocks:
-            block.lines = [line for line in block.lines if line.raw is None]
-            if rng.random() < 0.3:
-                rng.shuffle(block.lines)
-        try:
-            parsed = parser.parse(dump_of(blocks, random.Random(0)))
-        except DumpError:
-            continue
-        interfaces = tuple(i for i in parsed if rng.random() > 0.1)
-        unread = frozenset(i.name for i in parsed if i not in interfaces and rng.random() < 0.5)
-        reading = Reading(T0 + timedelta(minutes=step), "wg", interfaces, unread, None, "boot", ())
+    for reading in readings(random.Random(seed), steps, size):
         incremental.observe(reading)
         full.observed.clear()  # forces the path that visits every peer
         full.observe(reading)
