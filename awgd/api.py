@@ -11,7 +11,7 @@ import asyncio
 import functools
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -30,6 +30,11 @@ LIST_SORTS = ("total", "rx", "tx", "handshake", "public_key")
 MAX_LIST_LIMIT = 10000
 MAX_HISTORY_LIMIT = 1000
 DEFAULT_HISTORY_LIMIT = {"period": 12, "day": 31}
+# traffic.list is written this many peers at a time: about a millisecond of work each, so a
+# listing of 10,000 peers never holds the event loop for long.
+LIST_CHUNK = 256
+# Peers whose sort keys are computed between two yields to the event loop.
+SORT_CHUNK = 4096
 
 
 class RpcError(Exception):
@@ -48,6 +53,24 @@ class Caller:
     groups: frozenset[int]
 
 
+class Streamed:
+    """A result too large to build at once. Its generator yields the result's other fields
+    first (a dict), then the items of its list `field` in chunks; the server writes each
+    chunk as it comes, so only one chunk is ever built at a time."""
+
+    def __init__(self, field: str, generator: AsyncGenerator[Any, None]) -> None:
+        self.field = field
+        self._generator = generator
+
+    async def open(self) -> tuple[dict[str, Any], AsyncIterator[list[Any]]]:
+        head = await anext(self._generator)
+        assert isinstance(head, dict) and head and self.field not in head
+        return head, self._generator
+
+    async def discard(self) -> None:
+        await self._generator.aclose()
+
+
 class Daemon(Protocol):
     """What the methods need from the daemon."""
 
@@ -59,7 +82,7 @@ class Daemon(Protocol):
 
     async def sample_now(self) -> datetime: ...
 
-    async def sample_fresh(self) -> None: ...
+    async def sample_fresh(self) -> datetime: ...
 
     def next_sample_at(self) -> datetime | None: ...
 
@@ -200,6 +223,7 @@ async def server_status(daemon: Daemon, params: Params, caller: Caller) -> dict[
     healthy = (
         sampler.last_error is None
         and sampler.last_success_at is not None
+        and state.ledger.error is None
         and all(i["exists"] and i["up"] for i in interfaces)
     )
     return {
@@ -219,6 +243,7 @@ async def server_status(daemon: Daemon, params: Params, caller: Caller) -> dict[
             "consecutive_failures": sampler.consecutive_failures,
             "last_error": sampler.last_error,
         },
+        "ledger": {"checked_at": iso(state.ledger.checked_at, zone), "error": state.ledger.error},
         "interfaces": interfaces,
     }
 
@@ -233,34 +258,52 @@ async def traffic_get(daemon: Daemon, params: Params, caller: Caller) -> dict[st
     return peer_traffic(daemon, find_peer(daemon, public_key, interface), time.time())
 
 
-async def traffic_list(daemon: Daemon, params: Params, caller: Caller) -> dict[str, Any]:
+async def traffic_list(daemon: Daemon, params: Params, caller: Caller) -> Streamed:
     interface = params.interface()
     sort = params.choice("sort", "total", LIST_SORTS)
     limit = params.integer("limit", 1000, 1, MAX_LIST_LIMIT)
     offset = params.integer("offset", 0, 0, 2**31)
     present_only = params.boolean("present_only", False)
-    peers = [
-        p
-        for p in daemon.state.peers.values()
-        if (interface is None or p.interface == interface) and (p.present or not present_only)
-    ]
-    order: dict[str, Callable[[PeerState], Any]] = {
-        "total": lambda p: -(p.period_rx + p.period_tx),
-        "rx": lambda p: -p.period_rx,
-        "tx": lambda p: -p.period_tx,
-        "handshake": lambda p: -p.latest_handshake,
-        "public_key": lambda p: 0,
-    }
-    primary = order[sort]
-    peers.sort(key=lambda p: (primary(p), p.public_key, p.interface))
-    now = time.time()
+    chosen = _listing(daemon, interface=interface, sort=sort, limit=limit, offset=offset, present_only=present_only)
+    return Streamed("peers", chosen)
+
+
+_ORDER: dict[str, Callable[[PeerState], Any]] = {
+    "total": lambda p: (-(p.period_rx + p.period_tx), p.public_key, p.interface),
+    "rx": lambda p: (-p.period_rx, p.public_key, p.interface),
+    "tx": lambda p: (-p.period_tx, p.public_key, p.interface),
+    "handshake": lambda p: (-p.latest_handshake, p.public_key, p.interface),
+    "public_key": lambda p: (p.public_key, p.interface),
+}
+
+
+async def _listing(
+    daemon: Daemon, *, interface: str | None, sort: str, limit: int, offset: int, present_only: bool
+) -> AsyncGenerator[Any, None]:
+    """traffic.list, produced when the connection is ready to write it (see Streamed)."""
+    everyone = list(daemon.state.peers.values())
+    order = _ORDER[sort]
+    keyed: list[tuple[Any, PeerState]] = []
+    for start in range(0, len(everyone), SORT_CHUNK):
+        keyed += [
+            (order(p), p)
+            for p in everyone[start : start + SORT_CHUNK]
+            if (interface is None or p.interface == interface) and (p.present or not present_only)
+        ]
+        await asyncio.sleep(0)
+    keyed.sort(key=_first)  # keys are unique: peers are never compared
     zone = daemon.config.zone
     period = daemon.state.period
-    return {
-        "period": {"start": iso(period.start, zone), "end": iso(period.end, zone)},
-        "total": len(peers),
-        "peers": [peer_traffic(daemon, p, now) for p in peers[offset : offset + limit]],
-    }
+    yield {"period": {"start": iso(period.start, zone), "end": iso(period.end, zone)}, "total": len(keyed)}
+    chosen = keyed[offset : offset + limit]
+    del everyone, keyed
+    for start in range(0, len(chosen), LIST_CHUNK):
+        now = time.time()
+        yield [peer_traffic(daemon, p, now) for _, p in chosen[start : start + LIST_CHUNK]]
+
+
+def _first(pair: tuple[Any, PeerState]) -> Any:
+    return pair[0]
 
 
 async def traffic_history(daemon: Daemon, params: Params, caller: Caller) -> dict[str, Any]:
@@ -308,7 +351,10 @@ def _bucket(start: datetime, end: datetime, rx: int, tx: int, zone: ZoneInfo) ->
 
 
 async def traffic_sample(daemon: Daemon, params: Params, caller: Caller) -> dict[str, Any]:
-    sampled_at = await daemon.sample_now()
+    # Root and admins order a sample now; anyone else gets fresh's rule (one tool run per
+    # 5 s, joined), so a member of the socket's group cannot keep the tool running.
+    admin = is_admin(caller, daemon.admin_gids)
+    sampled_at = await (daemon.sample_now() if admin else daemon.sample_fresh())
     return {
         "sampled_at": iso(sampled_at, daemon.config.zone),
         "interfaces": sum(1 for i in daemon.state.interfaces.values() if i.read),
@@ -339,29 +385,30 @@ class Method:
     handler: Handler
     params: tuple[str, ...]
     admin: bool = False
-    # Answered from memory alone, never waiting on the tool or the ledger (traffic.get only
-    # waits when asked for `fresh` figures).
-    at_once: bool = False
+    # Answered from memory alone, small, never waiting on the tool or the ledger, so the
+    # server answers it in its read loop without a task (traffic.get only waits when asked
+    # for `fresh` figures).
+    inline: bool = False
 
 
 METHODS: dict[str, Method] = {
-    "server.status": Method(server_status, (), at_once=True),
-    "traffic.get": Method(traffic_get, ("public_key", "interface", "fresh"), at_once=True),
-    "traffic.list": Method(traffic_list, ("interface", "sort", "limit", "offset", "present_only"), at_once=True),
+    "server.status": Method(server_status, (), inline=True),
+    "traffic.get": Method(traffic_get, ("public_key", "interface", "fresh"), inline=True),
+    "traffic.list": Method(traffic_list, ("interface", "sort", "limit", "offset", "present_only")),
     "traffic.history": Method(traffic_history, ("public_key", "interface", "granularity", "limit")),
     "traffic.sample": Method(traffic_sample, ()),
     "traffic.reset": Method(traffic_reset, ("public_key", "interface"), admin=True),
 }
 
 
-def answered_at_once(message: Any) -> bool:
-    """Whether every request of a decoded message can be answered without waiting."""
+def answered_inline(message: Any) -> bool:
+    """Whether every request of a decoded message is answered at once and small (Method.inline)."""
     for item in message if isinstance(message, list) else [message]:
         if not isinstance(item, dict):
             continue  # an error answer, made at once
         name = item.get("method")
         method = METHODS.get(name) if isinstance(name, str) else None
-        if method is not None and not method.at_once:
+        if method is not None and not method.inline:
             return False
         params = item.get("params")
         if isinstance(params, dict) and params.get("fresh", False) is not False:

@@ -18,6 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from awgd.periods import validate_schedule
+from awgd.trusted_path import UntrustedPath, read_trusted_file
 
 DEFAULT_PATH = "/etc/awgd/awgd.toml"
 EX_CONFIG = 78
@@ -64,9 +65,12 @@ class Config:
     timezone: str = ""  # as written; "" = the system's
     ledger_url: str = "sqlite:////var/lib/awgd/ledger.sqlite3"
     day_retention_days: int = 400
+    # When day buckets are pruned and the ledger's file is checked: daily, at a quiet hour.
+    maintenance_schedule: str = "17 3 * * *"
     socket: str = "/run/awgd/awgd.sock"
     group: str = "awgd"
     admin_groups: tuple[str, ...] = ()
+    max_connections_per_uid: int = 64
     zone: ZoneInfo = field(default_factory=system_zone)
 
     @property
@@ -182,11 +186,16 @@ SCHEMA: dict[str, dict[str, tuple[str, Callable[[Any], str | None]]]] = {
     },
     "sampling": {"schedule": ("sampling_schedule", _schedule)},
     "periods": {"schedule": ("periods_schedule", _schedule), "timezone": ("timezone", _timezone)},
-    "ledger": {"url": ("ledger_url", _url), "day_retention_days": ("day_retention_days", _positive_int)},
+    "ledger": {
+        "url": ("ledger_url", _url),
+        "day_retention_days": ("day_retention_days", _positive_int),
+        "maintenance_schedule": ("maintenance_schedule", _schedule),
+    },
     "rpc": {
         "socket": ("socket", _socket),
         "group": ("group", _group),
         "admin_groups": ("admin_groups", _string_list(_group_item)),
+        "max_connections_per_uid": ("max_connections_per_uid", _positive_int),
     },
 }
 
@@ -214,39 +223,27 @@ def parse(data: dict[str, Any]) -> Config:
     return Config(**values)
 
 
-def check_ownership(path: Path) -> None:
-    """Like sshd's StrictModes: the file names what awgd runs as root (wireguard.tool,
-    wireguard.exec_prefix), so when awgd runs as root the file and its directory must be
-    owned by root and writable by no one else. A non-root awgd (tests, trying it out) is
-    not checked: it cannot run anything as root anyway."""
-    if os.geteuid() != 0:
-        return
-    for target, what in ((path, "the config file"), (path.resolve().parent, "its directory")):
-        info = target.stat()
-        if info.st_uid != 0:
-            raise ConfigError(str(path), f"{what} is not owned by root; it names programs awgd runs as root")
-        if info.st_mode & 0o022 and not (target != path and info.st_mode & 0o1000):
-            raise ConfigError(
-                str(path), f"{what} is writable by group or others; it names programs awgd runs as root (chmod go-w)"
-            )
-
-
 def load(path: str | None) -> Config:
     """Read the file (missing = defaults when it is the default path)."""
-    target = Path(path or DEFAULT_PATH)
+    target = os.path.abspath(path or DEFAULT_PATH)
     try:
-        raw = target.read_bytes()
+        # The file names what awgd runs as root (wireguard.tool, exec_prefix), so a root
+        # awgd reads it only when nobody but root could have written it or anything on the
+        # way to it (awgd.trusted_path). A non-root awgd cannot run anything as root: it
+        # reads the file without these checks.
+        raw = read_trusted_file(target, check=os.geteuid() == 0)
     except FileNotFoundError:
         if path is None:
             return parse({})
-        raise ConfigError(str(target), "no such file") from None
+        raise ConfigError(target, "no such file") from None
+    except UntrustedPath as exc:
+        raise ConfigError(target, f"{exc}; it names programs awgd runs as root") from None
     except OSError as exc:
-        raise ConfigError(str(target), f"cannot read ({exc.strerror})") from None
-    check_ownership(target)
+        raise ConfigError(target, f"cannot read ({exc.strerror})") from None
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
-        raise ConfigError(str(target), "not UTF-8") from None
+        raise ConfigError(target, "not UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(target), f"not valid TOML ({exc})") from None
+        raise ConfigError(target, f"not valid TOML ({exc})") from None
     return parse(data)

@@ -13,6 +13,7 @@ import contextlib
 import grp
 import logging
 import signal
+import time
 from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -25,7 +26,7 @@ from awgd.gc_policy import CollectorPolicy
 from awgd.ledger import Ledger, LedgerError
 from awgd.notify import Notifier
 from awgd.periods import Period, local_day, period_containing
-from awgd.rpc_server import RpcServer, check_socket_free
+from awgd.rpc_server import RpcServer, prepare_socket_path
 from awgd.sampler import Sampler
 from awgd.scheduler import BookTo, SampleRunner, Schedule
 from awgd.state import State
@@ -37,6 +38,9 @@ T = TypeVar("T")
 
 # The last sample at shutdown gets at most this long beyond the tool's own timeout.
 FINAL_SAMPLE_SLACK_SECONDS = 5.0
+# After a failed ledger write the file is checked (quick_check reads all of it: seconds on a
+# large ledger), but not again sooner than this while writes keep failing.
+LEDGER_CHECK_AFTER_FAILURE_SECONDS = 600.0
 
 
 class SamplingFailed(Exception):
@@ -65,14 +69,17 @@ class Daemon:
         self.schedule = Schedule(
             self.runner,
             sampling=lambda: self.config.sampling_schedule,
+            maintenance=lambda: self.config.maintenance_schedule,
             periods=lambda: self.config.periods_schedule,
             zone=lambda: self.config.zone,
             current_period=lambda: self.state.period,
             roll=self._roll,
-            prune=self._prune,
+            maintain=self._maintain,
         )
         self.server = RpcServer(self, config.socket, config.group)
         self._stop = asyncio.Event()
+        self._last_ledger_check = -float("inf")
+        self._ledger_check: asyncio.Task[None] | None = None
 
     def _period_at(self, instant: datetime) -> Period:
         return period_containing(instant, self.config.periods_schedule, self.config.zone)
@@ -82,8 +89,8 @@ class Daemon:
     async def sample_now(self) -> datetime:
         return await self._rpc_sample(self.runner.join_or_start())
 
-    async def sample_fresh(self) -> None:
-        await self._rpc_sample(self.runner.fresh())
+    async def sample_fresh(self) -> datetime:
+        return await self._rpc_sample(self.runner.fresh())
 
     async def _rpc_sample(self, waiting: Awaitable[T]) -> T:
         try:
@@ -120,6 +127,8 @@ class Daemon:
             self.state.sample_failed(reason)
             log.error("%s (the next sample books it)", reason)
             self._status()
+            if time.monotonic() - self._last_ledger_check >= LEDGER_CHECK_AFTER_FAILURE_SECONDS:
+                self._start_ledger_check()
             raise SamplingFailed(reason) from None
         self.state.book(result.deltas, result.period)
         self.state.sample_succeeded(reading.taken_at)
@@ -142,6 +151,8 @@ class Daemon:
         text = f"watching {read} interfaces, {state.sampler.peers_seen} peers; last sample {shown}"
         if state.sampler.last_error:
             text += f"; failing: {state.sampler.last_error}"
+        if state.ledger.error:
+            text += f"; ledger damaged: {state.ledger.error}"
         self.notifier.send(f"STATUS={text[:200]}")
 
     async def _roll(self, period: Period) -> None:
@@ -149,12 +160,30 @@ class Daemon:
         self.state.roll(period, usage)
         log.info("new period %s .. %s", period.start.isoformat(), period.end.isoformat())
 
-    async def _prune(self) -> None:
+    async def _maintain(self) -> None:
+        """Daily: prune day buckets past their retention, and check the ledger's file."""
         today = local_day(datetime.now(UTC), self.config.zone)
         keep_from = today.fromordinal(today.toordinal() - self.config.day_retention_days + 1)
-        removed = await asyncio.to_thread(self.ledger.prune_days, keep_from)
-        if removed:
-            log.info("pruned %d day buckets before %s", removed, keep_from.isoformat())
+        try:
+            removed = await asyncio.to_thread(self.ledger.prune_days, keep_from)
+            if removed:
+                log.info("pruned %d day buckets before %s", removed, keep_from.isoformat())
+        finally:
+            self._start_ledger_check()
+            if self._ledger_check is not None:
+                await asyncio.shield(self._ledger_check)
+
+    def _start_ledger_check(self) -> None:
+        if self._ledger_check is None or self._ledger_check.done():
+            self._last_ledger_check = time.monotonic()
+            self._ledger_check = asyncio.ensure_future(self._check_ledger())
+
+    async def _check_ledger(self) -> None:
+        fault = await asyncio.to_thread(self.ledger.quick_check)
+        self.state.ledger_checked(datetime.now(UTC), fault)
+        if fault:
+            log.error("the ledger is damaged (%s): awgd serves from memory; restore the ledger and restart", fault)
+        self._status()
 
     # ---- life -----------------------------------------------------------------------------
 
@@ -185,6 +214,8 @@ class Daemon:
                 await self.runner.join_or_start()
         except (SamplingFailed, TimeoutError) as exc:
             log.warning("last sample at shutdown failed: %s", exc)
+        if self._ledger_check is not None:
+            await asyncio.gather(self._ledger_check, return_exceptions=True)
         self.ledger.close()
         log.info("stopped")
         return 0
@@ -233,8 +264,9 @@ def resolve_groups(names: tuple[str, ...]) -> frozenset[int]:
 
 
 async def serve(config: Config, config_path: str | None) -> int:
-    # Before the ledger is touched: a second daemon booking the same counters would count twice.
-    check_socket_free(config.socket)
+    # Before the ledger is touched: a second daemon booking the same counters would count
+    # twice, and a socket directory someone else controls is refused outright.
+    prepare_socket_path(config.socket)
     ledger = Ledger.open(config.ledger_url)
     daemon = Daemon(config, config_path, ledger)
     try:

@@ -59,6 +59,8 @@ LOCK_TIMEOUT_SECONDS = 2.0
 WAL_CHECKPOINT_PAGES = 8192
 
 SORTS = ("total", "rx", "tx", "public_key")
+# What quick_check found wrong is reported (server.status, the log) up to this length.
+MAX_FAULT_CHARS = 300
 HISTORY_GRANULARITIES = ("period", "day")
 
 
@@ -458,6 +460,22 @@ class Ledger:
                 resets.insert().values(peer_id=peer_id, at=_ts(at), period_start=start, rx=removed[0], tx=removed[1])
             )
         return removed
+
+    def quick_check(self) -> str | None:
+        """SQLite's quick_check of the file: None when it is sound, else the first fault found.
+
+        A ledger damaged while awgd runs (truncated, its WAL overwritten) may still accept
+        writes for a while; this is how it is noticed before the next start.
+        """
+        with self._lock:
+            try:
+                with self._engine.connect() as conn:
+                    rows = conn.exec_driver_sql("PRAGMA quick_check").fetchall()
+            except (SQLAlchemyError, sqlite3.Error) as exc:
+                self._engine.dispose()
+                return _reason(exc)
+        faults = [" ".join(str(row[0]).split()) for row in rows if row[0] != "ok"]
+        return "; ".join(faults)[:MAX_FAULT_CHARS] if faults else None
 
     def prune_days(self, keep_from: date) -> int:
         """Delete day buckets older than `keep_from`; returns how many went."""

@@ -1,7 +1,16 @@
-"""The JSON-RPC server on the Unix socket: connections, limits, credentials, framing.
+"""The JSON-RPC server on the Unix socket: connections, limits, credentials, framing, output.
 
 Framing and encoding are the shared sans-IO `awgd_client.protocol`; the methods are in
-`awgd.api`. This module only moves bytes and enforces API.md's limits.
+`awgd.api`. This module moves bytes and enforces the limits (docs/API.md "Limits"):
+
+- every request holds one of its connection's MAX_IN_FLIGHT_PER_CONNECTION slots while
+  it is answered; with none free the connection is not read;
+- answers are written as they are produced, and a connection whose unsent output is above
+  OUTPUT_HIGH_WATER_BYTES is not read until it drains; one that stays above it for
+  WRITE_TIMEOUT_SECONDS is dropped;
+- a large answer (traffic.list) is produced and written in chunks, so the event loop is
+  never held for long, and it is produced only once the connection's writer is free, so
+  a connection holds at most one such answer in memory at a time.
 """
 
 from __future__ import annotations
@@ -16,32 +25,52 @@ import socket
 import stat
 import struct
 import time
+from collections import Counter
 from typing import Any
 
-from awgd.api import Caller, Daemon, RpcError, answered_at_once, dispatch
+from awgd.api import Caller, Daemon, RpcError, Streamed, answered_inline, dispatch, is_admin
+from awgd.trusted_path import ensure_trusted_directory
 from awgd_client import protocol as rpc
 
 log = logging.getLogger("awgd.rpc")
 
-# API.md "Limits".
+# docs/API.md "Limits".
 MAX_CONNECTIONS = 256
+# Of those, the last few are kept for root and admins: a group member who opens connections
+# until the limit is reached must not lock out the operator who comes to look.
+RESERVED_FOR_ADMINS = 8
 IDLE_TIMEOUT_SECONDS = 600.0
-# For tests only: a shorter idle timeout, so that closing idle connections can be seen.
+# For tests only: shorter timeouts, so that closing idle and stuck connections can be seen.
 IDLE_TIMEOUT_ENV = "AWGD_TEST_IDLE_TIMEOUT"
+WRITE_TIMEOUT_ENV = "AWGD_TEST_WRITE_TIMEOUT"
 # Requests of one connection being worked on at once. A client that pipelines more waits:
-# we stop reading its socket, so a flood costs bounded memory, never an unbounded queue.
+# its socket is not read, so a flood costs bounded memory, never an unbounded queue.
 MAX_IN_FLIGHT_PER_CONNECTION = 32
+# Unsent output per connection above which it is not read. A few traffic.list answers of
+# thousands of peers; far above what a client that reads its answers ever leaves behind.
+OUTPUT_HIGH_WATER_BYTES = 4 * 1024 * 1024
+# Answers produced at once for one read are written together up to this size: one system
+# call for a pipelined burst, not one per answer.
+COALESCE_BYTES = 64 * 1024
 # On shutdown, requests already being answered get this long to finish.
 SHUTDOWN_GRACE_SECONDS = 5.0
 # A client that stops reading its answers is dropped after this long, freeing its slots.
 WRITE_TIMEOUT_SECONDS = 60.0
-SOCKET_MODE = 0o660
+# asyncio listens with a backlog of 100 unless told otherwise, and a burst of clients
+# connecting at once then gets EAGAIN; the kernel caps this at net.core.somaxconn.
+LISTEN_BACKLOG = 4096
+SOCKET_UMASK = 0o117  # the socket is created 0660: owner and group may connect
 _READ_CHUNK = 64 * 1024
 _PEERCRED = struct.Struct("3i")
+# Not in Python's socket module; the kernel records the groups at connect() (Linux 4.13).
+SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
+_GROUPS_FIRST_TRY = 64
+_NGROUPS_MAX = 65536
 
 
 class SocketInUse(Exception):
-    """Another awgd answers on the socket, or the path is not a socket."""
+    """Another awgd answers on the socket, the path is not a socket, or its directory is not
+    one only root controls."""
 
 
 class RpcServer:
@@ -50,7 +79,8 @@ class RpcServer:
         self._path = path
         self._group = group
         self._server: asyncio.AbstractServer | None = None
-        self._connections: set[asyncio.Task[None]] = set()
+        self._connections: dict[asyncio.Task[None], Caller] = {}
+        self._per_uid: Counter[int] = Counter()
 
     @property
     def connections(self) -> int:
@@ -58,7 +88,7 @@ class RpcServer:
 
     async def start(self) -> None:
         sock = bind_socket(self._path, self._group)
-        self._server = await asyncio.start_unix_server(self._accept, sock=sock)
+        self._server = await asyncio.start_unix_server(self._accept, sock=sock, backlog=LISTEN_BACKLOG)
 
     async def close(self) -> None:
         """Stop accepting, let running requests finish (bounded), then drop every connection."""
@@ -72,42 +102,66 @@ class RpcServer:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
 
+    def _refusal(self, caller: Caller) -> str | None:
+        """Why this caller may not have another connection now, or None."""
+        admin = is_admin(caller, self._daemon.admin_gids)
+        limit = MAX_CONNECTIONS if admin else MAX_CONNECTIONS - RESERVED_FOR_ADMINS
+        if len(self._connections) >= limit:
+            return "too many connections"
+        if caller.uid != 0 and self._per_uid[caller.uid] >= self._daemon.config.max_connections_per_uid:
+            return "too many connections from this user"
+        return None
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if len(self._connections) >= MAX_CONNECTIONS:
-            with contextlib.suppress(ConnectionError):
-                writer.write(rpc.encode(rpc.error_response(None, rpc.SERVER_BUSY, "too many connections")))
+        try:
+            caller = peer_credentials(writer.get_extra_info("socket"))
+        except OSError:
+            writer.close()
+            return
+        refusal = self._refusal(caller)
+        if refusal is not None:
+            with contextlib.suppress(ConnectionError, OSError):
+                writer.write(rpc.encode(rpc.error_response(None, rpc.SERVER_BUSY, refusal)))
                 await writer.drain()
             writer.close()
             return
         task = asyncio.current_task()
         assert task is not None
-        self._connections.add(task)
+        self._connections[task] = caller
+        self._per_uid[caller.uid] += 1
         try:
-            await Connection(self._daemon, reader, writer).serve()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
+            await Connection(self._daemon, reader, writer, caller).serve()
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass  # gone, dropped, or cancelled at shutdown: nothing more to do for it
         finally:
-            self._connections.discard(task)
-            writer.close()
-            with contextlib.suppress(ConnectionError, OSError):
-                await writer.wait_closed()
+            del self._connections[task]
+            self._per_uid[caller.uid] -= 1
+            if not self._per_uid[caller.uid]:
+                del self._per_uid[caller.uid]
+            await _close(writer)
 
 
 class Connection:
-    def __init__(self, daemon: Daemon, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, daemon: Daemon, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, caller: Caller
+    ) -> None:
         self._daemon = daemon
         self._reader = reader
         self._writer = writer
-        self._caller = peer_credentials(writer.get_extra_info("socket"))
+        self._caller = caller
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT_PER_CONNECTION)
+        self._output = asyncio.Lock()  # one answer written at a time: lines never interleave
         self._idle_timeout = float(os.environ.get(IDLE_TIMEOUT_ENV) or IDLE_TIMEOUT_SECONDS)
+        self._write_timeout = float(os.environ.get(WRITE_TIMEOUT_ENV) or WRITE_TIMEOUT_SECONDS)
         self._tasks: set[asyncio.Task[None]] = set()
+        writer.transport.set_write_buffer_limits(high=OUTPUT_HIGH_WATER_BYTES)
 
     async def serve(self) -> None:
         buffer = rpc.LineBuffer()
         last_request = time.monotonic()
         try:
             while True:
+                await self._drain()  # unsent output above the high-water mark: do not read
                 idle_left = self._idle_timeout - (time.monotonic() - last_request)
                 try:
                     async with asyncio.timeout(max(idle_left, 0)):
@@ -119,27 +173,38 @@ class Connection:
                 try:
                     lines = buffer.feed(data)
                 except rpc.LineTooLong as exc:
-                    await self._send(rpc.error_response(None, exc.code, exc.message))
+                    await self._write(rpc.encode(rpc.error_response(None, exc.code, exc.message)))
                     return
-                ready: list[bytes] = []
+                ready = bytearray()
                 for line in lines:
                     if not line.strip():
                         continue
                     last_request = time.monotonic()
                     message = _decode(line)
-                    if answered_at_once(message):
-                        # Answered from memory without waiting on anything: no task, and the
-                        # answers to one read are written together.
-                        response = await self._respond(message)
-                        if response is not None:
-                            ready.append(_encode(response))
-                        continue
                     await self._slots.acquire()  # backpressure: stop reading while full
+                    if answered_inline(message):
+                        # Answered from memory, small, and never waiting on anything: no task.
+                        try:
+                            response = await self._respond(message)
+                        finally:
+                            self._slots.release()
+                        if response is not None:
+                            ready += _encode(response)
+                            if len(ready) >= COALESCE_BYTES:
+                                await self._write(bytes(ready))
+                                ready.clear()
+                        continue
                     task = asyncio.ensure_future(self._answer(message))
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
                 if ready:
-                    await self._write(b"".join(ready))
+                    await self._write(bytes(ready))
+        except BaseException:
+            # Dropped or shut down: the requests still being answered have nobody to go to.
+            # (At EOF they are still answered: a client may half-close and then read.)
+            for task in self._tasks:
+                task.cancel()
+            raise
         finally:
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -148,13 +213,14 @@ class Connection:
         try:
             response = await self._respond(message)
             if response is not None:
-                await self._write(_encode(response))
+                await self._send(response)
         except (ConnectionError, RuntimeError):
-            pass  # the client went away; nothing to answer
+            pass  # the client went away, or stopped reading and was dropped
         finally:
             self._slots.release()
 
     async def _respond(self, message: Any) -> Any:
+        """The response: one message, a batch (a list), or None for notifications only."""
         if isinstance(message, rpc.ProtocolError):
             return rpc.error_response(None, message.code, message.message)
         items, batch = rpc.parse_requests(message)
@@ -178,19 +244,82 @@ class Connection:
         except Exception:
             log.exception("internal error in %s", item.method)
             response = rpc.error_response(item.id, rpc.INTERNAL_ERROR, "internal error")
-        return None if item.notification else response
+        if item.notification:
+            result = response.get("result")
+            if isinstance(result, Streamed):
+                await result.discard()
+            return None
+        return response
 
-    async def _send(self, message: Any) -> None:
-        await self._write(_encode(message))
+    # ---- output -------------------------------------------------------------------------------
+
+    async def _send(self, response: Any) -> None:
+        """Write one response (or batch), streaming any result too large to build at once."""
+        parts = response if isinstance(response, list) else [response]
+        if not any(isinstance(part.get("result"), Streamed) for part in parts):
+            await self._write(_encode(response))
+            return
+        async with self._output:
+            if isinstance(response, list):
+                await self._put(b"[")
+            for index, part in enumerate(parts):
+                if index:
+                    await self._put(b",")
+                result = part.get("result")
+                if isinstance(result, Streamed):
+                    await self._stream(part["id"], result)
+                else:
+                    await self._put(rpc.dumps(part))
+            await self._put(b"]\n" if isinstance(response, list) else b"\n")
+
+    async def _stream(self, request_id: rpc.Id, result: Streamed) -> None:
+        try:
+            head, items = await result.open()
+            field = rpc.dumps(result.field)
+            await self._put(rpc.result_prefix(request_id) + rpc.dumps(head)[:-1] + b"," + field + b":[")
+            first = True
+            async for chunk in items:
+                if chunk:
+                    encoded = rpc.dumps(chunk)[1:-1]
+                    await self._put(encoded if first else b"," + encoded)
+                    first = False
+                await asyncio.sleep(0)  # let everyone else run between chunks
+            await self._put(b"]}}")
+        finally:
+            await result.discard()
 
     async def _write(self, data: bytes) -> None:
+        async with self._output:
+            await self._put(data)
+
+    async def _put(self, data: bytes) -> None:
+        """Write, then wait while the unsent output is above the high-water mark."""
+        if self._writer.is_closing():
+            raise ConnectionResetError("connection closed")
         self._writer.write(data)
+        await self._drain()
+
+    async def _drain(self) -> None:
         try:
-            async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
+            async with asyncio.timeout(self._write_timeout):
                 await self._writer.drain()
         except TimeoutError:
+            if not self._writer.is_closing():
+                log.info("dropped a client (uid %d) that stopped reading its answers", self._caller.uid)
             self._writer.transport.abort()
             raise ConnectionResetError("client stopped reading") from None
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    """Close after what is left to send has gone, unless the client does not take it."""
+    writer.close()
+    try:
+        async with asyncio.timeout(SHUTDOWN_GRACE_SECONDS):
+            await writer.wait_closed()
+    except TimeoutError:
+        writer.transport.abort()
+    except (ConnectionError, OSError):
+        pass
 
 
 def _decode(line: bytes) -> Any:
@@ -209,33 +338,55 @@ def _encode(message: Any) -> bytes:
         return rpc.encode(rpc.error_response(None, rpc.INTERNAL_ERROR, "internal error"))
 
 
+# ---- who is calling --------------------------------------------------------------------------
+
+
 def peer_credentials(sock: socket.socket | None) -> Caller:
-    """The caller's pid, uid, gid from the kernel, and its groups from /proc/PID/status."""
+    """The caller's pid, uid, gid and groups, as the kernel recorded them at connect().
+
+    Never read from /proc/PID afterwards: by then that process may have exited and its pid
+    been reused by someone else's process.
+    """
     if sock is None:  # pragma: no cover - asyncio always provides it for Unix sockets
         return Caller(0, -1, -1, frozenset())
     pid, uid, gid = _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
-    return Caller(pid, uid, gid, process_groups(pid))
+    return Caller(pid, uid, gid, peer_groups(sock))
 
 
-def process_groups(pid: int) -> frozenset[int]:
-    if pid <= 0:
-        return frozenset()
+def peer_groups(sock: socket.socket) -> frozenset[int]:
+    """The supplementary groups of the connecting process at connect() (SO_PEERGROUPS)."""
+    for count in (_GROUPS_FIRST_TRY, _NGROUPS_MAX):
+        try:
+            raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 4 * count)
+        except OSError as exc:
+            if exc.errno == errno.ERANGE:
+                continue  # more groups than the first try holds
+            raise
+        return frozenset(struct.unpack(f"{len(raw) // 4}I", raw[: len(raw) // 4 * 4]))
+    raise OSError(errno.ERANGE, "too many supplementary groups")
+
+
+# ---- the socket file ------------------------------------------------------------------------
+
+
+def prepare_socket_path(path: str) -> None:
+    """Check, before anything else happens, that the socket can be ours: its directory and
+    every one above it are root's alone (created 0755 where missing), and no live awgd
+    answers on it. Raises SocketInUse with the reason."""
     try:
-        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as handle:
-            for line in handle:
-                if line.startswith("Groups:"):
-                    return frozenset(int(g) for g in line.split()[1:] if g.isdigit())
-    except OSError:
-        pass
-    return frozenset()
+        ensure_trusted_directory(os.path.dirname(path))
+    except OSError as exc:
+        raise SocketInUse(f"{path}: cannot create its directory ({exc.strerror})") from None
+    except Exception as exc:  # UntrustedPath
+        raise SocketInUse(f"refusing the socket {path}: {exc}") from None
+    check_socket_free(path)
 
 
 def bind_socket(path: str, group: str) -> socket.socket:
     """Bind the listening socket 0660 and group-owned, replacing a stale socket file."""
-    check_socket_free(path)
-    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    prepare_socket_path(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old_umask = os.umask(0o117)  # never a moment with wider permissions than 0660
+    old_umask = os.umask(SOCKET_UMASK)  # the mode comes from bind() itself: never a chmod
     try:
         sock.bind(path)
     except OSError:
@@ -243,21 +394,27 @@ def bind_socket(path: str, group: str) -> socket.socket:
         raise
     finally:
         os.umask(old_umask)
-    os.chmod(path, SOCKET_MODE)
     if group:
-        try:
-            gid = grp.getgrnam(group).gr_gid
-        except KeyError:
-            log.warning("group %s does not exist: the socket keeps group %d", group, os.getgid())
-        else:
-            if os.stat(path).st_gid != gid:
-                try:
-                    os.chown(path, -1, gid)
-                except PermissionError:
-                    log.warning("cannot give the socket to group %s: not permitted", group)
-    sock.listen(socket.SOMAXCONN)
+        _give_to_group(path, group)
+    sock.listen(LISTEN_BACKLOG)
     sock.setblocking(False)
     return sock
+
+
+def _give_to_group(path: str, group: str) -> None:
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        log.warning("group %s does not exist: the socket keeps group %d", group, os.getegid())
+        return
+    if os.lstat(path).st_gid == gid:
+        return  # the unit's Group= made it so at bind()
+    try:
+        # The directory is root's alone (prepare_socket_path), so the name is still our socket;
+        # and lchown would not follow a symbolic link even if it were not.
+        os.chown(path, -1, gid, follow_symlinks=False)
+    except PermissionError:
+        log.warning("cannot give the socket to group %s: not permitted", group)
 
 
 def check_socket_free(path: str) -> None:

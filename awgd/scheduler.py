@@ -4,7 +4,7 @@ Samples never overlap. `SampleRunner` holds the one running sample: a scheduled 
 `traffic.sample` and `fresh` requests all join it rather than start another, and `fresh`
 starts a new one at most every FRESH_INTERVAL_SECONDS (a burst of bot requests costs one
 tool run). The loop in `Schedule` sleeps until the next fire time of the sampling
-schedule, the period's end or the daily prune, whichever comes first.
+schedule, the period's end or the daily maintenance, whichever comes first.
 """
 
 from __future__ import annotations
@@ -23,8 +23,6 @@ log = logging.getLogger("awgd.scheduler")
 
 # API.md: fresh takes a sample "unless one finished in the last 5 s".
 FRESH_INTERVAL_SECONDS = 5.0
-# Day buckets are pruned once a day, at a quiet local hour.
-PRUNE_SCHEDULE = "17 3 * * *"
 # Sleep in slices no longer than this, so a wall-clock jump (NTP, a VM resumed) is noticed
 # within that time and the schedule resumes from the new "now".
 MAX_SLEEP_SLICE_SECONDS = 5.0
@@ -42,10 +40,7 @@ class SampleRunner:
         self._take = take
         self._running: asyncio.Task[datetime] | None = None
         self._last_finished = -float("inf")
-
-    @property
-    def running(self) -> bool:
-        return self._running is not None
+        self._last_outcome: datetime | Exception | None = None
 
     async def join_or_start(self) -> datetime:
         """`traffic.sample` and the schedule: join the running sample, or start one."""
@@ -53,11 +48,16 @@ class SampleRunner:
             self._running = asyncio.ensure_future(self._run(None))
         return await asyncio.shield(self._running)
 
-    async def fresh(self) -> None:
-        """`fresh`: join the running sample; else start one unless one just finished."""
+    async def fresh(self) -> datetime:
+        """`fresh`: join the running sample; else start one unless one finished in the last
+        FRESH_INTERVAL_SECONDS, whose outcome (its time, or its failure) is then the answer."""
+        outcome = self._last_outcome
         if self._running is None and time.monotonic() - self._last_finished < FRESH_INTERVAL_SECONDS:
-            return
-        await self.join_or_start()
+            if isinstance(outcome, Exception):
+                raise outcome.with_traceback(None)
+            if outcome is not None:
+                return outcome
+        return await self.join_or_start()
 
     async def boundary(self, book_to: tuple[Period, date]) -> datetime:
         """A sample of its own (never joined to one that started before the boundary)."""
@@ -69,7 +69,13 @@ class SampleRunner:
 
     async def _run(self, book_to: BookTo) -> datetime:
         try:
-            return await self._take(book_to)
+            outcome = await self._take(book_to)
+        except Exception as exc:
+            self._last_outcome = exc
+            raise
+        else:
+            self._last_outcome = outcome
+            return outcome
         finally:
             self._running = None
             self._last_finished = time.monotonic()
@@ -81,19 +87,21 @@ class Schedule:
         runner: SampleRunner,
         *,
         sampling: Callable[[], str],
+        maintenance: Callable[[], str],
         periods: Callable[[], str],
         zone: Callable[[], ZoneInfo],
         current_period: Callable[[], Period],
         roll: Callable[[Period], Awaitable[None]],
-        prune: Callable[[], Awaitable[None]],
+        maintain: Callable[[], Awaitable[None]],
     ) -> None:
         self._runner = runner
         self._sampling = sampling
+        self._maintenance = maintenance
         self._periods = periods
         self._zone = zone
         self._current_period = current_period
         self._roll = roll
-        self._prune = prune
+        self._maintain = maintain
         self._wake = asyncio.Event()
         self.next_sample_at: datetime | None = None
 
@@ -106,10 +114,10 @@ class Schedule:
             zone = self._zone()
             now = datetime.now(UTC)
             sample_at = next_fire(now, self._sampling(), zone)
-            prune_at = next_fire(now, PRUNE_SCHEDULE, zone)
+            maintain_at = next_fire(now, self._maintenance(), zone)
             boundary = self._current_period().end
             self.next_sample_at = sample_at
-            target = min(sample_at, prune_at, boundary)
+            target = min(sample_at, maintain_at, boundary)
             if not await self._sleep_until(target):
                 continue  # woken by a reload: recompute
             now = datetime.now(UTC)
@@ -120,11 +128,11 @@ class Schedule:
                     await self._runner.join_or_start()
                 except Exception as exc:  # the sample has logged and recorded its failure
                     log.debug("scheduled sample failed: %s", exc)
-            if now >= prune_at:
+            if now >= maintain_at:
                 try:
-                    await self._prune()
+                    await self._maintain()
                 except Exception as exc:
-                    log.warning("pruning day buckets failed: %s", exc)
+                    log.warning("daily maintenance failed: %s", exc)
 
     async def _boundary(self, boundary: datetime, now: datetime) -> None:
         closing = self._current_period()

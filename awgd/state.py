@@ -68,6 +68,12 @@ class SamplerState:
     peers_seen: int = 0
 
 
+@dataclass(slots=True)
+class LedgerHealth:
+    checked_at: datetime | None = None  # the last quick_check of the file
+    error: str | None = None  # what it found wrong; None = sound (or not checked yet)
+
+
 @dataclass
 class State:
     period: Period
@@ -83,6 +89,7 @@ class State:
     observed: dict[str, tuple[Peer, ...]] = field(default_factory=dict)
     interfaces: dict[str, InterfaceState] = field(default_factory=dict)
     sampler: SamplerState = field(default_factory=SamplerState)
+    ledger: LedgerHealth = field(default_factory=LedgerHealth)
     # Per interface: (period rx, period tx, peers online), as of the last change. server.status
     # is asked on every button press and must not walk 50,000 peers each time.
     summary: dict[str, tuple[int, int, int]] = field(default_factory=dict)
@@ -250,6 +257,10 @@ class State:
         self.sampler.last_sample_at = datetime.now(UTC)
         self.sampler.consecutive_failures += 1
         self.sampler.last_error = reason
+
+    def ledger_checked(self, at: datetime, error: str | None) -> None:
+        self.ledger.checked_at = at
+        self.ledger.error = error
 
     def online(self, peer: PeerState, now: float, window: int) -> bool:
         return peer.present and peer.latest_handshake > 0 and now - peer.latest_handshake <= window

@@ -90,6 +90,13 @@ step "awgd is active (READY=1 arrived)"
 inside systemctl is-active awgd || { inside journalctl -u awgd --no-pager | tail -20; fail "awgd is not active"; }
 inside systemctl show -p Type -p NRestarts -p StatusText awgd | sed 's/^/  /'
 
+step "the sandbox lets awgd read the boot id (how it tells a reboot, accounting rule 1)"
+inside systemctl restart awgd
+inside awgctl sample >/dev/null
+boot_warning=$(inside journalctl -u awgd --no-pager -o cat | grep "boot id unknown" || true)
+[ -z "$boot_warning" ] || fail "awgd cannot read the boot id under its unit: $boot_warning"
+echo "  (read)"
+
 step "the socket is srw-rw---- root awgd"
 perms=$(inside stat -c '%A %U %G' /run/awgd/awgd.sock)
 echo "  $perms"

@@ -9,6 +9,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -283,6 +284,99 @@ def test_pipelined_flood_that_never_reads(target) -> None:  # type: ignore[no-un
     baseline.check()
 
 
+LIST_REQUEST = b'{"jsonrpc":"2.0","id":1,"method":"traffic.list"}\n'
+
+
+def flooders(path: str, connections: int, requests: int) -> list[socket.socket]:
+    """Connections that each send `requests` traffic.list requests in one write and never read."""
+    made = []
+    for _ in range(connections):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(path)
+        sock.sendall(LIST_REQUEST * requests)  # about 70 kB: fits the socket's buffer
+        made.append(sock)
+    return made
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("peers", "connections"), [(1000, 1), (3000, 3)])
+def test_list_flood_that_never_reads(daemons, scripted_tool: ScriptedTool, peers: int, connections: int) -> None:  # type: ignore[no-untyped-def]
+    """1,337 pipelined traffic.list requests per connection, never read: the reported freeze."""
+    scripted_tool.set(dump({"wg0": many_peers(peers, 0)}))
+    daemon = daemons(scripted_tool.path, sampling="* * * * * */1").start()
+    before, calls, started = rss(daemon), scripted_tool.calls, time.monotonic()
+    flood = flooders(daemon.socket, connections, 1337)
+    try:
+        worst = 0.0
+        while time.monotonic() - started < 8:
+            asked = time.monotonic()
+            assert daemon.result("server.status")["healthy"] is True
+            worst = max(worst, time.monotonic() - asked)
+        assert worst < 1, f"server.status took {worst:.2f} s during the flood"
+        assert rss(daemon) - before < 300 * MIB, f"RSS grew by {(rss(daemon) - before) / MIB:.0f} MiB"
+        elapsed = time.monotonic() - started
+        assert scripted_tool.calls - calls >= int(elapsed) - 2, "scheduled samples stopped during the flood"
+    finally:
+        for sock in flood:
+            sock.close()
+    assert daemon.result("traffic.list", limit=1)["total"] == peers
+
+
+def test_a_client_that_stops_reading_is_dropped_after_the_write_timeout(daemons, scripted_tool: ScriptedTool) -> None:  # type: ignore[no-untyped-def]
+    scripted_tool.set(dump({"wg0": many_peers(3000, 0)}))
+    daemon = daemons(scripted_tool.path, env={"AWGD_TEST_WRITE_TIMEOUT": "2"}).start()
+    (flood,) = flooders(daemon.socket, 1, 1337)
+    try:
+        deadline = time.monotonic() + 20
+        while "that stopped reading its answers" not in daemon.log_text():
+            assert time.monotonic() < deadline, "a client that never reads was not dropped"
+            time.sleep(0.1)
+        flood.settimeout(10)
+        received = 0
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := flood.recv(1 << 20):
+                received += len(chunk)
+        # What was written before the drop is whole lines of a few MiB at most, then EOF.
+        assert 0 < received < 16 * MIB
+    finally:
+        flood.close()
+
+
+@pytest.mark.slow
+def test_sigterm_is_handled_during_a_flood(daemons, scripted_tool: ScriptedTool) -> None:  # type: ignore[no-untyped-def]
+    scripted_tool.set(dump({"wg0": many_peers(200, 0)}))
+    daemon = daemons(scripted_tool.path).start()
+    assert daemon.process is not None
+    flood = flooders(daemon.socket, 20, 1337)
+    try:
+        daemon.result("server.status")
+        daemon.process.send_signal(signal.SIGTERM)
+        assert daemon.process.wait(timeout=20) == 0
+    finally:
+        for sock in flood:
+            sock.close()
+
+
+def test_a_streamed_list_is_whole_and_in_order(daemons, scripted_tool: ScriptedTool) -> None:  # type: ignore[no-untyped-def]
+    counters = {f"{i:042d}A=": (i, 2 * i) for i in range(1, 1201)}
+    scripted_tool.set(dump({"wg0": dict.fromkeys(counters, (0, 0))}))
+    daemon = daemons(scripted_tool.path).start()
+    scripted_tool.set(dump({"wg0": counters}))
+    daemon.result("traffic.sample")
+    request = {"jsonrpc": "2.0", "id": "x", "method": "traffic.list", "params": {"limit": 1000, "offset": 100}}
+    batch = [request, {"jsonrpc": "2.0", "id": 2, "method": "server.status"}, {**request, "id": 3}]
+    decoded = [
+        json.loads(line) for line in daemon.raw_lines([json.dumps(request).encode(), json.dumps(batch).encode()])
+    ]
+    (single,) = [answer for answer in decoded if isinstance(answer, dict)]
+    (answers,) = [answer for answer in decoded if isinstance(answer, list)]
+    listed = single["result"]
+    assert listed["total"] == 1200 and len(listed["peers"]) == 1000
+    assert [p["period"]["total_bytes"] for p in listed["peers"]] == [3 * i for i in range(1100, 100, -1)]
+    assert [a["id"] for a in answers] == ["x", 2, 3]
+    assert answers[0]["result"] == listed == answers[2]["result"]
+
+
 def test_half_closed_connection_gets_its_answers(target) -> None:  # type: ignore[no-untyped-def]
     daemon, tool = target
     baseline = Baseline(daemon, tool)
@@ -448,6 +542,59 @@ def test_locked_ledger_then_released(daemons, scripted_tool: ScriptedTool) -> No
     blocker.close()
     daemon.result("traffic.sample")
     assert daemon.result("traffic.get", public_key=A)["period"]["total_bytes"] == 110
+
+
+def checkpointed(daemon: Awgd) -> int:
+    """Copy the WAL into the ledger's file (as SQLite does every 32 MiB); returns its size."""
+    with contextlib.closing(sqlite3.connect(daemon.ledger)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return daemon.ledger.stat().st_size
+
+
+def test_a_ledger_truncated_while_running_is_found_at_the_next_write(daemons, scripted_tool: ScriptedTool) -> None:  # type: ignore[no-untyped-def]
+    scripted_tool.set(dump({"wg0": many_peers(2000, 0)}))
+    daemon = daemons(scripted_tool.path).start()
+    scripted_tool.set(dump({"wg0": many_peers(2000, 1000)}))
+    daemon.result("traffic.sample")
+    assert daemon.result("server.status")["ledger"] == {"checked_at": None, "error": None}
+    os.truncate(daemon.ledger, checkpointed(daemon) // 3)
+    scripted_tool.set(dump({"wg0": many_peers(2000, 2000)}))
+    assert daemon.call("traffic.sample")["error"]["code"] == -32003
+    status = daemon.result("server.status")
+    while status["ledger"]["checked_at"] is None:  # the check runs right after the failed write
+        status = daemon.result("server.status")
+    assert status["healthy"] is False and "malformed" in status["ledger"]["error"]
+    # Still served from memory.
+    assert daemon.result("traffic.get", public_key=f"{7:042d}A=")["session"]["rx_bytes"] == 2007
+
+
+def test_a_ledger_damaged_while_writes_still_succeed_is_found_by_the_daily_check(
+    daemons, scripted_tool: ScriptedTool
+) -> None:  # type: ignore[no-untyped-def]
+    scripted_tool.set(dump({"wg0": many_peers(2000, 0)}))
+    daemon = daemons(scripted_tool.path).start()
+    daemon.stop()
+    daemon.config.write_text(
+        daemon.config.read_text().replace("[ledger]", '[ledger]\nmaintenance_schedule = "* * * * * */1"')
+    )
+    daemon.start()
+    first = daemon.result("server.status")["ledger"]
+    assert first["error"] is None
+    scripted_tool.set(dump({"wg0": many_peers(2000, 1000)}))
+    daemon.result("traffic.sample")
+    checkpointed(daemon)
+    with open(daemon.ledger, "r+b") as handle:  # garbage over some b-tree pages
+        handle.seek(2 * 4096)
+        handle.write(os.urandom(5 * 4096))
+    status = daemon.result("server.status")
+    deadline = time.monotonic() + 20
+    while status["ledger"]["error"] is None:
+        assert time.monotonic() < deadline, "the daily check never found the damage"
+        status = daemon.result("server.status")
+    assert status["healthy"] is False and status["ledger"]["checked_at"] is not None
+    assert "\n" not in status["ledger"]["error"]
+    assert "the ledger is damaged" in daemon.log_text()
+    assert daemon.result("traffic.get", public_key=f"{7:042d}A=")["session"]["rx_bytes"] == 1007
 
 
 @pytest.mark.skipif(not LIBFAKETIME.exists(), reason="needs Debian's libfaketime")

@@ -9,7 +9,7 @@ from typing import Any
 
 from awgd_client import methods
 from awgd_client import protocol as rpc
-from awgd_client.errors import AwgdError, AwgdTimeout, DaemonUnavailable, from_error
+from awgd_client.errors import AwgdError, AwgdTimeout, DaemonUnavailable, ProtocolError, from_error
 from awgd_client.models import History, PeerTraffic, ResetResult, SampleResult, ServerStatus, TrafficList
 from awgd_client.sync_client import MAX_ANSWER_BYTES, connect_error
 
@@ -122,7 +122,7 @@ class AsyncClient:
                 try:
                     response = rpc.parse_response(rpc.decode(line))
                 except rpc.ProtocolError:
-                    reason = AwgdError("awgd sent an answer that is not JSON-RPC 2.0")
+                    reason = ProtocolError("awgd sent an answer that is not JSON-RPC 2.0")
                     break
                 future = self._pending.get(response.id) if isinstance(response.id, int) else None
                 if future is None and response.id is None and response.error is not None and len(self._pending) == 1:

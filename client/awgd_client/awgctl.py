@@ -2,7 +2,8 @@
 
 Exit statuses: 0 ok; 1 the daemon answered with an error, or `status` found the server
 unhealthy (so `awgctl status` works as a monitoring check); 2 usage; 3 the daemon is
-unreachable or the socket refused us. `--json` prints the RPC result as JSON.
+unreachable, the socket refused us, or what answered sent something the API does not
+define. `--json` prints the RPC result as JSON.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from datetime import datetime
 from typing import Any
 
 from awgd_client import __version__
-from awgd_client.errors import AwgdError, DaemonUnavailable, RemoteError, SocketPermissionDenied
+from awgd_client.errors import AwgdError, DaemonUnavailable, ProtocolError, RemoteError, SocketPermissionDenied
 from awgd_client.formatting import format_ago, format_bytes
-from awgd_client.models import History, PeerTraffic, ServerStatus, TrafficList
+from awgd_client.models import History, PeerTraffic, ResetResult, SampleResult, ServerStatus, TrafficList
 from awgd_client.sync_client import Client
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -93,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run(client, args, as_json, style)
     except UsageError as exc:
         return fail(EXIT_USAGE, str(exc))
-    except (DaemonUnavailable, SocketPermissionDenied) as exc:
+    except (DaemonUnavailable, SocketPermissionDenied, ProtocolError) as exc:
         return fail(EXIT_UNREACHABLE, str(exc))
     except RemoteError as exc:
         return fail(EXIT_ERROR, exc.message)
@@ -112,11 +113,12 @@ def run(client: Client, args: argparse.Namespace, as_json: bool, style: Style) -
 
 def cmd_status(client: Client, args: argparse.Namespace, as_json: bool, style: Style) -> int:
     raw = client.call("server.status")
-    if as_json:
-        return emit(raw, EXIT_OK if raw.get("healthy") else EXIT_ERROR)
     status = ServerStatus.from_json(raw)
+    code = EXIT_OK if status.healthy else EXIT_ERROR
+    if as_json:
+        return emit(raw, code)
     print(render_status(status, style))
-    return EXIT_OK if status.healthy else EXIT_ERROR
+    return code
 
 
 def cmd_peers(client: Client, args: argparse.Namespace, as_json: bool, style: Style) -> int:
@@ -126,15 +128,16 @@ def cmd_peers(client: Client, args: argparse.Namespace, as_json: bool, style: St
     if args.interface:
         params["interface"] = args.interface
     raw = client.call("traffic.list", **params)
-    return emit(raw) if as_json else show(render_peers(TrafficList.from_json(raw), style))
+    listing = TrafficList.from_json(raw)
+    return emit(raw) if as_json else show(render_peers(listing, style))
 
 
 def cmd_peer(client: Client, args: argparse.Namespace, as_json: bool, style: Style) -> int:
     key, interface = resolve(client, args.key, args.interface)
     raw = client.call("traffic.get", public_key=key, **({"interface": interface} if interface else {}))
+    peer = PeerTraffic.from_json(raw)
     if as_json:
         return emit(raw)
-    peer = PeerTraffic.from_json(raw)
     history = History.from_json(client.call("traffic.history", public_key=key, interface=peer.interface, limit=6))
     return show(render_peer(peer, history, style))
 
@@ -147,15 +150,16 @@ def cmd_history(client: Client, args: argparse.Namespace, as_json: bool, style: 
     if args.limit is not None:
         params["limit"] = args.limit
     raw = client.call("traffic.history", **params)
-    return emit(raw) if as_json else show(render_history(History.from_json(raw)))
+    history = History.from_json(raw)
+    return emit(raw) if as_json else show(render_history(history))
 
 
 def cmd_sample(client: Client, args: argparse.Namespace, as_json: bool, style: Style) -> int:
     raw = client.call("traffic.sample")
+    sample = SampleResult.from_json(raw)
     if as_json:
         return emit(raw)
-    when = fmt_time(datetime.fromisoformat(raw["sampled_at"]))
-    return show(f"sampled at {when}: {raw['interfaces']} interfaces, {raw['peers']} peers")
+    return show(f"sampled at {fmt_time(sample.sampled_at)}: {sample.interfaces} interfaces, {sample.peers} peers")
 
 
 def cmd_reset(client: Client, args: argparse.Namespace, as_json: bool, style: Style) -> int:
@@ -163,12 +167,12 @@ def cmd_reset(client: Client, args: argparse.Namespace, as_json: bool, style: St
     if not args.yes:
         confirm(key, interface)
     raw = client.call("traffic.reset", public_key=key, **({"interface": interface} if interface else {}))
+    result = ResetResult.from_json(raw)
     if as_json:
         return emit(raw)
-    removed = raw["removed"]
     return show(
-        f"reset {raw['public_key']} on {raw['interface']}: removed {format_bytes(removed['rx_bytes'])} received, "
-        f"{format_bytes(removed['tx_bytes'])} sent this period"
+        f"reset {result.public_key} on {result.interface}: removed {format_bytes(result.removed.rx_bytes)} "
+        f"received, {format_bytes(result.removed.tx_bytes)} sent this period"
     )
 
 

@@ -16,6 +16,12 @@ class DaemonUnavailable(AwgdError):
     """The socket is missing or refuses, or the connection was lost and one reconnect failed."""
 
 
+class ProtocolError(AwgdError):
+    """What came back is not what the API defines: not JSON-RPC 2.0, or a result with fields
+    missing or of the wrong type. Whatever answers on the socket is not an awgd this library
+    understands (awgctl exits 3, as when awgd is unreachable)."""
+
+
 class AwgdTimeout(AwgdError, TimeoutError):
     """No answer within the client's timeout (a late answer is dropped, never misdelivered)."""
 

@@ -1,47 +1,158 @@
-"""Typed results: frozen dataclasses whose field names are those of API.md.
+"""Typed results: frozen dataclasses whose field names are those of the API (docs/API.md).
 
 Times are tz-aware datetimes (in the daemon's configured zone), byte counts ints,
-"unknown" is None. `from_json` takes the decoded `result` of the matching method.
+"unknown" is None. `from_json` takes the decoded `result` of the matching method and checks
+every field it reads: anything missing or of the wrong type raises ProtocolError (an
+AwgdError), never a bare KeyError or TypeError.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Self
+from typing import Any, Self, TypeVar
+
+from awgd_client.errors import ProtocolError
+
+T = TypeVar("T")
 
 
-def _time(value: Any) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value)
+class Fields:
+    """Typed, checked access to one JSON object of an answer; `where` names it in errors."""
+
+    def __init__(self, data: Any, where: str) -> None:
+        if not isinstance(data, Mapping):
+            raise ProtocolError(f"malformed answer from awgd: {where} is not an object")
+        self._data = data
+        self._where = where
+
+    def _fault(self, name: str, expected: str) -> ProtocolError:
+        return ProtocolError(f"malformed answer from awgd: {self._where}.{name} is not {expected}")
+
+    def _get(self, name: str, optional: bool) -> Any:
+        if name not in self._data:
+            if optional:
+                return None
+            raise ProtocolError(f"malformed answer from awgd: {self._where}.{name} is missing")
+        return self._data[name]
+
+    def integer(self, name: str) -> int:
+        value = self._get(name, False)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self._fault(name, "an integer")
+        return value
+
+    def optional_integer(self, name: str) -> int | None:
+        value = self._get(name, True)
+        return None if value is None else self.integer(name)
+
+    def number(self, name: str) -> float | None:
+        value = self._get(name, True)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self._fault(name, "a number")
+        return float(value)
+
+    def boolean(self, name: str) -> bool:
+        value = self._get(name, False)
+        if not isinstance(value, bool):
+            raise self._fault(name, "true or false")
+        return value
+
+    def string(self, name: str) -> str:
+        value = self._get(name, False)
+        if not isinstance(value, str):
+            raise self._fault(name, "a string")
+        return value
+
+    def optional_string(self, name: str) -> str | None:
+        value = self._get(name, True)
+        return None if value is None else self.string(name)
+
+    def strings(self, name: str) -> tuple[str, ...]:
+        value = self._get(name, True)
+        if value is None:
+            return ()
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise self._fault(name, "a list of strings")
+        return tuple(value)
+
+    def time(self, name: str) -> datetime:
+        value = self.optional_time(name)
+        if value is None:
+            raise self._fault(name, "a time")
+        return value
+
+    def optional_time(self, name: str) -> datetime | None:
+        value = self._get(name, True)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise self._fault(name, "an ISO 8601 time")
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise self._fault(name, "an ISO 8601 time") from None
+        if parsed.tzinfo is None:
+            raise self._fault(name, "a time with its UTC offset")
+        return parsed
+
+    def raw(self, name: str) -> Any:
+        return self._get(name, True)
+
+    def object(self, name: str, parse: Callable[[Fields], T]) -> T:
+        return parse(Fields(self._get(name, False), f"{self._where}.{name}"))
+
+    def optional_object(self, name: str, parse: Callable[[Fields], T]) -> T | None:
+        value = self._get(name, True)
+        return None if value is None else self.object(name, parse)
+
+    def objects(self, name: str, parse: Callable[[Fields], T]) -> tuple[T, ...]:
+        value = self._get(name, False)
+        if not isinstance(value, list):
+            raise self._fault(name, "a list")
+        return tuple(parse(Fields(item, f"{self._where}.{name}[{index}]")) for index, item in enumerate(value))
 
 
-def _required_time(value: Any) -> datetime:
-    return datetime.fromisoformat(value)
+class Model:
+    """A result type: `from_json(result)` checks and converts, `read(fields)` does the work."""
+
+    __slots__ = ()
+
+    @classmethod
+    def from_json(cls, data: Any) -> Self:
+        return cls.read(Fields(data, "result"))
+
+    @classmethod
+    def read(cls, fields: Fields) -> Self:  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
 
 
 @dataclass(frozen=True, slots=True)
-class Usage:
+class Usage(Model):
     rx_bytes: int  # received from the peer: the user's upload
     tx_bytes: int  # sent to the peer: the user's download
     total_bytes: int
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Usage:
-        return cls(data["rx_bytes"], data["tx_bytes"], data["total_bytes"])
+    def read(cls, fields: Fields) -> Self:
+        return cls(fields.integer("rx_bytes"), fields.integer("tx_bytes"), fields.integer("total_bytes"))
 
 
 @dataclass(frozen=True, slots=True)
-class Period:
+class Period(Model):
     start: datetime
     end: datetime
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Period:
-        return cls(_required_time(data["start"]), _required_time(data["end"]))
+    def read(cls, fields: Fields) -> Self:
+        return cls(fields.time("start"), fields.time("end"))
 
 
 @dataclass(frozen=True, slots=True)
-class PeriodUsage:
+class PeriodUsage(Model):
     start: datetime
     end: datetime
     rx_bytes: int
@@ -49,30 +160,35 @@ class PeriodUsage:
     total_bytes: int
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Self:
+    def read(cls, fields: Fields) -> Self:
         return cls(
-            _required_time(data["start"]),
-            _required_time(data["end"]),
-            data["rx_bytes"],
-            data["tx_bytes"],
-            data["total_bytes"],
+            fields.time("start"),
+            fields.time("end"),
+            fields.integer("rx_bytes"),
+            fields.integer("tx_bytes"),
+            fields.integer("total_bytes"),
         )
 
 
 @dataclass(frozen=True, slots=True)
-class LifetimeUsage:
+class LifetimeUsage(Model):
     since: datetime | None
     rx_bytes: int
     tx_bytes: int
     total_bytes: int
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> LifetimeUsage:
-        return cls(_time(data.get("since")), data["rx_bytes"], data["tx_bytes"], data["total_bytes"])
+    def read(cls, fields: Fields) -> Self:
+        return cls(
+            fields.optional_time("since"),
+            fields.integer("rx_bytes"),
+            fields.integer("tx_bytes"),
+            fields.integer("total_bytes"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
-class PeerTraffic:
+class PeerTraffic(Model):
     interface: str
     public_key: str
     present: bool
@@ -85,23 +201,23 @@ class PeerTraffic:
     lifetime: LifetimeUsage
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> PeerTraffic:
+    def read(cls, fields: Fields) -> Self:
         return cls(
-            interface=data["interface"],
-            public_key=data["public_key"],
-            present=data["present"],
-            online=data["online"],
-            latest_handshake=_time(data.get("latest_handshake")),
-            endpoint=data.get("endpoint"),
-            sampled_at=_time(data.get("sampled_at")),
-            session=Usage.from_json(data["session"]),
-            period=PeriodUsage.from_json(data["period"]),
-            lifetime=LifetimeUsage.from_json(data["lifetime"]),
+            interface=fields.string("interface"),
+            public_key=fields.string("public_key"),
+            present=fields.boolean("present"),
+            online=fields.boolean("online"),
+            latest_handshake=fields.optional_time("latest_handshake"),
+            endpoint=fields.optional_string("endpoint"),
+            sampled_at=fields.optional_time("sampled_at"),
+            session=fields.object("session", Usage.read),
+            period=fields.object("period", PeriodUsage.read),
+            lifetime=fields.object("lifetime", LifetimeUsage.read),
         )
 
 
 @dataclass(frozen=True, slots=True)
-class InterfaceStatus:
+class InterfaceStatus(Model):
     name: str
     exists: bool
     up: bool
@@ -112,21 +228,21 @@ class InterfaceStatus:
     period: Usage
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> InterfaceStatus:
+    def read(cls, fields: Fields) -> Self:
         return cls(
-            name=data["name"],
-            exists=data["exists"],
-            up=data["up"],
-            public_key=data.get("public_key"),
-            listen_port=data.get("listen_port"),
-            peers=data["peers"],
-            peers_online=data["peers_online"],
-            period=Usage.from_json(data["period"]),
+            name=fields.string("name"),
+            exists=fields.boolean("exists"),
+            up=fields.boolean("up"),
+            public_key=fields.optional_string("public_key"),
+            listen_port=fields.optional_integer("listen_port"),
+            peers=fields.integer("peers"),
+            peers_online=fields.integer("peers_online"),
+            period=fields.object("period", Usage.read),
         )
 
 
 @dataclass(frozen=True, slots=True)
-class SamplerStatus:
+class SamplerStatus(Model):
     schedule: str
     last_sample_at: datetime | None
     last_success_at: datetime | None
@@ -135,19 +251,29 @@ class SamplerStatus:
     last_error: str | None
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> SamplerStatus:
+    def read(cls, fields: Fields) -> Self:
         return cls(
-            schedule=data["schedule"],
-            last_sample_at=_time(data.get("last_sample_at")),
-            last_success_at=_time(data.get("last_success_at")),
-            next_sample_at=_time(data.get("next_sample_at")),
-            consecutive_failures=data["consecutive_failures"],
-            last_error=data.get("last_error"),
+            schedule=fields.string("schedule"),
+            last_sample_at=fields.optional_time("last_sample_at"),
+            last_success_at=fields.optional_time("last_success_at"),
+            next_sample_at=fields.optional_time("next_sample_at"),
+            consecutive_failures=fields.integer("consecutive_failures"),
+            last_error=fields.optional_string("last_error"),
         )
 
 
 @dataclass(frozen=True, slots=True)
-class ServerStatus:
+class LedgerStatus(Model):
+    checked_at: datetime | None  # the last check of the ledger's file
+    error: str | None  # what that check found wrong; None = sound
+
+    @classmethod
+    def read(cls, fields: Fields) -> Self:
+        return cls(fields.optional_time("checked_at"), fields.optional_string("error"))
+
+
+@dataclass(frozen=True, slots=True)
+class ServerStatus(Model):
     version: str
     started_at: datetime
     uptime_seconds: int
@@ -158,33 +284,35 @@ class ServerStatus:
     period: Period
     sampler: SamplerStatus
     interfaces: tuple[InterfaceStatus, ...]
+    ledger: LedgerStatus | None = None  # absent from older daemons
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ServerStatus:
+    def read(cls, fields: Fields) -> Self:
         return cls(
-            version=data["version"],
-            started_at=_required_time(data["started_at"]),
-            uptime_seconds=data["uptime_seconds"],
-            healthy=data["healthy"],
-            tool=data.get("tool"),
-            timezone=data["timezone"],
-            tracking_since=_time(data.get("tracking_since")),
-            period=Period.from_json(data["period"]),
-            sampler=SamplerStatus.from_json(data["sampler"]),
-            interfaces=tuple(InterfaceStatus.from_json(i) for i in data["interfaces"]),
+            version=fields.string("version"),
+            started_at=fields.time("started_at"),
+            uptime_seconds=fields.integer("uptime_seconds"),
+            healthy=fields.boolean("healthy"),
+            tool=fields.optional_string("tool"),
+            timezone=fields.string("timezone"),
+            tracking_since=fields.optional_time("tracking_since"),
+            period=fields.object("period", Period.read),
+            sampler=fields.object("sampler", SamplerStatus.read),
+            interfaces=fields.objects("interfaces", InterfaceStatus.read),
+            ledger=fields.optional_object("ledger", LedgerStatus.read),
         )
 
 
 @dataclass(frozen=True, slots=True)
-class TrafficList:
+class TrafficList(Model):
     period: Period
     total: int
     peers: tuple[PeerTraffic, ...]
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> TrafficList:
+    def read(cls, fields: Fields) -> Self:
         return cls(
-            Period.from_json(data["period"]), data["total"], tuple(PeerTraffic.from_json(p) for p in data["peers"])
+            fields.object("period", Period.read), fields.integer("total"), fields.objects("peers", PeerTraffic.read)
         )
 
 
@@ -194,42 +322,45 @@ class HistoryBucket(PeriodUsage):
 
 
 @dataclass(frozen=True, slots=True)
-class History:
+class History(Model):
     interface: str
     public_key: str
     granularity: str
     buckets: tuple[HistoryBucket, ...]  # newest first, the open bucket included
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> History:
+    def read(cls, fields: Fields) -> Self:
         return cls(
-            data["interface"],
-            data["public_key"],
-            data["granularity"],
-            tuple(HistoryBucket.from_json(b) for b in data["buckets"]),
+            fields.string("interface"),
+            fields.string("public_key"),
+            fields.string("granularity"),
+            fields.objects("buckets", HistoryBucket.read),
         )
 
 
 @dataclass(frozen=True, slots=True)
-class SampleResult:
+class SampleResult(Model):
     sampled_at: datetime
     interfaces: int
     peers: int
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> SampleResult:
-        return cls(_required_time(data["sampled_at"]), data["interfaces"], data["peers"])
+    def read(cls, fields: Fields) -> Self:
+        return cls(fields.time("sampled_at"), fields.integer("interfaces"), fields.integer("peers"))
 
 
 @dataclass(frozen=True, slots=True)
-class ResetResult:
+class ResetResult(Model):
     interface: str
     public_key: str
     reset_at: datetime
     removed: Usage
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ResetResult:
+    def read(cls, fields: Fields) -> Self:
         return cls(
-            data["interface"], data["public_key"], _required_time(data["reset_at"]), Usage.from_json(data["removed"])
+            fields.string("interface"),
+            fields.string("public_key"),
+            fields.time("reset_at"),
+            fields.object("removed", Usage.read),
         )

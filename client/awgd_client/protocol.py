@@ -71,11 +71,16 @@ def decode(line: bytes) -> Any:
         raise ProtocolError(PARSE_ERROR, "parse error") from None
 
 
+def dumps(value: Any) -> bytes:
+    """A JSON value as compact UTF-8, without the newline that ends a message."""
+    if _orjson is not None:
+        return bytes(_orjson.dumps(value))
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
 def encode(message: Any) -> bytes:
     """One message to one line, newline included."""
-    if _orjson is not None:
-        return bytes(_orjson.dumps(message)) + b"\n"
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8") + b"\n"
+    return dumps(message) + b"\n"
 
 
 class LineBuffer:
@@ -152,6 +157,12 @@ def _parse_one(item: Any) -> Request | dict[str, Any]:
 
 def result_response(request_id: Id, result: Any) -> dict[str, Any]:
     return {"jsonrpc": JSONRPC, "id": request_id, "result": result}
+
+
+def result_prefix(request_id: Id) -> bytes:
+    """The start of a result response whose result is written after it, piece by piece
+    (then closed with `}`): a large answer need not be built whole before it is sent."""
+    return b'{"jsonrpc":"2.0","id":' + dumps(request_id) + b',"result":'
 
 
 def error_response(request_id: Id, code: int, message: str, data: Any = None) -> dict[str, Any]:

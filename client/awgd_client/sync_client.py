@@ -11,7 +11,7 @@ from typing import Any
 
 from awgd_client import methods
 from awgd_client import protocol as rpc
-from awgd_client.errors import AwgdError, AwgdTimeout, DaemonUnavailable, SocketPermissionDenied, from_error
+from awgd_client.errors import AwgdTimeout, DaemonUnavailable, ProtocolError, SocketPermissionDenied, from_error
 from awgd_client.models import History, PeerTraffic, ResetResult, SampleResult, ServerStatus, TrafficList
 
 # Answers can be far larger than requests: traffic.list of 10,000 peers is about 7 MB.
@@ -109,7 +109,7 @@ class Client:
                     raise
                 except rpc.ProtocolError:
                     self._drop()
-                    raise AwgdError("awgd sent an answer that is not JSON-RPC 2.0") from None
+                    raise ProtocolError("awgd sent an answer that is not JSON-RPC 2.0") from None
                 except (_ConnectionLost, OSError):
                     self._drop()
                     if attempt == 1 and method in methods.IDEMPOTENT:
