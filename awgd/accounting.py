@@ -1,20 +1,28 @@
-"""Turn (previous checkpoint, new observation) into per-peer byte deltas. Pure.
+"""The accounting rules: (checkpoints, what a sample saw) -> deltas and new checkpoints. Pure.
 
-The rules are DESIGN.md "Accounting rules", per peer and per direction:
-1. the interface's ifindex or the boot id changed  -> the counters restarted: delta = counter
-2. the peer was absent and is present again         -> delta = counter
-3. counter >= checkpoint                            -> delta = counter - checkpoint
-4. counter <  checkpoint (reset between samples)    -> delta = counter
-5. a peer never seen before                         -> delta = counter, except in the very
-   first sample of a brand-new ledger, where every counter is only a baseline (delta = 0).
+docs/DESIGN.md "Accounting". Per peer and per direction:
 
-An ifindex or boot id that could not be read is None and is never evidence of a change:
+1. its interface was re-created or the host rebooted since the checkpoint (a new ifindex or
+   boot id): the counters restarted, so the delta is the whole counter;
+2. the peer was absent at the checkpoint and is present now: the whole counter;
+3. the counter is at or above the checkpoint: the difference;
+4. the counter is below the checkpoint: it restarted between two samples, so the delta is
+   the whole counter;
+5. a peer never seen before: the whole counter, except in the very first sample of a new
+   ledger, where every counter is only a baseline (delta 0): that traffic happened before
+   awgd was installed, at an unknown time.
+
+An ifindex or boot id that could not be read is None, and is never evidence of a restart:
 remembering a stale ifindex instead would book a re-created interface's counters twice
 (once by rule 4 while the ifindex was unknown, again by rule 1 when it reappears).
 
-Known limit: a reset whose counter climbs past its old value before the next sample,
+Known limit: a restart whose counter climbs past its old value before the next sample,
 with neither the ifindex nor the boot id changing, loses the difference. Nothing is ever
 counted twice.
+
+`account` is the plain statement of the rules over whole samples. The daemon books samples
+with a tuned loop over only the peers that changed (awgd.books), which must give the same
+result; tests/test_incremental.py checks that it does, over random histories.
 """
 
 from __future__ import annotations
@@ -27,9 +35,8 @@ PeerKey = tuple[str, str]  # (interface name, public key)
 Counters = tuple[int, int]  # (rx_bytes, tx_bytes)
 
 
-class PeerCheckpoint(NamedTuple):
-    """A NamedTuple: one is made per moving peer per sample, 50,000 on a busy server, and a
-    tuple of ints is cheap to build and is left alone by the cyclic garbage collector."""
+class Checkpoint(NamedTuple):
+    """A peer's counters at the last booked sample, and whether it was present then."""
 
     rx: int
     tx: int
@@ -38,89 +45,31 @@ class PeerCheckpoint(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class InterfaceCheckpoint:
+    """The evidence of rule 1: the interface's ifindex and the host's boot id when last booked."""
+
     ifindex: int | None
     boot_id: str | None
 
 
 @dataclass(frozen=True, slots=True)
 class Observation:
-    """What one sample saw, reduced to what the accounting needs."""
+    """What one sample saw, reduced to what the rules need."""
 
     counters: Mapping[str, Mapping[str, Counters]]  # interface read -> public key -> counters
     ifindexes: Mapping[str, int]  # interfaces whose ifindex is known
     boot_id: str | None
     # Interfaces whose state is unknown in this sample (the tool could not read them, or
-    # they are not watched): their checkpoints stay untouched, their peers are not absent.
+    # they are not watched): their checkpoints stay as they are, their peers are not absent.
     unread: frozenset[str] = frozenset()
-    # Interfaces whose `counters` list only the peers that may have moved: every other peer
-    # checkpointed on them is present now, with the counters its checkpoint holds. Never a
-    # restarted interface (see `restarted`). On a large, mostly idle server this spares
-    # visiting 50,000 unchanged peers every sample; the result is the same either way.
-    only_changed: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
 class Booking:
-    """The result of one sample: only what changed."""
+    """What one sample changes: only what differs from the checkpoints."""
 
     deltas: dict[PeerKey, Counters] = field(default_factory=dict)  # non-zero deltas only
-    peers: dict[PeerKey, PeerCheckpoint] = field(default_factory=dict)  # changed checkpoints
+    peers: dict[PeerKey, Checkpoint] = field(default_factory=dict)  # changed checkpoints
     interfaces: dict[str, InterfaceCheckpoint] = field(default_factory=dict)  # changed checkpoints
-
-
-def account(
-    peers: Mapping[str, Mapping[str, PeerCheckpoint]],
-    interfaces: Mapping[str, InterfaceCheckpoint],
-    observation: Observation,
-    *,
-    first_sample: bool,
-) -> Booking:
-    """Book one observation against the checkpoints (interface -> public key -> checkpoint)."""
-    booking = Booking()
-    deltas, new_peers, new_ifaces = booking.deltas, booking.peers, booking.interfaces
-    new_checkpoint = tuple.__new__
-    boot_id = observation.boot_id
-    for name, counters in observation.counters.items():
-        old_iface = interfaces.get(name)
-        ifindex = observation.ifindexes.get(name)
-        restart = restarted(old_iface, ifindex, boot_id)
-        if old_iface is None or old_iface.ifindex != ifindex or old_iface.boot_id != boot_id:
-            new_ifaces[name] = InterfaceCheckpoint(ifindex, boot_id)
-        old_peers = peers.get(name, {})
-        # Once per moving peer per sample: tuple indexing and tuple.__new__ rather than
-        # attribute access and the NamedTuple's Python-level constructor.
-        for key, (rx, tx) in counters.items():
-            old = old_peers.get(key)
-            if old is None:
-                drx, dtx = (0, 0) if first_sample else (rx, tx)
-            else:
-                old_rx, old_tx, present = old
-                if restart or not present:
-                    drx, dtx = rx, tx
-                elif old_rx == rx and old_tx == tx:
-                    continue  # idle: nothing to book, nothing to write (most peers, most samples)
-                else:
-                    drx = rx - old_rx if rx >= old_rx else rx
-                    dtx = tx - old_tx if tx >= old_tx else tx
-            peer_key = (name, key)
-            if drx or dtx:
-                deltas[peer_key] = (drx, dtx)
-            new_peers[peer_key] = new_checkpoint(PeerCheckpoint, (rx, tx, True))
-        if name in observation.only_changed:
-            if restart:
-                raise ValueError(f"interface {name} restarted: its counters must all be listed")
-            continue  # every peer not listed is present and unchanged
-        for key, old in old_peers.items():
-            if old.present and key not in counters:
-                new_peers[(name, key)] = PeerCheckpoint(old.rx, old.tx, False)
-    # An interface that was read before and is neither listed nor unread now is gone.
-    for name, old_peers in peers.items():
-        if name in observation.counters or name in observation.unread:
-            continue
-        for key, old in old_peers.items():
-            if old.present:
-                new_peers[(name, key)] = PeerCheckpoint(old.rx, old.tx, False)
-    return booking
 
 
 def restarted(old: InterfaceCheckpoint | None, ifindex: int | None, boot_id: str | None) -> bool:
@@ -132,15 +81,53 @@ def _changed(old: object | None, new: object | None) -> bool:
     return old is not None and new is not None and old != new
 
 
-def advance(
-    peers: dict[str, dict[str, PeerCheckpoint]],
-    interfaces: dict[str, InterfaceCheckpoint],
-    booking: Booking,
-) -> None:
-    """Fold a committed booking into in-memory checkpoints (in place: they can hold 50,000 peers)."""
-    current_name, current = None, None
-    for (name, key), checkpoint in booking.peers.items():
-        if name != current_name:  # bookings come grouped by interface: one lookup per run
-            current_name, current = name, peers.setdefault(name, {})
-        current[key] = checkpoint  # type: ignore[index]
-    interfaces.update(booking.interfaces)
+def delta(old: Checkpoint | None, rx: int, tx: int, *, restart: bool, baseline: bool) -> Counters:
+    """Rules 1 to 5 for one peer that is present now with counters (rx, tx)."""
+    if old is None:
+        return (0, 0) if baseline else (rx, tx)  # rule 5
+    if restart or not old.present:
+        return rx, tx  # rules 1 and 2
+    return (
+        rx - old.rx if rx >= old.rx else rx,  # rules 3 and 4
+        tx - old.tx if tx >= old.tx else tx,
+    )
+
+
+def account(
+    peers: Mapping[str, Mapping[str, Checkpoint]],
+    interfaces: Mapping[str, InterfaceCheckpoint],
+    observation: Observation,
+    *,
+    baseline: bool,
+) -> Booking:
+    """Book one observation against the checkpoints (interface -> public key -> checkpoint).
+
+    `baseline` is true for the first sample of a new ledger (rule 5).
+    """
+    booking = Booking()
+    for name, counters in observation.counters.items():
+        old_iface = interfaces.get(name)
+        ifindex = observation.ifindexes.get(name)
+        restart = restarted(old_iface, ifindex, observation.boot_id)
+        if old_iface != InterfaceCheckpoint(ifindex, observation.boot_id):
+            booking.interfaces[name] = InterfaceCheckpoint(ifindex, observation.boot_id)
+        old_peers = peers.get(name, {})
+        for key, (rx, tx) in counters.items():
+            old = old_peers.get(key)
+            moved = delta(old, rx, tx, restart=restart, baseline=baseline)
+            if moved != (0, 0):
+                booking.deltas[(name, key)] = moved
+            checkpoint = Checkpoint(rx, tx, True)
+            if checkpoint != old:
+                booking.peers[(name, key)] = checkpoint
+        for key, old in old_peers.items():
+            if old.present and key not in counters:
+                booking.peers[(name, key)] = Checkpoint(old.rx, old.tx, False)  # removed
+    # An interface that was read before and is neither read nor unread now is gone.
+    for name, old_peers in peers.items():
+        if name in observation.counters or name in observation.unread:
+            continue
+        for key, old in old_peers.items():
+            if old.present:
+                booking.peers[(name, key)] = Checkpoint(old.rx, old.tx, False)
+    return booking

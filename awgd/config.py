@@ -19,10 +19,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from awgd.periods import validate_schedule
 from awgd.trusted_path import UntrustedPath, read_trusted_file
+from awgd_client.names import interface_name_problem
 
 DEFAULT_PATH = "/etc/awgd/awgd.toml"
 EX_CONFIG = 78
-_IFNAME_RE = re.compile(r"[^\x00-\x20\x7f/:]{1,15}")
 _GROUP_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?")
 
 
@@ -164,7 +164,8 @@ def _group(value: Any) -> str | None:
 
 
 def _iface(name: str) -> str | None:
-    return None if _IFNAME_RE.fullmatch(name) else f"{name!r} is not a valid interface name"
+    problem = interface_name_problem(name)
+    return None if problem is None else f"{name!r} is not an interface name: it {problem}"
 
 
 def _prefix_item(item: str) -> str | None:

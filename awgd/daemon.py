@@ -1,9 +1,12 @@
-"""The daemon's life: start, serve, sample on schedule, reload, stop (DESIGN.md).
+"""The daemon's life: start, serve, sample on schedule, reload, stop (docs/DESIGN.md).
 
-Start: config, ledger, a first sample, the socket, READY=1. SIGHUP reloads the config
+Start: config, ledger, books, a first sample, the socket, READY=1. SIGHUP reloads the config
 (a bad one is logged and the old one stays). SIGTERM/SIGINT: STOPPING=1, stop accepting,
 finish in-flight requests, take a last sample so the counters up to shutdown are booked,
 close the ledger, remove the socket, exit 0.
+
+The Daemon is also the `View` the RPC methods see (awgd.api): the config, the books, the
+health of the sampler and the ledger, and the actions a method may ask for.
 """
 
 from __future__ import annotations
@@ -14,27 +17,20 @@ import grp
 import logging
 import signal
 import time
-from collections.abc import Awaitable
 from datetime import UTC, datetime
-from typing import TypeVar
 
 from awgd import __version__
-from awgd.api import RpcError
+from awgd.api import Api, LedgerHealth
+from awgd.books import Books, PeerBook
 from awgd.config import Config, ConfigError, load
-from awgd.dump_parser import DumpParser
-from awgd.gc_policy import CollectorPolicy
-from awgd.ledger import Ledger, LedgerError
+from awgd.ledger import Bucket, Ledger
 from awgd.notify import Notifier
-from awgd.periods import Period, local_day, period_containing
+from awgd.periods import local_day, period_containing
 from awgd.rpc_server import RpcServer, prepare_socket_path
-from awgd.sampler import Sampler
-from awgd.scheduler import BookTo, SampleRunner, Schedule
-from awgd.state import State
-from awgd.system_reader import SamplingError, read_system, tool_candidates
-from awgd_client import protocol as rpc
+from awgd.sampling import Health, Sampler, SamplingFailed
+from awgd.scheduler import Schedule
 
 log = logging.getLogger("awgd")
-T = TypeVar("T")
 
 # The last sample at shutdown gets at most this long beyond the tool's own timeout.
 FINAL_SAMPLE_SLACK_SECONDS = 5.0
@@ -43,127 +39,109 @@ FINAL_SAMPLE_SLACK_SECONDS = 5.0
 LEDGER_CHECK_AFTER_FAILURE_SECONDS = 600.0
 
 
-class SamplingFailed(Exception):
-    """A sample that did not happen (tool or ledger); the message says why."""
-
-
 class Daemon:
     def __init__(self, config: Config, config_path: str | None, ledger: Ledger) -> None:
-        self.config = config
+        self._config = config
         self.config_path = config_path
         self.ledger = ledger
-        self.started_at = datetime.now(UTC)
-        self.admin_gids = resolve_groups(config.admin_groups)
-        now = datetime.now(UTC)
-        self.state = State.from_ledger(ledger, self._period_at(now), frozenset(config.interfaces), config.online_window)
-        self.sampler = Sampler(
-            ledger,
-            watched=config.interfaces,
-            schedule=config.periods_schedule,
-            zone=config.zone,
-        )
+        self._started_at = datetime.now(UTC)
+        self._admin_gids = resolve_groups(config.admin_groups)
+        self._ledger_health = LedgerHealth()
+        self._books = ledger.load_books(period_containing(self._started_at, config.periods_schedule, config.zone))
+        self._books.watch(frozenset(config.interfaces))
         self.notifier = Notifier()
-        self.dump_parser = DumpParser()
-        self.collector = CollectorPolicy()
-        self.runner = SampleRunner(self._take)
-        self.schedule = Schedule(
-            self.runner,
-            sampling=lambda: self.config.sampling_schedule,
-            maintenance=lambda: self.config.maintenance_schedule,
-            periods=lambda: self.config.periods_schedule,
-            zone=lambda: self.config.zone,
-            current_period=lambda: self.state.period,
-            roll=self._roll,
-            maintain=self._maintain,
+        self.sampler = Sampler(
+            self._books,
+            ledger,
+            lambda: self._config,
+            on_sample=self._status,
+            on_ledger_failure=self._ledger_failed,
         )
-        self.server = RpcServer(self, config.socket, config.group)
+        self.schedule = Schedule(self.sampler, self._books, lambda: self._config, self._maintain)
+        self.server = RpcServer(Api(self), config.socket, config.group)
         self._stop = asyncio.Event()
         self._last_ledger_check = -float("inf")
         self._ledger_check: asyncio.Task[None] | None = None
 
-    def _period_at(self, instant: datetime) -> Period:
-        return period_containing(instant, self.config.periods_schedule, self.config.zone)
+    # ---- the View of awgd.api ----------------------------------------------------------------
 
-    # ---- what the API needs -------------------------------------------------------------
+    @property
+    def config(self) -> Config:
+        return self._config
 
-    async def sample_now(self) -> datetime:
-        return await self._rpc_sample(self.runner.join_or_start())
+    @property
+    def books(self) -> Books:
+        return self._books
 
-    async def sample_fresh(self) -> datetime:
-        return await self._rpc_sample(self.runner.fresh())
+    @property
+    def health(self) -> Health:
+        return self.sampler.health
 
-    async def _rpc_sample(self, waiting: Awaitable[T]) -> T:
-        try:
-            return await waiting
-        except SamplingFailed as exc:
-            raise RpcError(rpc.SAMPLING_FAILED, f"sampling failed: {exc}", {"reason": str(exc)}) from None
+    @property
+    def ledger_health(self) -> LedgerHealth:
+        return self._ledger_health
+
+    @property
+    def started_at(self) -> datetime:
+        return self._started_at
+
+    @property
+    def admin_gids(self) -> frozenset[int]:
+        return self._admin_gids
 
     def next_sample_at(self) -> datetime | None:
         return self.schedule.next_sample_at
 
-    # ---- sampling ---------------------------------------------------------------------------
+    async def sample(self, *, rate_limited: bool) -> datetime:
+        return await (self.sampler.fresh() if rate_limited else self.sampler.join_or_start())
 
-    async def _take(self, book_to: BookTo) -> datetime:
-        with self.collector.sampling():
-            return await self._take_sample(book_to)
+    async def history(self, book: PeerBook, granularity: str, limit: int) -> list[Bucket]:
+        assert book.id is not None
+        books = self._books
+        async with self.sampler.changes:  # the open period and day as the ledger has them
+            return await asyncio.to_thread(
+                self.ledger.history,
+                book.id,
+                granularity,
+                limit,
+                open_period=books.open_period,
+                open_day=books.open_day,
+            )
 
-    async def _take_sample(self, book_to: BookTo) -> datetime:
-        config = self.config
-        try:
-            tools = tool_candidates(config.tool, config.exec_prefix)
-            reading = await read_system(tools, config.exec_prefix, config.tool_timeout, self.dump_parser.parse)
-        except SamplingError as exc:
-            self.state.sample_failed(str(exc))
-            log.warning("sample failed: %s", exc)
-            self._status()
-            raise SamplingFailed(str(exc)) from None
-        for warning in reading.warnings:
-            log.warning("%s", warning)
-        self.state.observe(reading)
-        try:
-            result = await self.sampler.book(reading, book_to=book_to)
-        except LedgerError as exc:
-            reason = f"the ledger could not book the sample: {exc}"
-            self.state.sample_failed(reason)
-            log.error("%s (the next sample books it)", reason)
-            self._status()
-            if time.monotonic() - self._last_ledger_check >= LEDGER_CHECK_AFTER_FAILURE_SECONDS:
-                self._start_ledger_check()
-            raise SamplingFailed(reason) from None
-        self.state.book(result.deltas, result.period)
-        self.state.sample_succeeded(reading.taken_at)
-        log.info(
-            "sample: %d interfaces, %d peers, %d moved, %d rows written%s",
-            len(reading.interfaces),
-            self.state.sampler.peers_seen,
-            result.peers_moved,
-            result.rows_written,
-            " (booked to the closing period)" if book_to else "",
-        )
-        self._status()
-        return reading.taken_at
+    async def reset(self, book: PeerBook) -> tuple[datetime, tuple[int, int]]:
+        books = self._books
+        async with self.sampler.changes:
+            at = datetime.now(UTC)
+            removed = (0, 0)  # seen by a reading but never booked: nothing to remove
+            period = books.period_bounds
+            if book.id is not None:
+                running = books.open_period == period
+                removed = await asyncio.to_thread(self.ledger.reset, book.id, period, running=running, at=at)
+            books.reset(book, period)
+        return at, removed
+
+    # ---- status and the ledger's health ----------------------------------------------------
 
     def _status(self) -> None:
-        state = self.state
-        read = sum(1 for i in state.interfaces.values() if i.read)
-        last = state.sampler.last_success_at
-        shown = last.astimezone(self.config.zone).strftime("%H:%M:%S") if last else "never"
-        text = f"watching {read} interfaces, {state.sampler.peers_seen} peers; last sample {shown}"
-        if state.sampler.last_error:
-            text += f"; failing: {state.sampler.last_error}"
-        if state.ledger.error:
-            text += f"; ledger damaged: {state.ledger.error}"
+        health = self.sampler.health
+        read = sum(1 for i in self._books.interfaces.values() if i.read)
+        last = health.last_success_at
+        shown = last.astimezone(self._config.zone).strftime("%H:%M:%S") if last else "never"
+        text = f"watching {read} interfaces, {self._books.peers_seen()} peers; last sample {shown}"
+        if health.last_error:
+            text += f"; failing: {health.last_error}"
+        if self._ledger_health.error:
+            text += f"; ledger damaged: {self._ledger_health.error}"
         self.notifier.send(f"STATUS={text[:200]}")
 
-    async def _roll(self, period: Period) -> None:
-        usage = await asyncio.to_thread(self.ledger.period_usage, period)
-        self.state.roll(period, usage)
-        log.info("new period %s .. %s", period.start.isoformat(), period.end.isoformat())
+    def _ledger_failed(self) -> None:
+        if time.monotonic() - self._last_ledger_check >= LEDGER_CHECK_AFTER_FAILURE_SECONDS:
+            self._start_ledger_check()
 
     async def _maintain(self) -> None:
         """Daily: prune day buckets past their retention, and check the ledger's file."""
-        today = local_day(datetime.now(UTC), self.config.zone)
-        keep_from = today.fromordinal(today.toordinal() - self.config.day_retention_days + 1)
+        today = local_day(datetime.now(UTC), self._config.zone)
+        keep_from = today.fromordinal(today.toordinal() - self._config.day_retention_days + 1)
         try:
             removed = await asyncio.to_thread(self.ledger.prune_days, keep_from)
             if removed:
@@ -180,7 +158,8 @@ class Daemon:
 
     async def _check_ledger(self) -> None:
         fault = await asyncio.to_thread(self.ledger.quick_check)
-        self.state.ledger_checked(datetime.now(UTC), fault)
+        self._ledger_health.checked_at = datetime.now(UTC)
+        self._ledger_health.error = fault
         if fault:
             log.error("the ledger is damaged (%s): awgd serves from memory; restore the ledger and restart", fault)
         self._status()
@@ -190,7 +169,7 @@ class Daemon:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         with contextlib.suppress(SamplingFailed):  # logged; the daemon serves and retries on schedule
-            await self.runner.join_or_start()
+            await self.sampler.join_or_start()
         await self.server.start()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stop.set)
@@ -199,7 +178,7 @@ class Daemon:
         interval = self.notifier.watchdog_interval()
         if interval:
             tasks.append(asyncio.ensure_future(self._watchdog(interval)))
-        log.info("awgd %s ready on %s", __version__, self.config.socket)
+        log.info("awgd %s ready on %s", __version__, self._config.socket)
         self.notifier.send("READY=1")
         self._status()
         await self._stop.wait()
@@ -210,8 +189,8 @@ class Daemon:
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.server.close()
         try:
-            async with asyncio.timeout(self.config.tool_timeout + FINAL_SAMPLE_SLACK_SECONDS):
-                await self.runner.join_or_start()
+            async with asyncio.timeout(self._config.tool_timeout + FINAL_SAMPLE_SLACK_SECONDS):
+                await self.sampler.join_or_start()
         except (SamplingFailed, TimeoutError) as exc:
             log.warning("last sample at shutdown failed: %s", exc)
         if self._ledger_check is not None:
@@ -234,19 +213,15 @@ class Daemon:
             log.error("reload rejected, the old config stays: %s", exc)
             self.notifier.send("READY=1")
             return
+        old = self._config
         for name, what in (("socket", "rpc.socket"), ("group", "rpc.group"), ("ledger_url", "ledger.url")):
-            if getattr(new, name) != getattr(self.config, name):
+            if getattr(new, name) != getattr(old, name):
                 log.warning("%s changed: takes effect at the next restart", what)
-        old = self.config
-        self.config = new
-        self.admin_gids = resolve_groups(new.admin_groups)
-        self.sampler.watched = frozenset(new.interfaces)
-        self.sampler.schedule = new.periods_schedule
-        self.sampler.zone = new.zone
-        self.state.set_watched(frozenset(new.interfaces))
-        self.state.online_window = new.online_window
+        self._config = new
+        self._admin_gids = resolve_groups(new.admin_groups)
+        self._books.watch(frozenset(new.interfaces))
         if (new.periods_schedule, new.zone) != (old.periods_schedule, old.zone):
-            await self._roll(self._period_at(datetime.now(UTC)))
+            await self.sampler.roll(period_containing(datetime.now(UTC), new.periods_schedule, new.zone))
         self.schedule.wake()
         log.info("config reloaded")
         self.notifier.send("READY=1")
@@ -268,8 +243,8 @@ async def serve(config: Config, config_path: str | None) -> int:
     # twice, and a socket directory someone else controls is refused outright.
     prepare_socket_path(config.socket)
     ledger = Ledger.open(config.ledger_url)
-    daemon = Daemon(config, config_path, ledger)
     try:
+        daemon = Daemon(config, config_path, ledger)
         return await daemon.run()
     finally:
         with contextlib.suppress(Exception):

@@ -1,9 +1,13 @@
 """Parse `awg|wg show all dump` and `show IFACE dump` output into plain immutable data.
 
-Pure: text in, data out. The rules are those of shared/dumps/FORMAT.md section 7:
-lines split on TAB only, the first line of each interface is its interface line
-whatever its length, peer lines have exactly 9 fields (8 without the interface
-name) and are validated strictly.
+`parse_dump` is pure: text in, data out. The rules are those of docs/FORMAT.md ("How awgd
+reads a dump"): lines split on TAB only, the first line of each interface is its interface
+line whatever its length, peer lines have exactly 9 fields (8 without the interface name)
+and are validated strictly.
+
+`DumpParser` parses one server's consecutive dumps to the same results, but re-reads only
+what changed since its last dump, and says per interface which peers those are
+(`Interface.changed`), so that nothing downstream needs to look at the others.
 
 Secrets: the interface private key, the AmneziaWG header-protection key and every
 peer's preshared key are read past and dropped here; no type below has a field
@@ -14,20 +18,20 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from itertools import compress, count
-from operator import ne
+from operator import itemgetter, ne, not_
 from typing import NamedTuple
+
+from awgd_client.names import KEY_PATTERN, interface_name_problem
 
 # WireGuard prints u64 counters, but SQLite integers are signed 64-bit; 2**63 bytes is
 # 8 EiB, which no peer reaches, so a larger value is treated as garbage.
 COUNTER_MAX = 2**63 - 1
-# IFNAMSIZ is 16 bytes including the NUL terminator.
-IFNAME_MAX = 15
 
-# Interface-line field counts, without the interface-name field, by format (FORMAT.md §2).
-# An unknown count is still accepted (first three fields from the left, fwmark from the
-# right, FORMAT.md §7.4): newer AmneziaWG releases add fields.
+# Interface-line field counts, without the interface-name field, by format (docs/FORMAT.md).
+# An unknown count is still accepted (the first three fields from the left, fwmark from the
+# right): newer AmneziaWG releases add fields.
 FORMATS_BY_FIELD_COUNT = {
     4: "wg",
     13: "awg1",
@@ -39,7 +43,7 @@ FORMATS_BY_FIELD_COUNT = {
 MIN_INTERFACE_FIELDS = 4
 PEER_FIELDS = 8
 
-_KEY = r"[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]="
+_KEY = KEY_PATTERN
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4 = rf"{_OCTET}(?:\.{_OCTET}){{3}}"
 _PORT = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}|0)"
@@ -57,7 +61,6 @@ _PEER_RE = re.compile(
     re.ASCII,
 )
 _KEY_RE = re.compile(_KEY, re.ASCII)
-_NAME_RE = re.compile(r"[^\x00-\x20\x7f/:]{1,15}")
 _PORT_RE = re.compile(_PORT, re.ASCII)
 _FWMARK_RE = re.compile(r"off|0x[0-9a-f]{1,8}", re.ASCII)
 
@@ -92,12 +95,16 @@ class Interface:
     fwmark: int | None
     format: str  # a key of FORMATS_BY_FIELD_COUNT's values, or "unknown"
     peers: tuple[Peer, ...]
+    # Filled by DumpParser: the peers that may differ from its last dump, when this interface
+    # lists the same keys as then (a peer not among them is the very same Peer object as
+    # then); None when that is not known (no last dump, keys added, removed or re-keyed).
+    changed: tuple[Peer, ...] | None = field(default=None, compare=False)
 
 
 def parse_dump(data: bytes | str, interface: str | None = None) -> tuple[Interface, ...]:
     """Parse `show all dump` output, or `show IFACE dump` output when `interface` is given.
 
-    Interfaces come back in the tool's order; a repeated interface (FORMAT.md §7.11) is
+    Interfaces come back in the tool's order; a repeated interface (docs/FORMAT.md) is
     merged into its first block, and a peer key repeated on one interface keeps its
     first line.
     """
@@ -111,17 +118,22 @@ def parse_dump(data: bytes | str, interface: str | None = None) -> tuple[Interfa
 
 
 class DumpParser:
-    """parse_dump for consecutive `show all dump` outputs of one server. Same results.
+    """parse_dump for consecutive `show all dump` outputs of one server, with the same results,
+    and with `Interface.changed` filled in.
 
     Between two samples most lines are unchanged, and a moving peer's line differs only in
     its handshake and counters. So the parser keeps the previous dump's layout (its lines,
-    interface blocks and the Peer at each position), and when a new dump has as many lines
-    under the same interface headers, it reads only the lines that differ, and of those
-    only the fields that differ. Anything else (a peer added, removed or re-keyed, a header
-    changed, a repeated interface or key, an error) takes the full path, which still reuses
-    the Peer of every line it saw last time wherever it moved. Either way an unchanged line
-    gives back the very same Peer object, so the accounting and the state can skip it by
-    identity (awgd.peer_changes).
+    interface blocks and the Peer on each line) and tries, in turn:
+
+    1. the kernel's stable order: as many lines under the same headers, compared position by
+       position; only the lines that differ are re-read, and of those only the fields that
+       differ;
+    2. wireguard-go's and amneziawg-go's order, new on every dump (Go map order): the same
+       headers at the same positions, each peer line looked up among the last dump's lines;
+       only the lines not found are re-read, against the last line of the same key;
+    3. the full path, which still reuses the Peer of every line it saw last time.
+
+    An unchanged line gives back the very same Peer object on every path.
 
     Kept between samples: the peer lines, which carry preshared keys, in this object only,
     as the tool's output itself is. Header lines, which carry the private key, are not kept.
@@ -135,10 +147,12 @@ class DumpParser:
             return parse_dump(data, interface)
         text = _decode(data)
         lines = _lines(text)
-        layout = _reread(lines, self._last, text.isascii())
+        last = self._last
+        ascii_text = text.isascii()
+        layout = _reread(lines, last, ascii_text) or _rekey(lines, last, ascii_text)
         if layout is None:
-            memo = dict(zip(self._last.lines, self._last.peer_at(), strict=True))
-            layout = _parse_all(lines, memo)  # a failed parse raises and keeps the old layout
+            layout = _parse_all(lines, last.memo())  # a failed parse raises and keeps the old layout
+            layout.interfaces = _with_changes(layout.interfaces, last.interfaces)
         self._last = layout
         return layout.interfaces
 
@@ -150,7 +164,7 @@ _HEADER = "\n"
 class _Layout:
     """A parsed `show all dump`: its interfaces, and where each came from."""
 
-    __slots__ = ("_at", "heads", "interfaces", "lines", "simple")
+    __slots__ = ("_at", "_memo", "heads", "interfaces", "lines", "simple")
 
     def __init__(
         self,
@@ -159,6 +173,8 @@ class _Layout:
         at: list[Peer | None] | None,
         heads: list[int],
         simple: bool,
+        *,
+        memo: dict[str, Peer | None] | None = None,
     ) -> None:
         self.interfaces = interfaces
         self.lines = lines  # header lines replaced by _HEADER
@@ -167,6 +183,26 @@ class _Layout:
         # Each interface printed once and no key repeated: interface k's peers are exactly
         # the lines between heads[k] and the next header, in order.
         self.simple = simple
+        # Each line's Peer, by the line's text, once it was needed; kept up to date from one
+        # layout to the next by the fast paths, since building it is most of path 2's cost.
+        self._memo = memo
+
+    def memo(self) -> dict[str, Peer | None]:
+        if self._memo is None:
+            self._memo = dict(zip(self.lines, self.peer_at(), strict=True))
+        return self._memo
+
+    def succeeded_by(self, lines: list[str], replaced: list[tuple[int, int, Peer]]) -> dict[str, Peer | None] | None:
+        """The memo of the next layout, whose line `new` replaced line `old` of this one with
+        the Peer given, for each (new, old, peer); this layout's memo is handed over."""
+        memo, self._memo = self._memo, None
+        if memo is not None:
+            old_lines = self.lines
+            for _, old, _ in replaced:
+                memo.pop(old_lines[old], None)
+            for new, _, peer in replaced:
+                memo[lines[new]] = peer
+        return memo
 
     def peer_at(self) -> list[Peer | None]:
         """The Peer each line printed; None for headers."""
@@ -199,7 +235,7 @@ def _decode(data: bytes | str) -> str:
 
 
 def _check_name(name: str, line_no: int) -> None:
-    if not _NAME_RE.fullmatch(name):
+    if interface_name_problem(name) is not None:
         raise DumpError(line_no, "invalid interface name")
 
 
@@ -207,25 +243,79 @@ class _FullPath(Exception):
     """The fast path cannot vouch for this dump."""
 
 
-def _reread(lines: list[str], last: _Layout, ascii_text: bool) -> _Layout | None:
-    """The fast path: `last` with only the differing lines re-read, or None to parse in full.
+def _same_headers(lines: list[str], last: _Layout) -> bool:
+    """Every interface's header line where it was, for the same interface, with the same fields."""
+    for block, head in enumerate(last.heads):
+        iface = last.interfaces[block]
+        name, _, rest = lines[head].partition("\t")
+        if name != iface.name:
+            return False
+        try:
+            fields = _parse_interface_fields(rest.split("\t"), head + 1)
+        except DumpError:
+            return False
+        if fields != (iface.public_key, iface.listen_port, iface.fwmark, iface.format):
+            return False
+    return True
 
-    This loop runs once per moving peer (50,000 times a sample on a busy server), so it is
-    written for speed: no calls it can avoid, and validation by str methods that give
-    exactly what the regular expressions of the full path accept (checked by
-    tests/test_incremental.py against parse_dump over random histories).
+
+def _reread_line(line: str, old_line: str, old: Peer, prefix: int, ascii_text: bool) -> Peer:
+    """The Peer of `line`, a peer line of the same interface as `old_line` (whose Peer is `old`).
+
+    Runs once per moving peer (50,000 times a sample on a busy server), so it is written for
+    speed: when the name, keys, endpoint, allowed IPs and keepalive are the text of the old
+    line, only the handshake and counters are read, by str methods that accept exactly what
+    the full path's regular expressions accept (tests/test_incremental.py checks both paths
+    against each other). Anything else is read in full. Raises _FullPath when the line
+    cannot be vouched for here.
     """
+    # Unpacking raises ValueError unless there are 5 parts: at least 4 TABs.
+    start, handshake, rx, tx, keepalive = line.rsplit("\t", 4)
+    cut = len(start)
+    if (
+        old_line.startswith(start)
+        and old_line[cut] == "\t"
+        and old_line.endswith(keepalive)
+        and old_line[-len(keepalive) - 1] == "\t"
+        and old_line.count("\t", cut) == 4
+    ):
+        # Only handshake and counters moved. They must be what _U64 accepts, 1 to 20 ASCII
+        # digits: isdigit() alone also takes digits such as "²", and int() takes " 1", "+1"
+        # and "1_0"; an empty field makes int() raise ValueError. Up to 18 digits cannot
+        # exceed COUNTER_MAX.
+        if not (rx.isdigit() and tx.isdigit()) or (not ascii_text and not (rx + tx).isascii()):
+            raise _FullPath
+        if old_line.startswith(handshake, cut + 1) and old_line[cut + 1 + len(handshake)] == "\t":
+            handshake_ = old[3]  # often: WireGuard handshakes every two minutes
+        elif handshake.isdigit() and (ascii_text or handshake.isascii()):
+            handshake_ = int(handshake)
+        else:
+            raise _FullPath
+        rx_, tx_ = int(rx), int(tx)
+        if len(rx) > 18 or len(tx) > 18 or len(handshake) > 18:
+            too_long = len(rx) > 20 or len(tx) > 20 or len(handshake) > 20
+            if too_long or max(rx_, tx_, handshake_) > COUNTER_MAX:
+                raise _FullPath
+        return tuple.__new__(Peer, (old[0], old[1], old[2], handshake_, rx_, tx_, old[6]))
+    if line.count("\t") != PEER_FIELDS or not line.startswith(old_line[:prefix]):
+        raise _FullPath
+    return _parse_peer(line[prefix:], 0)
+
+
+def _reread(lines: list[str], last: _Layout, ascii_text: bool) -> _Layout | None:
+    """Path 1, the kernel's stable order: `last` with only the differing lines re-read, or None."""
     if not last.simple or len(lines) != len(last.lines):
         return None
     old_lines, heads, interfaces = last.lines, last.heads, last.interfaces
     # Positions whose text differs; every header differs from its _HEADER placeholder.
     differing = compress(count(), map(ne, lines, old_lines))
     updated = list(interfaces)
+    changes: list[list[Peer]] = [[] for _ in interfaces]
+    replaced: list[tuple[int, int, Peer]] = []
     bounds = [*heads[1:], len(lines)]
-    block, head, end = -1, -1, -1
+    block, head, end, prefix = -1, -1, -1, 0
     before: tuple[Peer, ...] = ()
     peers: list[Peer] = []
-    new_peer = tuple.__new__
     try:
         for index in differing:
             if index >= end:  # the first differing line of a later interface
@@ -235,56 +325,95 @@ def _reread(lines: list[str], last: _Layout, ascii_text: bool) -> _Layout | None
                     block += 1
                     head, end = heads[block], bounds[block]
                 before, peers = interfaces[block].peers, []
-            line = lines[index]
+                prefix = len(interfaces[block].name) + 1
             if index == head:
-                iface = interfaces[block]
-                name, _, rest = line.partition("\t")
-                fields = _parse_interface_fields(rest.split("\t"), index + 1)
-                if name != iface.name or fields != (iface.public_key, iface.listen_port, iface.fwmark, iface.format):
-                    raise _FullPath
-                continue
-            offset = index - head - 1
-            old = before[offset]
-            # Unpacking raises ValueError unless there are 5 parts: at least 4 TABs.
-            start, handshake, rx, tx, keepalive = line.rsplit("\t", 4)
-            was_start, was_handshake, _, _, was_keepalive = old_lines[index].rsplit("\t", 4)
-            if start == was_start and keepalive == was_keepalive:
-                # Same name, key, endpoint, allowed IPs and keepalive: only handshake and
-                # counters moved. They must be what _U64 accepts, 1 to 20 ASCII digits:
-                # isdigit() alone also takes digits such as "²", and int() takes " 1",
-                # "+1" and "1_0"; an empty field makes int() raise ValueError. Up to 18
-                # digits cannot exceed COUNTER_MAX.
-                if not (rx.isdigit() and tx.isdigit()) or (not ascii_text and not (rx + tx).isascii()):
-                    raise _FullPath
-                if handshake == was_handshake:  # often: WireGuard handshakes every two minutes
-                    handshake_ = old[3]
-                elif handshake.isdigit() and (ascii_text or handshake.isascii()):
-                    handshake_ = int(handshake)
-                else:
-                    raise _FullPath
-                rx_, tx_ = int(rx), int(tx)
-                if len(rx) > 18 or len(tx) > 18 or len(handshake) > 18:
-                    too_long = len(rx) > 20 or len(tx) > 20 or len(handshake) > 20
-                    if too_long or max(rx_, tx_, handshake_) > COUNTER_MAX:
-                        raise _FullPath
-                peer = new_peer(Peer, (old[0], old[1], old[2], handshake_, rx_, tx_, old[6]))
-            else:
-                prefix = interfaces[block].name + "\t"
-                if not line.startswith(prefix) or line.count("\t") != PEER_FIELDS:
-                    raise _FullPath
-                peer = _parse_peer(line[len(prefix) :], index + 1)
-                if peer.public_key != old.public_key:
-                    raise _FullPath  # the full path decides what a repeated key means
+                continue  # headers are compared below, once
+            old = before[index - head - 1]
+            line = lines[index]
+            if not line.startswith(old[0], prefix):
+                raise _FullPath  # another key here: not the stable order
+            peer = _reread_line(line, old_lines[index], old, prefix, ascii_text)
+            if peer[0] != old[0]:
+                raise _FullPath
             if not peers:
                 peers = list(before)
-            peers[offset] = peer
-    except (_FullPath, DumpError, ValueError):
-        return None  # and the full path names the first bad line, if there is one
+            peers[index - head - 1] = peer
+            changes[block].append(peer)
+            replaced.append((index, index, peer))
+    except (_FullPath, DumpError, ValueError, IndexError):
+        return None  # and the next path decides, naming the first bad line if there is one
     if peers:
         updated[block] = replace(interfaces[block], peers=tuple(peers))
+    if not _same_headers(lines, last):
+        return None
     for index in heads:
         lines[index] = _HEADER
-    return _Layout(tuple(updated), lines, None, heads, True)
+    return _Layout(_changed_as(updated, changes), lines, None, heads, True, memo=last.succeeded_by(lines, replaced))
+
+
+def _rekey(lines: list[str], last: _Layout, ascii_text: bool) -> _Layout | None:
+    """Path 2, a new order on every dump: every interface has as many lines as last time,
+    under the same header; each line is looked up among the last dump's lines, and only the
+    lines not found are re-read, against the last line of their key. None when any of that
+    does not hold, or a key was added, removed or repeated."""
+    if not last.simple or len(lines) != len(last.lines) or not last.heads or not _same_headers(lines, last):
+        return None
+    old_lines, heads, interfaces = last.lines, last.heads, last.interfaces
+    found = list(map(last.memo().get, lines))
+    bounds = [*heads[1:], len(lines)]
+    updated: list[Interface] = []
+    changes: list[list[Peer]] = []
+    replaced: list[tuple[int, int, Peer]] = []
+    try:
+        for block, iface in enumerate(interfaces):
+            first, end = heads[block] + 1, bounds[block]
+            peers: list[Peer] = found[first:end]  # type: ignore[assignment]  # None where missing, filled below
+            changed: list[Peer] = []
+            missing = [first + i for i in compress(count(), map(not_, peers))]
+            if missing:
+                prefix = len(iface.name) + 1
+                where = dict(zip(map(itemgetter(0), iface.peers), range(first, end), strict=True))
+                for index in missing:
+                    line = lines[index]
+                    old_index = where[line[prefix : prefix + 44]]  # KeyError: a new key
+                    old = iface.peers[old_index - first]
+                    peer = _reread_line(line, old_lines[old_index], old, prefix, ascii_text)
+                    if peer[0] != old[0]:
+                        raise _FullPath
+                    peers[index - first] = peer
+                    changed.append(peer)
+                    replaced.append((index, old_index, peer))
+            # The same keys as last time, each once: a permutation of the last dump's peers.
+            if len(set(map(itemgetter(0), peers))) != len(peers):
+                raise _FullPath
+            updated.append(replace(iface, peers=tuple(peers)))
+            changes.append(changed)
+    except (_FullPath, DumpError, ValueError, KeyError, IndexError):
+        return None
+    for index in heads:
+        lines[index] = _HEADER
+    memo = last.succeeded_by(lines, replaced)
+    return _Layout(_changed_as(updated, changes), lines, None, list(heads), True, memo=memo)
+
+
+def _changed_as(interfaces: list[Interface], changes: list[list[Peer]]) -> tuple[Interface, ...]:
+    return tuple(replace(iface, changed=tuple(changed)) for iface, changed in zip(interfaces, changes, strict=True))
+
+
+def _with_changes(interfaces: tuple[Interface, ...], before: tuple[Interface, ...]) -> tuple[Interface, ...]:
+    """The full path's `changed`: per interface listing the same keys as in `before`, the peers
+    that are not the very Peer of their key there."""
+    old = {iface.name: iface for iface in before}
+    result = []
+    for iface in interfaces:
+        previous = old.get(iface.name)
+        changed: tuple[Peer, ...] | None = None
+        if previous is not None and len(previous.peers) == len(iface.peers):
+            by_key = dict(zip(map(itemgetter(0), previous.peers), previous.peers, strict=True))
+            if by_key.keys() == set(map(itemgetter(0), iface.peers)):
+                changed = tuple(peer for peer in iface.peers if by_key[peer[0]] is not peer)
+        result.append(replace(iface, changed=changed))
+    return tuple(result)
 
 
 class _Block:
@@ -425,7 +554,7 @@ _PEER_FIELD_CHECKS = (
 def _peer_fault(fields: list[str]) -> str:
     if len(fields) != PEER_FIELDS:
         return f"peer line has {len(fields)} fields, expected {PEER_FIELDS}"
-    for (reason, pattern), field in zip(_PEER_FIELD_CHECKS, fields, strict=True):
-        if not pattern.fullmatch(field):
+    for (reason, pattern), text in zip(_PEER_FIELD_CHECKS, fields, strict=True):
+        if not pattern.fullmatch(text):
             return reason
     return "malformed peer line"

@@ -1,7 +1,7 @@
 """Parse `ip -o link show` into each interface's ifindex and administrative state. Pure.
 
 A re-created interface gets a new ifindex, which is how the accounting tells that its
-counters restarted (DESIGN.md "Accounting rules", rule 1).
+counters restarted (docs/DESIGN.md "Accounting", rule 1).
 """
 
 from __future__ import annotations
@@ -9,8 +9,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from awgd_client.names import is_interface_name
+
 # "5: awg0: <POINTOPOINT,NOARP,UP,LOWER_UP> mtu 1420 ..."; veth names carry "@peer".
-_LINE_RE = re.compile(r"([0-9]{1,10}): ([^\s@:]{1,15})(?:@[^\s:]*)?: <([A-Z0-9_,-]*)>", re.ASCII)
+_LINE_RE = re.compile(r"([0-9]{1,10}): ([^\s@:]+)(?:@[^\s:]*)?: <([A-Z0-9_,-]*)>")
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +26,7 @@ def parse_ip_link(text: str) -> dict[str, Link]:
     links: dict[str, Link] = {}
     for line in text.split("\n"):
         match = _LINE_RE.match(line)
-        if match is None:
+        if match is None or not is_interface_name(match[2]):
             continue
         flags = match[3].split(",")
         links[match[2]] = Link(int(match[1]), "UP" in flags)

@@ -1,18 +1,16 @@
-"""The SQLite ledger (SQLAlchemy Core): books samples, answers the API's queries.
+"""The SQLite ledger (SQLAlchemy Core): where the books are persisted. Persistence only.
 
-Every sample is applied in one transaction: deltas into the period, day and lifetime
-totals together with the new checkpoints. A crash before the commit loses nothing (the
-next sample recomputes from the old checkpoint); a crash after it counts nothing twice.
-Only peers whose checkpoint changed are written, so an idle sample writes no row, and a
-moving peer is one row: its checkpoint and its running totals for the open period and
-day share its `peer_counters` row (ledger_schema). The first sample booked to another period or
-day first closes the open one, moving the running totals into the bucket tables in the
-same transaction; on a 50,000-peer server that is one set-wise statement per table, once
-a day.
+awgd.books decides what a sample books (an Entry); `write` puts it in one transaction: the
+open period and day closed when the books say so, new peers, the rows of the peers that
+changed, the interfaces' checkpoints and the meta row together. A crash before the commit
+loses nothing (the next sample recomputes from the old checkpoints); a crash after it counts
+nothing twice. An idle sample writes nothing at all, and a moving peer is one narrow row:
+its checkpoint and the running totals of the open period and day share its `peer_counters`
+row (awgd.ledger_schema), and closing moves every running total into the bucket tables
+with one set-wise statement per table (docs/DESIGN.md "The ledger").
 
-Works on SQLAlchemy 1.4.46 (Debian 12, with future=True) and 2.x. One connection is
-shared under a lock, because the daemon is the ledger's only writer and may call it from
-a worker thread.
+Works on SQLAlchemy 1.4.46 (Debian 12, with future=True) and 2.x. One connection is shared
+under a lock: the daemon is the ledger's only writer and calls it from a worker thread.
 """
 
 from __future__ import annotations
@@ -32,7 +30,8 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
-from awgd.accounting import Booking, InterfaceCheckpoint, PeerCheckpoint, PeerKey
+from awgd.accounting import InterfaceCheckpoint
+from awgd.books import Books, Entry, LoadedPeer, day_number
 from awgd.ledger_schema import (
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -50,18 +49,15 @@ from awgd.periods import Period
 # How long a write waits for a lock held by another process (a backup, an operator's
 # sqlite3 shell) before the sample is reported as failed and retried at the next one.
 LOCK_TIMEOUT_SECONDS = 2.0
-
 # WAL pages (4 KiB) after which a commit copies them into the database file. SQLite's
 # default, 1,000 (4 MiB), is less than one sample of a 50,000-peer server with every peer
-# moving (about 1,500 pages), so every such commit also ran a checkpoint and its fsyncs:
-# 13 ms of a 90 ms commit. A sample rewrites the same pages, so checkpointing every ~5
-# samples copies each page once instead of five times. Bounds the -wal file at 32 MiB.
+# moving, so every such commit would also run a checkpoint and its fsyncs. A sample rewrites
+# the same pages, so checkpointing every few samples copies each page once instead of
+# several times. Bounds the -wal file at 32 MiB.
 WAL_CHECKPOINT_PAGES = 8192
-
-SORTS = ("total", "rx", "tx", "public_key")
+HISTORY_GRANULARITIES = ("period", "day")
 # What quick_check found wrong is reported (server.status, the log) up to this length.
 MAX_FAULT_CHARS = 300
-HISTORY_GRANULARITIES = ("period", "day")
 
 
 class LedgerError(Exception):
@@ -69,25 +65,16 @@ class LedgerError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class PeerRecord:
-    interface: str
-    public_key: str
-    present: bool
-    rx: int  # checkpoint: the counters at the last booked sample
-    tx: int
-    lifetime_rx: int
-    lifetime_tx: int
-    first_seen: datetime
-    last_seen: datetime  # the last sample that wrote this peer (moved or changed presence)
+class Contents:
+    """Everything the books start from (Ledger.load)."""
 
-
-@dataclass(frozen=True, slots=True)
-class UsageRow:
-    interface: str
-    public_key: str
-    present: bool
-    rx: int
-    tx: int
+    created_at: datetime
+    tracking_since: datetime | None
+    last_booked_at: datetime | None
+    open_period: tuple[int, int] | None
+    open_day: int | None
+    peers: list[LoadedPeer]
+    interfaces: dict[str, InterfaceCheckpoint]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,18 +83,6 @@ class Bucket:
     end: int  # Unix seconds for periods, YYYYMMDD of the day itself for days
     rx: int
     tx: int
-
-
-def day_number(day: date) -> int:
-    return day.year * 10000 + day.month * 100 + day.day
-
-
-def day_from_number(number: int) -> date:
-    return date(number // 10000, number // 100 % 100, number % 100)
-
-
-def _ts(instant: datetime) -> int:
-    return int(instant.timestamp())
 
 
 def _dt(ts: int) -> datetime:
@@ -119,14 +94,6 @@ class Ledger:
         self._engine = engine
         self._url = url
         self._lock = threading.RLock()
-        self._ids: dict[PeerKey, int] = {}
-        self._next_id = 1
-        self.created_at: datetime
-        self.tracking_since: datetime | None = None
-        self.last_sample_at: datetime | None = None
-        # What the running totals in `peer_counters` belong to; None before the first booking.
-        self._open_period: tuple[int, int] | None = None
-        self._open_day: int | None = None
 
     # ---- opening -------------------------------------------------------------------
 
@@ -168,25 +135,43 @@ class Ledger:
                 for statement in MIGRATIONS[step]:
                     conn.exec_driver_sql(statement)
                 conn.execute(meta.update().where(meta.c.id == 1).values(schema_version=step))
+
+    def load_books(self, period: Period) -> Books:
+        """The books as this ledger left them, with `period` as the current period."""
+        contents = self.load()
+        return Books.load(
+            period=period,
+            peers=contents.peers,
+            interfaces=contents.interfaces,
+            open_period=contents.open_period,
+            open_day=contents.open_day,
+            tracking_since=contents.tracking_since,
+            last_booked_at=contents.last_booked_at,
+            earlier=self.closed_period_usage(int(period.start.timestamp())),
+        )
+
+    def load(self) -> Contents:
+        """The meta row, every peer with its counters row, and the interfaces' checkpoints."""
+        with self._read() as conn:
             row = conn.execute(sa.select(meta).where(meta.c.id == 1)).one()
-            self.created_at = _dt(row.created_at)
-            self.tracking_since = None if row.tracking_since is None else _dt(row.tracking_since)
-            self.last_sample_at = None if row.last_sample_at is None else _dt(row.last_sample_at)
-            if row.open_period_start is not None:
-                self._open_period = (row.open_period_start, row.open_period_end)
-            self._open_day = row.open_day
-            for peer_id, iface, key in conn.execute(sa.select(peers.c.id, peers.c.interface, peers.c.public_key)):
-                self._ids[(iface, key)] = peer_id
-            self._next_id = max(self._ids.values(), default=0) + 1
+            loaded = [_loaded(*row) for row in conn.execute(_LOAD_PEERS)]
+            ifaces = {
+                name: InterfaceCheckpoint(ifindex, boot_id)
+                for name, ifindex, boot_id in conn.execute(sa.select(interfaces))
+            }
+        return Contents(
+            created_at=_dt(row.created_at),
+            tracking_since=None if row.tracking_since is None else _dt(row.tracking_since),
+            last_booked_at=None if row.last_sample_at is None else _dt(row.last_sample_at),
+            open_period=None if row.open_period_start is None else (row.open_period_start, row.open_period_end),
+            open_day=row.open_day,
+            peers=loaded,
+            interfaces=ifaces,
+        )
 
     @property
     def engine(self) -> Engine:
         return self._engine
-
-    @property
-    def is_new(self) -> bool:
-        """True until the first sample is booked: its counters are only a baseline."""
-        return self.tracking_since is None
 
     def close(self) -> None:
         self._engine.dispose()
@@ -213,188 +198,59 @@ class Ledger:
             except (SQLAlchemyError, sqlite3.Error) as exc:
                 raise LedgerError(f"ledger read failed: {_reason(exc)}") from None
 
-    # ---- checkpoints and booking ---------------------------------------------------
+    # ---- a sample ------------------------------------------------------------------
 
-    def checkpoints(self) -> tuple[dict[str, dict[str, PeerCheckpoint]], dict[str, InterfaceCheckpoint]]:
-        """The state the accounting compares the next sample against."""
-        by_iface: dict[str, dict[str, PeerCheckpoint]] = {}
-        with self._read() as conn:
-            for iface, key, present, rx, tx in conn.execute(
-                sa.select(peers.c.interface, peers.c.public_key, _c.present, _c.rx, _c.tx).select_from(_PEERS)
-            ):
-                by_iface.setdefault(iface, {})[key] = PeerCheckpoint(rx, tx, bool(present))
-            ifaces = {
-                name: InterfaceCheckpoint(ifindex, boot_id)
-                for name, ifindex, boot_id in conn.execute(sa.select(interfaces))
-            }
-        return by_iface, ifaces
-
-    def apply(self, booking: Booking, *, at: datetime, period: Period, day: date) -> int:
-        """Book one sample in one transaction; returns the number of rows written.
-
-        `period` and `day` are where the deltas go: the caller decides, so that a boundary
-        sample taken at a period's end is booked to the closing period.
-        """
-        first = self.tracking_since is None
-        if not (booking.peers or booking.interfaces or first):
+    def write(self, entry: Entry) -> int:
+        """Write one sample's entry in one transaction; returns the number of rows written."""
+        if entry.empty:
             return 0
-        now = _ts(at)
-        bounds, day_no = (_ts(period.start), _ts(period.end)), day_number(day)
-        deltas = booking.deltas
-        # Running totals may only grow while they belong to this sample's period and day.
-        close_period = bool(deltas) and self._open_period != bounds
-        close_day = bool(deltas) and self._open_day != day_no
-        next_id = self._next_id
-        new_ids: dict[PeerKey, int] = {}
-        inserts: list[tuple[Any, ...]] = []
-        counters: list[tuple[Any, ...]] = []
-        updates: list[tuple[Any, ...]] = []
-        ids, no_delta = self._ids, (0, 0)
-        # Once per moving peer: kept lean. `present` goes in as an int, not a bool: the
-        # driver binds an exact int directly but looks a bool up in its adapter registry.
-        for key, (rx, tx, present) in booking.peers.items():
-            drx, dtx = deltas.get(key, no_delta)
-            peer_id = ids.get(key)
-            flag = 1 if present else 0
-            if peer_id is None:
-                peer_id = new_ids[key] = next_id
-                next_id += 1
-                inserts.append((peer_id, key[0], key[1], now))
-                counters.append((peer_id, flag, rx, tx, drx, dtx, now))
-            else:
-                updates.append((flag, rx, tx, drx, dtx, now, peer_id))
         written = 0
-        open_period = bounds if close_period else self._open_period
-        open_day = day_no if close_day else self._open_day
         with self._write() as conn:
-            if close_period:
-                written += self._close_period(conn)
-            if close_day:
-                written += self._close_day(conn)
-            if inserts:
-                conn.exec_driver_sql(_INSERT_PEER, inserts)
-                conn.exec_driver_sql(_INSERT_COUNTERS, counters)
-            if updates:
-                conn.exec_driver_sql(_UPDATE_PEER, updates)
-            if booking.interfaces:
+            if entry.close_period is not None:
+                written += _close(conn, _CLOSE_PERIOD, entry.close_period, _ZERO_PERIOD)
+            if entry.close_day is not None:
+                written += _close(conn, _CLOSE_DAY, (entry.close_day,), _ZERO_DAY)
+            if entry.new:
+                conn.exec_driver_sql(_INSERT_PEER, entry.new)
+                conn.exec_driver_sql(_INSERT_COUNTERS, entry.new_counters)
+            if entry.moved:
+                conn.exec_driver_sql(_UPDATE_MOVED, entry.moved)
+            if entry.gone:
+                conn.exec_driver_sql(_UPDATE_GONE, entry.gone)
+            if entry.interfaces:
                 conn.execute(
                     _UPSERT_INTERFACE,
-                    [{"name": n, "ifindex": c.ifindex, "boot_id": c.boot_id} for n, c in booking.interfaces.items()],
+                    [{"name": n, "ifindex": c.ifindex, "boot_id": c.boot_id} for n, c in entry.interfaces.items()],
                 )
             conn.exec_driver_sql(
                 _UPDATE_META,
-                (now, now if first else None, *(open_period or (None, None)), open_day),
+                (entry.at, entry.at if entry.first else None, *(entry.open_period or (None, None)), entry.open_day),
             )
-            written += 2 * len(inserts) + len(updates) + len(booking.interfaces) + 1
-        # Only after the commit: a failed write must leave the in-memory view as it was.
-        if close_period:
-            self._open_period = bounds
-        if close_day:
-            self._open_day = day_no
-        self._ids.update(new_ids)
-        self._next_id = next_id
-        self.last_sample_at = _dt(now)
-        if first:
-            self.tracking_since = _dt(now)
+            written += 2 * len(entry.new) + len(entry.moved) + len(entry.gone) + len(entry.interfaces) + 1
         return written
-
-    def _close_period(self, conn: Connection) -> int:
-        return 0 if self._open_period is None else _close(conn, _CLOSE_PERIOD, self._open_period, _ZERO_PERIOD)
-
-    def _close_day(self, conn: Connection) -> int:
-        return 0 if self._open_day is None else _close(conn, _CLOSE_DAY, (self._open_day,), _ZERO_DAY)
-
-    def _open(self, period: Period) -> bool:
-        return self._open_period is not None and self._open_period[0] == _ts(period.start)
 
     # ---- queries -------------------------------------------------------------------
 
-    def peer(self, interface: str, public_key: str) -> PeerRecord | None:
-        with self._read() as conn:
-            row = conn.execute(
-                sa.select(*_RECORD)
-                .select_from(_PEERS)
-                .where(peers.c.interface == interface, peers.c.public_key == public_key)
-            ).one_or_none()
-        return None if row is None else _record(row)
-
-    def all_peers(self) -> list[PeerRecord]:
-        with self._read() as conn:
-            query = sa.select(*_RECORD).select_from(_PEERS).order_by(peers.c.id)
-            return [_record(row) for row in conn.execute(query)]
-
-    def _period_totals(self, period: Period) -> tuple[sa.FromClause, sa.ColumnElement[Any], sa.ColumnElement[Any]]:
-        """`peers` joined to its counters and usage in `period`, and that usage (0 when none)."""
-        joined = _PEERS.outerjoin(
-            period_usage,
-            sa.and_(period_usage.c.peer_id == peers.c.id, period_usage.c.start == _ts(period.start)),
+    def closed_period_usage(self, start: int) -> dict[int, tuple[int, int]]:
+        """Every peer's period_usage row for the period starting at `start` (Unix seconds):
+        its usage there outside the running totals. Peers with none are left out."""
+        query = sa.select(period_usage.c.peer_id, period_usage.c.rx, period_usage.c.tx).where(
+            period_usage.c.start == start
         )
-        rx: sa.ColumnElement[Any] = sa.func.coalesce(period_usage.c.rx, 0)
-        tx: sa.ColumnElement[Any] = sa.func.coalesce(period_usage.c.tx, 0)
-        if self._open(period):
-            rx, tx = rx + _c.period_rx, tx + _c.period_tx
-        return joined, rx, tx
-
-    def usage(self, interface: str, public_key: str, period: Period) -> tuple[int, int]:
-        peer_id = self._ids.get((interface, public_key))
-        if peer_id is None:
-            return (0, 0)
-        joined, rx, tx = self._period_totals(period)
         with self._read() as conn:
-            row = conn.execute(sa.select(rx, tx).select_from(joined).where(peers.c.id == peer_id)).one()
-        return (row[0], row[1])
+            return {peer_id: (rx, tx) for peer_id, rx, tx in conn.execute(query) if rx or tx}
 
-    def period_usage(self, period: Period) -> dict[PeerKey, tuple[int, int]]:
-        """Every peer's usage in one period (peers with none are left out)."""
-        joined, rx, tx = self._period_totals(period)
-        query = sa.select(peers.c.interface, peers.c.public_key, rx, tx).select_from(joined)
-        with self._read() as conn:
-            return {(iface, key): (rx, tx) for iface, key, rx, tx in conn.execute(query) if rx or tx}
-
-    def list_period(
+    def history(
         self,
-        period: Period,
+        peer_id: int,
+        granularity: str,
+        limit: int,
         *,
-        interface: str | None = None,
-        sort: str = "total",
-        limit: int = 1000,
-        offset: int = 0,
-        present_only: bool = False,
-    ) -> tuple[int, list[UsageRow]]:
-        """A sorted page of every known peer's usage in `period` (descending for byte sorts)."""
-        if sort not in SORTS:
-            raise ValueError(f"sort must be one of {', '.join(SORTS)}")
-        joined, rx, tx = self._period_totals(period)
-        conditions = []
-        if interface is not None:
-            conditions.append(peers.c.interface == interface)
-        if present_only:
-            conditions.append(_c.present == sa.true())
-        order = {
-            "total": [(rx + tx).desc()],
-            "rx": [rx.desc()],
-            "tx": [tx.desc()],
-            "public_key": [],
-        }[sort] + [peers.c.public_key, peers.c.interface]
-        query = (
-            sa.select(peers.c.interface, peers.c.public_key, _c.present, rx.label("rx"), tx.label("tx"))
-            .select_from(joined)
-            .where(*conditions)
-            .order_by(*order)
-            .limit(limit)
-            .offset(offset)
-        )
-        count = sa.select(sa.func.count()).select_from(_PEERS).where(*conditions)
-        with self._read() as conn:
-            total = conn.execute(count).scalar_one()
-            rows = [UsageRow(r.interface, r.public_key, bool(r.present), r.rx, r.tx) for r in conn.execute(query)]
-        return total, rows
-
-    def history(self, interface: str, public_key: str, granularity: str, limit: int) -> list[Bucket]:
-        """Booked buckets, newest first. Buckets with no traffic have no row and are absent."""
-        peer_id = self._ids.get((interface, public_key))
-        if peer_id is None:
-            return []
+        open_period: tuple[int, int] | None,
+        open_day: int | None,
+    ) -> list[Bucket]:
+        """Booked buckets, newest first, the running totals added to the open one. Buckets
+        with no traffic have no row and are absent."""
         if granularity == "period":
             query = (
                 sa.select(period_usage.c.start, period_usage.c.end, period_usage.c.rx, period_usage.c.tx)
@@ -403,7 +259,7 @@ class Ledger:
                 .limit(limit)
             )
             running = sa.select(_c.period_rx, _c.period_tx)
-            open_bucket = self._open_period
+            open_bucket = open_period
         elif granularity == "day":
             query = (
                 sa.select(day_usage.c.day, day_usage.c.day, day_usage.c.rx, day_usage.c.tx)
@@ -412,12 +268,13 @@ class Ledger:
                 .limit(limit)
             )
             running = sa.select(_c.day_rx, _c.day_tx)
-            open_bucket = None if self._open_day is None else (self._open_day, self._open_day)
+            open_bucket = None if open_day is None else (open_day, open_day)
         else:
             raise ValueError(f"granularity must be one of {', '.join(HISTORY_GRANULARITIES)}")
         with self._read() as conn:
             buckets = {row[0]: Bucket(*row) for row in conn.execute(query)}
-            open_rx, open_tx = conn.execute(running.where(_c.peer_id == peer_id)).one()
+            found = conn.execute(running.where(_c.peer_id == peer_id)).one_or_none()
+        open_rx, open_tx = found if found is not None else (0, 0)
         if open_bucket is not None and (open_rx or open_tx):
             start, end = open_bucket
             closed = buckets.get(start)
@@ -427,45 +284,35 @@ class Ledger:
                 buckets[start] = Bucket(start, end, open_rx, open_tx)
         return sorted(buckets.values(), key=lambda bucket: bucket.start, reverse=True)[:limit]
 
-    def interface_totals(self, period: Period) -> dict[str, tuple[int, int]]:
-        joined, rx, tx = self._period_totals(period)
-        query = (
-            sa.select(peers.c.interface, sa.func.sum(rx), sa.func.sum(tx))
-            .select_from(joined)
-            .group_by(peers.c.interface)
-        )
-        with self._read() as conn:
-            return {iface: (int(rx), int(tx)) for iface, rx, tx in conn.execute(query) if rx or tx}
-
     # ---- operator actions ----------------------------------------------------------
 
-    def reset(self, interface: str, public_key: str, *, at: datetime, period: Period) -> tuple[int, int]:
-        """Zero the peer's usage in `period`, log what was removed, and return it.
+    def reset(self, peer_id: int, period: tuple[int, int], *, running: bool, at: datetime) -> tuple[int, int]:
+        """Zero the peer's usage in `period` (its row there, and its running totals when
+        `running`: they belong to that period), record what was removed, and return it.
 
         Lifetime totals and day buckets are history and stay as they are.
         """
-        peer_id = self._ids.get((interface, public_key))
-        if peer_id is None:
-            raise KeyError((interface, public_key))
-        start = _ts(period.start)
+        start = period[0]
         where = sa.and_(period_usage.c.peer_id == peer_id, period_usage.c.start == start)
-        joined, rx, tx = self._period_totals(period)
         with self._write() as conn:
-            row = conn.execute(sa.select(rx, tx).select_from(joined).where(peers.c.id == peer_id)).one()
-            removed = (row[0], row[1])
-            conn.execute(period_usage.update().where(where).values(rx=0, tx=0))
-            if self._open(period):
+            closed = conn.execute(sa.select(period_usage.c.rx, period_usage.c.tx).where(where)).one_or_none()
+            rx, tx = closed if closed is not None else (0, 0)
+            if running:
+                open_rx, open_tx = conn.execute(
+                    sa.select(_c.period_rx, _c.period_tx).where(_c.peer_id == peer_id)
+                ).one()
+                rx, tx = rx + open_rx, tx + open_tx
                 conn.execute(peer_counters.update().where(_c.peer_id == peer_id).values(period_rx=0, period_tx=0))
-            conn.execute(
-                resets.insert().values(peer_id=peer_id, at=_ts(at), period_start=start, rx=removed[0], tx=removed[1])
-            )
-        return removed
+            conn.execute(period_usage.update().where(where).values(rx=0, tx=0))
+            record = {"peer_id": peer_id, "at": int(at.timestamp()), "period_start": start, "rx": rx, "tx": tx}
+            conn.execute(resets.insert().values(**record))
+        return rx, tx
 
     def quick_check(self) -> str | None:
-        """SQLite's quick_check of the file: None when it is sound, else the first fault found.
+        """SQLite's quick_check of the file: None when it is sound, else the faults found.
 
-        A ledger damaged while awgd runs (truncated, its WAL overwritten) may still accept
-        writes for a while; this is how it is noticed before the next start.
+        A ledger damaged while awgd runs (a page overwritten, the file truncated) may still
+        accept writes for a while; this is how it is noticed before the next start.
         """
         with self._lock:
             try:
@@ -485,18 +332,29 @@ class Ledger:
 
 
 _c = peer_counters.c
-_PEERS = peers.join(peer_counters, _c.peer_id == peers.c.id)  # who, with their counters
-_RECORD = (
-    peers.c.interface,
-    peers.c.public_key,
-    _c.present,
-    _c.rx,
-    _c.tx,
-    _c.lifetime_rx,
-    _c.lifetime_tx,
-    peers.c.first_seen,
-    _c.last_seen,
+_LOAD_PEERS = (
+    sa.select(
+        peers.c.id,
+        peers.c.interface,
+        peers.c.public_key,
+        peers.c.first_seen,
+        _c.present,
+        _c.rx,
+        _c.tx,
+        _c.lifetime_rx,
+        _c.lifetime_tx,
+        _c.period_rx,
+        _c.period_tx,
+        _c.day_rx,
+        _c.day_tx,
+    )
+    .select_from(peers.join(peer_counters, _c.peer_id == peers.c.id))
+    .order_by(peers.c.id)
 )
+
+
+def _loaded(peer_id: int, interface: str, public_key: str, first_seen: int, present: Any, *counters: int) -> LoadedPeer:
+    return LoadedPeer(peer_id, interface, public_key, first_seen, bool(present), *counters)
 
 
 def _close(conn: Connection, move: str, bucket: tuple[int, ...], zero: str) -> int:
@@ -550,35 +408,22 @@ def _reason(exc: BaseException) -> str:
     return str(original if original is not None else exc).splitlines()[0]
 
 
-def _record(row: Any) -> PeerRecord:
-    return PeerRecord(
-        interface=row.interface,
-        public_key=row.public_key,
-        present=bool(row.present),
-        rx=row.rx,
-        tx=row.tx,
-        lifetime_rx=row.lifetime_rx,
-        lifetime_tx=row.lifetime_tx,
-        first_seen=_dt(row.first_seen),
-        last_seen=_dt(row.last_seen),
-    )
-
-
-# The per-sample statements, as the driver's SQL run with executemany over tuples: for
-# 50,000 rows this is 1.1 us a row against 3 us through compiled Core constructs with dict
-# parameters (measured on SQLAlchemy 2.1 and 1.4.46 alike), and a sample of a large server
-# is mostly these rows. The tables and every other statement are Core constructs.
+# The per-sample statements, as the driver's SQL run with executemany over tuples: a sample
+# of a large server is mostly these rows, and tuples through the driver cost a fraction of
+# compiled Core constructs with dict parameters (tests/bench/NOTES.md). The tables and every
+# other statement are Core constructs.
 _INSERT_PEER = "INSERT INTO peers (id, interface, public_key, first_seen) VALUES (?, ?, ?, ?)"
 _INSERT_COUNTERS = (
-    "INSERT INTO peer_counters (peer_id, present, rx, tx, lifetime_rx, lifetime_tx, last_seen,"
-    " period_rx, period_tx, day_rx, day_tx) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?5, ?6, ?5, ?6)"
+    "INSERT INTO peer_counters (present, rx, tx, lifetime_rx, lifetime_tx, peer_id,"
+    " period_rx, period_tx, day_rx, day_tx) VALUES (1, ?1, ?2, ?3, ?4, ?5, ?3, ?4, ?3, ?4)"
 )
-_UPDATE_PEER = (
-    "UPDATE peer_counters SET present = ?1, rx = ?2, tx = ?3,"
-    " lifetime_rx = lifetime_rx + ?4, lifetime_tx = lifetime_tx + ?5,"
-    " period_rx = period_rx + ?4, period_tx = period_tx + ?5, day_rx = day_rx + ?4, day_tx = day_tx + ?5,"
-    " last_seen = ?6 WHERE peer_id = ?7"
+_UPDATE_MOVED = (
+    "UPDATE peer_counters SET present = 1, rx = ?1, tx = ?2,"
+    " lifetime_rx = lifetime_rx + ?3, lifetime_tx = lifetime_tx + ?4,"
+    " period_rx = period_rx + ?3, period_tx = period_tx + ?4, day_rx = day_rx + ?3, day_tx = day_tx + ?4"
+    " WHERE peer_id = ?5"
 )
+_UPDATE_GONE = "UPDATE peer_counters SET present = 0 WHERE peer_id = ?"
 # One statement for every sample's meta row, whatever changed: no per-variant compiling.
 _UPDATE_META = (
     "UPDATE meta SET last_sample_at = ?1, tracking_since = coalesce(tracking_since, ?2),"

@@ -22,7 +22,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 metadata = MetaData()
 
@@ -80,7 +80,6 @@ peer_counters = Table(
     Column("tx", BigInteger, nullable=False),
     Column("lifetime_rx", BigInteger, nullable=False),
     Column("lifetime_tx", BigInteger, nullable=False),
-    Column("last_seen", BigInteger, nullable=False),
     Column("period_rx", BigInteger, nullable=False),
     Column("period_tx", BigInteger, nullable=False),
     Column("day_rx", BigInteger, nullable=False),
@@ -144,4 +143,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE meta ADD COLUMN open_period_end BIGINT",
         "ALTER TABLE meta ADD COLUMN open_day INTEGER",
     ),
+    # 3: a moving peer's row no longer carries the time of the sample (nothing read it), so
+    # a sample binds fewer values per row.
+    3: ("ALTER TABLE peer_counters DROP COLUMN last_seen",),
 }

@@ -28,7 +28,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from awgd.api import Caller, Daemon, RpcError, Streamed, answered_inline, dispatch, is_admin
+from awgd.api import Api, Caller, RpcError, Streamed, is_admin
 from awgd.trusted_path import ensure_trusted_directory
 from awgd_client import protocol as rpc
 
@@ -74,8 +74,8 @@ class SocketInUse(Exception):
 
 
 class RpcServer:
-    def __init__(self, daemon: Daemon, path: str, group: str) -> None:
-        self._daemon = daemon
+    def __init__(self, api: Api, path: str, group: str) -> None:
+        self._api = api
         self._path = path
         self._group = group
         self._server: asyncio.AbstractServer | None = None
@@ -104,11 +104,12 @@ class RpcServer:
 
     def _refusal(self, caller: Caller) -> str | None:
         """Why this caller may not have another connection now, or None."""
-        admin = is_admin(caller, self._daemon.admin_gids)
+        view = self._api.view
+        admin = is_admin(caller, view.admin_gids)
         limit = MAX_CONNECTIONS if admin else MAX_CONNECTIONS - RESERVED_FOR_ADMINS
         if len(self._connections) >= limit:
             return "too many connections"
-        if caller.uid != 0 and self._per_uid[caller.uid] >= self._daemon.config.max_connections_per_uid:
+        if caller.uid != 0 and self._per_uid[caller.uid] >= view.config.max_connections_per_uid:
             return "too many connections from this user"
         return None
 
@@ -130,7 +131,7 @@ class RpcServer:
         self._connections[task] = caller
         self._per_uid[caller.uid] += 1
         try:
-            await Connection(self._daemon, reader, writer, caller).serve()
+            await Connection(self._api, reader, writer, caller).serve()
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
             pass  # gone, dropped, or cancelled at shutdown: nothing more to do for it
         finally:
@@ -142,10 +143,8 @@ class RpcServer:
 
 
 class Connection:
-    def __init__(
-        self, daemon: Daemon, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, caller: Caller
-    ) -> None:
-        self._daemon = daemon
+    def __init__(self, api: Api, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, caller: Caller) -> None:
+        self._api = api
         self._reader = reader
         self._writer = writer
         self._caller = caller
@@ -182,7 +181,7 @@ class Connection:
                     last_request = time.monotonic()
                     message = _decode(line)
                     await self._slots.acquire()  # backpressure: stop reading while full
-                    if answered_inline(message):
+                    if self._api.answered_inline(message):
                         # Answered from memory, small, and never waiting on anything: no task.
                         try:
                             response = await self._respond(message)
@@ -237,7 +236,7 @@ class Connection:
         if isinstance(item, dict):
             return item  # already an error response
         try:
-            result = await dispatch(self._daemon, item, self._caller)
+            result = await self._api.dispatch(item, self._caller)
             response = rpc.result_response(item.id, result)
         except RpcError as exc:
             response = rpc.error_response(item.id, exc.code, exc.message, exc.data)

@@ -1,7 +1,7 @@
 """Read the counters off the system: the dump, `ip -o link show` and the boot id.
 
 The I/O is `read_system`; how the tool's exit status and stderr are understood
-(FORMAT.md section 4) is the pure `interpret_dump`.
+(docs/FORMAT.md, "Exit status and stderr") is the pure `interpret_dump`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from awgd.dump_parser import DumpError, Interface, parse_dump
 from awgd.ip_link import Link, parse_ip_link
 from awgd.tool_runner import ToolError, ToolOutput, run_command
+from awgd_client.names import is_interface_name
 
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 # For tests only: a file to read the boot id from instead, so a test can simulate a reboot.
@@ -26,7 +27,7 @@ AUTO_TOOLS = ("awg", "wg")
 _NOT_FOUND_STATUSES = (126, 127)
 # A reason quoted from the tool's stderr is cut to this many characters.
 MAX_REASON_CHARS = 200
-_UNREADABLE_RE = re.compile(r"Unable to access interface ([^\s:]{1,15}): (.*)")
+_UNREADABLE_RE = re.compile(r"Unable to access interface ([^\s:]+): (.*)")
 
 
 class SamplingError(Exception):
@@ -63,7 +64,7 @@ def interpret_dump(
     warnings: list[str] = []
     for line in lines:
         match = _UNREADABLE_RE.fullmatch(line)
-        if match:
+        if match and is_interface_name(match[1]):
             unread.add(match[1])
             warnings.append(f"interface {match[1]} not read: {_clean(match[2])}")
         else:

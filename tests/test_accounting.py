@@ -9,11 +9,10 @@ from hypothesis import strategies as st
 
 from awgd.accounting import (
     Booking,
+    Checkpoint,
     InterfaceCheckpoint,
     Observation,
-    PeerCheckpoint,
     account,
-    advance,
 )
 
 A = "A" * 43 + "="
@@ -25,6 +24,13 @@ def obs(counters, ifindexes=None, boot="boot1", unread=()):  # type: ignore[no-u
     return Observation(counters, known, boot, frozenset(unread))
 
 
+def advance(peers: dict, interfaces: dict, booking: Booking) -> None:  # type: ignore[type-arg]
+    """Fold a booking into the checkpoints, as committing it does."""
+    for (name, key), checkpoint in booking.peers.items():
+        peers.setdefault(name, {})[key] = checkpoint
+    interfaces.update(booking.interfaces)
+
+
 def run(history, first=True):  # type: ignore[no-untyped-def]
     """Apply observations in order; return the summed deltas per peer and the last booking."""
     peers: dict = {}
@@ -32,7 +38,7 @@ def run(history, first=True):  # type: ignore[no-untyped-def]
     totals: dict = {}
     booking = Booking()
     for observation in history:
-        booking = account(peers, ifaces, observation, first_sample=first)
+        booking = account(peers, ifaces, observation, baseline=first)
         first = False
         for key, (drx, dtx) in booking.deltas.items():
             rx, tx = totals.get(key, (0, 0))
@@ -47,7 +53,7 @@ def run(history, first=True):  # type: ignore[no-untyped-def]
 def test_first_sample_of_a_new_ledger_is_only_a_baseline() -> None:
     totals, booking = run([obs({"wg0": {A: (500, 700)}})])
     assert totals == {}
-    assert booking.peers == {("wg0", A): PeerCheckpoint(500, 700, True)}
+    assert booking.peers == {("wg0", A): Checkpoint(500, 700, True)}
     assert booking.interfaces == {"wg0": InterfaceCheckpoint(1, "boot1")}
 
 
@@ -108,18 +114,18 @@ def test_rule2_absent_then_present_again_counts_the_whole_counter() -> None:
 def test_removed_peer_is_marked_absent_once() -> None:
     peers: dict = {}
     ifaces: dict = {}
-    advance(peers, ifaces, account(peers, ifaces, obs({"wg0": {A: (5, 5)}}), first_sample=True))
-    gone = account(peers, ifaces, obs({"wg0": {}}), first_sample=False)
-    assert gone.peers == {("wg0", A): PeerCheckpoint(5, 5, False)}
+    advance(peers, ifaces, account(peers, ifaces, obs({"wg0": {A: (5, 5)}}), baseline=True))
+    gone = account(peers, ifaces, obs({"wg0": {}}), baseline=False)
+    assert gone.peers == {("wg0", A): Checkpoint(5, 5, False)}
     advance(peers, ifaces, gone)
-    assert account(peers, ifaces, obs({"wg0": {}}), first_sample=False) == Booking()
+    assert account(peers, ifaces, obs({"wg0": {}}), baseline=False) == Booking()
 
 
 def test_unread_interface_keeps_its_checkpoints() -> None:
     peers: dict = {}
     ifaces: dict = {}
-    advance(peers, ifaces, account(peers, ifaces, obs({"wg0": {A: (5, 5)}, "wg1": {B: (1, 1)}}), first_sample=True))
-    booking = account(peers, ifaces, obs({"wg1": {B: (2, 2)}}, unread={"wg0"}), first_sample=False)
+    advance(peers, ifaces, account(peers, ifaces, obs({"wg0": {A: (5, 5)}, "wg1": {B: (1, 1)}}), baseline=True))
+    booking = account(peers, ifaces, obs({"wg1": {B: (2, 2)}}, unread={"wg0"}), baseline=False)
     assert ("wg0", A) not in booking.peers
     assert booking.deltas == {("wg1", B): (1, 1)}
 
@@ -127,17 +133,17 @@ def test_unread_interface_keeps_its_checkpoints() -> None:
 def test_vanished_interface_makes_its_peers_absent() -> None:
     peers: dict = {}
     ifaces: dict = {}
-    advance(peers, ifaces, account(peers, ifaces, obs({"wg0": {A: (5, 5)}, "wg1": {B: (1, 1)}}), first_sample=True))
-    booking = account(peers, ifaces, obs({"wg1": {B: (1, 1)}}), first_sample=False)
-    assert booking.peers == {("wg0", A): PeerCheckpoint(5, 5, False)}
+    advance(peers, ifaces, account(peers, ifaces, obs({"wg0": {A: (5, 5)}, "wg1": {B: (1, 1)}}), baseline=True))
+    booking = account(peers, ifaces, obs({"wg1": {B: (1, 1)}}), baseline=False)
+    assert booking.peers == {("wg0", A): Checkpoint(5, 5, False)}
 
 
 def test_idle_sample_changes_nothing() -> None:
     peers: dict = {}
     ifaces: dict = {}
     first = obs({"wg0": {A: (5, 5)}, "wg1": {B: (1, 1)}})
-    advance(peers, ifaces, account(peers, ifaces, first, first_sample=True))
-    assert account(peers, ifaces, first, first_sample=False) == Booking()
+    advance(peers, ifaces, account(peers, ifaces, first, baseline=True))
+    assert account(peers, ifaces, first, baseline=False) == Booking()
 
 
 def test_same_key_on_two_interfaces_is_two_peers() -> None:
@@ -253,7 +259,7 @@ def play(events: list[tuple]) -> tuple[World, dict]:  # type: ignore[type-arg]
         if event[0] != "sample":
             world.step(event)
             continue
-        booking = account(peers, ifaces_ck, world.observe(event[1]), first_sample=first)
+        booking = account(peers, ifaces_ck, world.observe(event[1]), baseline=first)
         first = False
         for key, (drx, dtx) in booking.deltas.items():
             assert drx >= 0 and dtx >= 0

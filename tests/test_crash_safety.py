@@ -90,13 +90,15 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(tmp_path: Path) -> 
         assert integrity(path) == "ok"
         # Read back through the ledger itself: a bucket is its closed row plus the open running total.
         ledger = Ledger.open(f"sqlite:///{path}")
+        contents = ledger.load()
         months: set[int] = set()
         lifetime, periods, days = {}, {}, {}
-        for record in ledger.all_peers():
+        for record in contents.peers:
             key = (record.interface, record.public_key)
             lifetime[key] = (record.lifetime_rx, record.lifetime_tx)
-            by_period = ledger.history(*key, "period", 1000)
-            by_day = ledger.history(*key, "day", 1000)
+            opened = {"open_period": contents.open_period, "open_day": contents.open_day}
+            by_period = ledger.history(record.id, "period", 1000, **opened)
+            by_day = ledger.history(record.id, "day", 1000, **opened)
             months.update(b.start for b in by_period)
             periods[key] = (sum(b.rx for b in by_period), sum(b.tx for b in by_period))
             days[key] = (sum(b.rx for b in by_day), sum(b.tx for b in by_day))

@@ -11,10 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+from booking import booked_total
 from conftest import PRIVATE_KEY, ScriptedTool, dump, key
 from daemon import ROOT, Awgd, write_config
-
-from awgd.ledger import Ledger
 
 A, B = key("A"), key("B")
 
@@ -28,16 +27,7 @@ def awgd_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 def ledger_period_total(path: Path, public_key: str) -> int:
     """Every byte the ledger booked to any period for this key, read through the ledger."""
-    ledger = Ledger.open(f"sqlite:///{path}")
-    try:
-        return sum(
-            bucket.rx + bucket.tx
-            for record in ledger.all_peers()
-            if record.public_key == public_key
-            for bucket in ledger.history(record.interface, public_key, "period", 1000)
-        )
-    finally:
-        ledger.close()
+    return booked_total(path, public_key)
 
 
 # ---- config ---------------------------------------------------------------------------------

@@ -129,7 +129,9 @@ keepalives = st.one_of(
     st.tuples(st.integers(1, 1000), st.integers(0, 1000)).map(lambda t: (t[0], t[0] + t[1])),
 )
 free_text = st.text(alphabet=string.printable.replace("\t", "").replace("\n", "").replace("\r", ""), max_size=40)
-names = st.text(alphabet=string.ascii_letters + string.digits + "-_.", min_size=1, max_size=15)
+names = st.text(alphabet=string.ascii_letters + string.digits + "-_.", min_size=1, max_size=15).filter(
+    lambda name: name not in (".", "..")  # the kernel's dev_valid_name refuses these two
+)
 
 
 @st.composite

@@ -1,11 +1,11 @@
-"""The incremental paths give exactly what the full paths give.
+"""The incremental paths give exactly what the plain ones give.
 
-DumpParser re-reads only the lines that differ from the previous dump, and the sampler
-passes the accounting only the peers whose Peer object changed since the last committed
-booking. Both are checked here against the reference (parse_dump, and observing every
-peer) over random histories: counters moving, handshakes and endpoints changing, peers
-added, removed, duplicated and re-keyed, headers changed, garbage lines, interfaces
-restarting, vanishing or going unread, and ledger writes failing.
+DumpParser re-reads only the lines that differ from the previous dump and says which peers
+those are, and the books visit only those peers. Both are checked here against the plain
+statements (parse_dump, and the rules of awgd.accounting over whole observations) over
+random histories: counters moving, handshakes and endpoints changing, peers added, removed,
+duplicated and re-keyed, shuffled as wireguard-go shuffles them, headers changed, garbage
+lines, interfaces restarting, vanishing, going unread or unwatched, and ledger writes failing.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -21,17 +21,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from awgd import dump_parser
-from awgd.accounting import Booking, InterfaceCheckpoint, PeerCheckpoint, account, advance
-from awgd.dump_parser import DumpError, DumpParser, Interface, Peer, parse_dump
+from awgd.accounting import Booking, Checkpoint, InterfaceCheckpoint, Observation, account
+from awgd.books import Books, Entry
+from awgd.dump_parser import DumpError, DumpParser, Interface, parse_dump
 from awgd.ip_link import Link
-from awgd.peer_changes import changed_peers
 from awgd.periods import period_containing
-from awgd.sampler import booked_after, observe
-from awgd.state import State
 from awgd.system_reader import Reading
 
 PRIVATE = base64.b64encode(bytes(range(32))).decode()
 T0 = datetime(2026, 11, 20, tzinfo=UTC)
+UTC_ZONE = ZoneInfo("UTC")
+MONTHLY = "0 0 1 * *"
 
 
 def key(n: int) -> str:
@@ -154,7 +154,7 @@ def test_dump_parser_equals_parse_dump_over_any_history(seed: int, steps: int, s
         assert outcome(parser.parse, data) == outcome(parse_dump, data)
 
 
-def test_moving_counters_take_the_fast_path() -> None:
+def test_moving_counters_take_the_positional_path() -> None:
     blocks = [Block("wg0", lines=[Line(key(i), rx=i) for i in range(5)]), Block("wg1", lines=[Line(key(9))])]
     parser = DumpParser()
     parser.parse(dump_of(blocks, random.Random(0)))
@@ -164,61 +164,74 @@ def test_moving_counters_take_the_fast_path() -> None:
     layout = dump_parser._reread(list(lines), parser._last, ascii_text=True)
     assert layout is not None
     assert layout.interfaces == parse_dump("\n".join(lines))
+    assert [len(i.changed or ()) for i in layout.interfaces] == [1, 1]
+
+
+def test_a_shuffled_dump_takes_the_keyed_path() -> None:
+    blocks = [Block("wg0", lines=[Line(key(i), rx=i) for i in range(50)])]
+    parser = DumpParser()
+    parser.parse(dump_of(blocks, random.Random(0)))
+    blocks[0].lines[7].rx += 1
+    random.Random(3).shuffle(blocks[0].lines)
+    lines = dump_of(blocks, random.Random(0)).splitlines()
+    assert dump_parser._reread(list(lines), parser._last, ascii_text=True) is None
+    layout = dump_parser._rekey(list(lines), parser._last, ascii_text=True)
+    assert layout is not None
+    assert layout.interfaces == parse_dump("\n".join(lines))
+    (iface,) = layout.interfaces
+    assert iface.changed is not None and [p.public_key for p in iface.changed] == [key(7)]
 
 
 def test_an_unchanged_line_gives_back_the_same_peer_object() -> None:
     blocks = [Block("wg0", lines=[Line(key(i), rx=i) for i in range(5)])]
     parser = DumpParser()
-    first = parser.parse(dump_of(blocks, random.Random(0)))[0].peers
+    first = parser.parse(dump_of(blocks, random.Random(0)))[0]
+    assert first.changed is None  # nothing to compare with
     blocks[0].lines[2].rx += 10
-    second = parser.parse(dump_of(blocks, random.Random(0)))[0].peers
-    assert [a is b for a, b in zip(first, second, strict=True)] == [True, True, False, True, True]
-    assert second[2].rx_bytes == 12
-    assert changed_peers(first, second) == [second[2]]
-    blocks[0].lines.pop(0)  # positions shift: the full path, which still reuses every Peer it saw
-    third = parser.parse(dump_of(blocks, random.Random(0)))[0].peers
-    assert all(a is b for a, b in zip(second[1:], third, strict=True))
-    assert changed_peers(second, third) is None
+    second = parser.parse(dump_of(blocks, random.Random(0)))[0]
+    assert [a is b for a, b in zip(first.peers, second.peers, strict=True)] == [True, True, False, True, True]
+    assert second.peers[2].rx_bytes == 12
+    assert second.changed == (second.peers[2],)
+    blocks[0].lines.pop(0)  # a peer removed: the full path, which still reuses every Peer it saw
+    third = parser.parse(dump_of(blocks, random.Random(0)))[0]
+    assert all(a is b for a, b in zip(second.peers[1:], third.peers, strict=True))
+    assert third.changed is None  # the keys differ: everything must be compared
 
 
-def test_changed_peers_in_either_order() -> None:
-    a, b, c = (Peer(key(n), None, (), 0, 1, 1, None) for n in (1, 2, 3))
-    moved = a._replace(rx_bytes=5)
-    assert changed_peers((a, b), (a, b)) == []
-    assert changed_peers((a, b), (moved, b)) == [moved]
-    assert changed_peers((a, b), (b, a)) == []  # wireguard-go's order changes on every dump
-    assert changed_peers((a, b), (b, moved)) == [moved]
-    assert changed_peers((a,), (a, b)) is None
-    assert changed_peers((a, b), (a, c)) is None  # a key replaced by another
-    assert changed_peers((a, b), (c, moved)) is None
+@settings(max_examples=150, deadline=None)
+@given(seed=st.integers(0, 2**32), steps=st.integers(1, 40), size=st.integers(0, 12))
+def test_changed_names_every_peer_that_differs(seed: int, steps: int, size: int) -> None:
+    """Interface.changed: None unless the interface lists the same keys as in the last dump;
+    then every peer not in it is the very Peer object of its key in the last dump."""
+    rng = random.Random(seed)
+    blocks = [Block("wg0", lines=[Line(key(i)) for i in range(size)]), Block("awg1", lines=[Line(key(100))])]
+    parser = DumpParser()
+    last: dict[str, Interface] = {}
+    for _ in range(steps):
+        for _ in range(rng.randrange(1, 3)):
+            mutate(blocks, rng)
+        try:
+            parsed = parser.parse(dump_of(blocks, rng))
+        except DumpError:
+            continue
+        for iface in parsed:
+            before = last.get(iface.name)
+            same_keys = before is not None and {p.public_key for p in before.peers} == {
+                p.public_key for p in iface.peers
+            }
+            if not same_keys:
+                assert iface.changed is None
+                continue
+            assert iface.changed is not None and before is not None
+            old = {p.public_key: p for p in before.peers}
+            listed = {id(p) for p in iface.changed}
+            assert listed <= {id(p) for p in iface.peers}
+            for peer in iface.peers:
+                assert id(peer) in listed or peer is old[peer.public_key]
+        last = {i.name: i for i in parsed}
 
 
-# ---- the sampler's incremental observation ----------------------------------------------------
-
-
-class Pipeline:
-    """Checkpoints advanced the way the sampler advances them, full or incremental."""
-
-    def __init__(self, incremental: bool) -> None:
-        self.incremental = incremental
-        self.peers: dict[str, dict[str, PeerCheckpoint]] = {}
-        self.interfaces: dict[str, InterfaceCheckpoint] = {}
-        self.booked: dict[str, tuple[Peer, ...]] = {}
-        self.first = True
-
-    def book(self, reading: Reading, commits: bool) -> Booking:
-        known = set(self.peers) | set(self.interfaces)
-        if self.incremental:
-            observation = observe(reading, (), known, self.booked, self.interfaces)
-        else:
-            observation = observe(reading, (), known)
-        booking = account(self.peers, self.interfaces, observation, first_sample=self.first)
-        if commits:
-            advance(self.peers, self.interfaces, booking)
-            self.first = False
-            if self.incremental:
-                self.booked = booked_after(self.booked, reading, observation)
-        return booking
+# ---- the books' incremental booking -----------------------------------------------------------
 
 
 def readings(rng: random.Random, steps: int, size: int) -> Iterator[Reading]:
@@ -255,40 +268,99 @@ def readings(rng: random.Random, steps: int, size: int) -> Iterator[Reading]:
         yield Reading(T0 + timedelta(minutes=step), "wg", interfaces, unread, links, boot, ())
 
 
-@settings(max_examples=150, deadline=None)
-@given(seed=st.integers(0, 2**32), steps=st.integers(1, 40), size=st.integers(1, 10))
-def test_incremental_booking_equals_the_full_booking(seed: int, steps: int, size: int) -> None:
-    rng = random.Random(seed)
-    full, incremental = Pipeline(False), Pipeline(True)
-    used_fast_path = False
-    for reading in readings(rng, steps, size):
-        commits = rng.random() > 0.1  # sometimes the ledger write fails
-        if incremental.booked and any(i.name in incremental.booked for i in reading.interfaces):
-            used_fast_path = True
-        assert incremental.book(reading, commits) == full.book(reading, commits)
-        assert incremental.peers == full.peers and incremental.interfaces == full.interfaces
-    if steps > 5:
-        assert used_fast_path or not full.peers
+class Reference:
+    """The rules of awgd.accounting applied to whole observations: what the books must match."""
+
+    def __init__(self) -> None:
+        self.peers: dict[str, dict[str, Checkpoint]] = {}
+        self.interfaces: dict[str, InterfaceCheckpoint] = {}
+        self.totals: dict[tuple[str, str], tuple[int, int]] = {}
+        self.baseline = True
+
+    def book(self, reading: Reading, watched: frozenset[str], commits: bool) -> Booking:
+        read = [i for i in reading.interfaces if not watched or i.name in watched]
+        unread = set(reading.unread)
+        if watched:
+            unread |= (set(self.peers) | set(self.interfaces)) - watched
+        links = reading.links or {}
+        observation = Observation(
+            counters={i.name: {p.public_key: (p.rx_bytes, p.tx_bytes) for p in i.peers} for i in read},
+            ifindexes={i.name: links[i.name].ifindex for i in read if i.name in links},
+            boot_id=reading.boot_id,
+            unread=frozenset(unread),
+        )
+        booking = account(self.peers, self.interfaces, observation, baseline=self.baseline)
+        if commits:
+            for (name, peer_key), checkpoint in booking.peers.items():
+                self.peers.setdefault(name, {})[peer_key] = checkpoint
+            self.interfaces.update(booking.interfaces)
+            for peer_key, (drx, dtx) in booking.deltas.items():
+                rx, tx = self.totals.get(peer_key, (0, 0))
+                self.totals[peer_key] = (rx + drx, tx + dtx)
+            self.baseline = False
+        return booking
 
 
-# ---- the daemon's in-memory state ------------------------------------------------------------
+def take(books: Books, reading: Reading, watched: frozenset[str], commits: bool) -> Entry:
+    entry = books.take(reading, watched=watched, target=books.target(reading.taken_at, MONTHLY, UTC_ZONE))
+    if commits:
+        books.commit(entry)
+    else:
+        books.failed()
+    return entry
 
 
-def figures(state: State) -> dict[tuple[str, str], tuple[object, ...]]:
+def deltas(entry: Entry) -> dict[tuple[str, str], tuple[int, int]]:
+    """What an entry books, per peer: only the non-zero deltas."""
+    rows = [*zip(entry.new_books, entry.new_counters, strict=True), *zip(entry.moved_books, entry.moved, strict=True)]
+    return {book.key: (row[2], row[3]) for book, row in rows if row[2] or row[3]}
+
+
+def checkpoints(books: Books) -> dict[str, dict[str, Checkpoint]]:
+    found: dict[str, dict[str, Checkpoint]] = {}
+    for book in books:
+        if book.id is not None:
+            checkpoint = Checkpoint(book.checkpoint_rx, book.checkpoint_tx, book.checkpoint_present)
+            found.setdefault(book.interface, {})[book.public_key] = checkpoint
+    return found
+
+
+def shown(books: Books) -> dict[tuple[str, str], tuple[object, ...]]:
     return {
-        key: (p.present, p.session_rx, p.session_tx, p.endpoint, p.latest_handshake, state.sampled_at(p))
-        for key, p in state.peers.items()
+        book.key: (book.present, book.session, book.line, book.latest_handshake, books.sampled_at(book))
+        for book in books
     }
 
 
-@settings(max_examples=100, deadline=None)
-@given(seed=st.integers(0, 2**32), steps=st.integers(1, 30), size=st.integers(1, 10))
-def test_incremental_state_equals_observing_every_peer(seed: int, steps: int, size: int) -> None:
-    period = period_containing(T0, "0 0 1 * *", ZoneInfo("UTC"))
-    incremental, full = State(period=period), State(period=period)
-    for reading in readings(random.Random(seed), steps, size):
-        incremental.observe(reading)
-        full.observed.clear()  # forces the path that visits every peer
-        full.observe(reading)
-        assert figures(incremental) == figures(full)
-        assert incremental.sampler.peers_seen == full.sampler.peers_seen
+def full(reading: Reading) -> Reading:
+    """The same reading with no `changed` lists: the books must visit every peer."""
+    return replace(reading, interfaces=tuple(replace(i, changed=None) for i in reading.interfaces))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    seed=st.integers(0, 2**32),
+    steps=st.integers(1, 40),
+    size=st.integers(1, 10),
+    watched=st.sampled_from([frozenset(), frozenset({"wg0"}), frozenset({"wg1", "wg9"})]),
+)
+def test_the_books_book_what_the_rules_say(seed: int, steps: int, size: int, watched: frozenset[str]) -> None:
+    rng = random.Random(seed)
+    period = period_containing(T0, MONTHLY, UTC_ZONE)
+    incremental, everyone, reference = Books(period), Books(period), Reference()
+    took_fast_path = False
+    for reading in readings(rng, steps, size):
+        commits = rng.random() > 0.1  # sometimes the ledger write fails
+        entry = take(incremental, reading, watched, commits)
+        take(everyone, full(reading), watched, commits)
+        booking = reference.book(reading, watched, commits)
+        assert deltas(entry) == booking.deltas
+        assert entry.interfaces == booking.interfaces
+        assert checkpoints(incremental) == reference.peers
+        assert shown(incremental) == shown(everyone)
+        assert {b.key: (b.lifetime_rx, b.lifetime_tx) for b in incremental if b.lifetime_rx or b.lifetime_tx} == {
+            k: v for k, v in reference.totals.items() if v != (0, 0)
+        }
+        took_fast_path |= any(i.changed is not None and len(i.changed) < len(i.peers) for i in reading.interfaces)
+    if steps > 10 and size > 3:
+        assert took_fast_path or not reference.peers

@@ -9,13 +9,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
+from booking import Booking, reading
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from awgd.accounting import Observation, account, advance
-from awgd.ledger import Ledger, LedgerError, day_from_number, day_number
+from awgd.books import PeerBook, day_from_number, day_number
+from awgd.ledger import Bucket, Ledger, LedgerError
 from awgd.ledger_schema import SCHEMA_VERSION
-from awgd.periods import period_containing
+from awgd.periods import Period, period_containing
 
 ZONE = ZoneInfo("Europe/Moscow")
 MONTHLY = "0 0 1 * *"
@@ -25,21 +26,48 @@ C = "C" * 43 + "="
 T0 = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
 
-class Harness:
-    """Drives a real ledger file the way the sampler does: account, apply, advance."""
+class Harness(Booking):
+    """A real ledger file booked the way the daemon books it (tests/helpers/booking.py)."""
 
     def __init__(self, path: Path) -> None:
+        super().__init__(path, ZONE, at=T0)
         self.path = path
-        self.ledger = Ledger.open(f"sqlite:///{path}")
-        self.peers, self.ifaces = self.ledger.checkpoints()
 
-    def book(self, counters: dict, at: datetime, ifindexes: dict | None = None) -> int:  # type: ignore[type-arg]
-        observation = Observation(counters, ifindexes or dict.fromkeys(counters, 1), "boot", frozenset())
-        booking = account(self.peers, self.ifaces, observation, first_sample=self.ledger.is_new)
-        period = period_containing(at, MONTHLY, ZONE)
-        written = self.ledger.apply(booking, at=at, period=period, day=at.astimezone(ZONE).date())
-        advance(self.peers, self.ifaces, booking)
+    def book(self, counters: dict, at: datetime, ifindexes: dict | None = None) -> int:  # type: ignore[override,type-arg]
+        """Take, write and commit one sample; returns the number of rows the ledger wrote."""
+        target = self.books.target(at, MONTHLY, ZONE)
+        entry = self.books.take(reading(at, counters, ifindexes=ifindexes), watched=frozenset(), target=target)
+        try:
+            written = self.ledger.write(entry)
+        except LedgerError:
+            self.books.failed()
+            raise
+        self.books.commit(entry)
         return written
+
+    def peer(self, key: str, interface: str = "wg0") -> PeerBook:
+        return self.books.peers[(interface, key)]
+
+    def history(self, key: str, granularity: str, limit: int = 1000) -> list[Bucket]:
+        book = self.books.peers.get(("wg0", key))
+        if book is None or book.id is None:
+            return []
+        opened = {"open_period": self.books.open_period, "open_day": self.books.open_day}
+        return self.ledger.history(book.id, granularity, limit, **opened)
+
+    def usage(self, key: str, period: Period) -> tuple[int, int]:
+        """The peer's usage in `period`, through the ledger."""
+        start = int(period.start.timestamp())
+        found = [(b.rx, b.tx) for b in self.history(key, "period") if b.start == start]
+        return found[0] if found else (0, 0)
+
+    def reset(self, key: str, period: Period, at: datetime) -> tuple[int, int]:
+        book = self.peer(key)
+        assert book.id is not None
+        bounds = (int(period.start.timestamp()), int(period.end.timestamp()))
+        removed = self.ledger.reset(book.id, bounds, running=self.books.open_period == bounds, at=at)
+        self.books.reset(book, bounds)
+        return removed
 
     def changes(self) -> int:
         with self.ledger.engine.connect() as conn:
@@ -53,10 +81,10 @@ def harness(tmp_path: Path) -> Harness:
 
 def test_first_sample_is_a_baseline_and_sets_tracking_since(harness: Harness) -> None:
     harness.book({"wg0": {A: (1000, 2000)}}, T0)
-    assert harness.ledger.tracking_since == T0
-    record = harness.ledger.peer("wg0", A)
-    assert record is not None
+    assert harness.books.tracking_since == T0
+    (record,) = harness.ledger.load().peers
     assert (record.rx, record.tx, record.lifetime_rx, record.lifetime_tx) == (1000, 2000, 0, 0)
+    assert harness.ledger.load().tracking_since == T0
 
 
 def test_booking_goes_to_period_day_and_lifetime(harness: Harness) -> None:
@@ -64,16 +92,15 @@ def test_booking_goes_to_period_day_and_lifetime(harness: Harness) -> None:
     harness.book({"wg0": {A: (1500, 2600), B: (10, 20)}}, T0 + timedelta(minutes=1))
     harness.book({"wg0": {A: (1700, 2600), B: (15, 20)}}, T0 + timedelta(days=1))
     period = period_containing(T0, MONTHLY, ZONE)
-    assert harness.ledger.usage("wg0", A, period) == (700, 600)
-    assert harness.ledger.usage("wg0", B, period) == (15, 20)
-    days = harness.ledger.history("wg0", A, "day", 31)
+    assert harness.usage(A, period) == (700, 600)
+    assert harness.usage(B, period) == (15, 20)
+    days = harness.history(A, "day", 31)
     assert [(day_from_number(b.start), b.rx, b.tx) for b in days] == [
         (date(2026, 11, 21), 200, 0),
         (date(2026, 11, 20), 500, 600),
     ]
-    record = harness.ledger.peer("wg0", A)
-    assert record is not None and (record.lifetime_rx, record.lifetime_tx) == (700, 600)
-    assert harness.ledger.interface_totals(period) == {"wg0": (715, 620)}
+    assert (harness.peer(A).lifetime_rx, harness.peer(A).lifetime_tx) == (700, 600)
+    assert harness.books.period_usage(harness.peer(A)) == (700, 600)  # the books agree
 
 
 def test_state_survives_reopening(harness: Harness, tmp_path: Path) -> None:
@@ -81,12 +108,22 @@ def test_state_survives_reopening(harness: Harness, tmp_path: Path) -> None:
     harness.book({"wg0": {A: (1100, 2100)}}, T0 + timedelta(minutes=1))
     harness.ledger.close()
     again = Harness(tmp_path / "ledger.sqlite3")
-    assert not again.ledger.is_new
-    assert again.peers == harness.peers
-    assert again.ifaces == harness.ifaces
+    assert again.books.tracking_since == T0
+    old, new = harness.peer(A), again.peer(A)
+    fields = (
+        "id",
+        "checkpoint_rx",
+        "checkpoint_tx",
+        "checkpoint_present",
+        "lifetime_rx",
+        "running_period",
+        "running_day",
+    )
+    assert [getattr(new, f) for f in fields] == [getattr(old, f) for f in fields]
+    assert again.books.interfaces["wg0"].checkpoint == harness.books.interfaces["wg0"].checkpoint
+    assert (again.books.open_period, again.books.open_day) == (harness.books.open_period, harness.books.open_day)
     again.book({"wg0": {A: (1150, 2100)}}, T0 + timedelta(minutes=2))
-    record = again.ledger.peer("wg0", A)
-    assert record is not None and record.lifetime_rx == 150
+    assert again.peer(A).lifetime_rx == 150
 
 
 def test_idle_sample_writes_no_row_and_runs_no_statement(harness: Harness) -> None:
@@ -119,63 +156,39 @@ def test_failed_write_changes_nothing_and_the_retry_books_once(harness: Harness)
         harness.book({"wg0": {A: (300, 400), B: (5, 5)}}, T0 + timedelta(minutes=1))
     blocker.rollback()
     blocker.close()
-    assert harness.peers["wg0"][A].rx == 100  # in-memory checkpoints did not advance
+    assert harness.peer(A).checkpoint_rx == 100  # in-memory checkpoints did not advance
+    assert harness.peer(A).lifetime_rx == 0 and harness.peer(B).id is None
     harness.book({"wg0": {A: (300, 400), B: (5, 5)}}, T0 + timedelta(minutes=2))
     period = period_containing(T0, MONTHLY, ZONE)
-    assert harness.ledger.usage("wg0", A, period) == (200, 300)
-    assert harness.ledger.usage("wg0", B, period) == (5, 5)
-
-
-def test_list_period_sorts_pages_and_filters(harness: Harness) -> None:
-    harness.book({"wg0": {}, "wg1": {}}, T0)
-    harness.book({"wg0": {A: (10, 500), B: (300, 1)}, "wg1": {C: (50, 50)}}, T0 + timedelta(minutes=1))
-    harness.book({"wg0": {A: (10, 500)}, "wg1": {C: (50, 50)}}, T0 + timedelta(minutes=2))  # B removed
-    period = period_containing(T0, MONTHLY, ZONE)
-    total, rows = harness.ledger.list_period(period)
-    assert total == 3
-    assert [(r.public_key, r.rx + r.tx) for r in rows] == [(A, 510), (B, 301), (C, 100)]
-    assert [r.public_key for r in harness.ledger.list_period(period, sort="rx")[1]] == [B, C, A]
-    assert [r.public_key for r in harness.ledger.list_period(period, sort="tx")[1]] == [A, C, B]
-    assert [r.public_key for r in harness.ledger.list_period(period, sort="public_key")[1]] == [A, B, C]
-    assert [r.public_key for r in harness.ledger.list_period(period, limit=1, offset=1)[1]] == [B]
-    total, rows = harness.ledger.list_period(period, present_only=True)
-    assert total == 2 and {r.public_key for r in rows} == {A, C}
-    total, rows = harness.ledger.list_period(period, interface="wg1")
-    assert total == 1 and rows[0].public_key == C
-    next_month = period_containing(T0 + timedelta(days=20), MONTHLY, ZONE)
-    assert {(r.rx, r.tx) for r in harness.ledger.list_period(next_month)[1]} == {(0, 0)}
-    with pytest.raises(ValueError, match="sort"):
-        harness.ledger.list_period(period, sort="bogus")
+    assert harness.usage(A, period) == (200, 300)
+    assert harness.usage(B, period) == (5, 5)
 
 
 def test_history_by_period_spans_months(harness: Harness) -> None:
     harness.book({"wg0": {A: (0, 0)}}, T0)
     harness.book({"wg0": {A: (100, 10)}}, T0 + timedelta(days=1))  # November
     harness.book({"wg0": {A: (400, 20)}}, datetime(2026, 12, 3, tzinfo=UTC))  # December
-    buckets = harness.ledger.history("wg0", A, "period", 12)
+    buckets = harness.history(A, "period", 12)
     assert [(b.rx, b.tx) for b in buckets] == [(300, 10), (100, 10)]
     assert datetime.fromtimestamp(buckets[0].start, UTC) == datetime(2026, 11, 30, 21, 0, tzinfo=UTC)
     assert datetime.fromtimestamp(buckets[0].end, UTC) == datetime(2026, 12, 31, 21, 0, tzinfo=UTC)
-    assert harness.ledger.history("wg0", A, "period", 1) == buckets[:1]
-    assert harness.ledger.history("wg0", "unknown", "period", 12) == []
+    assert harness.history(A, "period", 1) == buckets[:1]
+    assert harness.history(B, "period", 12) == []
 
 
 def test_reset_zeroes_the_period_keeps_lifetime_and_logs(harness: Harness) -> None:
     harness.book({"wg0": {A: (0, 0)}}, T0)
     harness.book({"wg0": {A: (100, 50)}}, T0 + timedelta(minutes=1))
     period = period_containing(T0, MONTHLY, ZONE)
-    removed = harness.ledger.reset("wg0", A, at=T0 + timedelta(minutes=2), period=period)
+    removed = harness.reset(A, period, T0 + timedelta(minutes=2))
     assert removed == (100, 50)
-    assert harness.ledger.usage("wg0", A, period) == (0, 0)
+    assert harness.usage(A, period) == (0, 0) and harness.books.period_usage(harness.peer(A)) == (0, 0)
     harness.book({"wg0": {A: (130, 60)}}, T0 + timedelta(minutes=3))
-    assert harness.ledger.usage("wg0", A, period) == (30, 10)
-    record = harness.ledger.peer("wg0", A)
-    assert record is not None and (record.lifetime_rx, record.lifetime_tx) == (130, 60)
+    assert harness.usage(A, period) == (30, 10) and harness.books.period_usage(harness.peer(A)) == (30, 10)
+    assert (harness.peer(A).lifetime_rx, harness.peer(A).lifetime_tx) == (130, 60)
     with harness.ledger.engine.connect() as conn:
         log = conn.execute(sa.text("SELECT rx, tx, period_start FROM resets")).all()
     assert [tuple(r) for r in log] == [(100, 50, int(period.start.timestamp()))]
-    with pytest.raises(KeyError):
-        harness.ledger.reset("wg0", B, at=T0, period=period)
 
 
 def test_prune_days(harness: Harness) -> None:
@@ -183,7 +196,7 @@ def test_prune_days(harness: Harness) -> None:
     for day in range(5):
         harness.book({"wg0": {A: (day + 1, 0)}}, T0 + timedelta(days=day))
     assert harness.ledger.prune_days(date(2026, 11, 23)) == 3
-    assert [day_from_number(b.start) for b in harness.ledger.history("wg0", A, "day", 31)] == [
+    assert [day_from_number(b.start) for b in harness.history(A, "day", 31)] == [
         date(2026, 11, 24),
         date(2026, 11, 23),
     ]
@@ -275,18 +288,19 @@ def test_a_version_1_ledger_is_migrated_and_keeps_every_byte(tmp_path: Path) -> 
         conn.execute("INSERT INTO day_usage VALUES (1, 20261120, 700, 900)")
     harness = Harness(path)
     with harness.ledger.engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT schema_version FROM meta")).scalar_one() == SCHEMA_VERSION == 2
+        assert conn.execute(sa.text("SELECT schema_version FROM meta")).scalar_one() == SCHEMA_VERSION == 3
         columns = {row[1] for row in conn.execute(sa.text("PRAGMA table_info(peers)"))}
     assert columns == {"id", "interface", "public_key", "first_seen"}  # the counters moved out
     fresh = tmp_path / "fresh.sqlite3"
     Ledger.open(f"sqlite:///{fresh}").close()
     assert table_shapes(path) == table_shapes(fresh)  # migrated = created new
-    assert harness.ledger.usage("wg0", A, period) == (700, 900)
+    assert harness.usage(A, period) == (700, 900)
+    assert harness.books.period_usage(harness.peer(A)) == (700, 900)
     harness.book({"wg0": {A: (1100, 2050)}}, T0)
-    assert harness.ledger.usage("wg0", A, period) == (800, 950)
-    assert [(b.start, b.rx, b.tx) for b in harness.ledger.history("wg0", A, "day", 31)] == [(20261120, 800, 950)]
-    record = harness.ledger.peer("wg0", A)
-    assert record is not None and (record.lifetime_rx, record.lifetime_tx) == (800, 950)
+    assert harness.usage(A, period) == (800, 950)
+    assert harness.books.period_usage(harness.peer(A)) == (800, 950)
+    assert [(b.start, b.rx, b.tx) for b in harness.history(A, "day", 31)] == [(20261120, 800, 950)]
+    assert (harness.peer(A).lifetime_rx, harness.peer(A).lifetime_tx) == (800, 950)
 
 
 def test_a_new_day_and_period_close_the_open_ones(harness: Harness) -> None:
@@ -303,10 +317,10 @@ def test_a_new_day_and_period_close_the_open_ones(harness: Harness) -> None:
     assert [tuple(r) for r in closed_days] == [(1, 20261120, 10, 1), (2, 20261120, 20, 2), (1, 20261121, 20, 2)]
     assert [tuple(r) for r in running] == [(0, 0, 0, 0), (5, 5, 5, 5)]
     november = period_containing(T0, MONTHLY, ZONE)
-    assert harness.ledger.usage("wg0", A, november) == (30, 3)
-    assert harness.ledger.usage("wg0", B, november) == (20, 2)
-    assert harness.ledger.usage("wg0", B, period_containing(december, MONTHLY, ZONE)) == (5, 5)
-    assert [(b.start, b.rx, b.tx) for b in harness.ledger.history("wg0", B, "day", 31)] == [
+    assert harness.usage(A, november) == (30, 3)
+    assert harness.usage(B, november) == (20, 2)
+    assert harness.usage(B, period_containing(december, MONTHLY, ZONE)) == (5, 5)
+    assert [(b.start, b.rx, b.tx) for b in harness.history(B, "day", 31)] == [
         (20261202, 5, 5),
         (20261120, 20, 2),
     ]
@@ -338,7 +352,7 @@ def test_buckets_equal_the_sum_of_what_was_booked_to_them(
         at = T0 + timedelta(days=offset)
         if index == reset_at:
             period = period_containing(at, MONTHLY, ZONE)
-            removed = harness.ledger.reset("wg0", key, at=at, period=period)
+            removed = harness.reset(key, period, at)
             assert removed == (periods.get((key, period.start), 0), 0)
             periods[(key, period.start)] = 0
         rx, tx = counters[key]
@@ -349,13 +363,15 @@ def test_buckets_equal_the_sum_of_what_was_booked_to_them(
         start = period_containing(at, MONTHLY, ZONE).start
         periods[(key, start)] = periods.get((key, start), 0) + grow
     for key in (A, B):
-        got_days = {b.start: b.rx for b in harness.ledger.history("wg0", key, "day", 1000)}
+        got_days = {b.start: b.rx for b in harness.history(key, "day")}
         assert got_days == {d: n for (k, d), n in days.items() if k == key and n}
-        got_periods = {b.start: b.rx for b in harness.ledger.history("wg0", key, "period", 1000) if b.rx}
+        got_periods = {b.start: b.rx for b in harness.history(key, "period") if b.rx}
         assert got_periods == {int(p.timestamp()): n for (k, p), n in periods.items() if k == key and n}
         for (k, start), n in periods.items():
             if k == key:
                 period = period_containing(start, MONTHLY, ZONE)
-                assert harness.ledger.usage("wg0", key, period) == (n, 0)
-                assert harness.ledger.period_usage(period).get(("wg0", key), (0, 0)) == (n, 0)
+                assert harness.usage(key, period) == (n, 0)
+                # The books, rolled into that period, show the same.
+                harness.books.roll(period, harness.ledger.closed_period_usage(int(period.start.timestamp())))
+                assert harness.books.period_usage(harness.peer(key)) == (n, 0)
     harness.ledger.close()

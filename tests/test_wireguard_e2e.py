@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 import wgbed
+from booking import booked
 from wgbed import PING_BYTES, TestBed, expected
-
-from awgd.ledger import Ledger
 
 pytestmark = [
     pytest.mark.wireguard,
@@ -209,7 +208,5 @@ def test_sigterm_books_the_traffic_since_the_last_sample(daemons, bed: TestBed) 
     daemon = start(daemons, bed)
     bed.ping(client, 3)
     assert daemon.stop() == 0
-    ledger = Ledger.open(f"sqlite:///{daemon.ledger}")
-    (bucket,) = ledger.history(bed.servers[0].ifname, client.tunnel.public_key, "period", 12)
-    ledger.close()
-    assert (bucket.rx, bucket.tx) == expected(3)
+    ((_, rx, tx),) = booked(daemon.ledger, client.tunnel.public_key)[bed.servers[0].ifname]
+    assert (rx, tx) == expected(3)

@@ -21,13 +21,13 @@ from awgd_client import __version__
 from awgd_client.errors import AwgdError, DaemonUnavailable, ProtocolError, RemoteError, SocketPermissionDenied
 from awgd_client.formatting import format_ago, format_bytes
 from awgd_client.models import History, PeerTraffic, ResetResult, SampleResult, ServerStatus, TrafficList
+from awgd_client.names import LIST_SORTS
 from awgd_client.sync_client import Client
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 MIN_PREFIX = 8
 KEY_LENGTH = 44
 SHORT_KEY = 12
-SORTS = ("total", "rx", "tx", "handshake", "public_key")
 
 
 class Style:
@@ -66,7 +66,7 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser("status", parents=[common], help="the daemon, the sampler, the period, each interface")
     peers = commands.add_parser("peers", parents=[common], help="a table of peers and their usage this period")
     peers.add_argument("--interface", "-i")
-    peers.add_argument("--sort", choices=SORTS, default="total")
+    peers.add_argument("--sort", choices=LIST_SORTS, default="total")
     peers.add_argument("--limit", type=int, default=1000)
     peers.add_argument("--all", action="store_true", help="include peers no longer configured")
     peer = commands.add_parser("peer", parents=[common], help="everything about one peer")

@@ -8,27 +8,22 @@ a new ifindex, or a peer removed for at least one sample.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from awgd.accounting import Observation
+from booking import reading
+
+from awgd.system_reader import Reading
 
 START = datetime(2026, 11, 30, 19, 0, tzinfo=UTC)  # crosses 1 Dec 00:00 Moscow (21:00 UTC)
 STEP = timedelta(minutes=1)
 INTERFACES = ("wg0", "wg1")
 
 
-@dataclass(frozen=True)
-class Sample:
-    at: datetime
-    observation: Observation
-
-
 def peer_key(index: int) -> str:
     return f"{index:042d}A="
 
 
-def history(seed: int, samples: int, peers: int) -> tuple[list[Sample], dict[tuple[str, str], tuple[int, int]]]:
+def history(seed: int, samples: int, peers: int) -> tuple[list[Reading], dict[tuple[str, str], tuple[int, int]]]:
     """The samples, and the true traffic per peer after the first (baseline) sample."""
     rng = random.Random(seed)
     ifindex = {"wg0": 10, "wg1": 11}
@@ -56,13 +51,9 @@ def history(seed: int, samples: int, peers: int) -> tuple[list[Sample], dict[tup
                     counter[1] += dtx
                     rx, tx = true[key]
                     true[key] = (rx + drx, tx + dtx)
-        observation = Observation(
-            counters={
-                i: {k: (c[0], c[1]) for (iface, k), c in counters.items() if iface == i and configured[(iface, k)]}
-                for i in INTERFACES
-            },
-            ifindexes=dict(ifindex),
-            boot_id="boot",
-        )
-        out.append(Sample(START + n * STEP, observation))
+        seen = {
+            i: {k: (c[0], c[1]) for (iface, k), c in counters.items() if iface == i and configured[(iface, k)]}
+            for i in INTERFACES
+        }
+        out.append(reading(START + n * STEP, seen, ifindexes=dict(ifindex)))
     return out, true

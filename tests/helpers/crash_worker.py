@@ -7,30 +7,24 @@ Usage: crash_worker.py LEDGER SEED SAMPLES PEERS
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from crash_history import history
-
-from awgd.accounting import account, advance
-from awgd.ledger import Ledger
-from awgd.periods import local_day, period_containing
+from booking import Booking
+from crash_history import START, history
 
 ZONE = ZoneInfo("Europe/Moscow")
 
 
 def main() -> None:
     path, seed, samples, peers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-    ledger = Ledger.open(f"sqlite:///{path}")
-    checkpoints, interfaces = ledger.checkpoints()
+    booking = Booking(Path(path), ZONE, at=START)
     print("ready", flush=True)
-    done = ledger.last_sample_at
+    done = booking.books.last_booked_at
     for sample in history(seed, samples, peers)[0]:
-        if done is not None and sample.at <= done:
+        if done is not None and sample.taken_at <= done:
             continue  # booked before the last kill; idle samples after it book nothing anyway
-        booking = account(checkpoints, interfaces, sample.observation, first_sample=ledger.is_new)
-        period = period_containing(sample.at, "0 0 1 * *", ZONE)
-        ledger.apply(booking, at=sample.at, period=period, day=local_day(sample.at, ZONE))
-        advance(checkpoints, interfaces, booking)
+        booking.book(sample)  # to the period and day that contain it
     print("finished", flush=True)
 
 

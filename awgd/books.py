@@ -1,0 +1,568 @@
+"""The books: everything awgd knows about each peer, in memory, in one place.
+
+One `PeerBook` per (interface, public key), indexed once, holds what the last reading showed
+(its line: session counters, endpoint, handshake), its checkpoint (the counters at the last
+booked sample), and its lifetime, period and day totals. The same objects answer every read,
+so nothing is kept in step with a copy. The ledger (awgd.ledger) is where the books are
+persisted; the books decide what it writes:
+
+- `take(reading)` shows what a reading saw and works out what it books (an `Entry`), without
+  changing any total: the ledger writes the entry, and only then `commit(entry)` applies it.
+  A failed write leaves every total and checkpoint as it was (`failed()`), so the next sample
+  books again from the same checkpoints.
+- The books own the open period and day and the rollover. A sample is booked to the period
+  and local day that contain it (`target`); the scheduler takes a boundary sample at a
+  period's end, booked to the closing period, then calls `roll` for the new one. The ledger
+  keeps running totals for one open period and one open day; the first booking that goes
+  elsewhere closes them (moves them into its bucket tables) in the same transaction.
+
+Only the peers that changed are visited: DumpParser says which (`Interface.changed`) relative
+to its last dump, and an interface whose checkpoints match that dump (it was read, watched
+and booked in the last sample, which committed) needs nothing else. Anything else takes the
+full path over every peer. Both give what the rules of awgd.accounting give.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from itertools import chain, compress
+from operator import attrgetter
+from zoneinfo import ZoneInfo
+
+from awgd.accounting import InterfaceCheckpoint, PeerKey, restarted
+from awgd.dump_parser import Interface, Peer
+from awgd.periods import Period, local_day, period_containing
+from awgd.system_reader import Reading
+
+
+def day_number(day: date) -> int:
+    """A local day as the integer YYYYMMDD: compact, sortable, and readable in sqlite3."""
+    return day.year * 10000 + day.month * 100 + day.day
+
+
+def day_from_number(number: int) -> date:
+    return date(number // 10000, number // 100 % 100, number % 100)
+
+
+def unix(instant: datetime) -> int:
+    return int(instant.timestamp())
+
+
+@dataclass(slots=True, eq=False)
+class PeerBook:
+    interface: str
+    public_key: str
+    first_seen: datetime
+    id: int | None = None  # its row in the ledger; None until its first booking commits
+    # What the last reading showed. `line` stays when the peer goes (its last handshake is
+    # still shown); `present` says whether it is configured on its interface now.
+    line: Peer | None = None
+    present: bool = False
+    seen_at: datetime | None = None  # when a reading last changed `present`
+    # The checkpoint: the counters at the last booked sample, and whether it was present then.
+    checkpoint_rx: int = 0
+    checkpoint_tx: int = 0
+    checkpoint_present: bool = False
+    lifetime_rx: int = 0
+    lifetime_tx: int = 0
+    # The lifetime totals when the ledger's open period (day) was opened: what the peer used
+    # in it since, its running total there, is lifetime - base. A booking then adds to the
+    # lifetime alone.
+    period_base_rx: int = 0
+    period_base_tx: int = 0
+    day_base_rx: int = 0
+    day_base_tx: int = 0
+    # What the current period held before the open period became it (normally nothing: only a
+    # clock that jumped between periods, or a changed schedule, leaves something here).
+    earlier_rx: int = 0
+    earlier_tx: int = 0
+
+    @property
+    def key(self) -> PeerKey:
+        return (self.interface, self.public_key)
+
+    @property
+    def running_period(self) -> tuple[int, int]:
+        """Its usage in the ledger's open period, outside that period's closed row."""
+        return self.lifetime_rx - self.period_base_rx, self.lifetime_tx - self.period_base_tx
+
+    @property
+    def running_day(self) -> tuple[int, int]:
+        return self.lifetime_rx - self.day_base_rx, self.lifetime_tx - self.day_base_tx
+
+    @property
+    def session(self) -> tuple[int, int]:
+        line = self.line
+        return (line.rx_bytes, line.tx_bytes) if self.present and line is not None else (0, 0)
+
+    @property
+    def latest_handshake(self) -> int:
+        return 0 if self.line is None else self.line.latest_handshake
+
+
+@dataclass(slots=True)
+class InterfaceBook:
+    name: str
+    checkpoint: InterfaceCheckpoint | None = None  # as last booked
+    # What the last successful sample showed; `listed` in server.status when it was read,
+    # is watched, or was named by the tool as unreadable.
+    listed: bool = False
+    exists: bool = False
+    up: bool = False
+    read: bool = False  # read in the last successful sample
+    public_key: str | None = None
+    listen_port: int | None = None
+    peers: int = 0
+    read_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a sample is booked: a billing period and a local day."""
+
+    period: Period
+    day: date
+
+    @property
+    def bounds(self) -> tuple[int, int]:
+        return (unix(self.period.start), unix(self.period.end))
+
+
+@dataclass(slots=True)
+class Entry:
+    """One sample's booking, in the shapes the ledger writes (awgd.ledger):
+
+    - new: (peer_id, interface, public_key, first_seen) for each peer booked the first time;
+    - new_counters: (rx, tx, drx, dtx, peer_id), their counters rows (present);
+    - moved: (rx, tx, drx, dtx, peer_id) for each present peer booked before whose checkpoint
+      changed (its counters moved, or it came back);
+    - gone: (peer_id,) for each peer that was present at its checkpoint and is not now;
+    - close_period / close_day: the open period (start, end) / day to close first, if any;
+    - open_period / open_day: what the running totals belong to afterwards.
+
+    The running totals only move when something is booked (`moved`), so an idle sample, or
+    one that only records a peer's absence, closes nothing and writes no total.
+    """
+
+    taken_at: datetime
+    at: int
+    target: Target
+    first: bool  # the first booking of a new ledger: it sets tracking_since
+    open_period: tuple[int, int] | None = None
+    open_day: int | None = None
+    close_period: tuple[int, int] | None = None
+    close_day: int | None = None
+    new: list[tuple[int, str, str, int]] = field(default_factory=list)
+    new_counters: list[tuple[int, int, int, int, int]] = field(default_factory=list)
+    new_books: list[PeerBook] = field(default_factory=list)
+    moved: list[tuple[int, int, int, int, int]] = field(default_factory=list)
+    moved_books: list[PeerBook] = field(default_factory=list)
+    gone: list[tuple[int]] = field(default_factory=list)
+    gone_books: list[PeerBook] = field(default_factory=list)
+    interfaces: dict[str, InterfaceCheckpoint] = field(default_factory=dict)
+    movers: int = 0  # peers with a non-zero delta
+    in_step: frozenset[str] = frozenset()  # interfaces whose checkpoints then match the parser's dump
+
+    @property
+    def empty(self) -> bool:
+        return not (self.new or self.moved or self.gone or self.interfaces or self.first)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedPeer:
+    """A peer as the ledger holds it (awgd.ledger.Ledger.load)."""
+
+    id: int
+    interface: str
+    public_key: str
+    first_seen: int
+    present: bool
+    rx: int
+    tx: int
+    lifetime_rx: int
+    lifetime_tx: int
+    period_rx: int
+    period_tx: int
+    day_rx: int
+    day_tx: int
+
+
+@dataclass(frozen=True, slots=True)
+class InterfaceSummary:
+    period_rx: int
+    period_tx: int
+    online: int
+
+
+_HANDSHAKE = attrgetter("line.latest_handshake")
+_PRESENT = attrgetter("present")
+_EARLIER_RX = attrgetter("earlier_rx")
+_EARLIER_TX = attrgetter("earlier_tx")
+_LIFETIME_RX = attrgetter("lifetime_rx")
+_LIFETIME_TX = attrgetter("lifetime_tx")
+_PERIOD_BASE_RX = attrgetter("period_base_rx")
+_PERIOD_BASE_TX = attrgetter("period_base_tx")
+
+
+class Books:
+    def __init__(self, period: Period) -> None:
+        self.peers: dict[PeerKey, PeerBook] = {}
+        self.members: dict[str, dict[str, PeerBook]] = {}  # interface -> public key -> book
+        self.by_key: dict[str, list[PeerBook]] = {}  # public key -> its books, one per interface
+        self.interfaces: dict[str, InterfaceBook] = {}
+        self.period = period  # the current period: the one shown
+        # What the ledger's running totals belong to; None before the first booking.
+        self.open_period: tuple[int, int] | None = None
+        self.open_day: int | None = None
+        self.tracking_since: datetime | None = None  # the first sample's time: a baseline
+        self.last_booked_at: datetime | None = None
+        self.version = 0  # changes whenever a figure shown may have changed
+        self._next_id = 1
+        self._in_step: frozenset[str] = frozenset()
+        self._period_of: tuple[str, ZoneInfo, Period] | None = None
+        self._summary: tuple[int, float, dict[str, InterfaceSummary]] | None = None
+
+    # ---- loading -------------------------------------------------------------------------
+
+    @classmethod
+    def load(
+        cls,
+        *,
+        period: Period,
+        peers: Iterable[LoadedPeer],
+        interfaces: Mapping[str, InterfaceCheckpoint],
+        open_period: tuple[int, int] | None,
+        open_day: int | None,
+        tracking_since: datetime | None,
+        last_booked_at: datetime | None,
+        earlier: Mapping[int, tuple[int, int]],
+    ) -> Books:
+        """The books as the ledger left them. `earlier` is the current period's closed usage
+        by peer id (Ledger.closed_period_usage). Nobody is present until a reading shows it."""
+        books = cls(period)
+        books.open_period, books.open_day = open_period, open_day
+        books.tracking_since, books.last_booked_at = tracking_since, last_booked_at
+        for row in peers:
+            book = books._add(row.interface, row.public_key, datetime.fromtimestamp(row.first_seen, UTC))
+            book.id = row.id
+            book.checkpoint_rx, book.checkpoint_tx, book.checkpoint_present = row.rx, row.tx, row.present
+            book.lifetime_rx, book.lifetime_tx = row.lifetime_rx, row.lifetime_tx
+            book.period_base_rx, book.period_base_tx = row.lifetime_rx - row.period_rx, row.lifetime_tx - row.period_tx
+            book.day_base_rx, book.day_base_tx = row.lifetime_rx - row.day_rx, row.lifetime_tx - row.day_tx
+            book.earlier_rx, book.earlier_tx = earlier.get(row.id, (0, 0))
+            books._next_id = max(books._next_id, row.id + 1)
+        for name, checkpoint in interfaces.items():
+            books.interfaces[name] = InterfaceBook(name, checkpoint)
+        return books
+
+    def watch(self, watched: frozenset[str]) -> None:
+        """List the interfaces the config names, even before a reading shows them."""
+        for name in watched:
+            book = self.interfaces.get(name)
+            if book is None:
+                book = self.interfaces[name] = InterfaceBook(name)
+            book.listed = True
+        self.version += 1
+
+    def _add(self, interface: str, public_key: str, first_seen: datetime) -> PeerBook:
+        book = PeerBook(interface, public_key, first_seen)
+        self.peers[(interface, public_key)] = book
+        self.members.setdefault(interface, {})[public_key] = book
+        self.by_key.setdefault(public_key, []).append(book)
+        return book
+
+    # ---- where a sample is booked --------------------------------------------------------
+
+    def target(self, instant: datetime, schedule: str, zone: ZoneInfo) -> Target:
+        """The period and local day that contain `instant` (croniter is slow to ask, and
+        nearly every sample falls in the same period as the last)."""
+        cached = self._period_of
+        if cached is None or cached[0] != schedule or cached[1] != zone or instant not in cached[2]:
+            cached = self._period_of = (schedule, zone, period_containing(instant, schedule, zone))
+        return Target(cached[2], local_day(instant, zone))
+
+    # ---- a sample --------------------------------------------------------------------------
+
+    def take(self, reading: Reading, *, watched: frozenset[str], target: Target) -> Entry:
+        """Show what `reading` saw, and work out what it books (the rules of awgd.accounting).
+
+        `watched` empty = every interface. Interfaces outside it, like those the tool could
+        not read, keep their books as they are: narrowing the list never makes peers absent.
+        """
+        taken = reading.taken_at
+        baseline = self.tracking_since is None
+        entry = Entry(taken, unix(taken), target, baseline, self.open_period, self.open_day)
+        read = [i for i in reading.interfaces if not watched or i.name in watched]
+        links = reading.links or {}
+        boot_id = reading.boot_id
+        next_id = self._next_id
+        in_step = self._in_step
+        for iface in read:
+            name = iface.name
+            ifindex = links[name].ifindex if name in links else None
+            book_iface = self.interfaces.get(name)
+            if book_iface is None:
+                book_iface = self.interfaces[name] = InterfaceBook(name)
+            restart = restarted(book_iface.checkpoint, ifindex, boot_id)
+            checkpoint = InterfaceCheckpoint(ifindex, boot_id)
+            if book_iface.checkpoint != checkpoint:
+                entry.interfaces[name] = checkpoint
+            members = self.members.get(name)
+            if members is None:
+                members = self.members[name] = {}
+            changed = iface.changed
+            if restart or changed is None or name not in in_step:
+                next_id = self._take_all(
+                    entry, name, members, iface, restart=restart, baseline=baseline, next_id=next_id, taken=taken
+                )
+            else:
+                self._take_changed(entry, members, changed)
+        gone = set(self.members) - {i.name for i in read} - reading.unread
+        if watched:
+            gone &= watched
+        for name in gone:  # read before, and neither read nor unread now
+            for book in self.members[name].values():
+                self._absent(entry, book, taken)
+        entry.in_step = frozenset(i.name for i in read)
+        if entry.movers:
+            bounds, day = target.bounds, day_number(target.day)
+            if self.open_period != bounds:
+                entry.close_period, entry.open_period = self.open_period, bounds
+            if self.open_day != day:
+                entry.close_day, entry.open_day = self.open_day, day
+        self._see_interfaces(reading, read, watched)
+        self.version += 1
+        return entry
+
+    @staticmethod
+    def _take_changed(entry: Entry, members: dict[str, PeerBook], changed: tuple[Peer, ...]) -> None:
+        """The fast path: the interface lists the same keys as the dump its checkpoints were
+        booked from, and these peers' lines changed since. So every one of them is present,
+        booked and was present at its checkpoint, and only rules 3 and 4 can apply. Runs once
+        per moving peer (every peer of a busy 50,000-peer server), so it is written lean."""
+        moved, moved_books = entry.moved, entry.moved_books
+        movers = 0
+        for peer in changed:
+            book = members[peer[0]]
+            book.line = peer
+            rx, tx = peer[4], peer[5]
+            old_rx, old_tx = book.checkpoint_rx, book.checkpoint_tx
+            if rx == old_rx and tx == old_tx:
+                continue  # a handshake or an endpoint changed: nothing to book
+            drx = rx - old_rx if rx >= old_rx else rx  # rules 3 and 4
+            dtx = tx - old_tx if tx >= old_tx else tx
+            if drx or dtx:
+                movers += 1
+            moved.append((rx, tx, drx, dtx, book.id))  # type: ignore[arg-type]  # booked
+            moved_books.append(book)
+        entry.movers += movers
+
+    def _take_all(
+        self,
+        entry: Entry,
+        name: str,
+        members: dict[str, PeerBook],
+        iface: Interface,
+        *,
+        restart: bool,
+        baseline: bool,
+        next_id: int,
+        taken: datetime,
+    ) -> int:
+        """The full path: every peer of the interface, by every rule of accounting.delta."""
+        for peer in iface.peers:
+            key, rx, tx = peer[0], peer[4], peer[5]
+            book = members.get(key)
+            if book is None:
+                book = self._add(name, key, taken)
+            book.line = peer
+            if not book.present:
+                book.present = True
+                book.seen_at = taken
+            if book.id is None:  # rule 5: never booked
+                drx, dtx = (0, 0) if baseline else (rx, tx)
+                entry.new.append((next_id, name, key, entry.at))
+                entry.new_counters.append((rx, tx, drx, dtx, next_id))
+                entry.new_books.append(book)
+                next_id += 1
+            else:
+                if restart or not book.checkpoint_present:
+                    drx, dtx = rx, tx  # rules 1 and 2
+                else:
+                    old_rx, old_tx = book.checkpoint_rx, book.checkpoint_tx
+                    if rx == old_rx and tx == old_tx:
+                        continue  # idle: nothing to book, nothing to write
+                    drx = rx - old_rx if rx >= old_rx else rx  # rules 3 and 4
+                    dtx = tx - old_tx if tx >= old_tx else tx
+                entry.moved.append((rx, tx, drx, dtx, book.id))
+                entry.moved_books.append(book)
+            if drx or dtx:
+                entry.movers += 1
+        if len(members) != len(iface.peers):  # some books were not listed: those peers are gone
+            listed = {peer.public_key for peer in iface.peers}
+            for key, book in members.items():
+                if key not in listed:
+                    self._absent(entry, book, taken)
+        return next_id
+
+    @staticmethod
+    def _absent(entry: Entry, book: PeerBook, taken: datetime) -> None:
+        if book.present or book.seen_at is None:
+            book.present = False
+            book.seen_at = taken
+        if book.id is not None and book.checkpoint_present:
+            entry.gone.append((book.id,))
+            entry.gone_books.append(book)
+
+    def _see_interfaces(self, reading: Reading, read: list[Interface], watched: frozenset[str]) -> None:
+        by_name = {i.name: i for i in read}
+        links, unread = reading.links, reading.unread
+        names = set(by_name) | set(watched) | {n for n in unread if not watched or n in watched}
+        for name in names:
+            book = self.interfaces.get(name)
+            if book is None:
+                book = self.interfaces[name] = InterfaceBook(name)
+            book.listed = True
+            iface = by_name.get(name)
+            link = links.get(name) if links is not None else None
+            book.exists = iface is not None or name in unread or link is not None
+            # Not listed by `ip` (or `ip` failed) but answered by the tool: trust the tool.
+            book.up = link.up if link is not None else book.exists
+            book.read = iface is not None
+            if iface is not None:
+                book.public_key = iface.public_key
+                book.listen_port = iface.listen_port
+                book.peers = len(iface.peers)
+                book.read_at = reading.taken_at
+        for name, book in self.interfaces.items():
+            if name not in names:  # gone: its checkpoint stays, for when it comes back
+                book.listed = book.exists = book.up = book.read = False
+
+    def commit(self, entry: Entry) -> None:
+        """Apply an entry the ledger has written."""
+        if entry.close_period is not None:
+            was_current = entry.close_period == self.period_bounds
+            for book in self.peers.values():  # the running totals moved into period_usage
+                if was_current:
+                    book.earlier_rx += book.lifetime_rx - book.period_base_rx
+                    book.earlier_tx += book.lifetime_tx - book.period_base_tx
+                book.period_base_rx, book.period_base_tx = book.lifetime_rx, book.lifetime_tx
+        if entry.close_day is not None:
+            for book in self.peers.values():
+                book.day_base_rx, book.day_base_tx = book.lifetime_rx, book.lifetime_tx
+        self.open_period, self.open_day = entry.open_period, entry.open_day
+        for book, row in zip(entry.new_books, entry.new_counters, strict=True):
+            book.id = row[4]
+        # Once per booked peer: inline, and both kinds of rows in one loop (the same shape).
+        books = chain(entry.new_books, entry.moved_books)
+        rows = chain(entry.new_counters, entry.moved)
+        for book, (rx, tx, drx, dtx, _) in zip(books, rows, strict=True):
+            book.checkpoint_rx, book.checkpoint_tx = rx, tx
+            book.checkpoint_present = True
+            book.lifetime_rx += drx
+            book.lifetime_tx += dtx
+        for book in entry.gone_books:
+            book.checkpoint_present = False
+        for name, checkpoint in entry.interfaces.items():
+            self.interfaces.setdefault(name, InterfaceBook(name)).checkpoint = checkpoint
+        if entry.new:
+            self._next_id = entry.new[-1][0] + 1
+        if entry.first:
+            self.tracking_since = entry.taken_at
+        if not entry.empty:
+            self.last_booked_at = entry.taken_at
+        self._in_step = entry.in_step
+        self.version += 1
+
+    def failed(self) -> None:
+        """The ledger could not write the last entry: nothing of it is applied, and the next
+        sample compares every peer with its checkpoint."""
+        self._in_step = frozenset()
+
+    # ---- the rollover -------------------------------------------------------------------
+
+    def roll(self, period: Period, earlier: Mapping[int, tuple[int, int]]) -> None:
+        """Enter a new current period. `earlier` is what the ledger already holds for it, by
+        peer id, outside its running totals (Ledger.closed_period_usage): normally nothing."""
+        self.period = period
+        for book in self.peers.values():
+            book.earlier_rx, book.earlier_tx = earlier.get(book.id, (0, 0)) if book.id is not None else (0, 0)
+        self.version += 1
+
+    @property
+    def period_bounds(self) -> tuple[int, int]:
+        return (unix(self.period.start), unix(self.period.end))
+
+    # ---- traffic.reset --------------------------------------------------------------------
+
+    def reset(self, book: PeerBook, period: tuple[int, int]) -> None:
+        """The ledger zeroed this peer's usage in `period` (start, end): its row there, and its
+        running totals if they belong to it."""
+        if period == self.period_bounds:
+            book.earlier_rx = book.earlier_tx = 0
+        if period == self.open_period:
+            book.period_base_rx, book.period_base_tx = book.lifetime_rx, book.lifetime_tx
+        self.version += 1
+
+    # ---- reads -----------------------------------------------------------------------------
+
+    def period_usage(self, book: PeerBook) -> tuple[int, int]:
+        """The peer's usage in the current period."""
+        if self.open_period == self.period_bounds:
+            return (
+                book.earlier_rx + book.lifetime_rx - book.period_base_rx,
+                book.earlier_tx + book.lifetime_tx - book.period_base_tx,
+            )
+        return book.earlier_rx, book.earlier_tx
+
+    def find(self, public_key: str) -> list[PeerBook]:
+        return self.by_key.get(public_key, [])
+
+    def sampled_at(self, book: PeerBook) -> datetime | None:
+        """When the figures shown for this peer were read."""
+        if book.present:
+            iface = self.interfaces.get(book.interface)
+            if iface is not None and iface.read_at is not None:
+                return iface.read_at
+        return book.seen_at
+
+    def summary(self, online_window: int) -> dict[str, InterfaceSummary]:
+        """Per interface: the current period's totals and how many peers are online.
+
+        Asked on every press of a bot's status button, so it is computed once per change
+        (or once a second, for the online count), in C-level passes rather than a loop.
+        """
+        now = time.time()
+        cached = self._summary
+        if cached is not None and cached[0] == self.version and now - cached[1] < 1:
+            return cached[2]
+        cutoff = now - online_window  # > 0, so a handshake of 0 (never) is never online
+        running = self.open_period == self.period_bounds
+        result = {}
+        for name, members in self.members.items():
+            books = members.values()
+            rx = sum(map(_EARLIER_RX, books))
+            tx = sum(map(_EARLIER_TX, books))
+            if running:
+                rx += sum(map(_LIFETIME_RX, books)) - sum(map(_PERIOD_BASE_RX, books))
+                tx += sum(map(_LIFETIME_TX, books)) - sum(map(_PERIOD_BASE_TX, books))
+            present = compress(books, map(_PRESENT, books))  # a present book has its line
+            online = sum(map(cutoff.__le__, map(_HANDSHAKE, present)))
+            result[name] = InterfaceSummary(rx, tx, online)
+        self._summary = (self.version, now, result)
+        return result
+
+    def peers_seen(self) -> int:
+        return sum(book.peers for book in self.interfaces.values() if book.read)
+
+    def __iter__(self) -> Iterator[PeerBook]:
+        return iter(self.peers.values())
+
+
+def online(book: PeerBook, now: float, window: int) -> bool:
+    """Online: configured now, with a handshake within the online window."""
+    handshake = book.latest_handshake
+    return book.present and handshake > 0 and now - handshake <= window

@@ -1,0 +1,180 @@
+"""Taking samples: read the system, show and book the reading, one sample at a time.
+
+A sample is: run the tool (and `ip`, and read the boot id), parse the dump, let the books
+take the reading, write the entry in the ledger, and commit it to the books. Samples never
+overlap: a scheduled sample, `traffic.sample` and `fresh` requests join the running one
+rather than start another, and `fresh` starts a new one at most every
+FRESH_INTERVAL_SECONDS (a burst of bot requests costs one tool run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from awgd.books import Books, Entry, Target
+from awgd.config import Config
+from awgd.dump_parser import DumpParser
+from awgd.gc_policy import CollectorPolicy
+from awgd.ledger import Ledger, LedgerError
+from awgd.periods import Period
+from awgd.system_reader import Reading, SamplingError, read_system, tool_candidates
+
+log = logging.getLogger("awgd")
+
+# docs/API.md: fresh takes a sample "unless one finished in the last 5 s".
+FRESH_INTERVAL_SECONDS = 5.0
+
+
+class SamplingFailed(Exception):
+    """A sample that did not happen (tool or ledger); the message says why, safe to show."""
+
+
+@dataclass(slots=True)
+class Health:
+    last_sample_at: datetime | None = None
+    last_success_at: datetime | None = None
+    consecutive_failures: int = 0
+    last_error: str | None = None
+    tool: str | None = None
+    last_duration: float | None = None  # seconds: tool run, parse and booking
+
+
+class Sampler:
+    def __init__(
+        self,
+        books: Books,
+        ledger: Ledger,
+        config: Callable[[], Config],
+        *,
+        on_sample: Callable[[], None] = lambda: None,
+        on_ledger_failure: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.books = books
+        self.ledger = ledger
+        self.health = Health()
+        # Held while a sample or an admin's change (traffic.reset) changes the books and the
+        # ledger, so that neither sees the other half done.
+        self.changes = asyncio.Lock()
+        self._config = config
+        self._on_sample = on_sample
+        self._on_ledger_failure = on_ledger_failure
+        self._parser = DumpParser()
+        self._collector = CollectorPolicy()
+        self._running: asyncio.Task[datetime] | None = None
+        self._last_finished = -float("inf")
+        self._last_outcome: datetime | Exception | None = None
+
+    # ---- when -----------------------------------------------------------------------------
+
+    async def join_or_start(self) -> datetime:
+        """`traffic.sample` and the schedule: join the running sample, or start one."""
+        if self._running is None:
+            self._running = asyncio.ensure_future(self._run(None))
+        return await asyncio.shield(self._running)
+
+    async def fresh(self) -> datetime:
+        """`fresh`: join the running sample; else start one unless one finished in the last
+        FRESH_INTERVAL_SECONDS, whose outcome (its time, or its failure) is then the answer."""
+        outcome = self._last_outcome
+        if self._running is None and time.monotonic() - self._last_finished < FRESH_INTERVAL_SECONDS:
+            if isinstance(outcome, Exception):
+                raise outcome.with_traceback(None)
+            if outcome is not None:
+                return outcome
+        return await self.join_or_start()
+
+    async def boundary(self, target: Target) -> datetime:
+        """A sample of its own, booked to `target` (never joined to one that started before
+        the boundary, which would book to the wrong side of it)."""
+        while self._running is not None:
+            with contextlib.suppress(Exception):  # the running sample reports its own failure
+                await asyncio.shield(self._running)
+        self._running = asyncio.ensure_future(self._run(target))
+        return await asyncio.shield(self._running)
+
+    async def _run(self, target: Target | None) -> datetime:
+        try:
+            with self._collector.sampling():
+                outcome = await self._take(target)
+        except Exception as exc:
+            self._last_outcome = exc
+            raise
+        else:
+            self._last_outcome = outcome
+            return outcome
+        finally:
+            self._running = None
+            self._last_finished = time.monotonic()
+
+    # ---- what -----------------------------------------------------------------------------
+
+    async def _take(self, target: Target | None) -> datetime:
+        config = self._config()
+        started = time.monotonic()
+        try:
+            tools = tool_candidates(config.tool, config.exec_prefix)
+            reading = await read_system(tools, config.exec_prefix, config.tool_timeout, self._parser.parse)
+        except SamplingError as exc:
+            self._failed(str(exc))
+            log.warning("sample failed: %s", exc)
+            raise SamplingFailed(str(exc)) from None
+        for warning in reading.warnings:
+            log.warning("%s", warning)
+        entry, written = await self.book(reading, target)
+        health = self.health
+        health.last_sample_at = health.last_success_at = reading.taken_at
+        health.consecutive_failures = 0
+        health.last_error = None
+        health.last_duration = time.monotonic() - started
+        log.info(
+            "sample: %d interfaces, %d peers, %d moved, %d rows written%s",
+            len(entry.in_step),
+            self.books.peers_seen(),
+            entry.movers,
+            written,
+            "" if target is None else " (booked to the closing period)",
+        )
+        self._on_sample()
+        return reading.taken_at
+
+    async def book(self, reading: Reading, target: Target | None = None) -> tuple[Entry, int]:
+        """Show and book one reading: the books take it, the ledger writes it, the books
+        commit it. Returns the entry and the rows written; raises SamplingFailed when the
+        ledger could not write it (the books are then as they were, but for what it showed)."""
+        config, books = self._config(), self.books
+        async with self.changes:
+            target = target or books.target(reading.taken_at, config.periods_schedule, config.zone)
+            entry = books.take(reading, watched=frozenset(config.interfaces), target=target)
+            self.health.tool = reading.tool
+            try:
+                written = await asyncio.to_thread(self.ledger.write, entry)
+            except LedgerError as exc:
+                books.failed()
+                reason = f"the ledger could not book the sample: {exc}"
+                self._failed(reason)
+                log.error("%s (the next sample books it)", reason)
+                self._on_ledger_failure()
+                raise SamplingFailed(reason) from None
+            books.commit(entry)
+        return entry, written
+
+    def _failed(self, reason: str) -> None:
+        health = self.health
+        health.last_sample_at = datetime.now(UTC)
+        health.consecutive_failures += 1
+        health.last_error = reason
+        self._on_sample()
+
+    # ---- the rollover ---------------------------------------------------------------------
+
+    async def roll(self, period: Period) -> None:
+        """Enter a new current period, with whatever the ledger already holds for it."""
+        earlier = await asyncio.to_thread(self.ledger.closed_period_usage, int(period.start.timestamp()))
+        self.books.roll(period, earlier)
+        log.info("new period %s .. %s", period.start.isoformat(), period.end.isoformat())
