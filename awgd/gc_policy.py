@@ -2,11 +2,10 @@
 
 The daemon keeps several objects per peer for its whole life (about half a million on a
 50,000-peer server), and a busy sample replaces a good share of them. With the default
-collector that churn triggers full collections that walk every one of those objects
-again: on 2 cores, a 50,000-peer sample with every peer moving took a median 399 ms with
-the default collector against 243 ms with none (tests/bench, own cost). Everything awgd
-keeps per peer is acyclic and freed by reference counting; the collector is only needed
-for the odd cycle (an exception's traceback, asyncio internals). So:
+collector that churn triggers full collections that walk every one of those objects again,
+which made a busy sample much slower (tests/bench/NOTES.md). Everything awgd keeps per peer
+is acyclic and freed by reference counting; the collector is only needed for the odd cycle
+(an exception's traceback, asyncio internals). So:
 
 - no collection starts while a sample runs (`sampling`);
 - when it ends, everything alive is frozen (gc.freeze): later collections skip it and

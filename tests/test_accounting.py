@@ -285,7 +285,7 @@ def test_any_history_never_books_more_than_crossed_the_wire(events, observed) ->
 
 @st.composite
 def knowable_histories(draw: st.DrawFn) -> list[tuple]:  # type: ignore[type-arg]
-    """Histories in which DESIGN.md says the truth can be known: every counter reset
+    """Histories in which docs/DESIGN.md says the truth can be known: every counter restart
     happens right after a full sample (no traffic since it is lost), and a peer removal is
     seen by a sample before the peer comes back. Samples in between may be missing or
     partial."""

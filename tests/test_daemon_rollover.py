@@ -78,7 +78,7 @@ def test_missed_boundary_goes_to_the_new_period(daemons, scripted_tool: Scripted
     try:
         peer = after.result("traffic.get", public_key=A)
         assert peer["period"]["start"] == "2026-12-01T00:00:00+03:00"
-        assert peer["period"]["total_bytes"] == 90  # DESIGN.md: the first sample after goes to the new period
+        assert peer["period"]["total_bytes"] == 90  # docs/DESIGN.md: the first sample after goes to the new period
         assert peer["lifetime"]["total_bytes"] == 190
         november = after.result("traffic.history", public_key=A)["buckets"][1]
         assert (november["start"], november["total_bytes"]) == ("2026-11-01T00:00:00+03:00", 100)

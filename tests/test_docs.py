@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from awgd.api import METHODS
 from awgd.config import SCHEMA, Config, parse
 from awgd_client.awgctl import parser as awgctl_parser
 
@@ -61,3 +62,23 @@ def test_awgd_manual_names_every_option() -> None:
     manual = text("debian/man/awgd.8")
     for option in ("--config", "--check-config", "--version"):
         assert option.replace("-", "\\-") in manual
+
+
+@needs_source
+def test_the_api_document_lists_exactly_the_daemons_methods() -> None:
+    documented = re.findall(r"^### `([a-z_.]+)`", text("docs/API.md"), re.MULTILINE)
+    assert sorted(documented) == sorted(METHODS)
+    for name, method in METHODS.items():
+        section = text("docs/API.md").split(f"### `{name}`", 1)[1].split("\n### ", 1)[0]
+        assert ("*Admin.*" in section) is method.admin, name
+        for param in method.params:
+            assert f"`{param}`" in section, f"{name}: {param} is not documented"
+
+
+@needs_source
+def test_docs_and_code_cite_only_what_the_repository_holds() -> None:
+    for path in [*ROOT.glob("awgd/*.py"), *ROOT.glob("client/awgd_client/*.py"), ROOT / "README.md"]:
+        content = path.read_text()
+        assert "shared/" not in content, f"{path} cites ../shared, which a clone does not have"
+        for cited in re.findall(r"docs/[A-Z]+\.md", content):
+            assert (ROOT / cited).exists(), f"{path} cites {cited}"

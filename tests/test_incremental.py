@@ -130,7 +130,7 @@ def mutate(blocks: list[Block], rng: random.Random) -> None:
 def dump_of(blocks: list[Block], rng: random.Random) -> str:
     text = [row for block in blocks for row in block.text()]
     if rng.random() < 0.05 and len(blocks) > 1:
-        text += blocks[0].text()[:2]  # a repeated interface (FORMAT.md 7.11)
+        text += blocks[0].text()[:2]  # a repeated interface (docs/FORMAT.md, rule 9)
     return "\n".join(text) + "\n"
 
 

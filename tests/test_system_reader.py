@@ -27,7 +27,7 @@ def capture(name: str) -> ToolOutput:
     return ToolOutput(found.returncode, found.stdout, found.stderr)
 
 
-# ---- the tool's exit status and stderr (FORMAT.md section 4) ------------------------------
+# ---- the tool's exit status and stderr (docs/FORMAT.md, "Exit status and standard error") --------
 
 
 def test_partial_permission_reads_one_and_names_the_others() -> None:

@@ -1,4 +1,4 @@
-"""The RPC methods as data: name, params and result type, shared by Client and AsyncClient.
+"""What Client and AsyncClient share: the socket to use, timeouts, which calls may be retried.
 
 Each client method is one line over `call`; this module holds what they have in common, so
 the blocking and the asyncio shells stay thin (as httpx keeps Client and AsyncClient thin).
@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 from typing import Any
-
-from awgd_client.models import History, PeerTraffic, ResetResult, SampleResult, ServerStatus, TrafficList
 
 DEFAULT_SOCKET = "/run/awgd/awgd.sock"
 SOCKET_ENV = "AWGD_SOCKET"
@@ -25,13 +23,3 @@ def socket_path(explicit: str | None) -> str:
 def params(**values: Any) -> dict[str, Any]:
     """Only the params that were given: the daemon applies its own defaults."""
     return {name: value for name, value in values.items() if value is not None}
-
-
-RESULT_TYPES: dict[str, Any] = {
-    "server.status": ServerStatus,
-    "traffic.get": PeerTraffic,
-    "traffic.list": TrafficList,
-    "traffic.history": History,
-    "traffic.sample": SampleResult,
-    "traffic.reset": ResetResult,
-}

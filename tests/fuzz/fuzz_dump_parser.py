@@ -1,6 +1,6 @@
 """Coverage-guided fuzzing of the dump parser (atheris). The only exception allowed is
-DumpError, its message never quotes the input, and the incremental DumpParser gives
-exactly what parse_dump gives.
+DumpError, its message never quotes the input, the incremental DumpParser gives exactly what
+parse_dump gives, and its `changed` names every peer that is not the very Peer of the last dump.
 
     python tests/fuzz/fuzz_dump_parser.py -max_total_time=60 [corpus dir]
 """
@@ -17,9 +17,10 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "client")]
 
 with atheris.instrument_imports():
-    from awgd.dump_parser import DumpError, DumpParser, parse_dump
+    from awgd.dump_parser import DumpError, DumpParser, Interface, parse_dump
 
 PARSER = DumpParser()
+LAST: dict[str, object] = {}  # the last successful parse, by interface name
 
 
 def outcome(parse: Callable[[bytes, str | None], object], data: bytes, interface: str | None) -> object:
@@ -35,8 +36,26 @@ def test_one(data: bytes) -> None:
     if data[:1] == b"\x01":  # exercise `show IFACE dump` too
         interface, data = "wg0", data[1:]
     # PARSER keeps the previous input's layout: consecutive inputs of the fuzzer are often
-    # mutations of each other, which exercises its fast path. It must agree with parse_dump.
-    assert outcome(PARSER.parse, data, interface) == outcome(parse_dump, data, interface)
+    # mutations of each other, which exercises its fast paths. It must agree with parse_dump.
+    got = outcome(PARSER.parse, data, interface)
+    assert got == outcome(parse_dump, data, interface)
+    if interface is None and isinstance(got, tuple) and all(isinstance(i, Interface) for i in got):
+        check_changed(got)
+
+
+def check_changed(parsed: tuple[Interface, ...]) -> None:
+    for iface in parsed:
+        before = LAST.get(iface.name)
+        keys = {peer.public_key for peer in iface.peers}
+        if not isinstance(before, Interface) or {p.public_key for p in before.peers} != keys:
+            assert iface.changed is None
+            continue
+        assert iface.changed is not None
+        old = {peer.public_key: peer for peer in before.peers}
+        listed = {id(peer) for peer in iface.changed}
+        assert all(id(peer) in listed or peer is old[peer.public_key] for peer in iface.peers)
+    LAST.clear()
+    LAST.update((iface.name, iface) for iface in parsed)
 
 
 def main() -> None:
