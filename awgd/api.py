@@ -10,6 +10,7 @@ interface names are checked against the API's rules (awgd_client.names) before a
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from awgd import __version__
 from awgd.books import Books, PeerBook, day_number, online
 from awgd.config import Config
 from awgd.ledger import Bucket, LedgerError
-from awgd.periods import day_bounds, local_day
+from awgd.periods import Period, day_bounds, local_day
 from awgd.sampling import Health, SamplingFailed
 from awgd_client import protocol as rpc
 from awgd_client.names import LIST_SORTS, interface_name_problem, is_public_key
@@ -170,7 +171,8 @@ def usage(rx: int, tx: int) -> dict[str, int]:
     return {"rx_bytes": rx, "tx_bytes": tx, "total_bytes": rx + tx}
 
 
-Handler = Callable[["Api", Params, Caller], Awaitable[Any]]
+# A method's handler: a coroutine function, or, for an inline method, a plain function.
+Handler = Callable[["Api", Params, Caller], Awaitable[Any] | Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,8 +181,8 @@ class Method:
     params: tuple[str, ...]
     admin: bool = False
     # Answered from memory alone, small, never waiting on the tool or the ledger, so the
-    # server answers it in its read loop without a task (traffic.get only waits when asked
-    # for `fresh` figures).
+    # server answers it in its read loop, without a task or a coroutine (unless asked for
+    # `fresh` figures: then a sample is taken first).
     inline: bool = False
 
 
@@ -189,14 +191,16 @@ class Api:
 
     def __init__(self, view: View) -> None:
         self.view = view
+        self.books = view.books  # the same object for the daemon's life
         self._iso = lru_cache(maxsize=FORMATTED_TIMES)(self._format)
         self._iso_ts = lru_cache(maxsize=FORMATTED_TIMES)(self._format_timestamp)
+        self._period_shown: tuple[Period | None, ZoneInfo | None, str, str] = (None, None, "", "")
         self._orders: tuple[int, dict[tuple[str, str | None, bool], list[PeerBook]]] = (-1, {})
+        self._status: tuple[tuple[Any, ...], dict[str, Any]] | None = None
 
     # ---- dispatch -------------------------------------------------------------------------
 
-    async def dispatch(self, request: rpc.Request, caller: Caller) -> Any:
-        """Run one request; raises RpcError for every failure a client should see."""
+    def _method(self, request: rpc.Request, caller: Caller) -> tuple[Method, Params]:
         method = METHODS.get(request.method)
         if method is None:
             name = request.method
@@ -204,25 +208,37 @@ class Api:
             raise RpcError(rpc.METHOD_NOT_FOUND, f"method not found: {shown}")
         if method.admin and not is_admin(caller, self.view.admin_gids):
             raise RpcError(rpc.PERMISSION_DENIED, "permission denied: admin method", {"method": request.method})
+        return method, Params(request.params, method.params)
+
+    async def dispatch(self, request: rpc.Request, caller: Caller) -> Any:
+        """Run one request; raises RpcError for every failure a client should see."""
         try:
-            return await method.handler(self, Params(request.params, method.params), caller)
+            method, params = self._method(request, caller)
+            if "fresh" in method.params and params.boolean("fresh", False):
+                # Before the method: a peer added since the last sample is found by this one.
+                # The rate limit (one sample per 5 s) keeps made-up keys from costing tool runs.
+                await self.view.sample(rate_limited=True)
+            result = method.handler(self, params, caller)
+            return await result if inspect.isawaitable(result) else result
         except SamplingFailed as exc:
             raise RpcError(rpc.SAMPLING_FAILED, f"sampling failed: {exc}", {"reason": str(exc)}) from None
         except LedgerError as exc:
             raise RpcError(rpc.INTERNAL_ERROR, f"internal error: {exc}") from None
 
+    def answer_now(self, request: rpc.Request, caller: Caller) -> Any:
+        """Run one request that `inline` said is answered at once (no await anywhere)."""
+        method, params = self._method(request, caller)
+        assert method.inline
+        return method.handler(self, params, caller)
+
     @staticmethod
-    def answered_inline(message: Any) -> bool:
-        """Whether every request of a decoded message is answered at once and small (Method.inline)."""
-        for item in message if isinstance(message, list) else [message]:
-            if not isinstance(item, dict):
+    def inline(items: list[rpc.Request | dict[str, Any]]) -> bool:
+        """Whether every request is answered from memory at once, and small (Method.inline)."""
+        for item in items:
+            if isinstance(item, dict):
                 continue  # an error answer, made at once
-            name = item.get("method")
-            method = METHODS.get(name) if isinstance(name, str) else None
-            if method is not None and not method.inline:
-                return False
-            params = item.get("params")
-            if isinstance(params, dict) and params.get("fresh", False) is not False:
+            method = METHODS.get(item.method)
+            if method is not None and (not method.inline or item.params.get("fresh", False) is not False):
                 return False
         return True
 
@@ -238,28 +254,52 @@ class Api:
         return None if instant is None else self._iso(instant, self.view.config.zone)
 
     def peer_traffic(self, book: PeerBook, now: float) -> dict[str, Any]:
-        view = self.view
-        books, zone = view.books, view.config.zone
+        """A PeerTraffic. Built for every peer of a traffic.list and for every traffic.get, so
+        its dicts are written out rather than assembled from helpers."""
+        books, config = self.books, self.view.config
+        zone = config.zone
         period = books.period
-        handshake = book.latest_handshake
-        present = book.present
-        session_rx, session_tx = book.session
+        shown = self._period_shown
+        if shown[0] is not period or shown[1] is not zone:
+            shown = (period, zone, self._format(period.start, zone), self._format(period.end, zone))
+            self._period_shown = shown
+        start, end = shown[2], shown[3]
+        present, line = book.present, book.line
+        if line is None:
+            handshake = session_rx = session_tx = 0
+        else:
+            handshake = line.latest_handshake
+            session_rx, session_tx = (line.rx_bytes, line.tx_bytes) if present else (0, 0)
         period_rx, period_tx = books.period_usage(book)
+        lifetime_rx, lifetime_tx = book.lifetime_rx, book.lifetime_tx
         return {
             "interface": book.interface,
             "public_key": book.public_key,
             "present": present,
-            "online": online(book, now, view.config.online_window),
+            "online": online(book, now, config.online_window),
             "latest_handshake": self._iso_ts(handshake, zone) if handshake else None,
-            "endpoint": book.line.endpoint if present and book.line is not None else None,
+            "endpoint": line.endpoint if present and line is not None else None,
             "sampled_at": self.iso(books.sampled_at(book)),
-            "session": usage(session_rx, session_tx),
-            "period": {"start": self.iso(period.start), "end": self.iso(period.end), **usage(period_rx, period_tx)},
-            "lifetime": {"since": self.iso(book.first_seen), **usage(book.lifetime_rx, book.lifetime_tx)},
+            "session": {"rx_bytes": session_rx, "tx_bytes": session_tx, "total_bytes": session_rx + session_tx},
+            "period": {
+                "start": start,
+                "end": end,
+                "rx_bytes": period_rx,
+                "tx_bytes": period_tx,
+                "total_bytes": period_rx + period_tx,
+            },
+            "lifetime": {
+                "since": self._iso(book.first_seen, zone),
+                "rx_bytes": lifetime_rx,
+                "tx_bytes": lifetime_tx,
+                "total_bytes": lifetime_rx + lifetime_tx,
+            },
         }
 
     def find(self, public_key: str, interface: str | None) -> PeerBook:
-        found = self.view.books.find(public_key)
+        found = self.books.find(public_key)
+        if len(found) == 1 and (interface is None or found[0].interface == interface):
+            return found[0]
         if interface is not None:
             found = [book for book in found if book.interface == interface]
         if not found:
@@ -274,7 +314,27 @@ class Api:
 
     # ---- the methods ------------------------------------------------------------------------
 
-    async def server_status(self, params: Params, caller: Caller) -> dict[str, Any]:
+    def server_status(self, params: Params, caller: Caller) -> dict[str, Any]:
+        # Asked on every press of a bot's status button: the answer is kept for as long as
+        # nothing in it can have changed (within the same second).
+        view = self.view
+        health, ledger = view.health, view.ledger_health
+        key = (
+            view.books.version,
+            health.last_sample_at,
+            health.consecutive_failures,
+            ledger.checked_at,
+            view.next_sample_at(),
+            id(view.config),
+            int(time.time()),
+        )
+        if self._status is not None and self._status[0] == key:
+            return self._status[1]
+        answer = self._server_status()
+        self._status = (key, answer)
+        return answer
+
+    def _server_status(self) -> dict[str, Any]:
         view = self.view
         books, config, health = view.books, view.config, view.health
         summary = books.summary(config.online_window)
@@ -325,12 +385,10 @@ class Api:
             "interfaces": interfaces,
         }
 
-    async def traffic_get(self, params: Params, caller: Caller) -> dict[str, Any]:
+    def traffic_get(self, params: Params, caller: Caller) -> dict[str, Any]:
         public_key, interface = params.key(), params.interface()
-        if params.boolean("fresh", False):
-            # Before the lookup: a peer added since the last sample is found by this one. The
-            # rate limit (one sample per 5 s) keeps made-up keys from costing more tool runs.
-            await self.view.sample(rate_limited=True)
+        if "fresh" in params.raw:
+            params.boolean("fresh", False)  # checked; the sample it asks for was taken first (dispatch)
         return self.peer_traffic(self.find(public_key, interface), time.time())
 
     async def traffic_list(self, params: Params, caller: Caller) -> Streamed:

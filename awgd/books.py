@@ -213,7 +213,8 @@ class Books:
         self.members: dict[str, dict[str, PeerBook]] = {}  # interface -> public key -> book
         self.by_key: dict[str, list[PeerBook]] = {}  # public key -> its books, one per interface
         self.interfaces: dict[str, InterfaceBook] = {}
-        self.period = period  # the current period: the one shown
+        self._period = period
+        self._period_bounds = (unix(period.start), unix(period.end))
         # What the ledger's running totals belong to; None before the first booking.
         self.open_period: tuple[int, int] | None = None
         self.open_day: int | None = None
@@ -487,14 +488,20 @@ class Books:
     def roll(self, period: Period, earlier: Mapping[int, tuple[int, int]]) -> None:
         """Enter a new current period. `earlier` is what the ledger already holds for it, by
         peer id, outside its running totals (Ledger.closed_period_usage): normally nothing."""
-        self.period = period
+        self._period = period
+        self._period_bounds = (unix(period.start), unix(period.end))
         for book in self.peers.values():
             book.earlier_rx, book.earlier_tx = earlier.get(book.id, (0, 0)) if book.id is not None else (0, 0)
         self.version += 1
 
     @property
+    def period(self) -> Period:
+        """The current period: the one shown."""
+        return self._period
+
+    @property
     def period_bounds(self) -> tuple[int, int]:
-        return (unix(self.period.start), unix(self.period.end))
+        return self._period_bounds
 
     # ---- traffic.reset --------------------------------------------------------------------
 
@@ -511,7 +518,7 @@ class Books:
 
     def period_usage(self, book: PeerBook) -> tuple[int, int]:
         """The peer's usage in the current period."""
-        if self.open_period == self.period_bounds:
+        if self.open_period == self._period_bounds:
             return (
                 book.earlier_rx + book.lifetime_rx - book.period_base_rx,
                 book.earlier_tx + book.lifetime_tx - book.period_base_tx,

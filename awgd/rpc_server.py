@@ -179,21 +179,26 @@ class Connection:
                     if not line.strip():
                         continue
                     last_request = time.monotonic()
-                    message = _decode(line)
-                    await self._slots.acquire()  # backpressure: stop reading while full
-                    if self._api.answered_inline(message):
-                        # Answered from memory, small, and never waiting on anything: no task.
-                        try:
-                            response = await self._respond(message)
-                        finally:
-                            self._slots.release()
+                    items, batch = _requests(line)
+                    if self._api.inline(items):
+                        # Answered from memory, small, and never waiting on anything: no task,
+                        # and no slot held, since nothing else runs until it is answered; but
+                        # with every slot taken it waits like any other request.
+                        if self._slots.locked():
+                            async with self._slots:
+                                pass
+                        if batch:
+                            response = _combined([self._now(item) for item in items], batch)
+                        else:
+                            response = self._now(items[0])
                         if response is not None:
                             ready += _encode(response)
                             if len(ready) >= COALESCE_BYTES:
                                 await self._write(bytes(ready))
                                 ready.clear()
                         continue
-                    task = asyncio.ensure_future(self._answer(message))
+                    await self._slots.acquire()  # backpressure: stop reading while full
+                    task = asyncio.ensure_future(self._answer(items, batch))
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
                 if ready:
@@ -208,9 +213,9 @@ class Connection:
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _answer(self, message: Any) -> None:
+    async def _answer(self, items: list[rpc.Request | dict[str, Any]], batch: bool) -> None:
         try:
-            response = await self._respond(message)
+            response = _combined([await self._one(item) for item in items], batch)
             if response is not None:
                 await self._send(response)
         except (ConnectionError, RuntimeError):
@@ -218,19 +223,18 @@ class Connection:
         finally:
             self._slots.release()
 
-    async def _respond(self, message: Any) -> Any:
-        """The response: one message, a batch (a list), or None for notifications only."""
-        if isinstance(message, rpc.ProtocolError):
-            return rpc.error_response(None, message.code, message.message)
-        items, batch = rpc.parse_requests(message)
-        responses = []
-        for item in items:
-            answer = await self._one(item)
-            if answer is not None:
-                responses.append(answer)
-        if not responses:
-            return None
-        return responses if batch else responses[0]
+    def _now(self, item: rpc.Request | dict[str, Any]) -> dict[str, Any] | None:
+        """The answer to an inline request (Api.inline), made without waiting."""
+        if isinstance(item, dict):
+            return item  # already an error response
+        try:
+            response = rpc.result_response(item.id, self._api.answer_now(item, self._caller))
+        except RpcError as exc:
+            response = rpc.error_response(item.id, exc.code, exc.message, exc.data)
+        except Exception:
+            log.exception("internal error in %s", item.method)
+            response = rpc.error_response(item.id, rpc.INTERNAL_ERROR, "internal error")
+        return None if item.notification else response
 
     async def _one(self, item: rpc.Request | dict[str, Any]) -> dict[str, Any] | None:
         if isinstance(item, dict):
@@ -321,12 +325,20 @@ async def _close(writer: asyncio.StreamWriter) -> None:
         pass
 
 
-def _decode(line: bytes) -> Any:
-    """The decoded message, or the ProtocolError to answer with."""
+def _requests(line: bytes) -> tuple[list[rpc.Request | dict[str, Any]], bool]:
+    """One line's requests (or the error answers ready for them), and whether it was a batch."""
     try:
-        return rpc.decode(line)
+        return rpc.parse_requests(rpc.decode(line))
     except rpc.ProtocolError as exc:
-        return exc
+        return [rpc.error_response(None, exc.code, exc.message)], False
+
+
+def _combined(answers: list[dict[str, Any] | None], batch: bool) -> Any:
+    """The response line's content: one answer, a batch's list, or None for notifications only."""
+    given = [answer for answer in answers if answer is not None]
+    if not given:
+        return None
+    return given if batch else given[0]
 
 
 def _encode(message: Any) -> bytes:

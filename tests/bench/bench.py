@@ -2,7 +2,8 @@
 
 Run as root with `bash tests/bench/run.sh` (not part of the test suite). Prints a table and
 writes every figure, with medians, minima, maxima and the machine's description, to a JSON
-file (default bench-results.json). `--quick` uses fewer peers and repeats, for a smoke run.
+file (default bench-results.json). `--quick` uses fewer peers and repeats, for a smoke run;
+`--only rpc,memory` runs some sections.
 """
 
 from __future__ import annotations
@@ -335,176 +336,226 @@ def machine() -> dict[str, Any]:
     }
 
 
+class Run:
+    """One benchmark run: its settings, its work directory, and the test bed it needs, made once."""
+
+    def __init__(self, quick: bool, workdir: Path) -> None:
+        self.quick = quick
+        self.workdir = workdir
+        self.sizes = [1000, 10000] if quick else [1000, 10000, 50000]
+        self.repeats = 2 if quick else 5
+        self.samples = 3 if quick else 9
+        self.mid = 10000
+        self.floors: dict[int, dict[str, Any]] = {}
+        self._bed: TestBed | None = None
+
+    @property
+    def bed(self) -> TestBed:
+        if self._bed is None:
+            self._bed = TestBed(clients=0).up()
+        return self._bed
+
+    def floor(self, n: int) -> dict[str, Any]:
+        """`wg show all dump` on real wireguard-go with n peers (measured once per run and N)."""
+        if n not in self.floors:
+            self.floors[n] = floor(self.bed, n, self.samples, self.workdir)
+            RESULTS[f"floor_{n}"] = {k: v for k, v in self.floors[n].items() if k != "keys"}
+            row(f"1. floor: wg show all dump, N={n}", ms(self.floors[n]["dump"]["median"]), "", None, "", None)
+        return self.floors[n]
+
+    def close(self) -> None:
+        if self._bed is not None:
+            self._bed.down()
+
+
+def bench_own_cost(run: Run) -> None:
+    # Each N's floor is measured right before awgd's own cost at that N, so that the two
+    # sides of each ratio see the same moment of a shared, noisy machine.
+    for n in run.sizes:
+        print(f"1./2. the floor (wg show all dump on wireguard-go) and awgd's own cost, N={n} ...", flush=True)
+        base = run.floor(n)["dump"]["median"]
+        for fraction, target in ((1.0, 1.0), (0.01, 0.25), (0.0, None)):
+            cost = own_cost(n, fraction, run.samples)
+            RESULTS[f"own_{n}_{fraction}"] = cost
+            median = cost["time"]["median"]
+            if target is None:
+                rows_written = max(cost["rows_written"])
+                row(
+                    f"2. own cost, N={n}, none moving",
+                    ms(median),
+                    ms(base),
+                    median / base,
+                    f"0 rows ({rows_written})",
+                    rows_written == 0,
+                )
+            else:
+                row(
+                    f"2. own cost, N={n}, {fraction:.0%} moving",
+                    ms(median),
+                    ms(base),
+                    median / base,
+                    f"<= {target}x",
+                    median / base <= target,
+                )
+
+
+def bench_whole_sample(run: Run) -> None:
+    print("3. a whole sample in the running daemon, N=10000 ...", flush=True)
+    base = run.floor(run.mid)["dump"]["median"]
+    real_interface(run.bed, run.mid, run.workdir)
+    daemon = Awgd(run.workdir / "real", "wg", periods={"timezone": "UTC"}, prefix=run.bed.server.argv())
+    daemon.start()
+    try:
+        whole = []
+        for _ in range(run.repeats * 2):
+            started = time.perf_counter()
+            daemon.result("traffic.sample")
+            whole.append(time.perf_counter() - started)
+    finally:
+        daemon.stop()
+    RESULTS["whole_sample_10000"] = summary(whole)
+    ratio = statistics.median(whole) / base
+    row(
+        "3. whole sample in the daemon, N=10000", ms(statistics.median(whole)), ms(base), ratio, "<= 1.5x", ratio <= 1.5
+    )
+
+
+def bench_rpc(run: Run) -> None:
+    naive = run.floor(run.mid)["naive_lookup"]["median"]
+    print("4. RPC with a 10,000-peer ledger ...", flush=True)
+    scripted = ScriptedDaemon(run.workdir / "rpc", run.mid)
+    scripted.daemon.start()
+    count = 500 if run.quick else 2000
+    floor_path = str(run.workdir / "floor.sock")
+    floor_server = subprocess.Popen([sys.executable, "-c", FLOOR_SERVER, floor_path], stdout=subprocess.PIPE)
+    try:
+        scripted.counters = advance_counters(scripted.counters, 1.0, random.Random(1))
+        scripted.write()
+        scripted.daemon.result("traffic.sample")
+        assert floor_server.stdout is not None and floor_server.stdout.readline() == b"ready\n"
+        rng = random.Random(5)
+        chosen = [rng.choice(scripted.keys) for _ in range(count * 2)]
+
+        def get(i: int) -> bytes:
+            message = {"jsonrpc": "2.0", "id": i, "method": "traffic.get", "params": {"public_key": chosen[i]}}
+            return json.dumps(message).encode() + b"\n"
+
+        def status(i: int) -> bytes:
+            return json.dumps({"jsonrpc": "2.0", "id": i, "method": "server.status"}).encode() + b"\n"
+
+        floor_rpc = rpc_figures(floor_path, status, count)
+        RESULTS["rpc_floor"] = floor_rpc
+        for name, make in (("traffic.get", get), ("server.status", status)):
+            figures = rpc_figures(scripted.daemon.socket, make, count)
+            RESULTS[f"rpc_{name}"] = figures
+            ratio = figures["p50"] / floor_rpc["p50"]
+            row(f"4. {name} p50 latency", ms(figures["p50"]), ms(floor_rpc["p50"]), ratio, "<= 3x", ratio <= 3)
+            row(f"4. {name} p99 latency", ms(figures["p99"]), ms(floor_rpc["p99"]), None, "", None)
+            for key, label in (("pipelined_1", "1 connection"), ("pipelined_32", "32 connections")):
+                share = figures[key] / floor_rpc[key]
+                row(
+                    f"4. {name} throughput, {label}",
+                    f"{figures[key]:,.0f}/s",
+                    f"{floor_rpc[key]:,.0f}/s",
+                    share,
+                    ">= 0.3x",
+                    share >= 0.3,
+                )
+        speedup = naive / RESULTS["rpc_traffic.get"]["p50"]
+        RESULTS["naive_vs_traffic_get"] = speedup
+        row(
+            "4. traffic.get vs the naive bot (wg show + search)",
+            ms(RESULTS["rpc_traffic.get"]["p50"]),
+            ms(naive),
+            1 / speedup,
+            ">= 100x faster",
+            speedup >= 100,
+        )
+    finally:
+        floor_server.kill()
+        scripted.daemon.stop()
+
+
+def bench_memory(run: Run) -> None:
+    print("5. memory ...", flush=True)
+    targets = {1000: 60, 10000: 100, 50000: 250}
+    for n in run.sizes:
+        memory = ScriptedDaemon(run.workdir / f"mem{n}", n)
+        memory.daemon.start()
+        rng = random.Random(n)
+        try:
+            for _ in range(100):
+                memory.counters = advance_counters(memory.counters, 0.01, rng)
+                memory.write()
+                memory.daemon.result("traffic.sample")
+            rss_100 = memory.rss_mib()
+            RESULTS[f"rss_100_{n}"] = rss_100
+            row(
+                f"5. RSS after 100 samples, N={n}",
+                f"{rss_100:.1f} MiB",
+                "",
+                None,
+                f"<= {targets[n]} MiB",
+                rss_100 <= targets[n],
+            )
+            if n == run.mid and not run.quick:
+                for _ in range(900):
+                    memory.counters = advance_counters(memory.counters, 0.01, rng)
+                    memory.write()
+                    memory.daemon.result("traffic.sample")
+                rss_1000 = memory.rss_mib()
+                RESULTS["rss_1000_10000"] = rss_1000
+                growth = rss_1000 / rss_100
+                row(
+                    "5. RSS sample 1000 / sample 100, N=10000",
+                    f"{rss_1000:.1f} MiB",
+                    f"{rss_100:.1f} MiB",
+                    growth,
+                    "within 5%",
+                    abs(growth - 1) <= 0.05,
+                )
+        finally:
+            memory.daemon.stop()
+
+
+def bench_startup(run: Run) -> None:
+    print("6./7. start-up, ledger growth, history ...", flush=True)
+    startup_and_history(run.workdir, run.mid, 400, run.repeats)
+
+
+SECTIONS: dict[str, Callable[[Run], None]] = {
+    "own": bench_own_cost,
+    "whole": bench_whole_sample,
+    "rpc": bench_rpc,
+    "memory": bench_memory,
+    "startup": bench_startup,
+}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer peers and repeats (a smoke run)")
     parser.add_argument("--json", default="bench-results.json", help="where to write every figure")
+    parser.add_argument(
+        "--only", default=",".join(SECTIONS), help=f"comma-separated sections to run (of {', '.join(SECTIONS)})"
+    )
     args = parser.parse_args()
+    chosen = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown section(s): {', '.join(unknown)}")
     problem = available()
     if problem:
         print(f"bench: {problem}", file=sys.stderr)
         return 1
-    sizes = [1000, 10000] if args.quick else [1000, 10000, 50000]
-    repeats = 2 if args.quick else 5
-    mid = 10000
     RESULTS["machine"] = machine()
-    workdir = Path(tempfile.mkdtemp(prefix="awgd-bench-"))
+    run = Run(args.quick, Path(tempfile.mkdtemp(prefix="awgd-bench-")))
     try:
-        with TestBed(clients=0) as bed:
-            floors: dict[int, Any] = {}
-            # Each N's floor is measured right before awgd's own cost at that N, so that the
-            # two sides of each ratio see the same moment of a shared, noisy machine.
-            for n in sizes:
-                print(f"1./2. the floor (wg show all dump on wireguard-go) and awgd's own cost, N={n} ...", flush=True)
-                floors[n] = floor(bed, n, 3 if args.quick else 9, workdir)
-                RESULTS[f"floor_{n}"] = {k: v for k, v in floors[n].items() if k != "keys"}
-                row(f"1. floor: wg show all dump, N={n}", ms(floors[n]["dump"]["median"]), "", None, "", None)
-                base = floors[n]["dump"]["median"]
-                for fraction, target in ((1.0, 1.0), (0.01, 0.25), (0.0, None)):
-                    cost = own_cost(n, fraction, 3 if args.quick else 9)
-                    RESULTS[f"own_{n}_{fraction}"] = cost
-                    median = cost["time"]["median"]
-                    if target is None:
-                        rows_written = max(cost["rows_written"])
-                        row(
-                            f"2. own cost, N={n}, none moving",
-                            ms(median),
-                            ms(base),
-                            median / base,
-                            f"0 rows ({rows_written})",
-                            rows_written == 0,
-                        )
-                    else:
-                        row(
-                            f"2. own cost, N={n}, {fraction:.0%} moving",
-                            ms(median),
-                            ms(base),
-                            median / base,
-                            f"<= {target}x",
-                            median / base <= target,
-                        )
-            print("3. a whole sample in the running daemon, N=10000 ...", flush=True)
-            peer_keys = real_interface(bed, mid, workdir)
-            daemon = Awgd(workdir / "real", "wg", periods={"timezone": "UTC"}, prefix=bed.server.argv())
-            daemon.start()
-            try:
-                whole = []
-                for _ in range(repeats * 2):
-                    started = time.perf_counter()
-                    daemon.result("traffic.sample")
-                    whole.append(time.perf_counter() - started)
-            finally:
-                daemon.stop()
-            base = floors[mid]["dump"]["median"]
-            RESULTS["whole_sample_10000"] = summary(whole)
-            row(
-                "3. whole sample in the daemon, N=10000",
-                ms(statistics.median(whole)),
-                ms(base),
-                statistics.median(whole) / base,
-                "<= 1.5x",
-                statistics.median(whole) / base <= 1.5,
-            )
-            naive = floors[mid]["naive_lookup"]["median"]
-            del peer_keys
-
-        print("4. RPC with a 10,000-peer ledger ...", flush=True)
-        scripted = ScriptedDaemon(workdir / "rpc", mid)
-        scripted.daemon.start()
-        count = 500 if args.quick else 2000
-        floor_path = str(workdir / "floor.sock")
-        floor_server = subprocess.Popen([sys.executable, "-c", FLOOR_SERVER, floor_path], stdout=subprocess.PIPE)
-        try:
-            scripted.counters = advance_counters(scripted.counters, 1.0, random.Random(1))
-            scripted.write()
-            scripted.daemon.result("traffic.sample")
-            assert floor_server.stdout is not None and floor_server.stdout.readline() == b"ready\n"
-            rng = random.Random(5)
-            chosen = [rng.choice(scripted.keys) for _ in range(count * 2)]
-
-            def get(i: int) -> bytes:
-                message = {"jsonrpc": "2.0", "id": i, "method": "traffic.get", "params": {"public_key": chosen[i]}}
-                return json.dumps(message).encode() + b"\n"
-
-            def status(i: int) -> bytes:
-                return json.dumps({"jsonrpc": "2.0", "id": i, "method": "server.status"}).encode() + b"\n"
-
-            floor_rpc = rpc_figures(floor_path, status, count)
-            RESULTS["rpc_floor"] = floor_rpc
-            for name, make in (("traffic.get", get), ("server.status", status)):
-                figures = rpc_figures(scripted.daemon.socket, make, count)
-                RESULTS[f"rpc_{name}"] = figures
-                ratio = figures["p50"] / floor_rpc["p50"]
-                row(f"4. {name} p50 latency", ms(figures["p50"]), ms(floor_rpc["p50"]), ratio, "<= 3x", ratio <= 3)
-                row(f"4. {name} p99 latency", ms(figures["p99"]), ms(floor_rpc["p99"]), None, "", None)
-                for key, label in (("pipelined_1", "1 connection"), ("pipelined_32", "32 connections")):
-                    share = figures[key] / floor_rpc[key]
-                    row(
-                        f"4. {name} throughput, {label}",
-                        f"{figures[key]:,.0f}/s",
-                        f"{floor_rpc[key]:,.0f}/s",
-                        share,
-                        ">= 0.3x",
-                        share >= 0.3,
-                    )
-            speedup = naive / RESULTS["rpc_traffic.get"]["p50"]
-            RESULTS["naive_vs_traffic_get"] = speedup
-            row(
-                "4. traffic.get vs the naive bot (wg show + search)",
-                ms(RESULTS["rpc_traffic.get"]["p50"]),
-                ms(naive),
-                1 / speedup,
-                ">= 100x faster",
-                speedup >= 100,
-            )
-        finally:
-            floor_server.kill()
-            scripted.daemon.stop()
-
-        print("5. memory ...", flush=True)
-        targets = {1000: 60, 10000: 100, 50000: 250}
-        for n in sizes:
-            memory = ScriptedDaemon(workdir / f"mem{n}", n)
-            memory.daemon.start()
-            rng = random.Random(n)
-            try:
-                for _ in range(100):
-                    memory.counters = advance_counters(memory.counters, 0.01, rng)
-                    memory.write()
-                    memory.daemon.result("traffic.sample")
-                rss_100 = memory.rss_mib()
-                RESULTS[f"rss_100_{n}"] = rss_100
-                row(
-                    f"5. RSS after 100 samples, N={n}",
-                    f"{rss_100:.1f} MiB",
-                    "",
-                    None,
-                    f"<= {targets[n]} MiB",
-                    rss_100 <= targets[n],
-                )
-                if n == mid and not args.quick:
-                    for _ in range(900):
-                        memory.counters = advance_counters(memory.counters, 0.01, rng)
-                        memory.write()
-                        memory.daemon.result("traffic.sample")
-                    rss_1000 = memory.rss_mib()
-                    RESULTS["rss_1000_10000"] = rss_1000
-                    growth = rss_1000 / rss_100
-                    row(
-                        "5. RSS sample 1000 / sample 100, N=10000",
-                        f"{rss_1000:.1f} MiB",
-                        f"{rss_100:.1f} MiB",
-                        growth,
-                        "within 5%",
-                        abs(growth - 1) <= 0.05,
-                    )
-            finally:
-                memory.daemon.stop()
-
-        print("6./7. start-up, ledger growth, history ...", flush=True)
-        startup_and_history(workdir, mid, 400, repeats)
+        for name in chosen:
+            SECTIONS[name](run)
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        run.close()
+        shutil.rmtree(run.workdir, ignore_errors=True)
     report(args.json)
     return 0 if all("MISSED" not in r[4] for r in ROWS) else 1
 
@@ -521,7 +572,9 @@ def build_ledger(path: Path, n: int, days: int) -> None:
             [(i + 1, k, now) for i, k in enumerate(peer_keys)],
         )
         conn.executemany(
-            "INSERT INTO peer_counters VALUES (?, 1, 0, 0, 0, 0, ?, 0, 0, 0, 0)", [(i + 1, now) for i in range(n)]
+            "INSERT INTO peer_counters (peer_id, present, rx, tx, lifetime_rx, lifetime_tx, period_rx, period_tx,"
+            " day_rx, day_tx) VALUES (?, 1, 0, 0, 0, 0, 0, 0, 0, 0)",
+            [(i + 1,) for i in range(n)],
         )
         conn.execute("UPDATE meta SET tracking_since = ?", (now - days * 86400,))
     with sqlite3.connect(path) as conn:
