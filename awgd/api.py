@@ -275,6 +275,7 @@ class Api:
         return {
             "interface": book.interface,
             "public_key": book.public_key,
+            "label": book.label,
             "present": present,
             "online": online(book, now, config.online_window),
             "latest_handshake": self._iso_ts(handshake, zone) if handshake else None,

@@ -60,6 +60,8 @@ class Config:
     interfaces: tuple[str, ...] = ()
     online_window: int = 180
     tool_timeout: float = 10.0
+    config_dir: str = ""  # "" = the tool's own directory (awgd.wg_config.config_dir)
+    names_file: str = ""  # "" = Amnezia's clientsTable, where it exists
     sampling_schedule: str = "* * * * *"
     periods_schedule: str = "0 0 1 * *"
     timezone: str = ""  # as written; "" = the system's
@@ -107,6 +109,14 @@ def _tool(value: Any) -> str | None:
     if value in ("auto", "awg", "wg") or (os.path.isabs(value) and "\x00" not in value):
         return None
     return 'must be "auto", "awg", "wg" or an absolute path'
+
+
+def _optional_path(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return "must be a string"
+    if value and (not value.startswith("/") or "\x00" in value):
+        return 'must be an absolute path, or "" for the default'
+    return None
 
 
 def _positive_int(value: Any) -> str | None:
@@ -184,6 +194,8 @@ SCHEMA: dict[str, dict[str, tuple[str, Callable[[Any], str | None]]]] = {
         "interfaces": ("interfaces", _string_list(_iface)),
         "online_window": ("online_window", _positive_int),
         "tool_timeout": ("tool_timeout", _positive_number),
+        "config_dir": ("config_dir", _optional_path),
+        "names_file": ("names_file", _optional_path),
     },
     "sampling": {"schedule": ("sampling_schedule", _schedule)},
     "periods": {"schedule": ("periods_schedule", _schedule), "timezone": ("timezone", _timezone)},

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from bisect import bisect_right
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from itertools import compress, count
-from operator import itemgetter, ne, not_
+from operator import itemgetter, ne
 from typing import NamedTuple
 
 from awgd_client.names import KEY_PATTERN, interface_name_problem
@@ -99,6 +101,8 @@ class Interface:
     # lists the same keys as then (a peer not among them is the very same Peer object as
     # then); None when that is not known (no last dump, keys added, removed or re-keyed).
     changed: tuple[Peer, ...] | None = field(default=None, compare=False)
+    # Filled by DumpParser: `peers` are in key order, as it keeps them for Go's map order.
+    in_key_order: bool = field(default=False, compare=False)
 
 
 def parse_dump(data: bytes | str, interface: str | None = None) -> tuple[Interface, ...]:
@@ -118,29 +122,32 @@ def parse_dump(data: bytes | str, interface: str | None = None) -> tuple[Interfa
 
 
 class DumpParser:
-    """parse_dump for consecutive `show all dump` outputs of one server, with the same results,
-    and with `Interface.changed` filled in.
+    """parse_dump for consecutive `show all dump` outputs of one server, with the same
+    interfaces and peers, and with `Interface.changed` filled in.
 
     Between two samples most lines are unchanged, and a moving peer's line differs only in
-    its handshake and counters. So the parser keeps the previous dump's layout (its lines,
+    its handshake and counters. So the parser keeps the last dump's layout (its lines,
     interface blocks and the Peer on each line) and tries, in turn:
 
-    1. the kernel's stable order: as many lines under the same headers, compared position by
-       position; only the lines that differ are re-read, and of those only the fields that
-       differ;
-    2. wireguard-go's and amneziawg-go's order, new on every dump (Go map order): the same
-       headers at the same positions, each peer line looked up among the last dump's lines;
-       only the lines not found are re-read, against the last line of the same key;
-    3. the full path, which still reuses the Peer of every line it saw last time.
+    1. as many lines under the same headers, compared position by position with the last
+       dump's; only the lines that differ are re-read, and of those only the fields that
+       differ. The kernel lists peers in a stable order, so its dumps take this path as they
+       come. wireguard-go and amneziawg-go list them in Go's map order, new on every dump:
+       once the parser has seen the order change, it sorts each interface's lines (by key,
+       as the interface name leads every line and keys are unique) before comparing, and
+       keeps its layout in that order;
+    2. the full path, which still reuses the Peer of every line it saw last time.
 
-    An unchanged line gives back the very same Peer object on every path.
+    An unchanged line gives back the very same Peer object on every path. Each interface's
+    peers come in the dump's order, or in key order once the order was seen to change: the
+    order of peers carries no meaning, and keeping one lets every sample visit them alike.
 
     Kept between samples: the peer lines, which carry preshared keys, in this object only,
     as the tool's output itself is. Header lines, which carry the private key, are not kept.
     """
 
     def __init__(self) -> None:
-        self._last = _Layout((), [], None, [], True)
+        self._last = _Layout((), [], [], True)
 
     def parse(self, data: bytes | str, interface: str | None = None) -> tuple[Interface, ...]:
         if interface is not None:
@@ -149,10 +156,21 @@ class DumpParser:
         lines = _lines(text)
         last = self._last
         ascii_text = text.isascii()
-        layout = _reread(lines, last, ascii_text) or _rekey(lines, last, ascii_text)
+        sort = last.in_key_order
+        layout = None
+        if sort:
+            if len(lines) == len(last.lines):
+                layout = _reread(_in_key_order(lines, last.heads), last, ascii_text)
+        else:
+            layout = _reread(lines, last, ascii_text)
+            if layout is None and _reordered(lines, last):
+                sort = True  # Go's map order: from now on in key order
+                layout = _fresh_in_key_order(lines, last)
         if layout is None:
             layout = _parse_all(lines, last.memo())  # a failed parse raises and keeps the old layout
             layout.interfaces = _with_changes(layout.interfaces, last.interfaces)
+            if sort:
+                layout = layout.sorted()
         self._last = layout
         return layout.interfaces
 
@@ -164,59 +182,89 @@ _HEADER = "\n"
 class _Layout:
     """A parsed `show all dump`: its interfaces, and where each came from."""
 
-    __slots__ = ("_at", "_memo", "heads", "interfaces", "lines", "simple")
+    __slots__ = ("_at", "heads", "in_key_order", "interfaces", "lines", "simple")
 
     def __init__(
         self,
         interfaces: tuple[Interface, ...],
         lines: list[str],
-        at: list[Peer | None] | None,
         heads: list[int],
         simple: bool,
         *,
-        memo: dict[str, Peer | None] | None = None,
+        in_key_order: bool = False,
+        at: list[Peer | None] | None = None,
     ) -> None:
         self.interfaces = interfaces
         self.lines = lines  # header lines replaced by _HEADER
-        self._at = at  # the Peer each line printed (None: a header); None when simple
         self.heads = heads  # index of each interface's header line, in interface order
         # Each interface printed once and no key repeated: interface k's peers are exactly
         # the lines between heads[k] and the next header, in order.
         self.simple = simple
-        # Each line's Peer, by the line's text, once it was needed; kept up to date from one
-        # layout to the next by the fast paths, since building it is most of path 2's cost.
-        self._memo = memo
+        self.in_key_order = in_key_order  # each interface's lines sorted
+        self._at = at  # when not simple: the Peer each line printed (None: a header)
 
-    @property
-    def has_memo(self) -> bool:
-        return self._memo is not None
-
-    def memo(self) -> dict[str, Peer | None]:
-        if self._memo is None:
-            self._memo = dict(zip(self.lines, self.peer_at(), strict=True))
-        return self._memo
-
-    def succeeded_by(self, lines: list[str], replaced: list[tuple[int, int, Peer]]) -> dict[str, Peer | None] | None:
-        """The memo of the next layout, whose line `new` replaced line `old` of this one with
-        the Peer given, for each (new, old, peer); this layout's memo is handed over."""
-        memo, self._memo = self._memo, None
-        if memo is not None:
-            old_lines = self.lines
-            for _, old, _ in replaced:
-                memo.pop(old_lines[old], None)
-            for new, _, peer in replaced:
-                memo[lines[new]] = peer
+    def memo(self) -> dict[str, Peer]:
+        """Each peer line's Peer, by the line's text (for the full path)."""
+        if not self.simple:
+            at = self._at or []
+            return {line: peer for line, peer in zip(self.lines, at, strict=True) if peer is not None}
+        memo: dict[str, Peer] = {}
+        for block, iface in enumerate(self.interfaces):
+            first = self.heads[block] + 1
+            memo.update(zip(self.lines[first : first + len(iface.peers)], iface.peers, strict=True))
         return memo
 
-    def peer_at(self) -> list[Peer | None]:
-        """The Peer each line printed; None for headers."""
-        if self._at is not None:
-            return self._at
-        at: list[Peer | None] = []
-        for iface in self.interfaces:
-            at.append(None)
-            at.extend(iface.peers)
-        return at
+    def sorted(self) -> _Layout:
+        """This layout in key order (itself when it cannot be: not simple)."""
+        if self.in_key_order or not self.simple:
+            return self
+        lines = _in_key_order(self.lines, self.heads)
+        interfaces = tuple(
+            replace(i, peers=tuple(sorted(i.peers, key=itemgetter(0))), in_key_order=True) for i in self.interfaces
+        )
+        return _Layout(interfaces, lines, self.heads, True, in_key_order=True)
+
+
+def _in_key_order(lines: list[str], heads: list[int]) -> list[str]:
+    """A copy of `lines` with the lines between two headers (or after the last) sorted."""
+    ordered = list(lines)
+    for head, end in zip(heads, [*heads[1:], len(lines)][: len(heads)], strict=True):
+        if end - head > 1:
+            ordered[head + 1 : end] = "\n".join(sorted(ordered[head + 1 : end])).split("\n")
+    return ordered
+
+
+def _fresh_in_key_order(lines: list[str], last: _Layout) -> _Layout | None:
+    """The dump read afresh in key order, when it has the last dump's interfaces at the same
+    places: every Peer made anew, in key order, so that the strings and tuples the samples
+    to come go through sit in memory in the order they go through them. None when it
+    cannot be (the interfaces moved, a key repeats, a line is bad): the full path decides."""
+    ordered = _in_key_order(lines, last.heads)
+    try:
+        layout = _parse_all(ordered, {})
+    except DumpError:
+        return None
+    if not layout.simple or layout.heads != last.heads:
+        return None
+    changed = _with_changes(layout.interfaces, last.interfaces)
+    layout.interfaces = tuple(replace(iface, in_key_order=True) for iface in changed)
+    layout.in_key_order = True
+    return layout
+
+
+def _reordered(lines: list[str], last: _Layout) -> bool:
+    """Whether the first line that differs from the last dump's, under the same interface as
+    then, is another key's: the order changed, or keys did."""
+    if not last.simple or len(lines) != len(last.lines) or not last.heads:
+        return False
+    old_lines, heads = last.lines, last.heads
+    for index in compress(count(), map(ne, lines, old_lines)):
+        block = bisect_right(heads, index) - 1
+        if block < 0 or heads[block] == index:
+            continue
+        prefix = len(last.interfaces[block].name) + 1
+        return lines[index][prefix : prefix + 44] != old_lines[index][prefix : prefix + 44]
+    return False
 
 
 def _lines(data: bytes | str) -> list[str]:
@@ -307,7 +355,8 @@ def _reread_line(line: str, old_line: str, old: Peer, prefix: int, ascii_text: b
 
 
 def _reread(lines: list[str], last: _Layout, ascii_text: bool) -> _Layout | None:
-    """Path 1, the kernel's stable order: `last` with only the differing lines re-read, or None."""
+    """Path 1: `last` with only the lines that differ re-read, or None. `lines` is changed
+    (headers replaced by _HEADER) only when a layout is returned."""
     if not last.simple or len(lines) != len(last.lines):
         return None
     old_lines, heads, interfaces = last.lines, last.heads, last.interfaces
@@ -315,7 +364,6 @@ def _reread(lines: list[str], last: _Layout, ascii_text: bool) -> _Layout | None
     differing = compress(count(), map(ne, lines, old_lines))
     updated = list(interfaces)
     changes: list[list[Peer]] = [[] for _ in interfaces]
-    replaced: list[tuple[int, int, Peer]] | None = [] if last.has_memo else None
     bounds = [*heads[1:], len(lines)]
     block, head, end, prefix = -1, -1, -1, 0
     before: tuple[Peer, ...] = ()
@@ -364,8 +412,6 @@ def _reread(lines: list[str], last: _Layout, ascii_text: bool) -> _Layout | None
                 peers = list(before)
             peers[index - head - 1] = peer
             changes[block].append(peer)
-            if replaced is not None:
-                replaced.append((index, index, peer))
     except (_FullPath, DumpError, ValueError, IndexError):
         return None  # and the next path decides, naming the first bad line if there is one
     if peers:
@@ -374,53 +420,7 @@ def _reread(lines: list[str], last: _Layout, ascii_text: bool) -> _Layout | None
         return None
     for index in heads:
         lines[index] = _HEADER
-    memo = None if replaced is None else last.succeeded_by(lines, replaced)
-    return _Layout(_changed_as(updated, changes), lines, None, heads, True, memo=memo)
-
-
-def _rekey(lines: list[str], last: _Layout, ascii_text: bool) -> _Layout | None:
-    """Path 2, a new order on every dump: every interface has as many lines as last time,
-    under the same header; each line is looked up among the last dump's lines, and only the
-    lines not found are re-read, against the last line of their key. None when any of that
-    does not hold, or a key was added, removed or repeated."""
-    if not last.simple or len(lines) != len(last.lines) or not last.heads or not _same_headers(lines, last):
-        return None
-    old_lines, heads, interfaces = last.lines, last.heads, last.interfaces
-    found = list(map(last.memo().get, lines))
-    bounds = [*heads[1:], len(lines)]
-    updated: list[Interface] = []
-    changes: list[list[Peer]] = []
-    replaced: list[tuple[int, int, Peer]] = []
-    try:
-        for block, iface in enumerate(interfaces):
-            first, end = heads[block] + 1, bounds[block]
-            peers: list[Peer] = found[first:end]  # type: ignore[assignment]  # None where missing, filled below
-            changed: list[Peer] = []
-            missing = [first + i for i in compress(count(), map(not_, peers))]
-            if missing:
-                prefix = len(iface.name) + 1
-                where = dict(zip(map(itemgetter(0), iface.peers), range(first, end), strict=True))
-                for index in missing:
-                    line = lines[index]
-                    old_index = where[line[prefix : prefix + 44]]  # KeyError: a new key
-                    old = iface.peers[old_index - first]
-                    peer = _reread_line(line, old_lines[old_index], old, prefix, ascii_text)
-                    if peer[0] != old[0]:
-                        raise _FullPath
-                    peers[index - first] = peer
-                    changed.append(peer)
-                    replaced.append((index, old_index, peer))
-            # The same keys as last time, each once: a permutation of the last dump's peers.
-            if len(set(map(itemgetter(0), peers))) != len(peers):
-                raise _FullPath
-            updated.append(replace(iface, peers=tuple(peers)))
-            changes.append(changed)
-    except (_FullPath, DumpError, ValueError, KeyError, IndexError):
-        return None
-    for index in heads:
-        lines[index] = _HEADER
-    memo = last.succeeded_by(lines, replaced)
-    return _Layout(_changed_as(updated, changes), lines, None, list(heads), True, memo=memo)
+    return _Layout(_changed_as(updated, changes), lines, heads, True, in_key_order=last.in_key_order)
 
 
 def _changed_as(interfaces: list[Interface], changes: list[list[Peer]]) -> tuple[Interface, ...]:
@@ -451,8 +451,8 @@ class _Block:
         self.peers: dict[str, Peer] = {}
 
 
-def _parse_all(lines: list[str], memo: dict[str, Peer | None]) -> _Layout:
-    """The full path. `memo` maps lines of the last dump to their Peers (None: a header)."""
+def _parse_all(lines: list[str], memo: Mapping[str, Peer]) -> _Layout:
+    """The full path. `memo` maps peer lines of the last dump to their Peers."""
     blocks: dict[str, _Block] = {}
     at: list[Peer | None] = [None] * len(lines)
     heads: list[int] = []
@@ -488,7 +488,7 @@ def _parse_all(lines: list[str], memo: dict[str, Peer | None]) -> _Layout:
     interfaces = tuple(_interface(name, block) for name, block in blocks.items())
     # Simple unless an interface or a key was repeated (even on identical lines).
     simple = len(blocks) == len(heads) and sum(len(i.peers) for i in interfaces) == len(lines) - len(heads)
-    return _Layout(interfaces, lines, None if simple else at, heads, simple)
+    return _Layout(interfaces, lines, heads, simple, at=None if simple else at)
 
 
 def _parse_one(lines: list[str], name: str) -> tuple[Interface, ...]:

@@ -22,6 +22,7 @@ from awgd.config import Config
 from awgd.dump_parser import DumpParser
 from awgd.gc_policy import CollectorPolicy
 from awgd.ledger import Ledger, LedgerError
+from awgd.peer_names import NameReader
 from awgd.periods import Period
 from awgd.system_reader import Reading, SamplingError, read_system, tool_candidates
 
@@ -65,6 +66,8 @@ class Sampler:
         self._on_sample = on_sample
         self._on_ledger_failure = on_ledger_failure
         self._parser = DumpParser()
+        self._names = NameReader()
+        self._warned: frozenset[str] = frozenset()  # the last sample's warnings, logged once
         self._collector = CollectorPolicy()
         self._running: asyncio.Task[datetime] | None = None
         self._last_finished = -float("inf")
@@ -124,9 +127,17 @@ class Sampler:
             self._failed(str(exc))
             log.warning("sample failed: %s", exc)
             raise SamplingFailed(str(exc)) from None
+        # A tool's complaint repeats at every sample while its cause lasts (a docker CLI
+        # warning, an interface it cannot read): logged when it appears, not every minute.
         for warning in reading.warnings:
-            log.warning("%s", warning)
+            if warning not in self._warned:
+                log.warning("%s", warning)
+        self._warned = frozenset(reading.warnings)
         entry, written = await self.book(reading, target)
+        read = [i.name for i in reading.interfaces if not config.interfaces or i.name in config.interfaces]
+        names = await self._names.read(config, reading.tool, read)
+        if names is not None:
+            self.books.name_peers(names)
         health = self.health
         health.last_sample_at = health.last_success_at = reading.taken_at
         health.consecutive_failures = 0

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The run command of README.md: real WireGuard (wireguard-go in network namespaces), real
-# traffic, a real awgd, shown by awgctl. As root on Debian 12. `--once` prints and exits.
+# The run command of README.md: real AmneziaWG (amneziawg-go in network namespaces; Debian's
+# wireguard-go where amneziawg-go is missing), real traffic, a real awgd, shown by awgctl.
+# As root on Debian 12. `--once` prints and exits.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=tests/install.sh

@@ -35,3 +35,21 @@ ensure_venv() {  # ensure_venv DIR PIP-PACKAGES...
 }
 
 WIREGUARD_PACKAGES=(wireguard-go wireguard-tools iproute2 iputils-ping)
+# Amnezia's server container (tests/test_amnezia.py): the tests start an engine of their own,
+# with no firewall rules and no bridge; iptables-save proves the firewall untouched.
+DOCKER_PACKAGES=(docker.io busybox-static iptables)
+
+ensure_apt_not_started() {
+    # Debian starts a package's services on install; docker.service would rewrite the firewall
+    # (FORWARD policy DROP, NAT rules) of the machine the tests run on. policy-rc.d says no.
+    local policy=/usr/sbin/policy-rc.d made=
+    if [ "$(id -u)" -eq 0 ] && [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy"
+        chmod 755 "$policy"
+        made=1
+    fi
+    local status=0
+    ensure_apt "$@" || status=$?
+    if [ -n "$made" ]; then rm -f "$policy"; fi
+    return $status
+}

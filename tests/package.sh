@@ -19,6 +19,7 @@ WORK=$(mktemp -d /var/tmp/awgd-package.XXXXXX)
 ROOTFS=$WORK/rootfs
 NSPAWN_PID=
 LEADER=
+AMNEZIA_PID=
 
 cleanup() {
     if [ -n "$LEADER" ] && kill -0 "$LEADER" 2>/dev/null; then
@@ -26,6 +27,12 @@ cleanup() {
         for _ in $(seq 100); do kill -0 "$NSPAWN_PID" 2>/dev/null || break; sleep 0.1; done
     fi
     [ -n "$NSPAWN_PID" ] && kill -9 "$NSPAWN_PID" 2>/dev/null || true
+    if [ -n "$AMNEZIA_PID" ]; then  # closing its stdin stops it; it removes its engine
+        exec 7>&-
+        for _ in $(seq 600); do kill -0 "$AMNEZIA_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -0 "$AMNEZIA_PID" 2>/dev/null && { cat "$WORK/amnezia.log"; kill "$AMNEZIA_PID"; }
+        wait "$AMNEZIA_PID" || true
+    fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -68,8 +75,33 @@ verify_out=$(systemd-analyze verify --root="$ROOTFS" --man=no awgd.service 2>&1 
 [ -z "$verify_out" ] || { echo "$verify_out"; fail "systemd-analyze verify complained"; }
 echo "  (clean)"
 
+# Amnezia's container on a Docker engine of the test's own (tests/helpers/amnezia.py), its
+# socket bound into the booted tree as /run/docker.sock, with the docker CLI (it links only
+# libc): awgd under its unit must reach the interface with `docker exec`.
+AMNEZIA_BIND=()
+amnezia_missing=$(python3 -c 'import sys; sys.path[:0] = ["tests/helpers"]; import amnezia, wgbed
+print(amnezia.available() or wgbed.available(wgbed.AMNEZIAWG) or "")')
+if [ -z "$amnezia_missing" ]; then
+    step "a Docker engine with Amnezia's container amnezia-awg (AmneziaWG 3.1)"
+    mkfifo "$WORK/amnezia.stop"
+    python3 tests/helpers/amnezia.py serve "$WORK/amnezia.json" <"$WORK/amnezia.stop" >"$WORK/amnezia.log" 2>&1 &
+    AMNEZIA_PID=$!
+    exec 7>"$WORK/amnezia.stop"
+    for _ in $(seq 1200); do
+        [ -e "$WORK/amnezia.json" ] && break
+        kill -0 "$AMNEZIA_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    [ -e "$WORK/amnezia.json" ] || { cat "$WORK/amnezia.log"; fail "Amnezia's container did not come up"; }
+    AMNEZIA_BIND=(--bind="$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["socket"])' \
+        "$WORK/amnezia.json")":/run/docker.sock)
+    cp /usr/bin/docker "$ROOTFS/usr/local/bin/docker"
+    echo "  (up)"
+fi
+
 step "boot the tree with systemd-nspawn -b"
-PATH=$SYSTEM_PATH systemd-nspawn -q --register=no --keep-unit -D "$ROOTFS" -b >"$WORK/boot.log" 2>&1 &
+PATH=$SYSTEM_PATH systemd-nspawn -q --register=no --keep-unit -D "$ROOTFS" "${AMNEZIA_BIND[@]}" -b \
+    >"$WORK/boot.log" 2>&1 7>&- &
 NSPAWN_PID=$!
 for _ in $(seq 300); do
     LEADER=$(pgrep -P "$NSPAWN_PID" -x systemd || true)
@@ -117,6 +149,34 @@ step "systemctl reload awgd"
 inside systemctl reload awgd
 inside systemctl is-active awgd
 inside journalctl -u awgd --no-pager -o cat | grep -q "config reloaded" || fail "no reload in the journal"
+
+if [ -n "$AMNEZIA_PID" ]; then
+    step "under its unit, awgd reads Amnezia's container with docker exec (tool auto, names)"
+    cp "$ROOTFS/etc/awgd/awgd.toml" "$WORK/awgd.toml.orig"
+    printf '[wireguard]\nexec_prefix = ["docker", "exec", "amnezia-awg"]\n' >"$ROOTFS/etc/awgd/awgd.toml"
+    inside systemctl restart awgd
+    inside awgctl sample >/dev/null || { inside journalctl -u awgd --no-pager | tail -20; fail "no sample through docker exec"; }
+    inside awgctl status | sed 's/^/  /'
+    peers=$(inside awgctl peers)
+    echo "$peers" | sed 's/^/  /'
+    python3 - "$WORK/amnezia.json" "$(inside awgctl --json status)" "$(inside awgctl --json peers)" <<'PY' \
+        || fail "awgd under its unit did not read the container as expected"
+import json, sys
+manifest, status, peers = json.load(open(sys.argv[1])), json.loads(sys.argv[2]), json.loads(sys.argv[3])
+assert status["healthy"] and status["tool"] == "awg", status
+assert [i["name"] for i in status["interfaces"]] == ["wg0"], status["interfaces"]
+got = {p["public_key"]: (p.get("label"), p["period"]["rx_bytes"]) for p in peers["peers"]}
+want = {p["public_key"]: p["label"] for p in manifest["peers"]}
+assert {k: v[0] for k, v in got.items()} == want, got
+assert all(rx > 0 for _, rx in got.values()), got
+PY
+    denied=$(inside journalctl -u awgd --no-pager -o cat | grep -iE "permission denied|operation not permitted" || true)
+    [ -z "$denied" ] || fail "the sandbox got in the way of docker exec: $denied"
+    cp "$WORK/awgd.toml.orig" "$ROOTFS/etc/awgd/awgd.toml"
+    inside systemctl restart awgd
+else
+    step "docker exec under the unit: skipped ($amnezia_missing)"
+fi
 
 step "the watchdog restarts a daemon whose loop is stopped (SIGSTOP)"
 mkdir -p "$ROOTFS/etc/systemd/system/awgd.service.d"

@@ -23,6 +23,7 @@ PYTEST_TIMEOUT=${AWGD_PYTEST_TIMEOUT:-1500}
 # shellcheck source=tests/install.sh
 . tests/install.sh
 ensure_apt "${APT_PACKAGES[@]}" "${WIREGUARD_PACKAGES[@]}"
+ensure_apt_not_started "${DOCKER_PACKAGES[@]}"
 
 printf '\n=== virtualenv %s with the newest releases\n' "$VENV"
 ensure_venv "$VENV" "${PYPI_PACKAGES[@]}"

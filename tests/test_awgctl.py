@@ -35,9 +35,16 @@ def awgctl(*args: str, env: dict[str, str] | None = None, stdin: str | None = No
 
 
 @pytest.fixture
-def daemon(daemons, scripted_tool: ScriptedTool):  # type: ignore[no-untyped-def]
+def daemon(daemons, scripted_tool: ScriptedTool, tmp_path: Path):  # type: ignore[no-untyped-def]
     scripted_tool.set(dump({"awg0": {A: (0, 0), B: (0, 0)}, "wg1": {C: (0, 0)}}))
-    running = daemons(scripted_tool.path).start()
+    # Names where the operator's tools keep them: Amnezia's clientsTable, a config comment.
+    table = tmp_path / "clientsTable"
+    table.write_text(json.dumps([{"clientId": A, "userData": {"clientName": "Phone", "creationDate": "x"}}]))
+    (tmp_path / "awg0.conf").write_text(
+        f"[Interface]\nListenPort = 51820\n\n# Name = Laptop\n[Peer]\nPublicKey = {B}\n"
+    )
+    names = {"names_file": str(table), "config_dir": str(tmp_path)}
+    running = daemons(scripted_tool.path, wireguard=names).start()
     scripted_tool.set(dump({"awg0": {A: (1536, 3 * 1024**2), B: (10, 20)}, "wg1": {C: (5, 5)}}))
     running.result("traffic.sample")
     return running
@@ -62,8 +69,9 @@ def test_peers_table_and_json(daemon) -> None:  # type: ignore[no-untyped-def]
     rows = [line for line in result.stdout.splitlines() if line.startswith(("AAAA", "BBBB", "CCCC"))]
     assert [r[:4] for r in rows] == ["AAAA", "BBBB", "CCCC"]  # by total, descending
     assert "198.51.0.2:50002" in rows[0] and "3.0 MiB" in rows[0]
+    assert [r.split()[1] for r in rows] == ["Phone", "Laptop", "-"]
     header = result.stdout.splitlines()[2]
-    assert header.split()[:5] == ["KEY", "INTERFACE", "STATE", "HANDSHAKE", "ENDPOINT"]
+    assert header.split()[:6] == ["KEY", "LABEL", "INTERFACE", "STATE", "HANDSHAKE", "ENDPOINT"]
     assert (
         len(
             {
@@ -76,12 +84,14 @@ def test_peers_table_and_json(daemon) -> None:  # type: ignore[no-untyped-def]
     raw = awgctl("peers", "--json", "--socket", daemon.socket, "--sort", "public_key", "--interface", "awg0")
     listing = json.loads(raw.stdout)
     assert listing["total"] == 2 and [p["public_key"] for p in listing["peers"]] == [A, B]
+    assert [p["label"] for p in listing["peers"]] == ["Phone", "Laptop"]
 
 
 def test_peer_history_sample_and_prefixes(daemon) -> None:  # type: ignore[no-untyped-def]
     peer = awgctl("peer", A[:10], "--socket", daemon.socket)
     assert peer.returncode == 0, peer.stderr
     assert f"peer       {A}" in peer.stdout and "interface  awg0" in peer.stdout
+    assert "label      Phone" in peer.stdout
     assert "PERIOD START" in peer.stdout
     as_json = json.loads(awgctl("peer", A, "--json", "--socket", daemon.socket).stdout)
     assert as_json["period"]["total_bytes"] == 1536 + 3 * 1024**2

@@ -271,6 +271,22 @@ def test_partial_failure_and_counter_reset(daemons, scripted_tool: ScriptedTool)
     assert daemon.result("traffic.get", public_key=B)["period"]["total_bytes"] == 20
 
 
+def test_a_lasting_tool_warning_is_logged_once(daemons, scripted_tool: ScriptedTool) -> None:  # type: ignore[no-untyped-def]
+    warning = "WARNING: Error loading config file: /root/.docker/config.json: permission denied\n"
+    scripted_tool.set(dump({"wg0": {A: (100, 100)}}), warning, 0)
+    daemon = daemons(scripted_tool.path).start()
+    for _ in range(3):
+        daemon.result("traffic.sample")
+    assert daemon.log_text().count("Error loading config file") == 1
+    scripted_tool.set(dump({"wg0": {A: (100, 100)}}), "Unable to access interface wg1: Permission denied\n", 0)
+    daemon.result("traffic.sample")
+    daemon.result("traffic.sample")
+    assert daemon.log_text().count("interface wg1 not read") == 1
+    scripted_tool.set(dump({"wg0": {A: (100, 100)}}), warning, 0)  # back: a new episode, logged again
+    daemon.result("traffic.sample")
+    assert daemon.log_text().count("Error loading config file") == 2
+
+
 def test_hung_tool_does_not_delay_reads(daemons, scripted_tool: ScriptedTool) -> None:  # type: ignore[no-untyped-def]
     scripted_tool.set(dump({"wg0": {A: (1, 1)}}))
     daemon = daemons(scripted_tool.path, wireguard={"tool_timeout": 5}).start()

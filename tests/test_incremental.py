@@ -15,6 +15,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 from zoneinfo import ZoneInfo
 
 from hypothesis import given, settings
@@ -135,10 +136,15 @@ def dump_of(blocks: list[Block], rng: random.Random) -> str:
 
 
 def outcome(parse: object, data: str) -> tuple[Interface, ...] | tuple[int, str]:
+    """What parsing gives, with each interface's peers in key order: DumpParser keeps the
+    dump's order or, once it saw the order change (Go's map order), key order."""
     try:
-        return parse(data)  # type: ignore[operator, no-any-return]
+        parsed: tuple[Interface, ...] = parse(data)  # type: ignore[operator]
     except DumpError as error:
         return (error.line, error.reason)
+    for iface in parsed:
+        assert list(iface.peers) in (list(iface.peers), sorted(iface.peers, key=itemgetter(0)))
+    return tuple(replace(i, peers=tuple(sorted(i.peers, key=itemgetter(0)))) for i in parsed)
 
 
 @settings(max_examples=150, deadline=None)
@@ -167,19 +173,29 @@ def test_moving_counters_take_the_positional_path() -> None:
     assert [len(i.changed or ()) for i in layout.interfaces] == [1, 1]
 
 
-def test_a_shuffled_dump_takes_the_keyed_path() -> None:
+def test_a_shuffled_dump_is_compared_in_key_order() -> None:
     blocks = [Block("wg0", lines=[Line(key(i), rx=i) for i in range(50)])]
     parser = DumpParser()
     parser.parse(dump_of(blocks, random.Random(0)))
+    assert not parser._last.in_key_order  # the kernel's order until it changes
     blocks[0].lines[7].rx += 1
     random.Random(3).shuffle(blocks[0].lines)
     lines = dump_of(blocks, random.Random(0)).splitlines()
     assert dump_parser._reread(list(lines), parser._last, ascii_text=True) is None
-    layout = dump_parser._rekey(list(lines), parser._last, ascii_text=True)
-    assert layout is not None
-    assert layout.interfaces == parse_dump("\n".join(lines))
+    (iface,) = parser.parse("\n".join(lines))
+    assert parser._last.in_key_order
+    assert [p.public_key for p in iface.peers] == sorted(key(i) for i in range(50))
+    # Read afresh in key order, every Peer a new object (laid out in memory in that order).
+    assert iface.changed is not None and len(iface.changed) == 50 and iface.in_key_order
+    assert next(p for p in iface.peers if p.public_key == key(7)).rx_bytes == 8
+    # From now on every dump is sorted and compared position by position.
+    next(line for line in blocks[0].lines if line.key == key(3)).tx += 5
+    random.Random(4).shuffle(blocks[0].lines)
+    lines = dump_of(blocks, random.Random(0)).splitlines()
+    layout = dump_parser._reread(dump_parser._in_key_order(lines, parser._last.heads), parser._last, ascii_text=True)
+    assert layout is not None and layout.in_key_order
     (iface,) = layout.interfaces
-    assert iface.changed is not None and [p.public_key for p in iface.changed] == [key(7)]
+    assert iface.changed is not None and [p.public_key for p in iface.changed] == [key(3)]
 
 
 def test_an_unchanged_line_gives_back_the_same_peer_object() -> None:
@@ -362,5 +378,10 @@ def test_the_books_book_what_the_rules_say(seed: int, steps: int, size: int, wat
             k: v for k, v in reference.totals.items() if v != (0, 0)
         }
         took_fast_path |= any(i.changed is not None and len(i.changed) < len(i.peers) for i in reading.interfaces)
+        for books in (incremental, everyone):  # one book per peer, the same wherever it is found
+            for (name, public_key), book in books.peers.items():
+                assert books.members[name][public_key] is book and book.key == (name, public_key)
+                assert [b for b in books.by_key[public_key] if b.interface == name] == [book]
+            assert sum(map(len, books.members.values())) == len(books.peers)
     if steps > 10 and size > 3:
         assert took_fast_path or not reference.peers

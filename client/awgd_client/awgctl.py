@@ -290,6 +290,7 @@ def render_peers(listing: TrafficList, style: Style) -> str:
     rows = [
         [
             p.public_key[:SHORT_KEY] + "…",
+            p.label or "-",
             p.interface,
             online_text(p, style),
             format_ago(p.latest_handshake),
@@ -304,13 +305,14 @@ def render_peers(listing: TrafficList, style: Style) -> str:
     head = f"period {fmt_time(listing.period.start)} -> {fmt_time(listing.period.end)}; {listing.total} peers"
     if not rows:
         return head
-    headers = ["KEY", "INTERFACE", "STATE", "HANDSHAKE", "ENDPOINT", "RX", "TX", "TOTAL", "LIFETIME"]
-    return head + "\n\n" + table(headers, rows, {5, 6, 7, 8})
+    headers = ["KEY", "LABEL", "INTERFACE", "STATE", "HANDSHAKE", "ENDPOINT", "RX", "TX", "TOTAL", "LIFETIME"]
+    return head + "\n\n" + table(headers, rows, {6, 7, 8, 9})
 
 
 def render_peer(peer: PeerTraffic, history: History, style: Style) -> str:
     lines = [
         f"peer       {peer.public_key}",
+        f"label      {peer.label or '-'}",
         f"interface  {peer.interface}",
         f"state      {online_text(peer, style)}; last handshake {format_ago(peer.latest_handshake)}",
         f"endpoint   {peer.endpoint or '-'}",

@@ -199,12 +199,14 @@ class PeerTraffic(Model):
     session: Usage
     period: PeriodUsage
     lifetime: LifetimeUsage
+    label: str | None = None  # the name operators know the peer by; absent from older daemons
 
     @classmethod
     def read(cls, fields: Fields) -> Self:
         return cls(
             interface=fields.string("interface"),
             public_key=fields.string("public_key"),
+            label=fields.optional_string("label"),
             present=fields.boolean("present"),
             online=fields.boolean("online"),
             latest_handshake=fields.optional_time("latest_handshake"),

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import gc
+import itertools
 import json
 import os
 import platform
@@ -34,8 +36,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "client"), str(HERE.parent / "helpers")]
 
+import amnezia  # noqa: E402
 from daemon import Awgd  # noqa: E402
-from wgbed import TestBed, available  # noqa: E402
+from wgbed import AMNEZIAWG, WIREGUARD, Flavor, TestBed, available  # noqa: E402
 
 from awgd.config import Config  # noqa: E402
 from awgd.dump_parser import DumpParser  # noqa: E402
@@ -71,10 +74,15 @@ def keys(n: int, seed: int = 1) -> list[str]:
     return [base64.b64encode(rng.randbytes(32)).decode() for _ in range(n)]
 
 
-def synthetic_dump(peer_keys: list[str], counters: list[tuple[int, int]], handshake: int) -> bytes:
+def synthetic_dump(
+    peer_keys: list[str], counters: list[tuple[int, int]], handshake: int, order: list[int] | None = None
+) -> bytes:
+    """A dump of one interface with the peers in `order` (default: as given, like the kernel's
+    list; wireguard-go and amneziawg-go print a new order every time)."""
     head = f"wg0\t{peer_keys[0]}\t{peer_keys[1]}\t51820\toff"
     lines = [head]
-    for i, (key, (rx, tx)) in enumerate(zip(peer_keys, counters, strict=True)):
+    for i in order if order is not None else range(len(peer_keys)):
+        key, (rx, tx) = peer_keys[i], counters[i]
         lines.append(
             f"wg0\t{key}\t(none)\t198.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}:51820\t10.{i >> 16 & 255}."
             f"{i >> 8 & 255}.{i & 255}/32\t{handshake}\t{rx}\t{tx}\toff"
@@ -86,44 +94,53 @@ def advance_counters(counters: list[tuple[int, int]], fraction: float, rng: rand
     return [(rx + 1500, tx + 3000) if rng.random() < fraction else (rx, tx) for rx, tx in counters]
 
 
-# ---- 1. the floor: `wg show all dump` on real wireguard-go -----------------------------------
+# ---- 1. the floor: `awg show all dump` on real amneziawg-go (wg on wireguard-go without it) ---
 
 TIMER = """
 import json, subprocess, sys, time
+tool = sys.argv[4]
 runs = []
 for _ in range(int(sys.argv[1])):
     t = time.perf_counter()
-    out = subprocess.run(["wg", "show", "all", "dump"], capture_output=True, check=True).stdout
+    out = subprocess.run([tool, "show", "all", "dump"], capture_output=True, check=True).stdout
     runs.append(time.perf_counter() - t)
 naive = []
 key = sys.argv[2].encode()
 for _ in range(int(sys.argv[3])):
     t = time.perf_counter()
-    out = subprocess.run(["wg", "show", "all", "dump"], capture_output=True, check=True).stdout
+    out = subprocess.run([tool, "show", "all", "dump"], capture_output=True, check=True).stdout
     line = next(l for l in out.split(b"\\n") if key in l)
     naive.append(time.perf_counter() - t)
 print(json.dumps({"runs": runs, "naive": naive, "lines": out.count(b"\\n")}))
 """
 
 
-def real_interface(bed: TestBed, n: int, workdir: Path) -> list[str]:
-    """Configure the bed's server interface with n peers in one `wg setconf`."""
-    server = bed.servers[0]
-    peer_keys = keys(n, seed=n)
-    conf = workdir / f"wg-{n}.conf"
-    parts = [f"[Interface]\nPrivateKey = {server.private_key}\nListenPort = {server.port}\n"]
+def interface_config(flavor: Flavor, private_key: str, port: int, peer_keys: list[str]) -> str:
+    """An interface with these peers, in `setconf` form, with the flavor's obfuscation."""
+    head = [f"[Interface]\nPrivateKey = {private_key}\nListenPort = {port}"]
+    head += [f"{name} = {value}" for name, value in flavor.obfuscation.items()]
+    parts = ["\n".join(head) + "\n"]
     parts += [
         f"[Peer]\nPublicKey = {k}\nAllowedIPs = 10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}/32\n"
         for i, k in enumerate(peer_keys)
     ]
-    conf.write_text("\n".join(parts))
+    return "\n".join(parts)
+
+
+def real_interface(bed: TestBed, n: int, workdir: Path) -> list[str]:
+    """Configure the bed's server interface with n peers in one `setconf`."""
+    server = bed.servers[0]
+    peer_keys = keys(n, seed=n)
+    conf = workdir / f"wg-{n}.conf"
+    conf.write_text(interface_config(bed.flavor, server.private_key, server.port, peer_keys))
     server.wg("setconf", server.ifname, str(conf))
     return peer_keys
 
 
 def floor(bed: TestBed, n: int, repeats: int, workdir: Path) -> dict[str, Any]:
     peer_keys = real_interface(bed, n, workdir)
-    out = bed.server.run(sys.executable, "-c", TIMER, str(repeats), peer_keys[n // 2], "10", timeout=600)
+    tool = bed.flavor.tool
+    out = bed.server.run(sys.executable, "-c", TIMER, str(repeats), peer_keys[n // 2], "10", tool, timeout=600)
     data = json.loads(out)
     assert data["lines"] >= n
     return {"dump": summary(data["runs"]), "naive_lookup": summary(data["naive"]), "keys": peer_keys}
@@ -160,27 +177,40 @@ class Booker:
         self.ledger.close()
 
 
-def own_cost(n: int, fraction: float, samples: int) -> dict[str, Any]:
+def own_cost(n: int, fraction: float, samples: int, shuffled: bool = False) -> dict[str, Any]:
     """`samples` consecutive samples of a running ledger, each moving `fraction` of the peers,
-    after a baseline and one sample in which every peer moved (so every peer has its rows)."""
+    after a baseline and one sample in which every peer moved (so every peer has its rows).
+    `shuffled`: the peers in a new random order in every dump, as Go's map order prints them."""
     rng = random.Random(7)
     peer_keys = keys(n)
     workdir = Path(tempfile.mkdtemp(prefix="awgd-bench-"))
     at = datetime(2026, 11, 20, tzinfo=UTC)
     booker = Booker(workdir, at)
+    order = list(range(n))
+
+    def dump() -> bytes:
+        if shuffled:
+            rng.shuffle(order)
+        return synthetic_dump(peer_keys, counters, 1795620000, order)
+
     counters = [(rng.randrange(10**9), rng.randrange(10**9)) for _ in range(n)]
-    booker.sample(synthetic_dump(peer_keys, counters, 1795620000), at)  # the baseline
+    booker.sample(dump(), at)  # the baseline
     counters = advance_counters(counters, 1.0, rng)
-    booker.sample(synthetic_dump(peer_keys, counters, 1795620000), at + timedelta(minutes=1))
+    booker.sample(dump(), at + timedelta(minutes=1))
     times, rows = [], []
     for index in range(samples):
         counters = advance_counters(counters, fraction, rng)
-        dump = synthetic_dump(peer_keys, counters, 1795620000)
-        elapsed, written = booker.sample(dump, at + timedelta(minutes=2 + index))
+        data = dump()
+        elapsed, written = booker.sample(data, at + timedelta(minutes=2 + index))
         times.append(elapsed)
         rows.append(written)
     booker.close()
     shutil.rmtree(workdir)
+    # The daemon's collector policy froze everything alive after each sample: let this run's
+    # books go, so that the next run starts as clean as a daemon does.
+    del booker
+    gc.unfreeze()
+    gc.collect()
     return {"time": summary(times), "rows_written": rows}
 
 
@@ -340,6 +370,9 @@ class Run:
     """One benchmark run: its settings, its work directory, and the test bed it needs, made once."""
 
     def __init__(self, quick: bool, workdir: Path) -> None:
+        # The floor and the whole sample on real amneziawg-go, the main AmneziaWG deployment;
+        # on wireguard-go where its binaries are missing (the rows say which).
+        self.flavor = AMNEZIAWG if available(AMNEZIAWG) is None else WIREGUARD
         self.quick = quick
         self.workdir = workdir
         self.sizes = [1000, 10000] if quick else [1000, 10000, 50000]
@@ -352,15 +385,16 @@ class Run:
     @property
     def bed(self) -> TestBed:
         if self._bed is None:
-            self._bed = TestBed(clients=0).up()
+            self._bed = TestBed(clients=0, flavor=self.flavor).up()
         return self._bed
 
     def floor(self, n: int) -> dict[str, Any]:
-        """`wg show all dump` on real wireguard-go with n peers (measured once per run and N)."""
+        """`awg show all dump` on real amneziawg-go with n peers (measured once per run and N)."""
         if n not in self.floors:
             self.floors[n] = floor(self.bed, n, self.samples, self.workdir)
             RESULTS[f"floor_{n}"] = {k: v for k, v in self.floors[n].items() if k != "keys"}
-            row(f"1. floor: wg show all dump, N={n}", ms(self.floors[n]["dump"]["median"]), "", None, "", None)
+            what = f"1. floor: {self.flavor.tool_name} show all dump on {self.flavor.name}, N={n}"
+            row(what, ms(self.floors[n]["dump"]["median"]), "", None, "", None)
         return self.floors[n]
 
     def close(self) -> None:
@@ -369,19 +403,27 @@ class Run:
 
 
 def bench_own_cost(run: Run) -> None:
-    # Each N's floor is measured right before awgd's own cost at that N, so that the two
-    # sides of each ratio see the same moment of a shared, noisy machine.
+    # The floor is taken again before each of awgd's runs at that N, and the ratio uses the
+    # median of all of them: on a shared, noisy machine a single floor drifts away from the
+    # moments the runs saw.
     for n in run.sizes:
-        print(f"1./2. the floor (wg show all dump on wireguard-go) and awgd's own cost, N={n} ...", flush=True)
-        base = run.floor(n)["dump"]["median"]
-        for fraction, target in ((1.0, 1.0), (0.01, 0.25), (0.0, None)):
-            cost = own_cost(n, fraction, run.samples)
-            RESULTS[f"own_{n}_{fraction}"] = cost
+        print(f"1./2. the floor ({run.flavor.name}) and awgd's own cost, N={n} ...", flush=True)
+        floors = [run.floor(n)["dump"]["median"]]
+        costs = []
+        for (fraction, target), shuffled in itertools.product(((1.0, 1.0), (0.01, 0.25), (0.0, None)), (False, True)):
+            floors.append(floor_now(run.bed, 3))
+            # Small servers' samples take about a millisecond: more of them steady the median.
+            costs.append((fraction, target, shuffled, own_cost(n, fraction, run.samples * max(1, 5000 // n), shuffled)))
+        base = statistics.median(floors)
+        RESULTS[f"floor_{n}"]["floor_in_turns"] = summary(floors)
+        for fraction, target, shuffled, cost in costs:
+            order = "shuffled" if shuffled else "sorted"
+            RESULTS[f"own_{order}_{n}_{fraction}"] = cost
             median = cost["time"]["median"]
             if target is None:
                 rows_written = max(cost["rows_written"])
                 row(
-                    f"2. own cost, N={n}, none moving",
+                    f"2. own cost, {order}, N={n}, none moving",
                     ms(median),
                     ms(base),
                     median / base,
@@ -390,7 +432,7 @@ def bench_own_cost(run: Run) -> None:
                 )
             else:
                 row(
-                    f"2. own cost, N={n}, {fraction:.0%} moving",
+                    f"2. own cost, {order}, N={n}, {fraction:.0%} moving",
                     ms(median),
                     ms(base),
                     median / base,
@@ -400,16 +442,16 @@ def bench_own_cost(run: Run) -> None:
 
 
 def floor_now(bed: TestBed, runs: int) -> float:
-    """The median of `runs` runs of `wg show all dump`, now, on the bed's interface as it is."""
-    out = bed.server.run(sys.executable, "-c", TIMER, str(runs), "x", "0", timeout=600)
+    """The median of `runs` runs of the dump, now, on the bed's interface as it is."""
+    out = bed.server.run(sys.executable, "-c", TIMER, str(runs), "x", "0", bed.flavor.tool, timeout=600)
     return statistics.median(json.loads(out)["runs"])
 
 
 def bench_whole_sample(run: Run) -> None:
-    print("3. a whole sample in the running daemon, N=10000 ...", flush=True)
+    print(f"3. a whole sample in the running daemon on {run.flavor.name}, N=10000 ...", flush=True)
     run.floor(run.mid)
     real_interface(run.bed, run.mid, run.workdir)
-    daemon = Awgd(run.workdir / "real", "wg", periods={"timezone": "UTC"}, prefix=run.bed.server.argv())
+    daemon = Awgd(run.workdir / "real", run.flavor.tool, periods={"timezone": "UTC"}, prefix=run.bed.server.argv())
     daemon.start()
     try:
         # The floor and the sample taken in turns, so that both see the same moments of a
@@ -426,7 +468,71 @@ def bench_whole_sample(run: Run) -> None:
     base = statistics.median(floors)
     ratio = statistics.median(whole) / base
     row(
-        "3. whole sample in the daemon, N=10000", ms(statistics.median(whole)), ms(base), ratio, "<= 1.5x", ratio <= 1.5
+        f"3. whole sample in the daemon, {run.flavor.name}, N=10000",
+        ms(statistics.median(whole)),
+        ms(base),
+        ratio,
+        "<= 1.5x",
+        ratio <= 1.5,
+    )
+
+
+DOCKER_FLOOR = ["docker", "exec", amnezia.SERVER_NAME, "awg", "show", "all", "dump"]
+
+
+def bench_docker(run: Run) -> None:
+    """A whole sample through `docker exec` into Amnezia's container, 10,000 peers, against
+    `docker exec amnezia-awg awg show all dump` itself."""
+    problem = amnezia.available() or available(AMNEZIAWG)
+    if problem:
+        row("3. whole sample through docker exec, N=10000", "skipped", "", None, problem, None)
+        return
+    print("3. a whole sample through docker exec into amnezia-awg, N=10000 ...", flush=True)
+    engine = amnezia.DockerEngine().start()
+    try:
+        server = amnezia.AmneziaServer(engine, amnezia.build_image(engine, AMNEZIAWG, "awg"), AMNEZIAWG, clients=0)
+        server.up()
+        try:
+            conf = run.workdir / "amnezia.conf"
+            conf.write_text(interface_config(AMNEZIAWG, server.private_key, 51820, keys(run.mid, seed=run.mid)))
+            engine.docker("cp", str(conf), f"{amnezia.SERVER_NAME}:{amnezia.AMNEZIA_DIR}/bench.conf")
+            engine.docker("exec", amnezia.SERVER_NAME, "awg", "setconf", "wg0", f"{amnezia.AMNEZIA_DIR}/bench.conf")
+            daemon = Awgd(
+                run.workdir / "docker",
+                "auto",
+                wireguard={"exec_prefix": DOCKER_FLOOR[:3]},
+                periods={"timezone": "UTC"},
+                env=engine.env,
+            )
+            daemon.start()
+            env = {**os.environ, **engine.env}
+            try:
+                whole, floors = [], []
+                for _ in range(run.repeats * 2):
+                    started = time.perf_counter()
+                    out = subprocess.run(DOCKER_FLOOR, capture_output=True, check=True, env=env).stdout
+                    floors.append(time.perf_counter() - started)
+                    assert out.count(b"\n") > run.mid
+                    started = time.perf_counter()
+                    daemon.result("traffic.sample")
+                    whole.append(time.perf_counter() - started)
+                assert daemon.result("traffic.list", limit=1)["total"] == run.mid
+            finally:
+                daemon.stop()
+        finally:
+            server.down()
+    finally:
+        engine.remove()
+    RESULTS["docker_sample_10000"] = {"sample": summary(whole), "floor": summary(floors)}
+    base = statistics.median(floors)
+    ratio = statistics.median(whole) / base
+    row(
+        "3. whole sample through docker exec, N=10000",
+        ms(statistics.median(whole)),
+        ms(base),
+        ratio,
+        "<= 1.5x",
+        ratio <= 1.5,
     )
 
 
@@ -545,6 +651,7 @@ def bench_startup(run: Run) -> None:
 SECTIONS: dict[str, Callable[[Run], None]] = {
     "own": bench_own_cost,
     "whole": bench_whole_sample,
+    "docker": bench_docker,
     "rpc": bench_rpc,
     "memory": bench_memory,
     "startup": bench_startup,

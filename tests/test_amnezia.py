@@ -1,0 +1,181 @@
+"""awgd on the host, the server in Amnezia's container: `exec_prefix = ["docker", "exec",
+"amnezia-awg"]` and `tool = "auto"`, against a real Docker engine (tests/helpers/amnezia.py),
+AmneziaWG's obfuscation on, a client container pinging the server. Both image layouts: the
+tool as `awg` (amneziawg-go 3.1) and only as `wg` (the 2024 pair)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+
+import amnezia
+import pytest
+import wgbed
+from amnezia import SERVER_NAME, AmneziaServer, DockerEngine, build_image
+from wgbed import AMNEZIAWG, AMNEZIAWG_2024
+
+pytestmark = [pytest.mark.wireguard, pytest.mark.docker]
+
+LAYOUTS = [(AMNEZIAWG, "awg"), (AMNEZIAWG_2024, "wg")]
+PREFIX = ["docker", "exec", SERVER_NAME]
+
+
+def missing() -> str | None:
+    return amnezia.available() or wgbed.available(AMNEZIAWG) or wgbed.available(AMNEZIAWG_2024)
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[DockerEngine]:
+    problem = missing()
+    if problem:
+        pytest.skip(problem)
+    before = firewall(), links()
+    made = DockerEngine().start()
+    try:
+        yield made
+    finally:
+        made.remove()
+        assert firewall() == before[0], "the Docker engine changed the firewall"
+        assert links() == before[1], "the Docker engine left links behind"
+
+
+def firewall() -> str:
+    rules = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
+    return "\n".join(line for line in rules.splitlines() if not line.startswith("#"))
+
+
+def links() -> set[str]:
+    shown = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True).stdout
+    return {line.split(":")[1].strip().split("@")[0] for line in shown.splitlines()}
+
+
+@pytest.fixture(scope="module")
+def images(engine: DockerEngine) -> dict[str, str]:
+    return {tool: build_image(engine, flavor, tool) for flavor, tool in LAYOUTS}
+
+
+@pytest.fixture(params=LAYOUTS, ids=[f"{flavor.id}-as-{tool}" for flavor, tool in LAYOUTS])
+def server(request: pytest.FixtureRequest, engine: DockerEngine, images: dict[str, str]) -> Iterator[AmneziaServer]:
+    flavor, tool = request.param
+    made = AmneziaServer(engine, images[tool], flavor).up()
+    try:
+        yield made
+    finally:
+        made.down()
+
+
+def start(daemons, engine: DockerEngine, **wireguard):  # type: ignore[no-untyped-def]
+    """awgd on the host, reaching into the container as the README's config has it."""
+    options = {"exec_prefix": PREFIX, "tool_timeout": 5, **wireguard}
+    return daemons("auto", wireguard=options, env=engine.env).start()
+
+
+def pair(usage: dict) -> tuple[int, int]:  # type: ignore[type-arg]
+    return usage["rx_bytes"], usage["tx_bytes"]
+
+
+def add(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
+    return a[0] + b[0], a[1] + b[1]
+
+
+def figures(daemon, peer) -> dict:  # type: ignore[no-untyped-def,type-arg]
+    return daemon.result("traffic.get", public_key=peer.public_key)  # type: ignore[no-any-return]
+
+
+def test_exact_accounting_names_and_a_container_restart(daemons, engine: DockerEngine, server: AmneziaServer) -> None:  # type: ignore[no-untyped-def]
+    daemon = start(daemons, engine)
+    first, second = server.peers
+    server.ping(first, 4)
+    server.ping(second, 2)
+    daemon.result("traffic.sample")
+    expect = server.flavor.expected
+    for peer, pings in ((first, 4), (second, 2)):
+        got = figures(daemon, peer)
+        assert got["interface"] == "wg0" and got["present"] and got["online"]
+        assert pair(got["period"]) == expect(pings) == pair(got["session"])
+    status = daemon.result("server.status")
+    # "auto" took awg where the image has it, and wg in the older layout.
+    assert status["healthy"] is True and status["tool"] == ("awg" if server.flavor is AMNEZIAWG else "wg")
+    (iface,) = status["interfaces"]
+    assert iface["name"] == "wg0" and iface["up"] and iface["listen_port"] == 51820 and iface["peers"] == 2
+    # Names as the Amnezia app keeps them: clientsTable, and a comment in wg0.conf.
+    assert figures(daemon, first)["label"] == "Client 1"
+    assert figures(daemon, second)["label"] == "Client 2"
+    listing = daemon.result("traffic.list")
+    assert {p["label"] for p in listing["peers"]} == {"Client 1", "Client 2"}
+
+    # docker restart: amneziawg-go starts again, every counter from zero.
+    server.restart(SERVER_NAME)
+    server.restart(first.name)  # a fresh session, so it handshakes at once
+    server.ping(first, 1)  # fewer bytes than before: the counter went down (rule 4)
+    daemon.result("traffic.sample")
+    got = figures(daemon, first)
+    assert pair(got["session"]) == expect(1)
+    assert pair(got["period"]) == add(expect(4), expect(1)) == pair(got["lifetime"])
+    assert pair(figures(daemon, second)["period"]) == expect(2)
+
+
+def test_a_stopped_container_loses_nothing(daemons, engine: DockerEngine, server: AmneziaServer) -> None:  # type: ignore[no-untyped-def]
+    daemon = start(daemons, engine)
+    peer = server.peers[0]
+    server.ping(peer, 3)
+    daemon.result("traffic.sample")
+    engine.docker("stop", "-t", "1", SERVER_NAME)
+    error = daemon.call("traffic.sample")["error"]
+    assert error["code"] == -32003 and "not running" in error["data"]["reason"]
+    status = daemon.result("server.status")
+    assert status["healthy"] is False and "not running" in status["sampler"]["last_error"]
+    assert pair(figures(daemon, peer)["period"]) == server.flavor.expected(3)  # still served, nothing lost
+    server.start(SERVER_NAME)
+    server.restart(peer.name)
+    server.ping(peer, 2)
+    daemon.result("traffic.sample")
+    assert pair(figures(daemon, peer)["period"]) == add(server.flavor.expected(3), server.flavor.expected(2))
+    assert daemon.result("server.status")["healthy"] is True
+
+
+def test_a_container_that_does_not_exist(daemons, engine: DockerEngine, server: AmneziaServer) -> None:  # type: ignore[no-untyped-def]
+    daemon = daemons("auto", wireguard={"exec_prefix": ["docker", "exec", "amnezia-nothere"]}, env=engine.env)
+    daemon.start()
+    error = daemon.call("traffic.sample")["error"]
+    assert error["code"] == -32003 and "No such container" in error["data"]["reason"]
+    status = daemon.result("server.status")
+    assert status["healthy"] is False and "No such container" in status["sampler"]["last_error"]
+    assert daemon.result("traffic.list")["total"] == 0  # nothing booked
+
+
+def test_the_docker_engine_down_and_a_hung_docker_exec(daemons, engine: DockerEngine, server: AmneziaServer) -> None:  # type: ignore[no-untyped-def]
+    daemon = start(daemons, engine, tool_timeout=2)
+    peer = server.peers[0]
+    server.ping(peer, 3)
+    daemon.result("traffic.sample")
+    want = pair(figures(daemon, peer)["period"])
+
+    # A hung `docker exec`: amneziawg-go stopped, so the tool inside waits for it for ever.
+    stopped = server.daemon_pid()
+    os.kill(stopped, signal.SIGSTOP)
+    try:
+        error = daemon.call("traffic.sample")["error"]
+        assert error["code"] == -32003 and "timed out after 2 s" in error["data"]["reason"]
+        assert daemon.result("server.status")["healthy"] is False
+        assert pair(figures(daemon, peer)["period"]) == want  # still served from memory
+    finally:
+        os.kill(stopped, signal.SIGCONT)
+    daemon.result("traffic.sample")
+    assert daemon.result("server.status")["healthy"] is True
+
+    # The Docker engine itself down: every container stops with it.
+    engine.stop()
+    try:
+        error = daemon.call("traffic.sample")["error"]
+        assert error["code"] == -32003 and "Cannot connect to the Docker daemon" in error["data"]["reason"]
+        assert pair(figures(daemon, peer)["period"]) == want  # the ledger's figures, nothing more
+    finally:
+        engine.start()
+    server.start(SERVER_NAME)
+    server.start(peer.name)
+    server.ping(peer, 1)
+    daemon.result("traffic.sample")
+    assert pair(figures(daemon, peer)["period"]) == add(want, server.flavor.expected(1))
