@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
+import unicodedata
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -20,11 +21,17 @@ from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from awgd import __version__
+from awgd.addresses import AddressError, normalize_cidrs
 from awgd.books import Books, PeerBook, day_number, online
 from awgd.config import Config
+from awgd.events import MAX_LIST_LIMIT as MAX_EVENTS_LIMIT
+from awgd.events import TYPES as EVENT_TYPES
+from awgd.events import Event
 from awgd.ledger import Bucket, LedgerError
+from awgd.peer_admin import BadChange, ChangeError, Conflict, NotThere, PeerAdmin, ToolRefused
 from awgd.periods import Period, day_bounds, local_day
 from awgd.sampling import Health, SamplingFailed
+from awgd.wg_config import MAX_LABEL_CHARS
 from awgd_client import protocol as rpc
 from awgd_client.names import LIST_SORTS, interface_name_problem, is_public_key
 
@@ -98,6 +105,12 @@ class View(Protocol):
     async def reset(self, book: PeerBook) -> tuple[datetime, tuple[int, int]]:
         """Zero the peer's usage this period; when, and what it removed."""
 
+    @property
+    def admin(self) -> PeerAdmin:
+        """The changes to the server's peers (awgd.peer_admin)."""
+
+    async def events(self, since: int, limit: int, types: tuple[str, ...] | None) -> tuple[list[Event], int]: ...
+
 
 def is_admin(caller: Caller, admin_gids: frozenset[int]) -> bool:
     return caller.uid == 0 or bool(({caller.gid} | caller.groups) & admin_gids)
@@ -140,6 +153,47 @@ class Params:
         value = self.raw.get(name, default)
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise invalid(f"{name} must be an integer from {low} to {high}")
+        return value
+
+    def required_interface(self) -> str:
+        interface = self.interface()
+        if interface is None:
+            raise invalid("interface is required")
+        return interface
+
+    def optional_key(self, name: str) -> str | None:
+        value = self.raw.get(name)
+        if value is None:
+            return None
+        if not is_public_key(value):  # a preshared key has the same shape: base64 of 32 bytes
+            raise invalid(f"{name} must be a 44-character base64 key")
+        return str(value)
+
+    def allowed_ips(self) -> tuple[str, ...] | None:
+        value = self.raw.get("allowed_ips")
+        if value is None:
+            return None
+        if not isinstance(value, list):
+            raise invalid("allowed_ips must be a list of CIDR strings")
+        try:
+            return normalize_cidrs(value)
+        except AddressError as exc:
+            raise invalid(f"allowed_ips: {exc}") from None
+
+    def keepalive(self, low: int) -> int | None:
+        value = self.raw.get("persistent_keepalive")
+        if value is None:
+            return None
+        return self.integer("persistent_keepalive", 0, low, 65535)
+
+    def label(self) -> str | None:
+        value = self.raw.get("label")
+        if value is None:
+            return None
+        if not isinstance(value, str) or not 1 <= len(value) <= MAX_LABEL_CHARS:
+            raise invalid(f"label must be a string of 1 to {MAX_LABEL_CHARS} characters, or null")
+        if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Cs") for ch in value) or value != value.strip():
+            raise invalid("label must not contain control characters or start or end with spaces")
         return value
 
     def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
@@ -222,6 +276,8 @@ class Api:
             return await result if inspect.isawaitable(result) else result
         except SamplingFailed as exc:
             raise RpcError(rpc.SAMPLING_FAILED, f"sampling failed: {exc}", {"reason": str(exc)}) from None
+        except ChangeError as exc:
+            raise RpcError(_CHANGE_CODES[type(exc)], exc.message, exc.data) from None
         except LedgerError as exc:
             raise RpcError(rpc.INTERNAL_ERROR, f"internal error: {exc}") from None
 
@@ -276,6 +332,8 @@ class Api:
             "interface": book.interface,
             "public_key": book.public_key,
             "label": book.label,
+            "allowed_ips": list(book.allowed_ips),
+            "blocked": list(book.settings.blocked),
             "present": present,
             "online": online(book, now, config.online_window),
             "latest_handshake": self._iso_ts(handshake, zone) if handshake else None,
@@ -355,6 +413,8 @@ class Api:
                     "peers": iface.peers,
                     "peers_online": figures.online if figures else 0,
                     "period": usage(figures.period_rx, figures.period_tx) if figures else usage(0, 0),
+                    "address": list(iface.addresses),
+                    "awg": None if iface.awg is None else dict(iface.awg),
                 }
             )
         ledger = view.ledger_health
@@ -504,6 +564,72 @@ class Api:
             "removed": usage(*removed),
         }
 
+    # ---- v2: peers and events ------------------------------------------------------------
+
+    async def peer_add(self, params: Params, caller: Caller) -> dict[str, Any]:
+        interface, public_key = params.required_interface(), params.key()
+        added = await self.view.admin.add(
+            interface,
+            public_key,
+            allowed_ips=params.allowed_ips(),
+            preshared_key=params.optional_key("preshared_key"),
+            keepalive=params.keepalive(1),
+            label=params.label(),
+        )
+        return {**self.peer_traffic(added.book, time.time()), "persisted": added.persisted}
+
+    async def peer_remove(self, params: Params, caller: Caller) -> dict[str, Any]:
+        interface, public_key = params.required_interface(), params.key()
+        at = await self.view.admin.remove(interface, public_key)
+        return {"interface": interface, "public_key": public_key, "removed_at": self.iso(at)}
+
+    async def peer_update(self, params: Params, caller: Caller) -> dict[str, Any]:
+        interface, public_key = params.required_interface(), params.key()
+        book = await self.view.admin.update(
+            interface,
+            public_key,
+            label=params.label(),
+            set_label="label" in params.raw,
+            allowed_ips=params.allowed_ips(),
+            keepalive=params.keepalive(0),
+        )
+        return self.peer_traffic(book, time.time())
+
+    async def peer_block(self, params: Params, caller: Caller) -> dict[str, Any]:
+        interface, public_key = params.required_interface(), params.key()
+        return self.peer_traffic(await self.view.admin.block(interface, public_key), time.time())
+
+    async def peer_unblock(self, params: Params, caller: Caller) -> dict[str, Any]:
+        interface, public_key = params.required_interface(), params.key()
+        return self.peer_traffic(await self.view.admin.unblock(interface, public_key), time.time())
+
+    async def events_list(self, params: Params, caller: Caller) -> dict[str, Any]:
+        since = params.integer("since", 0, 0, 2**63 - 1)
+        limit = params.integer("limit", 100, 1, MAX_EVENTS_LIMIT)
+        types = params.raw.get("types")
+        if types is not None and (not isinstance(types, list) or any(t not in EVENT_TYPES for t in types)):
+            raise invalid(f"types must be a list of event types ({', '.join(EVENT_TYPES)})")
+        found, last_id = await self.view.events(since, limit, None if types is None else tuple(types))
+        return {"events": [self.event(event) for event in found], "last_id": last_id}
+
+    def event(self, event: Event) -> dict[str, Any]:
+        return {
+            "id": event.id,
+            "at": self._iso_ts(event.at, self.view.config.zone),
+            "type": event.type,
+            "interface": event.interface,
+            "public_key": event.public_key,
+            "data": event.data,
+        }
+
+
+_CHANGE_CODES: dict[type[ChangeError], int] = {
+    Conflict: rpc.CONFLICT,
+    ToolRefused: rpc.TOOL_FAILED,
+    BadChange: rpc.INVALID_PARAMS,
+    NotThere: rpc.UNKNOWN_PEER,
+}
+
 
 def _first(pair: tuple[Any, PeerBook]) -> Any:
     return pair[0]
@@ -546,4 +672,16 @@ METHODS: dict[str, Method] = {
     "traffic.history": Method(Api.traffic_history, ("public_key", "interface", "granularity", "limit")),
     "traffic.sample": Method(Api.traffic_sample, ()),
     "traffic.reset": Method(Api.traffic_reset, ("public_key", "interface"), admin=True),
+    "peer.add": Method(
+        Api.peer_add,
+        ("interface", "public_key", "allowed_ips", "preshared_key", "persistent_keepalive", "label"),
+        admin=True,
+    ),
+    "peer.remove": Method(Api.peer_remove, ("public_key", "interface"), admin=True),
+    "peer.update": Method(
+        Api.peer_update, ("public_key", "interface", "label", "allowed_ips", "persistent_keepalive"), admin=True
+    ),
+    "peer.block": Method(Api.peer_block, ("public_key", "interface"), admin=True),
+    "peer.unblock": Method(Api.peer_unblock, ("public_key", "interface"), admin=True),
+    "events.list": Method(Api.events_list, ("since", "limit", "types")),
 }

@@ -53,6 +53,18 @@ def unix(instant: datetime) -> int:
     return int(instant.timestamp())
 
 
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What an admin decided about a peer (awgd.peer_admin); the ledger keeps it."""
+
+    label: str | None = None
+    allowed_ips: tuple[str, ...] = ()  # its own: what unblocking restores
+    blocked: tuple[str, ...] = ()  # the reasons it is blocked, sorted; () = not blocked
+
+
+NO_SETTINGS = Settings()
+
+
 @dataclass(slots=True, eq=False)
 class PeerBook:
     interface: str
@@ -60,6 +72,7 @@ class PeerBook:
     first_seen: datetime
     id: int | None = None  # its row in the ledger; None until its first booking commits
     found_name: str | None = None  # its name in the operator's files (awgd.peer_names)
+    settings: Settings = NO_SETTINGS
     # What the last reading showed. `line` stays when the peer goes (its last handshake is
     # still shown); `present` says whether it is configured on its interface now.
     line: Peer | None = None
@@ -89,7 +102,17 @@ class PeerBook:
 
     @property
     def label(self) -> str | None:
-        return self.found_name
+        """The label an admin gave it, else its name in the operator's files."""
+        return self.settings.label or self.found_name
+
+    @property
+    def allowed_ips(self) -> tuple[str, ...]:
+        """Its own allowed IPs: the live ones, unless it is blocked (the live interface then
+        has none) or they are not known live; then the ones awgd keeps."""
+        line = self.line
+        if self.settings.blocked or line is None or not self.present:
+            return self.settings.allowed_ips or (line.allowed_ips if line is not None else ())
+        return line.allowed_ips
 
     @property
     def running_period(self) -> tuple[int, int]:
@@ -124,6 +147,8 @@ class InterfaceBook:
     listen_port: int | None = None
     peers: int = 0
     read_at: datetime | None = None
+    addresses: tuple[str, ...] = ()  # its own (awgd.interface_addresses)
+    awg: tuple[tuple[str, int | str], ...] | None = None  # AmneziaWG's parameters, as the dump has them
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +259,9 @@ class Books:
         self._names = Names()
         self._summary: tuple[int, float, dict[str, InterfaceSummary]] | None = None
         self._laid_out: set[str] = set()  # interfaces whose books are in their dumps' key order
+        # What enforcement looks at each sample (awgd.peer_admin), so it never walks every peer:
+        self.blocking: set[PeerKey] = set()  # peers with a reason to be blocked
+        self.restoring: set[PeerKey] = set()  # unblocked, until their allowed IPs are seen live
 
     # ---- loading -------------------------------------------------------------------------
 
@@ -249,6 +277,7 @@ class Books:
         tracking_since: datetime | None,
         last_booked_at: datetime | None,
         earlier: Mapping[int, tuple[int, int]],
+        settings: Mapping[PeerKey, Settings] | None = None,
     ) -> Books:
         """The books as the ledger left them. `earlier` is the current period's closed usage
         by peer id (Ledger.closed_period_usage). Nobody is present until a reading shows it."""
@@ -266,7 +295,59 @@ class Books:
             books._next_id = max(books._next_id, row.id + 1)
         for name, checkpoint in interfaces.items():
             books.interfaces[name] = InterfaceBook(name, checkpoint)
+        for (interface, public_key), kept in (settings or {}).items():
+            settled = books.peers.get((interface, public_key))
+            if settled is None:  # added, and not yet booked by a sample
+                settled = books._add(interface, public_key, datetime.now(UTC))
+            books._settle(settled, kept, loaded=True)
         return books
+
+    def settle(self, interface: str, public_key: str, settings: Settings | None, at: datetime) -> PeerBook | None:
+        """An admin's decision (the ledger has it): the peer's settings, its book made if a
+        sample has not seen it yet. None removes the settings; a book no sample ever saw
+        then goes too."""
+        book = self.peers.get((interface, public_key))
+        if settings is None:
+            self.blocking.discard((interface, public_key))
+            self.restoring.discard((interface, public_key))
+            self.version += 1
+            if book is None:
+                return None
+            book.settings = NO_SETTINGS
+            if book.id is None and book.line is None:
+                self._drop(book)
+                return None
+            return book
+        if book is None:
+            book = self._add(interface, public_key, at)
+        self._settle(book, settings, loaded=False)
+        self.version += 1
+        return book
+
+    def _settle(self, book: PeerBook, settings: Settings, *, loaded: bool) -> None:
+        was_blocked = bool(book.settings.blocked)
+        book.settings = settings
+        key = book.key
+        if settings.blocked:
+            self.blocking.add(key)
+            self.restoring.discard(key)
+        else:
+            self.blocking.discard(key)
+            if (was_blocked or loaded) and settings.allowed_ips:
+                self.restoring.add(key)
+
+    def _drop(self, book: PeerBook) -> None:
+        del self.peers[book.key]
+        del self.members[book.interface][book.public_key]
+        others = [other for other in self.by_key[book.public_key] if other is not book]
+        if others:
+            self.by_key[book.public_key] = others
+        else:
+            del self.by_key[book.public_key]
+
+    def restored(self, book: PeerBook) -> None:
+        """Its allowed IPs are live again: nothing left to restore."""
+        self.restoring.discard(book.key)
 
     def watch(self, watched: frozenset[str]) -> None:
         """List the interfaces the config names, even before a reading shows them."""
@@ -283,6 +364,13 @@ class Books:
         for book in self.peers.values():
             book.found_name = names.of(book.interface, book.public_key)
         self.version += 1
+
+    def address_interfaces(self, addresses: Mapping[str, tuple[str, ...]]) -> None:
+        for name, found in addresses.items():
+            book = self.interfaces.get(name)
+            if book is not None and book.addresses != found:
+                book.addresses = found
+                self.version += 1
 
     def _add(self, interface: str, public_key: str, first_seen: datetime) -> PeerBook:
         book = PeerBook(interface, public_key, first_seen, found_name=self._names.of(interface, public_key))
@@ -477,6 +565,7 @@ class Books:
                 book.listen_port = iface.listen_port
                 book.peers = len(iface.peers)
                 book.read_at = reading.taken_at
+                book.awg = iface.awg
         for name, book in self.interfaces.items():
             if name not in names:  # gone: its checkpoint stays, for when it comes back
                 book.listed = book.exists = book.up = book.read = False

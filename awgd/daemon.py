@@ -23,8 +23,10 @@ from awgd import __version__
 from awgd.api import Api, LedgerHealth
 from awgd.books import Books, PeerBook
 from awgd.config import Config, ConfigError, load
+from awgd.events import RETENTION_DAYS, Event
 from awgd.ledger import Bucket, Ledger
 from awgd.notify import Notifier
+from awgd.peer_admin import PeerAdmin
 from awgd.periods import local_day, period_containing
 from awgd.rpc_server import RpcServer, prepare_socket_path
 from awgd.sampling import Health, Sampler, SamplingFailed
@@ -57,6 +59,10 @@ class Daemon:
             on_sample=self._status,
             on_ledger_failure=self._ledger_failed,
         )
+        self._admin = PeerAdmin(
+            self._books, ledger, lambda: self._config, self.sampler.join_or_start, lambda: self.sampler.health.tool
+        )
+        self.sampler.after = self._admin.enforce
         self.schedule = Schedule(self.sampler, self._books, lambda: self._config, self._maintain)
         self.server = RpcServer(Api(self), config.socket, config.group)
         self._stop = asyncio.Event()
@@ -89,8 +95,15 @@ class Daemon:
     def admin_gids(self) -> frozenset[int]:
         return self._admin_gids
 
+    @property
+    def admin(self) -> PeerAdmin:
+        return self._admin
+
     def next_sample_at(self) -> datetime | None:
         return self.schedule.next_sample_at
+
+    async def events(self, since: int, limit: int, types: tuple[str, ...] | None) -> tuple[list[Event], int]:
+        return await asyncio.to_thread(self.ledger.events, since, limit, types)
 
     async def sample(self, *, rate_limited: bool) -> datetime:
         return await (self.sampler.fresh() if rate_limited else self.sampler.join_or_start())
@@ -146,6 +159,9 @@ class Daemon:
             removed = await asyncio.to_thread(self.ledger.prune_days, keep_from)
             if removed:
                 log.info("pruned %d day buckets before %s", removed, keep_from.isoformat())
+            events = await asyncio.to_thread(self.ledger.prune_events, int(time.time()) - RETENTION_DAYS * 86400)
+            if events:
+                log.info("pruned %d events older than %d days", events, RETENTION_DAYS)
         finally:
             self._start_ledger_check()
             if self._ledger_check is not None:

@@ -103,6 +103,10 @@ class Interface:
     changed: tuple[Peer, ...] | None = field(default=None, compare=False)
     # Filled by DumpParser: `peers` are in key order, as it keeps them for Go's map order.
     in_key_order: bool = field(default=False, compare=False)
+    # AmneziaWG's obfuscation parameters as printed (jc, jmin, jmax, s1.. as integers, h1..h4
+    # and i1..i5 as strings, unset ones left out); None on plain WireGuard. Not secrets: every
+    # client config carries them (the AWG3 header protection key is one, and is not here).
+    awg: tuple[tuple[str, int | str], ...] | None = None
 
 
 def parse_dump(data: bytes | str, interface: str | None = None) -> tuple[Interface, ...]:
@@ -306,7 +310,7 @@ def _same_headers(lines: list[str], last: _Layout) -> bool:
             fields = _parse_interface_fields(rest.split("\t"), head + 1)
         except DumpError:
             return False
-        if fields != (iface.public_key, iface.listen_port, iface.fwmark, iface.format):
+        if fields != (iface.public_key, iface.listen_port, iface.fwmark, iface.format, iface.awg):
             return False
     return True
 
@@ -446,7 +450,7 @@ def _with_changes(interfaces: tuple[Interface, ...], before: tuple[Interface, ..
 class _Block:
     __slots__ = ("head", "peers")
 
-    def __init__(self, head: tuple[str | None, int, int | None, str]) -> None:
+    def __init__(self, head: _Head) -> None:
         self.head = head
         self.peers: dict[str, Peer] = {}
 
@@ -503,11 +507,43 @@ def _parse_one(lines: list[str], name: str) -> tuple[Interface, ...]:
 
 
 def _interface(name: str, block: _Block) -> Interface:
-    public_key, port, fwmark, fmt = block.head
-    return Interface(name, public_key, port, fwmark, fmt, tuple(block.peers.values()))
+    public_key, port, fwmark, fmt, awg = block.head
+    return Interface(name, public_key, port, fwmark, fmt, tuple(block.peers.values()), awg=awg)
 
 
-def _parse_interface_fields(fields: list[str], line_no: int) -> tuple[str | None, int, int | None, str]:
+AwgParams = tuple[tuple[str, int | str], ...]
+_Head = tuple[str | None, int, int | None, str, AwgParams | None]
+_H = ("h1", "h2", "h3", "h4")
+_I = ("i1", "i2", "i3", "i4", "i5")
+# The obfuscation parameters' names, in the order each format prints them after the port
+# (docs/FORMAT.md); AWG3's header protection key and what follows it are not among them.
+AWG_PARAMS = {
+    "awg1": ("jc", "jmin", "jmax", "s1", "s2", *_H),
+    "awg1.5": ("jc", "jmin", "jmax", "s1", "s2", *_H, *_I),
+    "awg2": ("jc", "jmin", "jmax", "s1", "s2", "s3", "s4", *_H, *_I),
+    "awg3.0": ("jc", "jmin", "jmax", "s1", "s2", "s3", "s4", *_H, *_I),
+    "awg3.1": ("jc", "jmin", "jmax", "s1", "s2", "s3", "s4", *_H, *_I),
+}
+_NUMERIC_PARAMS = frozenset(("jc", "jmin", "jmax", "s1", "s2", "s3", "s4"))
+# A parameter string longer than this is not shown (an I1 packet is a few hundred bytes).
+MAX_AWG_PARAM_CHARS = 4096
+
+
+def _awg_params(fields: list[str], fmt: str) -> AwgParams | None:
+    names = AWG_PARAMS.get(fmt)
+    if names is None:
+        return None
+    found: list[tuple[str, int | str]] = []
+    for name, value in zip(names, fields[3 : 3 + len(names)], strict=True):
+        if name in _NUMERIC_PARAMS:
+            if value.isdigit() and len(value) <= 10:
+                found.append((name, int(value)))
+        elif value not in ("(null)", "") and len(value) <= MAX_AWG_PARAM_CHARS and value.isprintable():
+            found.append((name, value))
+    return tuple(found)
+
+
+def _parse_interface_fields(fields: list[str], line_no: int) -> _Head:
     count = len(fields)
     if count < MIN_INTERFACE_FIELDS:
         raise DumpError(line_no, f"interface line has {count} fields, expected at least {MIN_INTERFACE_FIELDS}")
@@ -520,11 +556,13 @@ def _parse_interface_fields(fields: list[str], line_no: int) -> tuple[str | None
         raise DumpError(line_no, "listen port is not a port number")
     if not _FWMARK_RE.fullmatch(fwmark):
         raise DumpError(line_no, "fwmark is neither 'off' nor hexadecimal")
+    fmt = FORMATS_BY_FIELD_COUNT.get(count, "unknown")
     return (
         None if public_key == "(none)" else public_key,
         int(port),
         None if fwmark == "off" else int(fwmark, 16),
-        FORMATS_BY_FIELD_COUNT.get(count, "unknown"),
+        fmt,
+        _awg_params(fields, fmt),
     )
 
 

@@ -15,6 +15,7 @@ under a lock: the daemon is the ledger's only writer and calls it from a worker 
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -30,16 +31,19 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
-from awgd.accounting import InterfaceCheckpoint
-from awgd.books import Books, Entry, LoadedPeer, day_number
+from awgd.accounting import InterfaceCheckpoint, PeerKey
+from awgd.books import Books, Entry, LoadedPeer, Settings, day_number
+from awgd.events import Event
 from awgd.ledger_schema import (
     MIGRATIONS,
     SCHEMA_VERSION,
     day_usage,
+    events,
     interfaces,
     meta,
     metadata,
     peer_counters,
+    peer_settings,
     peers,
     period_usage,
     resets,
@@ -75,6 +79,7 @@ class Contents:
     open_day: int | None
     peers: list[LoadedPeer]
     interfaces: dict[str, InterfaceCheckpoint]
+    settings: dict[PeerKey, Settings]
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +153,7 @@ class Ledger:
             tracking_since=contents.tracking_since,
             last_booked_at=contents.last_booked_at,
             earlier=self.closed_period_usage(int(period.start.timestamp())),
+            settings=contents.settings,
         )
 
     def load(self) -> Contents:
@@ -159,6 +165,10 @@ class Ledger:
                 name: InterfaceCheckpoint(ifindex, boot_id)
                 for name, ifindex, boot_id in conn.execute(sa.select(interfaces))
             }
+            settings = {
+                (row.interface, row.public_key): Settings(row.label, _split(row.allowed_ips), _split(row.blocked))
+                for row in conn.execute(sa.select(peer_settings))
+            }
         return Contents(
             created_at=_dt(row.created_at),
             tracking_since=None if row.tracking_since is None else _dt(row.tracking_since),
@@ -167,6 +177,7 @@ class Ledger:
             open_day=row.open_day,
             peers=loaded,
             interfaces=ifaces,
+            settings=settings,
         )
 
     @property
@@ -286,6 +297,60 @@ class Ledger:
 
     # ---- operator actions ----------------------------------------------------------
 
+    def settle(self, key: PeerKey, settings: Settings | None, new_events: list[Event]) -> list[Event]:
+        """Store a peer's settings (None: remove them) and the events of that change, in one
+        transaction; returns the events with their ids."""
+        interface, public_key = key
+        where = sa.and_(peer_settings.c.interface == interface, peer_settings.c.public_key == public_key)
+        stored = []
+        with self._write() as conn:
+            conn.execute(peer_settings.delete().where(where))
+            if settings is not None:
+                conn.execute(
+                    peer_settings.insert().values(
+                        interface=interface,
+                        public_key=public_key,
+                        label=settings.label,
+                        allowed_ips=",".join(settings.allowed_ips),
+                        blocked=",".join(settings.blocked),
+                    )
+                )
+            for event in new_events:
+                result = conn.execute(
+                    events.insert().values(
+                        at=event.at,
+                        type=event.type,
+                        interface=event.interface,
+                        public_key=event.public_key,
+                        data=json.dumps(event.data, separators=(",", ":")),
+                    )
+                )
+                key_id = result.inserted_primary_key
+                assert key_id is not None
+                stored.append(replace_event(event, int(key_id[0])))
+        return stored
+
+    def events(self, since: int, limit: int, types: tuple[str, ...] | None) -> tuple[list[Event], int]:
+        """Events with an id above `since`, oldest first, and the newest id in the ledger."""
+        query = sa.select(events).where(events.c.id > since).order_by(events.c.id).limit(limit)
+        if types is not None:
+            query = query.where(events.c.type.in_(types))
+        with self._read() as conn:
+            rows = conn.execute(query).all()
+            last = conn.execute(sa.select(sa.func.max(events.c.id))).scalar()
+        found = [
+            Event(row.type, row.at, row.interface, row.public_key, json.loads(row.data), id=row.id) for row in rows
+        ]
+        return found, int(last or 0)
+
+    def prune_events(self, before: int) -> int:
+        """Delete events older than `before` (Unix seconds), always keeping the newest (its id
+        is what clients resume from); returns how many went."""
+        with self._write() as conn:
+            newest = conn.execute(sa.select(sa.func.max(events.c.id))).scalar()
+            result = conn.execute(events.delete().where(events.c.at < before, events.c.id != (newest or 0)))
+            return int(result.rowcount)
+
     def reset(self, peer_id: int, period: tuple[int, int], *, running: bool, at: datetime) -> tuple[int, int]:
         """Zero the peer's usage in `period` (its row there, and its running totals when
         `running`: they belong to that period), record what was removed, and return it.
@@ -351,6 +416,14 @@ _LOAD_PEERS = (
     .select_from(peers.join(peer_counters, _c.peer_id == peers.c.id))
     .order_by(peers.c.id)
 )
+
+
+def _split(text: str) -> tuple[str, ...]:
+    return tuple(part for part in text.split(",") if part)
+
+
+def replace_event(event: Event, event_id: int) -> Event:
+    return Event(event.type, event.at, event.interface, event.public_key, event.data, id=event_id)
 
 
 def _loaded(peer_id: int, interface: str, public_key: str, first_seen: int, present: Any, *counters: int) -> LoadedPeer:

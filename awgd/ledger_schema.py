@@ -19,10 +19,11 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     Table,
+    Text,
     UniqueConstraint,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 metadata = MetaData()
 
@@ -125,6 +126,36 @@ resets = Table(
     Column("tx", BigInteger, nullable=False),
 )
 
+# Per peer: what an admin decided (awgd.peer_admin), keyed by (interface, public key) so a
+# peer added but not yet seen by a sample has its row. The ledger is the source of blocks:
+# they are never written into a config file.
+peer_settings = Table(
+    "peer_settings",
+    metadata,
+    Column("interface", String(15), nullable=False),
+    Column("public_key", String(44), nullable=False),
+    Column("label", Text),
+    # Its own allowed IPs, comma-separated: what unblocking restores (a blocked peer has
+    # none on the live interface). Empty when awgd never needed to keep them.
+    Column("allowed_ips", Text, nullable=False, server_default=""),
+    Column("blocked", Text, nullable=False, server_default=""),  # reasons, comma-separated, sorted
+    PrimaryKeyConstraint("interface", "public_key"),
+)
+
+# What a bot may tell a user about (docs/API.md, "Events"): ids only grow, kept 30 days.
+events = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", BigInteger, nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("interface", String(15)),
+    Column("public_key", String(44)),
+    Column("data", Text, nullable=False),  # JSON object
+    Index("events_by_at", "at"),
+    sqlite_autoincrement=True,  # an id is never reused, even after the newest is pruned
+)
+
 
 _MOVED = ("present", "rx", "tx", "lifetime_rx", "lifetime_tx", "last_seen")
 
@@ -146,4 +177,12 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     # 3: a moving peer's row no longer carries the time of the sample (nothing read it), so
     # a sample binds fewer values per row.
     3: ("ALTER TABLE peer_counters DROP COLUMN last_seen",),
+    # 4: peers' settings (labels, kept allowed IPs, blocks) and events.
+    4: (
+        "CREATE TABLE peer_settings (interface VARCHAR(15) NOT NULL, public_key VARCHAR(44) NOT NULL, label TEXT,"
+        " allowed_ips TEXT DEFAULT '' NOT NULL, blocked TEXT DEFAULT '' NOT NULL, PRIMARY KEY (interface, public_key))",
+        "CREATE TABLE events (id INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT, at BIGINT NOT NULL,"
+        " type VARCHAR(32) NOT NULL, interface VARCHAR(15), public_key VARCHAR(44), data TEXT NOT NULL)",
+        "CREATE INDEX events_by_at ON events (at)",
+    ),
 }

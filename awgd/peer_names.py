@@ -13,7 +13,6 @@ is logged once and its names are simply absent.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -21,10 +20,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from awgd.accounting import PeerKey
+from awgd.clients_table import parse_clients_table
 from awgd.config import Config
 from awgd.tool_runner import ToolError, run_command
-from awgd.wg_config import clean_label, config_path, peer_names
-from awgd_client.names import is_public_key
+from awgd.wg_config import config_path, peer_names
 
 log = logging.getLogger("awgd")
 
@@ -34,25 +33,6 @@ AMNEZIA_CLIENTS_TABLE = "/opt/amnezia/awg/clientsTable"
 RECHECK_SECONDS = 60.0
 # A names file larger than this is not a names file (50,000 clients' clientsTable is ~6 MB).
 MAX_NAMES_FILE_BYTES = 16 * 1024 * 1024
-
-
-def parse_clients_table(text: str) -> dict[str, str]:
-    """Public key -> name from Amnezia's clientsTable; entries that are not as expected are skipped."""
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return {}
-    names: dict[str, str] = {}
-    for entry in data if isinstance(data, list) else []:
-        if not isinstance(entry, dict):
-            continue
-        key, user = entry.get("clientId"), entry.get("userData")
-        name = user.get("clientName") if isinstance(user, dict) else None
-        if isinstance(key, str) and is_public_key(key) and isinstance(name, str):
-            label = clean_label(name)
-            if label:
-                names[key] = label
-    return names
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -21,6 +21,7 @@ from awgd.books import Books, Entry, Target
 from awgd.config import Config
 from awgd.dump_parser import DumpParser
 from awgd.gc_policy import CollectorPolicy
+from awgd.interface_addresses import AddressReader
 from awgd.ledger import Ledger, LedgerError
 from awgd.peer_names import NameReader
 from awgd.periods import Period
@@ -67,11 +68,14 @@ class Sampler:
         self._on_ledger_failure = on_ledger_failure
         self._parser = DumpParser()
         self._names = NameReader()
+        self._addresses = AddressReader()
         self._warned: frozenset[str] = frozenset()  # the last sample's warnings, logged once
         self._collector = CollectorPolicy()
         self._running: asyncio.Task[datetime] | None = None
         self._last_finished = -float("inf")
         self._last_outcome: datetime | Exception | None = None
+        # Run after every successful sample: awgd.peer_admin's enforcement of blocks.
+        self.after: Callable[[], Awaitable[None]] | None = None
 
     # ---- when -----------------------------------------------------------------------------
 
@@ -138,11 +142,19 @@ class Sampler:
         names = await self._names.read(config, reading.tool, read)
         if names is not None:
             self.books.name_peers(names)
+        addresses = await self._addresses.read(config.exec_prefix, config.tool_timeout, read)
+        if addresses is not None:
+            self.books.address_interfaces(addresses)
         health = self.health
         health.last_sample_at = health.last_success_at = reading.taken_at
         health.consecutive_failures = 0
         health.last_error = None
         health.last_duration = time.monotonic() - started
+        if self.after is not None:
+            try:
+                await self.after()
+            except Exception:  # never fails the sample: the next one tries again
+                log.exception("enforcing blocks after the sample failed")
         log.info(
             "sample: %d interfaces, %d peers, %d moved, %d rows written%s",
             len(entry.in_step),

@@ -41,13 +41,18 @@ class ToolOutput:
     stderr: bytes
 
 
-async def run_command(argv: Sequence[str], timeout: float, max_output: int = MAX_OUTPUT_BYTES) -> ToolOutput:
-    """Run argv to completion, or raise ToolError (missing, timed out, too much output)."""
+async def run_command(
+    argv: Sequence[str], timeout: float, max_output: int = MAX_OUTPUT_BYTES, *, stdin: bytes | None = None
+) -> ToolOutput:
+    """Run argv to completion, or raise ToolError (missing, timed out, too much output).
+
+    `stdin`, when given, is written to the command's standard input (then closed): the way
+    secrets (a preshared key) and file contents reach a command, never its argument list."""
     name = os.path.basename(argv[0])
     try:
         process = await asyncio.create_subprocess_exec(
             *argv,
-            stdin=asyncio.subprocess.DEVNULL,
+            stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
@@ -59,6 +64,7 @@ async def run_command(argv: Sequence[str], timeout: float, max_output: int = MAX
     except OSError as exc:
         raise ToolError(f"{name}: cannot run ({exc.strerror})") from None
     assert process.stdout is not None and process.stderr is not None
+    feeder = asyncio.ensure_future(_feed(process, stdin)) if stdin is not None else None
     out_task = asyncio.ensure_future(
         _read_bounded(process.stdout, max_output, f"{name}: output exceeds {max_output} bytes")
     )
@@ -87,9 +93,25 @@ async def run_command(argv: Sequence[str], timeout: float, max_output: int = MAX
             raise ToolError(f"{name}: timed out after {timeout:g} s") from None
     except BaseException:
         exited.cancel()
+        if feeder is not None:
+            feeder.cancel()
         await _reap(process, readers, (out_task, err_task))
         raise
+    finally:
+        if feeder is not None:
+            await asyncio.gather(feeder, return_exceptions=True)
     return ToolOutput(returncode, stdout, stderr)
+
+
+async def _feed(process: asyncio.subprocess.Process, data: bytes) -> None:
+    """Write `data` to the command's stdin and close it; a command that exits without
+    reading it all (a broken pipe) is reported by its exit status, not here."""
+    assert process.stdin is not None
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        process.stdin.write(data)
+        await process.stdin.drain()
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError, OSError):
+        process.stdin.close()
 
 
 async def _read_bounded(stream: asyncio.StreamReader, limit: int, message: str) -> bytes:

@@ -1,4 +1,5 @@
-"""An interface's config file (`wg0.conf`, `awg0.conf`): read it, and find peers' names in it. Pure.
+"""An interface's config file (`wg0.conf`, `awg0.conf`): read it, find peers' names in it, and
+edit its peers. Pure: text in, text out (the file itself is read and replaced by awgd.server_files).
 
 The file is INI-like: `[Interface]` and `[Peer]` sections of `Key = Value` lines, with `#`
 comments. awgd keeps every line as it is: a section is its header and the lines up to the
@@ -12,6 +13,12 @@ in a comment, either in that lead or inside the section:
     PublicKey = ...
 
 Both keys are understood, with `=` or `:`, in any letter case; the last one wins.
+
+Edits (`add_peer`, `remove_peer`, `update_peer`) touch only the lines of the peer they are
+about: comments, `[Interface]`, other peers and their order stay byte for byte. A peer awgd
+adds is written as `# Name = LABEL` (when it has one) above its `[Peer]`, then PublicKey,
+PresharedKey, AllowedIPs and PersistentKeepalive. A block is never written here (the ledger
+holds blocks): a config file never locks a user out on its own.
 """
 
 from __future__ import annotations
@@ -125,6 +132,120 @@ def peer_names(text: str) -> dict[str, str]:
         if key is not None and name:
             names[key] = name
     return names
+
+
+def add_peer(
+    text: str,
+    public_key: str,
+    *,
+    allowed_ips: tuple[str, ...],
+    preshared_key: str | None = None,
+    keepalive: int | None = None,
+    label: str | None = None,
+) -> str:
+    """The file with the peer's section appended (replacing any section it already had)."""
+    body = [f"# Name = {label}"] if label else []
+    body += ["[Peer]", f"PublicKey = {public_key}"]
+    if preshared_key:
+        body.append(f"PresharedKey = {preshared_key}")
+    if allowed_ips:
+        body.append(f"AllowedIPs = {', '.join(allowed_ips)}")
+    if keepalive:
+        body.append(f"PersistentKeepalive = {keepalive}")
+    kept = _without(text, public_key)
+    if kept and not kept.endswith("\n"):
+        kept += "\n"
+    if kept.strip() and not kept.endswith("\n\n"):
+        kept += "\n"
+    return kept + "\n".join(body) + "\n"
+
+
+def remove_peer(text: str, public_key: str) -> str:
+    """The file without the peer's section (its lead comments too)."""
+    return _without(text, public_key)
+
+
+def update_peer(
+    text: str,
+    public_key: str,
+    *,
+    allowed_ips: tuple[str, ...] | None = None,
+    keepalive: int | None = None,
+    label: str | None = None,
+    set_label: bool = False,
+) -> str:
+    """The file with the peer's AllowedIPs, PersistentKeepalive (0 = off) or name comment
+    changed in place; a setting it lacked is added after its PublicKey line. Unchanged when
+    the file has no section for the peer."""
+    lines = text.splitlines(keepends=True)
+    spans = _spans(text, public_key)
+    for start, head, end in reversed(spans):
+        section = lines[head:end]
+        if allowed_ips is not None:
+            section = _set(section, "AllowedIPs", ", ".join(allowed_ips) if allowed_ips else None)
+        if keepalive is not None:
+            section = _set(section, "PersistentKeepalive", str(keepalive) if keepalive else None)
+        lead = lines[start:head]
+        if set_label:
+            lead = [line for line in lead if not _NAME_COMMENT_RE.fullmatch(line.strip())]
+            section = [line for line in section if not _NAME_COMMENT_RE.fullmatch(line.strip())]
+            if label:
+                lead.append(f"# Name = {label}\n")
+        lines[start:end] = lead + section
+    return "".join(lines)
+
+
+def _set(section: list[str], key: str, value: str | None) -> list[str]:
+    newline = "\n"
+    wanted = key.lower()
+    kept: list[str] = []
+    done = False
+    for line in section:
+        match = _SETTING_RE.fullmatch(line.strip())
+        if match and match[1].lower() == wanted:
+            if value is not None and not done:
+                kept.append(f"{key} = {value}{newline}")
+                done = True
+            continue
+        kept.append(line)
+    if value is not None and not done:
+        at = next(
+            (
+                i + 1
+                for i, line in enumerate(kept)
+                if (m := _SETTING_RE.fullmatch(line.strip())) and m[1].lower() == "publickey"
+            ),
+            len(kept),
+        )
+        if at > 0 and not kept[at - 1].endswith(newline):
+            kept[at - 1] += newline
+        kept.insert(at, f"{key} = {value}{newline}")
+    return kept
+
+
+def _spans(text: str, public_key: str) -> list[tuple[int, int, int]]:
+    """(lead start, header, end) line numbers of each section of the peer, in file order."""
+    lines = text.splitlines()
+    heads = [index for index, line in enumerate(lines) if _HEADER_RE.fullmatch(line.strip())]
+    spans = []
+    for number, head in enumerate(heads):
+        end = _lead_start(lines, heads[number + 1]) if number + 1 < len(heads) else len(lines)
+        section = Section(_HEADER_RE.fullmatch(lines[head].strip())[1], (), tuple(lines[head:end]))  # type: ignore[index]
+        if section.public_key == public_key:
+            spans.append((_lead_start(lines, head), head, end))
+    return spans
+
+
+def _without(text: str, public_key: str) -> str:
+    lines = text.splitlines(keepends=True)
+    for start, _, end in reversed(_spans(text, public_key)):
+        # The blank lines that ended the section go too, unless it was the last one: then the
+        # blank lines before it go, so the file does not end in an empty line it did not have.
+        del lines[start:end]
+        if end >= len(lines) + (end - start):
+            while lines and not lines[-1].strip():
+                lines.pop()
+    return "".join(lines)
 
 
 def clean_label(text: str) -> str | None:

@@ -5,6 +5,7 @@ tool as `awg` (amneziawg-go 3.1) and only as `wg` (the 2024 pair)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -179,3 +180,53 @@ def test_the_docker_engine_down_and_a_hung_docker_exec(daemons, engine: DockerEn
     server.ping(peer, 1)
     daemon.result("traffic.sample")
     assert pair(figures(daemon, peer)["period"]) == add(want, server.flavor.expected(1))
+
+
+def test_peers_added_blocked_and_removed_through_docker_exec(
+    daemons, engine: DockerEngine, images: dict[str, str]
+) -> None:  # type: ignore[no-untyped-def]
+    """peer.* into Amnezia's container: the preshared key on `docker exec -i`'s stdin, wg0.conf
+    and clientsTable kept in step, blocks holding through `docker restart amnezia-awg`."""
+    psk = subprocess.run(["wg", "genpsk"], capture_output=True, text=True, check=True).stdout.strip()
+    wgbed.SECRETS.add(psk)
+    server = AmneziaServer(engine, images["awg"], AMNEZIAWG, clients=3, on_server=2)
+    newcomer = server.peers[2]
+    newcomer.preshared_key = psk
+    server.up()
+    try:
+        daemon = start(daemons, engine)
+        first = server.peers[0]
+        added = daemon.result(
+            "peer.add", interface="wg0", public_key=newcomer.public_key, preshared_key=psk, label="Tablet"
+        )
+        assert added["allowed_ips"] == [f"{newcomer.address}/32"] and added["persisted"] is True
+        assert f"PresharedKey = {psk}" in server.file("wg0.conf")
+        table = json.loads(server.file("clientsTable"))
+        assert {"clientId": newcomer.public_key, "clientName": "Tablet"} in [
+            {"clientId": row["clientId"], "clientName": row["userData"]["clientName"]} for row in table
+        ]
+        server.restart(newcomer.name)
+        server.ping(newcomer, 3)
+        daemon.result("traffic.sample")
+        got = figures(daemon, newcomer)
+        assert pair(got["period"]) == AMNEZIAWG.expected(3) and got["label"] == "Tablet"
+
+        assert daemon.result("peer.block", interface="wg0", public_key=first.public_key)["blocked"] == ["admin"]
+        assert not server.pings(first)
+        # docker restart: the interface comes back from wg0.conf, with the added peer and
+        # without the block, which the next sample puts back.
+        server.restart(SERVER_NAME)
+        daemon.result("traffic.sample")
+        server.restart(first.name)
+        server.restart(newcomer.name)
+        assert not server.pings(first)
+        assert server.pings(newcomer)
+        daemon.result("peer.unblock", interface="wg0", public_key=first.public_key)
+        assert server.pings(first)
+
+        daemon.result("peer.remove", interface="wg0", public_key=newcomer.public_key)
+        assert newcomer.public_key not in server.file("wg0.conf")
+        assert newcomer.public_key not in server.file("clientsTable")
+        assert figures(daemon, newcomer)["present"] is False
+    finally:
+        server.down()

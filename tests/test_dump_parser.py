@@ -173,8 +173,33 @@ def interfaces(draw: st.DrawFn, name: str) -> tuple[Interface, list[str], str]:
     middle = draw(st.lists(free_text, min_size=field_count - 4, max_size=field_count - 4))
     head = "\t".join([private, public or "(none)", str(listen), *middle, "off" if fwmark is None else f"0x{fwmark:x}"])
     drawn = draw(st.lists(peers(), max_size=6, unique_by=lambda p: p[0].public_key))
-    iface = Interface(name, public, listen, fwmark, FORMATS_BY_FIELD_COUNT[field_count], tuple(p for p, _ in drawn))
+    fmt = FORMATS_BY_FIELD_COUNT[field_count]
+    iface = Interface(name, public, listen, fwmark, fmt, tuple(p for p, _ in drawn), awg=expected_awg(fmt, middle))
     return iface, [head] + [line for _, line in drawn], private
+
+
+# docs/FORMAT.md's table, written out again here: the obfuscation parameters by format.
+HS, IS = ["h1", "h2", "h3", "h4"], ["i1", "i2", "i3", "i4", "i5"]
+AWG_NAMES = {
+    "awg1": ["jc", "jmin", "jmax", "s1", "s2", *HS],
+    "awg1.5": ["jc", "jmin", "jmax", "s1", "s2", *HS, *IS],
+    "awg2": ["jc", "jmin", "jmax", "s1", "s2", "s3", "s4", *HS, *IS],
+    "awg3.0": ["jc", "jmin", "jmax", "s1", "s2", "s3", "s4", *HS, *IS],
+    "awg3.1": ["jc", "jmin", "jmax", "s1", "s2", "s3", "s4", *HS, *IS],
+}
+
+
+def expected_awg(fmt: str, middle: list[str]) -> tuple[tuple[str, int | str], ...] | None:
+    if fmt not in AWG_NAMES:
+        return None
+    shown: list[tuple[str, int | str]] = []
+    for name, value in zip(AWG_NAMES[fmt], middle, strict=False):
+        if name[0] in "js":
+            if value.isdigit() and len(value) <= 10:
+                shown.append((name, int(value)))
+        elif value not in ("(null)", "") and value.isprintable():
+            shown.append((name, value))
+    return tuple(shown)
 
 
 @st.composite

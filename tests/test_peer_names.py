@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from awgd.clients_table import parse_clients_table
 from awgd.config import Config
-from awgd.peer_names import NameReader, Names, parse_clients_table
+from awgd.peer_names import NameReader, Names
 from awgd.wg_config import MAX_LABEL_CHARS, clean_label, config_path, parse_config, peer_names
 
 A, B, C = "A" * 43 + "=", "E" * 43 + "=", "I" * 43 + "="

@@ -10,7 +10,17 @@ from typing import Any
 from awgd_client import methods
 from awgd_client import protocol as rpc
 from awgd_client.errors import AwgdError, AwgdTimeout, DaemonUnavailable, ProtocolError, from_error
-from awgd_client.models import History, PeerTraffic, ResetResult, SampleResult, ServerStatus, TrafficList
+from awgd_client.models import (
+    AddedPeer,
+    EventList,
+    History,
+    PeerTraffic,
+    RemovedPeer,
+    ResetResult,
+    SampleResult,
+    ServerStatus,
+    TrafficList,
+)
 from awgd_client.sync_client import MAX_ANSWER_BYTES, connect_error
 
 
@@ -73,16 +83,76 @@ class AsyncClient:
         given = methods.params(public_key=public_key, interface=interface)
         return ResetResult.from_json(await self.call("traffic.reset", **given))
 
+    async def add_peer(
+        self,
+        interface: str,
+        public_key: str,
+        *,
+        allowed_ips: list[str] | None = None,
+        preshared_key: str | None = None,
+        persistent_keepalive: int | None = None,
+        label: str | None = None,
+    ) -> AddedPeer:
+        """peer.add; without allowed_ips the daemon picks the next free address. Raises
+        Conflict (-32005) or ToolFailed (-32006)."""
+        given = methods.params(
+            interface=interface,
+            public_key=public_key,
+            allowed_ips=allowed_ips,
+            preshared_key=preshared_key,
+            persistent_keepalive=persistent_keepalive,
+            label=label,
+        )
+        return AddedPeer.from_json(await self.change("peer.add", given))
+
+    async def remove_peer(self, interface: str, public_key: str) -> RemovedPeer:
+        given = {"interface": interface, "public_key": public_key}
+        return RemovedPeer.from_json(await self.change("peer.remove", given))
+
+    async def update_peer(
+        self,
+        interface: str,
+        public_key: str,
+        *,
+        label: str | methods.Unset | None = methods.UNSET,
+        allowed_ips: list[str] | None = None,
+        persistent_keepalive: int | None = None,
+    ) -> PeerTraffic:
+        """peer.update: only what is given changes; label=None removes the label."""
+        given = methods.update_params(public_key, interface, label, allowed_ips, persistent_keepalive)
+        return PeerTraffic.from_json(await self.change("peer.update", given))
+
+    async def block_peer(self, interface: str, public_key: str) -> PeerTraffic:
+        given = {"interface": interface, "public_key": public_key}
+        return PeerTraffic.from_json(await self.change("peer.block", given))
+
+    async def unblock_peer(self, interface: str, public_key: str) -> PeerTraffic:
+        given = {"interface": interface, "public_key": public_key}
+        return PeerTraffic.from_json(await self.change("peer.unblock", given))
+
+    async def events(
+        self, since: int | None = None, *, limit: int | None = None, types: list[str] | None = None
+    ) -> EventList:
+        given = methods.params(since=since, limit=limit, types=types)
+        return EventList.from_json(await self.call("events.list", **given))
+
     # ---- raw access ------------------------------------------------------------------------
 
     async def call(self, method: str, **params: Any) -> Any:
         """Call any method; returns the decoded `result` or raises an AwgdError."""
+        return await self._call(method, params, self.timeout)
+
+    async def change(self, method: str, params: dict[str, Any]) -> Any:
+        """Call a method that changes the server's peers: it may take longer than a read."""
+        return await self._call(method, params, max(self.timeout, methods.CHANGE_TIMEOUT))
+
+    async def _call(self, method: str, params: dict[str, Any], timeout: float) -> Any:
         request_id = next(self._ids)
         line = rpc.encode(rpc.request_message(request_id, method, params))
         future: asyncio.Future[rpc.Response] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(timeout):
                 writer = await self._connected()
                 try:
                     writer.write(line)
@@ -94,7 +164,7 @@ class AsyncClient:
                     await writer.drain()
                 response = await future
         except TimeoutError:
-            raise AwgdTimeout(f"no answer from awgd within {self.timeout:g} s") from None
+            raise AwgdTimeout(f"no answer from awgd within {timeout:g} s") from None
         except OSError:
             raise DaemonUnavailable("the connection to awgd was lost") from None
         finally:

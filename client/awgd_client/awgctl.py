@@ -4,6 +4,10 @@ Exit statuses: 0 ok; 1 the daemon answered with an error, or `status` found the 
 unhealthy (so `awgctl status` works as a monitoring check); 2 usage; 3 the daemon is
 unreachable, the socket refused us, or what answered sent something the API does not
 define. `--json` prints the RPC result as JSON.
+
+Changing peers (admin): `awgctl peer add KEY -i IFACE`, `peer remove`, `peer label KEY [TEXT]`,
+`peer block`, `peer unblock`. A preshared key is read from a file (`--preshared-key-file`,
+`-` for stdin), never taken from the command line, where every user could see it.
 """
 
 from __future__ import annotations
@@ -20,7 +24,16 @@ from typing import Any
 from awgd_client import __version__
 from awgd_client.errors import AwgdError, DaemonUnavailable, ProtocolError, RemoteError, SocketPermissionDenied
 from awgd_client.formatting import format_ago, format_bytes
-from awgd_client.models import History, PeerTraffic, ResetResult, SampleResult, ServerStatus, TrafficList
+from awgd_client.models import (
+    AddedPeer,
+    History,
+    PeerTraffic,
+    RemovedPeer,
+    ResetResult,
+    SampleResult,
+    ServerStatus,
+    TrafficList,
+)
 from awgd_client.names import LIST_SORTS
 from awgd_client.sync_client import Client
 
@@ -69,9 +82,20 @@ def parser() -> argparse.ArgumentParser:
     peers.add_argument("--sort", choices=LIST_SORTS, default="total")
     peers.add_argument("--limit", type=int, default=1000)
     peers.add_argument("--all", action="store_true", help="include peers no longer configured")
-    peer = commands.add_parser("peer", parents=[common], help="everything about one peer")
-    peer.add_argument("key", help="public key, or a unique prefix of at least 8 characters")
+    peer = commands.add_parser(
+        "peer",
+        parents=[common],
+        help="everything about one peer; or change one: peer add|remove|label|block|unblock KEY",
+        usage="awgctl peer [add|remove|label|block|unblock] KEY [TEXT] [options]",
+    )
+    peer.add_argument("key", help="public key, or a unique prefix of at least 8 characters; or an action")
+    peer.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
     peer.add_argument("--interface", "-i")
+    peer.add_argument("--allowed-ips", help="add: comma-separated CIDRs (default: the next free address)")
+    peer.add_argument("--preshared-key-file", metavar="FILE", help="add: read the preshared key from FILE (- = stdin)")
+    peer.add_argument("--keepalive", type=int, help="add: persistent keepalive, seconds")
+    peer.add_argument("--label", help="add: the peer's label")
+    peer.add_argument("--yes", "-y", action="store_true", help="remove: do not ask for confirmation")
     history = commands.add_parser("history", parents=[common], help="a peer's usage by period or by day")
     history.add_argument("key")
     history.add_argument("--interface", "-i")
@@ -132,7 +156,14 @@ def cmd_peers(client: Client, args: argparse.Namespace, as_json: bool, style: St
     return emit(raw) if as_json else show(render_peers(listing, style))
 
 
+PEER_ACTIONS = ("add", "remove", "label", "block", "unblock")
+
+
 def cmd_peer(client: Client, args: argparse.Namespace, as_json: bool, style: Style) -> int:
+    if args.key in PEER_ACTIONS:
+        return change_peer(client, args, as_json, style)
+    if args.rest:
+        raise UsageError(f"unexpected {' '.join(args.rest)!r}; actions: {', '.join(PEER_ACTIONS)}")
     key, interface = resolve(client, args.key, args.interface)
     raw = client.call("traffic.get", public_key=key, **({"interface": interface} if interface else {}))
     peer = PeerTraffic.from_json(raw)
@@ -140,6 +171,66 @@ def cmd_peer(client: Client, args: argparse.Namespace, as_json: bool, style: Sty
         return emit(raw)
     history = History.from_json(client.call("traffic.history", public_key=key, interface=peer.interface, limit=6))
     return show(render_peer(peer, history, style))
+
+
+def change_peer(client: Client, args: argparse.Namespace, as_json: bool, style: Style) -> int:
+    action, rest = args.key, list(args.rest)
+    if not rest:
+        raise UsageError(f"awgctl peer {action} KEY: give the peer's public key")
+    given, extra = rest[0], rest[1:]
+    if (extra and action != "label") or len(extra) > 1:
+        raise UsageError(f"unexpected {' '.join(extra)!r}")
+    if action == "add":
+        if args.interface is None:
+            raise UsageError("awgctl peer add: --interface is required")
+        allowed = [part.strip() for part in args.allowed_ips.split(",")] if args.allowed_ips else None
+        raw = client.change(
+            "peer.add",
+            {
+                "interface": args.interface,
+                "public_key": given,
+                **({"allowed_ips": allowed} if allowed else {}),
+                **({"preshared_key": read_key(args.preshared_key_file)} if args.preshared_key_file else {}),
+                **({"persistent_keepalive": args.keepalive} if args.keepalive is not None else {}),
+                **({"label": args.label} if args.label is not None else {}),
+            },
+        )
+        added = AddedPeer.from_json(raw)
+        if as_json:
+            return emit(raw)
+        saved = "written to its config file" if added.persisted else style.bad("not persisted: no config file")
+        return show(f"added {added.public_key} on {added.interface}: {', '.join(added.allowed_ips)}; {saved}")
+    key, interface = resolve(client, given, args.interface)
+    if interface is None:
+        interface = PeerTraffic.from_json(client.call("traffic.get", public_key=key)).interface
+    target = {"interface": interface, "public_key": key}
+    if action == "remove":
+        if not args.yes:
+            ask(f"Remove {key} from {interface} (its config file too)? [y/N] ", "not removed")
+        raw = client.change("peer.remove", target)
+        removed = RemovedPeer.from_json(raw)
+        return emit(raw) if as_json else show(f"removed {removed.public_key} from {removed.interface}")
+    if action == "label":
+        raw = client.change("peer.update", {**target, "label": extra[0] if extra else None})
+    else:
+        raw = client.change(f"peer.{action}", target)
+    peer = PeerTraffic.from_json(raw)
+    if as_json:
+        return emit(raw)
+    blocked = style.bad("blocked: " + ", ".join(peer.blocked)) if peer.blocked else style.good("not blocked")
+    return show(f"{peer.public_key} on {peer.interface}: label {peer.label or '-'}; {blocked}")
+
+
+def read_key(path: str) -> str:
+    try:
+        if path == "-":
+            text = sys.stdin.readline()
+        else:
+            with open(path, encoding="ascii") as handle:
+                text = handle.read(256)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read the preshared key from {path}: {exc}") from None
+    return text.strip()
 
 
 def cmd_history(client: Client, args: argparse.Namespace, as_json: bool, style: Style) -> int:
@@ -197,12 +288,15 @@ def show(text: str) -> int:
 
 
 def confirm(key: str, interface: str | None) -> None:
-    if not sys.stdin.isatty():
-        raise UsageError("refusing to reset without --yes when not on a terminal")
     where = f" on {interface}" if interface else ""
-    answer = input(f"Zero this period's usage of {key}{where}? [y/N] ")
-    if answer.strip().lower() not in ("y", "yes"):
-        raise UsageError("not reset")
+    ask(f"Zero this period's usage of {key}{where}? [y/N] ", "not reset")
+
+
+def ask(question: str, refused: str) -> None:
+    if not sys.stdin.isatty():
+        raise UsageError(f"{refused}: give --yes when not on a terminal")
+    if input(question).strip().lower() not in ("y", "yes"):
+        raise UsageError(refused)
 
 
 def resolve(client: Client, given: str, interface: str | None) -> tuple[str, str | None]:
@@ -286,6 +380,10 @@ def online_text(peer: PeerTraffic, style: Style) -> str:
     return style.good("online") if peer.online else "offline"
 
 
+def blocked_text(peer: PeerTraffic, style: Style) -> str:
+    return style.bad(",".join(peer.blocked)) if peer.blocked else "-"
+
+
 def render_peers(listing: TrafficList, style: Style) -> str:
     rows = [
         [
@@ -293,6 +391,7 @@ def render_peers(listing: TrafficList, style: Style) -> str:
             p.label or "-",
             p.interface,
             online_text(p, style),
+            blocked_text(p, style),
             format_ago(p.latest_handshake),
             p.endpoint or "-",
             format_bytes(p.period.rx_bytes),
@@ -305,8 +404,20 @@ def render_peers(listing: TrafficList, style: Style) -> str:
     head = f"period {fmt_time(listing.period.start)} -> {fmt_time(listing.period.end)}; {listing.total} peers"
     if not rows:
         return head
-    headers = ["KEY", "LABEL", "INTERFACE", "STATE", "HANDSHAKE", "ENDPOINT", "RX", "TX", "TOTAL", "LIFETIME"]
-    return head + "\n\n" + table(headers, rows, {6, 7, 8, 9})
+    headers = [
+        "KEY",
+        "LABEL",
+        "INTERFACE",
+        "STATE",
+        "BLOCKED",
+        "HANDSHAKE",
+        "ENDPOINT",
+        "RX",
+        "TX",
+        "TOTAL",
+        "LIFETIME",
+    ]
+    return head + "\n\n" + table(headers, rows, {7, 8, 9, 10})
 
 
 def render_peer(peer: PeerTraffic, history: History, style: Style) -> str:
@@ -314,6 +425,8 @@ def render_peer(peer: PeerTraffic, history: History, style: Style) -> str:
         f"peer       {peer.public_key}",
         f"label      {peer.label or '-'}",
         f"interface  {peer.interface}",
+        f"allowed    {', '.join(peer.allowed_ips) or '-'}",
+        f"blocked    {blocked_text(peer, style)}",
         f"state      {online_text(peer, style)}; last handshake {format_ago(peer.latest_handshake)}",
         f"endpoint   {peer.endpoint or '-'}",
         f"session    {format_bytes(peer.session.rx_bytes)} received, {format_bytes(peer.session.tx_bytes)} sent",

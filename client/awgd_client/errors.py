@@ -68,12 +68,27 @@ class SamplingFailed(RemoteError):
         return str(self.data.get("reason", self.message)) if isinstance(self.data, dict) else self.message
 
 
+class Conflict(RemoteError):
+    """-32005: the peer already exists on the interface, an allowed IP belongs to another
+    peer (`data` has `allowed_ip` and `owner`), or the interface's subnet is full."""
+
+
+class ToolFailed(RemoteError):
+    """-32006: the tool (or the config file's write) refused a change; `reason` says why."""
+
+    @property
+    def reason(self) -> str:
+        return str(self.data.get("reason", self.message)) if isinstance(self.data, dict) else self.message
+
+
 _BY_CODE: dict[int, type[RemoteError]] = {
     rpc.PERMISSION_DENIED: PermissionDenied,
     rpc.UNKNOWN_PEER: UnknownPeer,
     rpc.AMBIGUOUS_PEER: AmbiguousPeer,
     rpc.INVALID_PARAMS: InvalidParams,
     rpc.SAMPLING_FAILED: SamplingFailed,
+    rpc.CONFLICT: Conflict,
+    rpc.TOOL_FAILED: ToolFailed,
 }
 
 

@@ -13,7 +13,22 @@ DEFAULT_SOCKET = "/run/awgd/awgd.sock"
 SOCKET_ENV = "AWGD_SOCKET"
 DEFAULT_TIMEOUT = 5.0
 # Methods that may be sent again after a lost connection: they change nothing.
-IDEMPOTENT = frozenset({"server.status", "traffic.get", "traffic.list", "traffic.history", "traffic.sample"})
+IDEMPOTENT = frozenset(
+    {"server.status", "traffic.get", "traffic.list", "traffic.history", "traffic.sample", "events.list"}
+)
+# A change to the server's peers takes a sample before and after, and the tool and a file
+# write in between (through `docker exec` on Amnezia's servers): more than a read.
+CHANGE_TIMEOUT = 30.0
+
+
+class Unset:
+    """A param not given (for peer.update, where null means "remove the label")."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET = Unset()
 
 
 def socket_path(explicit: str | None) -> str:
@@ -23,3 +38,14 @@ def socket_path(explicit: str | None) -> str:
 def params(**values: Any) -> dict[str, Any]:
     """Only the params that were given: the daemon applies its own defaults."""
     return {name: value for name, value in values.items() if value is not None}
+
+
+def update_params(
+    public_key: str, interface: str, label: Any, allowed_ips: list[str] | None, persistent_keepalive: int | None
+) -> dict[str, Any]:
+    given = params(public_key=public_key, interface=interface, allowed_ips=allowed_ips)
+    if persistent_keepalive is not None:
+        given["persistent_keepalive"] = persistent_keepalive
+    if not isinstance(label, Unset):
+        given["label"] = label
+    return given

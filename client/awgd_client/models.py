@@ -199,7 +199,10 @@ class PeerTraffic(Model):
     session: Usage
     period: PeriodUsage
     lifetime: LifetimeUsage
-    label: str | None = None  # the name operators know the peer by; absent from older daemons
+    # API v2; absent from older daemons.
+    label: str | None = None  # the name operators know the peer by
+    allowed_ips: tuple[str, ...] = ()  # its own, also while it is blocked
+    blocked: tuple[str, ...] = ()  # why it is blocked ("admin", ...); () = not blocked
 
     @classmethod
     def read(cls, fields: Fields) -> Self:
@@ -207,6 +210,8 @@ class PeerTraffic(Model):
             interface=fields.string("interface"),
             public_key=fields.string("public_key"),
             label=fields.optional_string("label"),
+            allowed_ips=fields.strings("allowed_ips"),
+            blocked=fields.strings("blocked"),
             present=fields.boolean("present"),
             online=fields.boolean("online"),
             latest_handshake=fields.optional_time("latest_handshake"),
@@ -228,10 +233,22 @@ class InterfaceStatus(Model):
     peers: int
     peers_online: int
     period: Usage
+    address: tuple[str, ...] = ()  # its own addresses (API v2)
+    awg: dict[str, int | str] | None = None  # AmneziaWG's obfuscation parameters; None on WireGuard
 
     @classmethod
     def read(cls, fields: Fields) -> Self:
+        awg = fields.raw("awg")
+        if awg is not None and (
+            not isinstance(awg, dict)
+            or not all(isinstance(v, int | str) and not isinstance(v, bool) for v in awg.values())
+        ):
+            raise ProtocolError(
+                "malformed answer from awgd: an interface's awg is not an object of numbers and strings"
+            )
         return cls(
+            address=fields.strings("address"),
+            awg=None if awg is None else dict(awg),
             name=fields.string("name"),
             exists=fields.boolean("exists"),
             up=fields.boolean("up"),
@@ -366,3 +383,63 @@ class ResetResult(Model):
             fields.time("reset_at"),
             fields.object("removed", Usage.read),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class AddedPeer(PeerTraffic):
+    """peer.add's answer: the new peer, and whether its interface's config file has it."""
+
+    persisted: bool = False
+
+    @classmethod
+    def read(cls, fields: Fields) -> Self:
+        peer = PeerTraffic.read(fields)
+        return cls(
+            **{name: getattr(peer, name) for name in PeerTraffic.__dataclass_fields__},
+            persisted=fields.boolean("persisted"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RemovedPeer(Model):
+    interface: str
+    public_key: str
+    removed_at: datetime
+
+    @classmethod
+    def read(cls, fields: Fields) -> Self:
+        return cls(fields.string("interface"), fields.string("public_key"), fields.time("removed_at"))
+
+
+@dataclass(frozen=True, slots=True)
+class Event(Model):
+    id: int
+    at: datetime
+    type: str
+    interface: str | None
+    public_key: str | None
+    data: dict[str, Any]
+
+    @classmethod
+    def read(cls, fields: Fields) -> Self:
+        data = fields.raw("data")
+        if not isinstance(data, dict):
+            raise ProtocolError("malformed answer from awgd: an event's data is not an object")
+        return cls(
+            fields.integer("id"),
+            fields.time("at"),
+            fields.string("type"),
+            fields.optional_string("interface"),
+            fields.optional_string("public_key"),
+            dict(data),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class EventList(Model):
+    events: tuple[Event, ...]  # oldest first
+    last_id: int  # the newest id the daemon has: resume from here
+
+    @classmethod
+    def read(cls, fields: Fields) -> Self:
+        return cls(fields.objects("events", Event.read), fields.integer("last_id"))

@@ -12,7 +12,17 @@ from typing import Any
 from awgd_client import methods
 from awgd_client import protocol as rpc
 from awgd_client.errors import AwgdTimeout, DaemonUnavailable, ProtocolError, SocketPermissionDenied, from_error
-from awgd_client.models import History, PeerTraffic, ResetResult, SampleResult, ServerStatus, TrafficList
+from awgd_client.models import (
+    AddedPeer,
+    EventList,
+    History,
+    PeerTraffic,
+    RemovedPeer,
+    ResetResult,
+    SampleResult,
+    ServerStatus,
+    TrafficList,
+)
 
 # Answers can be far larger than requests: traffic.list of 10,000 peers is about 7 MB.
 MAX_ANSWER_BYTES = 256 * 1024 * 1024
@@ -92,10 +102,66 @@ class Client:
             self.call("traffic.reset", **methods.params(public_key=public_key, interface=interface))
         )
 
+    def add_peer(
+        self,
+        interface: str,
+        public_key: str,
+        *,
+        allowed_ips: list[str] | None = None,
+        preshared_key: str | None = None,
+        persistent_keepalive: int | None = None,
+        label: str | None = None,
+    ) -> AddedPeer:
+        """peer.add; without allowed_ips the daemon picks the next free address. Raises
+        Conflict (-32005) or ToolFailed (-32006)."""
+        given = methods.params(
+            interface=interface,
+            public_key=public_key,
+            allowed_ips=allowed_ips,
+            preshared_key=preshared_key,
+            persistent_keepalive=persistent_keepalive,
+            label=label,
+        )
+        return AddedPeer.from_json(self.change("peer.add", given))
+
+    def remove_peer(self, interface: str, public_key: str) -> RemovedPeer:
+        return RemovedPeer.from_json(self.change("peer.remove", {"interface": interface, "public_key": public_key}))
+
+    def update_peer(
+        self,
+        interface: str,
+        public_key: str,
+        *,
+        label: str | methods.Unset | None = methods.UNSET,
+        allowed_ips: list[str] | None = None,
+        persistent_keepalive: int | None = None,
+    ) -> PeerTraffic:
+        """peer.update: only what is given changes; label=None removes the label."""
+        given = methods.update_params(public_key, interface, label, allowed_ips, persistent_keepalive)
+        return PeerTraffic.from_json(self.change("peer.update", given))
+
+    def block_peer(self, interface: str, public_key: str) -> PeerTraffic:
+        return PeerTraffic.from_json(self.change("peer.block", {"interface": interface, "public_key": public_key}))
+
+    def unblock_peer(self, interface: str, public_key: str) -> PeerTraffic:
+        return PeerTraffic.from_json(self.change("peer.unblock", {"interface": interface, "public_key": public_key}))
+
+    def events(
+        self, since: int | None = None, *, limit: int | None = None, types: list[str] | None = None
+    ) -> EventList:
+        return EventList.from_json(self.call("events.list", **methods.params(since=since, limit=limit, types=types)))
+
     # ---- raw access ------------------------------------------------------------------------
 
     def call(self, method: str, **params: Any) -> Any:
         """Call any method; returns the decoded `result` or raises an AwgdError."""
+        return self._call(method, params, self.timeout)
+
+    def change(self, method: str, params: dict[str, Any]) -> Any:
+        """Call a method that changes the server's peers: it may take longer than a read."""
+        return self._call(method, params, max(self.timeout, methods.CHANGE_TIMEOUT))
+
+    def _call(self, method: str, params: dict[str, Any], timeout: float) -> Any:
         with self._lock:
             request_id = next(self._ids)
             line = rpc.encode(rpc.request_message(request_id, method, params))
@@ -103,7 +169,7 @@ class Client:
                 sock = self._connected()
                 try:
                     sock.sendall(line)
-                    return self._receive(sock, request_id)
+                    return self._receive(sock, request_id, timeout)
                 except AwgdTimeout:
                     self._drop()  # its late answer must not be read as the next call's
                     raise
@@ -136,8 +202,8 @@ class Client:
             self._sock.close()
             self._sock = None
 
-    def _receive(self, sock: socket.socket, request_id: int) -> Any:
-        deadline = time.monotonic() + self.timeout
+    def _receive(self, sock: socket.socket, request_id: int, timeout: float) -> Any:
+        deadline = time.monotonic() + timeout
         while True:
             while self._lines:
                 response = rpc.parse_response(rpc.decode(self._lines.pop(0)))
@@ -150,12 +216,12 @@ class Client:
                     return response.result
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AwgdTimeout(f"no answer from awgd within {self.timeout:g} s")
+                raise AwgdTimeout(f"no answer from awgd within {timeout:g} s")
             sock.settimeout(remaining)
             try:
                 data = sock.recv(_READ_CHUNK)
             except TimeoutError:
-                raise AwgdTimeout(f"no answer from awgd within {self.timeout:g} s") from None
+                raise AwgdTimeout(f"no answer from awgd within {timeout:g} s") from None
             if not data:
                 raise _ConnectionLost
             self._lines.extend(self._buffer.feed(data))

@@ -202,6 +202,7 @@ class Peer:
     public_key: str
     address: str
     label: str  # as the Amnezia app shows it
+    preshared_key: str | None = None  # in its own config (the server learns it from peer.add)
     outer: str = ""  # the veth ends, host names before they move
     inner: str = ""
 
@@ -214,6 +215,7 @@ class AmneziaServer:
     image: str
     flavor: Flavor
     clients: int = 2
+    on_server: int | None = None  # how many of the clients wg0.conf lists (all by default)
     tag: str = field(default_factory=lambda: secrets.token_hex(3))
 
     def __post_init__(self) -> None:
@@ -237,7 +239,7 @@ class AmneziaServer:
 
     def server_config(self) -> str:
         lines = self._interface(self.private_key, SERVER_ADDRESS, 51820)
-        for index, peer in enumerate(self.peers):
+        for index, peer in enumerate(self.peers[: self.on_server]):
             # The first client is named in clientsTable only; the others by a comment as well.
             lines += ["", *([f"# Name = {peer.label}"] if index else []), "[Peer]", f"PublicKey = {peer.public_key}"]
             lines.append(f"AllowedIPs = {peer.address}/32")
@@ -253,6 +255,8 @@ class AmneziaServer:
     def client_config(self, peer: Peer, index: int) -> str:
         lines = self._interface(peer.private_key, peer.address, None)
         lines += ["", "[Peer]", f"PublicKey = {self.public_key}", f"Endpoint = 10.201.{index}.1:51820"]
+        if peer.preshared_key:
+            lines.append(f"PresharedKey = {peer.preshared_key}")
         lines.append(f"AllowedIPs = {SERVER_ADDRESS}/32")
         return "\n".join(lines) + "\n"
 
@@ -359,6 +363,15 @@ class AmneziaServer:
                 _in_netns(pid, "ip", "link", "set", end, "up", check=True)
             for pid, end in ((server, peer.outer), (client, peer.inner)):
                 _wait_operational(pid, end)
+
+    def pings(self, peer: Peer, count: int = 2) -> bool:
+        """Whether every one of `count` pings came back."""
+        done = _in_netns(self.pid(peer.name), "ping", "-c", str(count), "-i", "0.2", "-W", "2", "-q", SERVER_ADDRESS)
+        return done.returncode == 0
+
+    def file(self, name: str) -> str:
+        """A file of the server's /opt/amnezia/awg, as it is now."""
+        return self.engine.docker("exec", SERVER_NAME, "cat", f"{AMNEZIA_DIR}/{name}").stdout
 
     def ping(self, peer: Peer, count: int) -> None:
         """`count` pings from a client container to the server, every one answered."""

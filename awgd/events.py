@@ -1,0 +1,37 @@
+"""Events: the changes a bot may want to tell a user about (docs/API.md, "Events").
+
+Each is stored in the ledger with an id that only grows, in the same transaction as the
+change it reports, and kept at least RETENTION_DAYS, so a client that was away misses
+nothing: it asks `events.list` from the last id it saw.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# docs/API.md: "kept at least 30 days".
+RETENTION_DAYS = 30
+MAX_LIST_LIMIT = 1000
+TYPES = (
+    "peer.added",
+    "peer.removed",
+    "peer.blocked",
+    "peer.unblocked",
+    "quota.warning",
+    "quota.exceeded",
+    "plan.renewed",
+    "plan.expired",
+    "interface.down",
+    "interface.up",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    type: str
+    at: int  # Unix seconds
+    interface: str | None
+    public_key: str | None
+    data: dict[str, Any] = field(default_factory=dict)
+    id: int | None = None  # given by the ledger

@@ -1,0 +1,437 @@
+"""Changing the server's peers: add, remove, update, block and unblock (docs/API.md, v2).
+
+awgd is the only process that runs the tool, so every change a bot makes goes through here.
+A change is, in this order, under one lock (changes never interleave, so two `peer.add`
+calls racing for an address get different ones):
+
+1. a sample, so the books show the interface as it is now (and book what came before);
+2. the live interface, with the tool (`awg set`); a preshared key goes on its stdin;
+3. the interface's config file (awgd.wg_config, awgd.server_files), so `awg-quick up` or a
+   container restart brings back exactly the peers that were added; if the file cannot be
+   written, step 2 is undone and the change fails as a whole;
+4. Amnezia's clientsTable, where there is one (names only: a failure there is logged);
+5. the ledger: the peer's settings and the change's events, in one transaction;
+6. a sample, so the answer shows the change.
+
+**Blocks.** A blocked peer keeps its keys, preshared key, endpoint and counters, and has no
+allowed IPs on the live interface: WireGuard then routes nothing to it and drops what it
+sends, while its handshakes still complete (measured on amneziawg-go, docs/DESIGN.md). Its
+own allowed IPs are kept in the ledger and restored exactly on unblock, so the user's client
+config works again unchanged. The ledger is the source of blocks, never the config file;
+after every sample `enforce` makes the interface agree with it: a blocked peer that shows
+allowed IPs (awgd restarted, the interface re-created from its file, a reboot) loses them
+again, and an unblocked one whose restore did not happen gets them back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from awgd.addresses import AddressError, next_free, normalize_cidrs, owners, parse_ip_addr, taken_by
+from awgd.books import NO_SETTINGS, Books, PeerBook, Settings
+from awgd.clients_table import remove_client, set_client
+from awgd.config import Config
+from awgd.events import Event
+from awgd.ledger import Ledger
+from awgd.peer_names import AMNEZIA_CLIENTS_TABLE
+from awgd.server_files import FileChanged, FileError, read_text, replace_text, with_stdin
+from awgd.tool_runner import ToolError, run_command
+from awgd.wg_config import add_peer, config_path, remove_peer, update_peer
+from awgd_client.names import KEY_PATTERN
+
+log = logging.getLogger("awgd")
+
+ADMIN = "admin"
+# A config file edited by someone else between awgd's read and its write is read again and
+# the change applied again; more collisions than this in a row are reported as a failure.
+MAX_FILE_ATTEMPTS = 5
+_KEY_IN_TEXT = re.compile(KEY_PATTERN, re.ASCII)
+# A reason quoted from the tool's stderr is cut to this many characters.
+MAX_REASON_CHARS = 300
+
+
+class ChangeError(Exception):
+    """A change that was refused; nothing of it was applied."""
+
+    def __init__(self, message: str, data: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.data = data
+
+
+class Conflict(ChangeError):
+    """-32005."""
+
+
+class ToolRefused(ChangeError):
+    """-32006: the tool, or the config file's write, refused; `data` has the reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the change was refused: {reason}", {"reason": reason})
+
+
+class BadChange(ChangeError):
+    """-32602: a param that names something that cannot be changed (an unknown interface)."""
+
+
+class NotThere(ChangeError):
+    """-32001: no such peer on the interface."""
+
+
+@dataclass(frozen=True, slots=True)
+class Added:
+    book: PeerBook
+    persisted: bool
+
+
+class PeerAdmin:
+    def __init__(
+        self,
+        books: Books,
+        ledger: Ledger,
+        config: Callable[[], Config],
+        sample: Callable[[], Awaitable[datetime]],
+        tool: Callable[[], str | None],
+    ) -> None:
+        self._books = books
+        self._ledger = ledger
+        self._config = config
+        self._sample = sample
+        self._tool = tool
+        self._lock = asyncio.Lock()
+        self._complaints: dict[str, str] = {}
+
+    # ---- the methods ------------------------------------------------------------------------
+
+    async def add(
+        self,
+        interface: str,
+        public_key: str,
+        *,
+        allowed_ips: tuple[str, ...] | None,
+        preshared_key: str | None,
+        keepalive: int | None,
+        label: str | None,
+    ) -> Added:
+        async with self._lock:
+            await self._fresh()
+            self._readable(interface)
+            book = self._books.peers.get((interface, public_key))
+            if book is not None and book.present:
+                raise Conflict("the peer already exists on the interface", {"public_key": public_key})
+            if allowed_ips is None:
+                allowed_ips = await self._free_address(interface)
+            else:
+                self._check_free(interface, public_key, allowed_ips)
+            argv = ["peer", public_key]
+            if preshared_key:
+                argv += ["preshared-key", "/dev/stdin"]
+            argv += ["allowed-ips", ",".join(allowed_ips)]
+            if keepalive:
+                argv += ["persistent-keepalive", str(keepalive)]
+            await self._set(interface, argv, stdin=f"{preshared_key}\n" if preshared_key else None)
+            try:
+                persisted = await self._edit_config(
+                    interface,
+                    lambda text: add_peer(
+                        text,
+                        public_key,
+                        allowed_ips=allowed_ips,
+                        preshared_key=preshared_key,
+                        keepalive=keepalive,
+                        label=label,
+                    ),
+                )
+            except ToolRefused:
+                await self._undo(interface, ["peer", public_key, "remove"])
+                raise
+            await self._edit_clients(lambda text: set_client(text, public_key, label, datetime.now()))
+            settings = Settings(label, allowed_ips, ())
+            await self._settle(interface, public_key, settings, [self._event("peer.added", interface, public_key)])
+            await self._fresh()
+            return Added(self._books.peers[(interface, public_key)], persisted)
+
+    async def remove(self, interface: str, public_key: str) -> datetime:
+        async with self._lock:
+            await self._fresh()  # books what it used up to now
+            book = self._books.peers.get((interface, public_key))
+            in_file = await self._edit_config(
+                interface, lambda text: remove_peer(text, public_key), only_if_changed=True
+            )
+            if (book is None or not book.present) and not in_file:
+                raise NotThere("unknown peer", {"public_key": public_key})
+            if book is not None and book.present:
+                await self._set(interface, ["peer", public_key, "remove"])
+            await self._edit_clients(lambda text: remove_client(text, public_key))
+            await self._settle(interface, public_key, None, [self._event("peer.removed", interface, public_key)])
+            await self._fresh()
+            return datetime.now(UTC)
+
+    async def update(
+        self,
+        interface: str,
+        public_key: str,
+        *,
+        label: str | None,
+        set_label: bool,
+        allowed_ips: tuple[str, ...] | None,
+        keepalive: int | None,
+    ) -> PeerBook:
+        async with self._lock:
+            await self._fresh()
+            book = self._known(interface, public_key)
+            settings = book.settings
+            if allowed_ips is not None:
+                self._check_free(interface, public_key, allowed_ips)
+            argv = ["peer", public_key]
+            if allowed_ips is not None and not settings.blocked:
+                argv += ["allowed-ips", ",".join(allowed_ips)]
+            if keepalive is not None:
+                argv += ["persistent-keepalive", str(keepalive) if keepalive else "off"]
+            if len(argv) > 2 and book.present:
+                await self._set(interface, argv)
+            if allowed_ips is not None or keepalive is not None or set_label:
+                await self._edit_config(
+                    interface,
+                    lambda text: update_peer(
+                        text, public_key, allowed_ips=allowed_ips, keepalive=keepalive, label=label, set_label=set_label
+                    ),
+                    only_if_changed=True,
+                )
+            if set_label:
+                await self._edit_clients(lambda text: set_client(text, public_key, label, datetime.now()))
+            new = Settings(
+                label if set_label else settings.label,
+                allowed_ips if allowed_ips is not None else (settings.allowed_ips or book.allowed_ips),
+                settings.blocked,
+            )
+            await self._settle(interface, public_key, new, [])
+            await self._fresh()
+            return self._books.peers[(interface, public_key)]
+
+    async def block(self, interface: str, public_key: str, reason: str = ADMIN) -> PeerBook:
+        async with self._lock:
+            await self._fresh()
+            book = self._known(interface, public_key)
+            settings = book.settings
+            if reason not in settings.blocked:
+                reasons = tuple(sorted({*settings.blocked, reason}))
+                own = settings.allowed_ips or book.allowed_ips
+                if book.present and book.line is not None and book.line.allowed_ips:
+                    own = book.line.allowed_ips
+                    await self._set(interface, ["peer", public_key, "allowed-ips", ""])
+                event = self._event("peer.blocked", interface, public_key, reason=reason, reasons=list(reasons))
+                await self._settle(interface, public_key, Settings(settings.label, own, reasons), [event])
+                await self._fresh()
+            return self._books.peers[(interface, public_key)]
+
+    async def unblock(self, interface: str, public_key: str, reason: str = ADMIN) -> PeerBook:
+        async with self._lock:
+            await self._fresh()
+            book = self._known(interface, public_key)
+            settings = book.settings
+            if reason in settings.blocked:
+                reasons = tuple(r for r in settings.blocked if r != reason)
+                events = []
+                if not reasons:
+                    if book.present and settings.allowed_ips:
+                        await self._set(interface, ["peer", public_key, "allowed-ips", ",".join(settings.allowed_ips)])
+                    events.append(self._event("peer.unblocked", interface, public_key, reason=reason))
+                await self._settle(
+                    interface, public_key, Settings(settings.label, settings.allowed_ips, reasons), events
+                )
+                await self._fresh()
+            return self._books.peers[(interface, public_key)]
+
+    # ---- enforcement after every sample --------------------------------------------------------
+
+    async def enforce(self) -> None:
+        """Make the live interfaces agree with the ledger's blocks (module doc). Skipped while
+        a change runs: the change enforces at its end."""
+        if self._lock.locked():
+            return
+        async with self._lock:
+            await self._enforce()
+
+    async def _enforce(self) -> None:
+        books = self._books
+        for key in list(books.blocking):
+            book = books.peers.get(key)
+            if book is None or not book.present or book.line is None or not book.line.allowed_ips:
+                continue
+            if not book.settings.allowed_ips:  # first seen while blocked: keep what it has
+                await self._settle(*key, _replace_ips(book.settings, book.line.allowed_ips), [])
+            await self._enforced(book, "")
+        for key in list(books.restoring):
+            book = books.peers.get(key)
+            if book is None or not book.present or book.line is None:
+                continue
+            if book.line.allowed_ips:
+                books.restored(book)
+            else:
+                await self._enforced(book, ",".join(book.settings.allowed_ips))
+
+    async def _enforced(self, book: PeerBook, allowed_ips: str) -> None:
+        what = "block" if not allowed_ips else "unblock"
+        try:
+            await self._set(book.interface, ["peer", book.public_key, "allowed-ips", allowed_ips])
+        except ToolRefused as exc:
+            self._complain(book.key, f"cannot {what} peer {book.public_key} on {book.interface}: {exc.message}")
+        else:
+            self._complaints.pop(str(book.key), None)
+            log.info("%sed peer %s on %s, as the ledger says", what, book.public_key, book.interface)
+
+    # ---- parts -------------------------------------------------------------------------------
+
+    async def _fresh(self) -> None:
+        await self._sample()
+
+    def _readable(self, interface: str) -> None:
+        iface = self._books.interfaces.get(interface)
+        if iface is None or not iface.read:
+            raise BadChange(f"invalid params: interface {interface} is not an interface awgd reads")
+
+    def _known(self, interface: str, public_key: str) -> PeerBook:
+        book = self._books.peers.get((interface, public_key))
+        if book is None or (not book.present and book.id is None and book.settings is NO_SETTINGS):
+            raise NotThere("unknown peer", {"public_key": public_key})
+        return book
+
+    def _held(self, interface: str, public_key: str) -> list[tuple[str, tuple[str, ...]]]:
+        """Every other peer of the interface and the allowed IPs it holds (present, blocked,
+        or added and not yet seen)."""
+        members = self._books.members.get(interface, {})
+        return [
+            (key, book.allowed_ips)
+            for key, book in members.items()
+            if key != public_key and (book.present or book.settings is not NO_SETTINGS)
+        ]
+
+    def _check_free(self, interface: str, public_key: str, allowed_ips: tuple[str, ...]) -> None:
+        held = owners(self._held(interface, public_key))
+        for cidr in allowed_ips:
+            owner = held.get(cidr)
+            if owner is not None:
+                raise Conflict(
+                    f"allowed IP {cidr} belongs to another peer of {interface}", {"allowed_ip": cidr, "owner": owner}
+                )
+
+    async def _free_address(self, interface: str) -> tuple[str, ...]:
+        config = self._config()
+        try:
+            output = await run_command(
+                [*config.exec_prefix, "ip", "-o", "addr", "show", "dev", interface], config.tool_timeout
+            )
+        except ToolError as exc:
+            raise ToolRefused(f"cannot read the interface's addresses: {exc}") from None
+        if output.returncode != 0:
+            raise ToolRefused(f"cannot read the interface's addresses: ip exited with status {output.returncode}")
+        own = parse_ip_addr(output.stdout.decode("utf-8", "replace"), interface)
+        chosen = next_free(own, taken_by(ips for _, ips in self._held(interface, "")))
+        if chosen is None:
+            shown = ", ".join(str(a.network) for a in own) or "none"
+            raise Conflict(
+                f"no free address on {interface} (its subnets: {shown}); pass allowed_ips",
+                {"interface": interface, "subnets": [str(a.network) for a in own]},
+            )
+        return chosen
+
+    async def _set(self, interface: str, argv: Sequence[str], stdin: str | None = None) -> None:
+        config = self._config()
+        tool = self._tool() or "awg"
+        prefix = with_stdin(config.exec_prefix) if stdin is not None else list(config.exec_prefix)
+        command = [*prefix, tool, "set", interface, *argv]
+        try:
+            output = await run_command(
+                command, config.tool_timeout, stdin=stdin.encode() if stdin is not None else None
+            )
+        except ToolError as exc:
+            raise ToolRefused(str(exc)) from None
+        if output.returncode != 0:
+            raise ToolRefused(_reason(output.stderr) or f"{tool} exited with status {output.returncode}")
+
+    async def _undo(self, interface: str, argv: Sequence[str]) -> None:
+        try:
+            await self._set(interface, argv)
+        except ToolRefused as exc:
+            log.error("could not undo a failed change on %s: %s", interface, exc.message)
+
+    async def _edit_config(self, interface: str, edit: Callable[[str], str], *, only_if_changed: bool = False) -> bool:
+        """Apply `edit` to the interface's config file; False when there is no such file (or,
+        with only_if_changed, when the edit changed nothing). Raises ToolRefused."""
+        config = self._config()
+        path = config_path(config, self._tool(), interface)
+        return await self._edit_file(path, edit, missing_ok=True, only_if_changed=only_if_changed)
+
+    async def _edit_clients(self, edit: Callable[[str], str]) -> None:
+        config = self._config()
+        if not config.exec_prefix and not config.names_file:
+            return  # Amnezia's table lives in its container
+        path = config.names_file or AMNEZIA_CLIENTS_TABLE
+        try:
+            await self._edit_file(path, edit, missing_ok=True, only_if_changed=True)
+        except ToolRefused as exc:
+            log.warning("clientsTable not updated: %s", exc.message)
+
+    async def _edit_file(
+        self, path: str, edit: Callable[[str], str], *, missing_ok: bool, only_if_changed: bool
+    ) -> bool:
+        config = self._config()
+        for _ in range(MAX_FILE_ATTEMPTS):
+            try:
+                was = await read_text(path, config.exec_prefix, config.tool_timeout)
+                if was is None:
+                    if missing_ok:
+                        return False
+                    raise ToolRefused(f"{path} does not exist")
+                text = edit(was)
+                if text == was:
+                    return not only_if_changed
+                await replace_text(path, config.exec_prefix, config.tool_timeout, was=was, text=text)
+                return True
+            except FileChanged:
+                continue
+            except FileError as exc:
+                raise ToolRefused(str(exc)) from None
+        raise ToolRefused(f"{path} kept changing while awgd edited it; try again")
+
+    async def _settle(self, interface: str, public_key: str, settings: Settings | None, events: list[Event]) -> None:
+        """The ledger first; the books only once it has them."""
+        await asyncio.to_thread(self._ledger.settle, (interface, public_key), settings, events)
+        self._books.settle(interface, public_key, settings, datetime.now(UTC))
+
+    @staticmethod
+    def _event(kind: str, interface: str, public_key: str, **data: object) -> Event:
+        return Event(kind, int(time.time()), interface, public_key, dict(data))
+
+    def _complain(self, key: object, message: str) -> None:
+        if self._complaints.get(str(key)) != message:
+            self._complaints[str(key)] = message
+            log.warning("%s", message)
+
+
+def _replace_ips(settings: Settings, allowed_ips: tuple[str, ...]) -> Settings:
+    return Settings(settings.label, allowed_ips, settings.blocked)
+
+
+def _reason(stderr: bytes) -> str:
+    """The tool's complaint, fit to return: its first lines, keys replaced, printable only."""
+    text = " ".join(stderr.decode("utf-8", "replace").split())
+    text = _KEY_IN_TEXT.sub("(key)", text)
+    return "".join(ch if ch.isprintable() else "?" for ch in text)[:MAX_REASON_CHARS]
+
+
+def normalize_allowed_ips(values: object) -> tuple[str, ...]:
+    """The `allowed_ips` param, normalised; raises AddressError."""
+    if not isinstance(values, list):
+        raise AddressError("allowed_ips must be a list of CIDR strings")
+    return normalize_cidrs(values)
+
+
+__all__ = ["NO_SETTINGS", "AddressError", "normalize_allowed_ips"]
