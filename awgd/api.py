@@ -328,12 +328,16 @@ class Api:
             session_rx, session_tx = (line.rx_bytes, line.tx_bytes) if present else (0, 0)
         period_rx, period_tx = books.period_usage(book)
         lifetime_rx, lifetime_tx = book.lifetime_rx, book.lifetime_tx
+        settings = book.settings
+        blocked = settings.blocked
+        # PeerBook.allowed_ips and .label, written out (tuples are encoded as JSON arrays).
+        allowed_ips = book.allowed_ips if blocked or not present or line is None else line.allowed_ips
         return {
             "interface": book.interface,
             "public_key": book.public_key,
-            "label": book.label,
-            "allowed_ips": list(book.allowed_ips),
-            "blocked": list(book.settings.blocked),
+            "label": settings.label or book.found_name,
+            "allowed_ips": allowed_ips,
+            "blocked": blocked,
             "present": present,
             "online": online(book, now, config.online_window),
             "latest_handshake": self._iso_ts(handshake, zone) if handshake else None,

@@ -344,7 +344,8 @@ class PeerAdmin:
 
     async def _set(self, interface: str, argv: Sequence[str], stdin: str | None = None) -> None:
         config = self._config()
-        tool = self._tool() or "awg"
+        # The binary the samples run: the configured one, or what "auto" found (awg or wg).
+        tool = config.tool if config.tool != "auto" else (self._tool() or "awg")
         prefix = with_stdin(config.exec_prefix) if stdin is not None else list(config.exec_prefix)
         command = [*prefix, tool, "set", interface, *argv]
         try:

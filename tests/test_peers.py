@@ -450,3 +450,33 @@ def test_the_config_file_stays_whole_when_awgd_is_killed_during_edits(daemons, b
         assert text.startswith(COMMENT + "\n")
         assert {s.public_key for s in parse_config(text).peers()} == keys  # whole, every peer in it
         server.daemon.start()
+
+
+def test_a_tool_that_refuses_a_change_is_minus_32006_without_keys(daemons, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A stand-in for `awg` (fault injection): it shows one interface, and refuses every `set`
+    with an error that quotes the key, as real tools do."""
+    from conftest import dump, key
+
+    a, b = key("A"), key("E")
+    (tmp_path / "dump").write_text(dump({"wg0": {a: (1, 1)}}))
+    tool = tmp_path / "awg"
+    tool.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = set ]; then echo "Unable to modify interface: peer $4: Operation not permitted" >&2; exit 1; fi\n'
+        f'cat "{tmp_path}/dump"\n'
+    )
+    tool.chmod(0o755)
+    (tmp_path / "conf").mkdir()
+    daemon = daemons(str(tool), wireguard={"config_dir": str(tmp_path / "conf")}).start()
+    for method, params in [
+        ("peer.add", {"public_key": b, "allowed_ips": ["10.0.0.2/32"]}),
+        ("peer.block", {"public_key": a}),
+        ("peer.update", {"public_key": a, "persistent_keepalive": 25}),
+    ]:
+        error = daemon.call(method, interface="wg0", **params)["error"]
+        assert error["code"] == -32006, (method, error)
+        assert "Operation not permitted" in error["data"]["reason"]
+        assert a not in error["data"]["reason"] and b not in error["data"]["reason"]  # keys replaced
+    peer = daemon.result("traffic.get", public_key=a)
+    assert peer["blocked"] == [] and pair(peer["lifetime"]) == (0, 0)  # nothing changed, nothing booked twice
+    assert daemon.result("events.list")["events"] == []
