@@ -172,18 +172,18 @@ assert all(rx > 0 for _, rx in got.values()), got
 PY
     step "under its unit, awgctl peer add/block/remove change Amnezia's container (docker exec -i, wg0.conf, clientsTable)"
     newkey=$(wg genkey | wg pubkey)
-    wg genpsk >"$WORK/psk"
+    (umask 077 && wg genpsk >"$WORK/psk")
     inside awgctl peer add "$newkey" -i wg0 --preshared-key-file - --label "Added under the unit" <"$WORK/psk" \
         | sed 's/^/  /' || { inside journalctl -u awgd --no-pager | tail -20; fail "peer add under the unit failed"; }
-    inside docker exec amnezia-awg grep -q "PresharedKey = $(cat "$WORK/psk")" /opt/amnezia/awg/wg0.conf \
+    inside /usr/local/bin/docker exec amnezia-awg grep -q "PresharedKey = $(cat "$WORK/psk")" /opt/amnezia/awg/wg0.conf \
         || fail "the added peer's preshared key is not in wg0.conf"
-    inside docker exec amnezia-awg grep -q "Added under the unit" /opt/amnezia/awg/clientsTable \
+    inside /usr/local/bin/docker exec amnezia-awg grep -q "Added under the unit" /opt/amnezia/awg/clientsTable \
         || fail "clientsTable was not kept in step"
     inside awgctl peer block "$newkey" | sed 's/^/  /'
-    inside docker exec amnezia-awg awg show wg0 allowed-ips | grep -q "^$newkey	(none)$" \
+    inside /usr/local/bin/docker exec amnezia-awg awg show wg0 allowed-ips | grep -q "^$newkey	(none)$" \
         || fail "the blocked peer still has allowed IPs"
     inside awgctl peer remove "$newkey" --yes | sed 's/^/  /'
-    if inside docker exec amnezia-awg grep -q "$newkey" /opt/amnezia/awg/wg0.conf; then fail "the removed peer is still in wg0.conf"; fi
+    if inside /usr/local/bin/docker exec amnezia-awg grep -q "$newkey" /opt/amnezia/awg/wg0.conf; then fail "the removed peer is still in wg0.conf"; fi
     if inside journalctl -u awgd --no-pager -o cat | grep -qF "$(cat "$WORK/psk")"; then fail "the preshared key reached the journal"; fi
     denied=$(inside journalctl -u awgd --no-pager -o cat | grep -iE "permission denied|operation not permitted" || true)
     [ -z "$denied" ] || fail "the sandbox got in the way of docker exec: $denied"

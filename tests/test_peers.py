@@ -63,15 +63,7 @@ class Server:
         self.daemon.start()
 
     def _file(self, clients: list[Client]) -> str:
-        lines = [COMMENT, *self.bed._interface_section(self.tunnel, self.tunnel.port)]
-        for client in clients:
-            lines += [
-                "",
-                "[Peer]",
-                f"PublicKey = {client.tunnel.public_key}",
-                f"AllowedIPs = {client.tunnel.address}/32",
-            ]
-        return "\n".join(lines) + "\n"
+        return f"{COMMENT}\n{self.bed.server_config(self.tunnel, clients)}"
 
     def call(self, method: str, **params: Any) -> dict[str, Any]:
         return self.daemon.call(method, interface=self.ifname, **params)  # type: ignore[no-any-return]

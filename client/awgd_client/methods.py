@@ -49,3 +49,22 @@ def update_params(
     if not isinstance(label, Unset):
         given["label"] = label
     return given
+
+
+def add_params(
+    interface: str,
+    public_key: str,
+    *,
+    allowed_ips: list[str] | None,
+    preshared_key: str | None,
+    persistent_keepalive: int | None,
+    label: str | None,
+) -> dict[str, Any]:
+    return params(
+        interface=interface,
+        public_key=public_key,
+        allowed_ips=allowed_ips,
+        preshared_key=preshared_key,
+        persistent_keepalive=persistent_keepalive,
+        label=label,
+    )

@@ -114,9 +114,9 @@ class Client:
     ) -> AddedPeer:
         """peer.add; without allowed_ips the daemon picks the next free address. Raises
         Conflict (-32005) or ToolFailed (-32006)."""
-        given = methods.params(
-            interface=interface,
-            public_key=public_key,
+        given = methods.add_params(
+            interface,
+            public_key,
             allowed_ips=allowed_ips,
             preshared_key=preshared_key,
             persistent_keepalive=persistent_keepalive,

@@ -340,10 +340,11 @@ class TestBed:
         lines += [f"{name} = {value}" for name, value in self.flavor.obfuscation.items()]
         return lines
 
-    def server_config(self, server: Tunnel) -> str:
-        """The server interface's config, in `setconf` form (no Address lines)."""
+    def server_config(self, server: Tunnel, clients: list[Client] | None = None) -> str:
+        """The server interface's config, in `setconf` form (no Address lines), with its
+        clients (or only `clients`)."""
         lines = self._interface_section(server, server.port)
-        for client in self.peers:
+        for client in self.peers if clients is None else clients:
             if self.server_of(client) is server:
                 lines += [
                     "",
