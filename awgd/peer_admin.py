@@ -161,13 +161,23 @@ class PeerAdmin:
         async with self._lock:
             await self._fresh()  # books what it used up to now
             book = self._books.peers.get((interface, public_key))
-            in_file = await self._edit_config(
-                interface, lambda text: remove_peer(text, public_key), only_if_changed=True
-            )
+            read: list[str] = []  # the file as the edit found it, to put back if the tool refuses
+
+            def without(text: str) -> str:
+                read.append(text)
+                return remove_peer(text, public_key)
+
+            in_file = await self._edit_config(interface, without, only_if_changed=True)
             if (book is None or not book.present) and not in_file:
                 raise NotThere("unknown peer", {"public_key": public_key})
             if book is not None and book.present:
-                await self._set(interface, ["peer", public_key, "remove"])
+                try:
+                    await self._set(interface, ["peer", public_key, "remove"])
+                except ToolRefused:
+                    if in_file:  # the file as it was, unless someone changed it since
+                        was, ours = read[-1], remove_peer(read[-1], public_key)
+                        await self._edit_config(interface, lambda text: was if text == ours else text)
+                    raise
             await self._edit_clients(lambda text: remove_client(text, public_key))
             await self._settle(interface, public_key, None, [self._event("peer.removed", interface, public_key)])
             await self._fresh()

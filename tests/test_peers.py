@@ -469,6 +469,10 @@ def test_a_tool_that_refuses_a_change_is_minus_32006_without_keys(daemons, tmp_p
         assert error["code"] == -32006, (method, error)
         assert "Operation not permitted" in error["data"]["reason"]
         assert a not in error["data"]["reason"] and b not in error["data"]["reason"]  # keys replaced
+    (tmp_path / "conf" / "wg0.conf").write_text(f"[Interface]\nListenPort = 51820\n\n[Peer]\nPublicKey = {a}\n")
+    error = daemon.call("peer.remove", interface="wg0", public_key=a)["error"]
+    assert error["code"] == -32006
+    assert a in (tmp_path / "conf" / "wg0.conf").read_text()  # the file put back: the peer is still live
     peer = daemon.result("traffic.get", public_key=a)
     assert peer["blocked"] == [] and pair(peer["lifetime"]) == (0, 0)  # nothing changed, nothing booked twice
     assert daemon.result("events.list")["events"] == []
