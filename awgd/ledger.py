@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -327,7 +327,7 @@ class Ledger:
                 )
                 key_id = result.inserted_primary_key
                 assert key_id is not None
-                stored.append(replace_event(event, int(key_id[0])))
+                stored.append(replace(event, id=int(key_id[0])))
         return stored
 
     def events(self, since: int, limit: int, types: tuple[str, ...] | None) -> tuple[list[Event], int]:
@@ -420,10 +420,6 @@ _LOAD_PEERS = (
 
 def _split(text: str) -> tuple[str, ...]:
     return tuple(part for part in text.split(",") if part)
-
-
-def replace_event(event: Event, event_id: int) -> Event:
-    return Event(event.type, event.at, event.interface, event.public_key, event.data, id=event_id)
 
 
 def _loaded(peer_id: int, interface: str, public_key: str, first_seen: int, present: Any, *counters: int) -> LoadedPeer:

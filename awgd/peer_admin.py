@@ -30,14 +30,15 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from awgd.addresses import AddressError, next_free, normalize_cidrs, owners, parse_ip_addr, taken_by
+from awgd.addresses import next_free, owners, taken_by
 from awgd.books import NO_SETTINGS, Books, PeerBook, Settings
 from awgd.clients_table import remove_client, set_client
 from awgd.config import Config
 from awgd.events import Event
+from awgd.interface_addresses import read_addresses
 from awgd.ledger import Ledger
 from awgd.peer_names import AMNEZIA_CLIENTS_TABLE
 from awgd.server_files import FileChanged, FileError, read_text, replace_text, with_stdin
@@ -276,7 +277,7 @@ class PeerAdmin:
             if book is None or not book.present or book.line is None or not book.line.allowed_ips:
                 continue
             if not book.settings.allowed_ips:  # first seen while blocked: keep what it has
-                await self._settle(*key, _replace_ips(book.settings, book.line.allowed_ips), [])
+                await self._settle(*key, replace(book.settings, allowed_ips=book.line.allowed_ips), [])
             await self._enforced(book, "")
         for key in list(books.restoring):
             book = books.peers.get(key)
@@ -335,14 +336,10 @@ class PeerAdmin:
     async def _free_address(self, interface: str) -> tuple[str, ...]:
         config = self._config()
         try:
-            output = await run_command(
-                [*config.exec_prefix, "ip", "-o", "addr", "show", "dev", interface], config.tool_timeout
-            )
+            found = await read_addresses(config.exec_prefix, config.tool_timeout, [interface])
         except ToolError as exc:
             raise ToolRefused(f"cannot read the interface's addresses: {exc}") from None
-        if output.returncode != 0:
-            raise ToolRefused(f"cannot read the interface's addresses: ip exited with status {output.returncode}")
-        own = parse_ip_addr(output.stdout.decode("utf-8", "replace"), interface)
+        own = found[interface]
         chosen = next_free(own, taken_by(ips for _, ips in self._held(interface, "")))
         if chosen is None:
             shown = ", ".join(str(a.network) for a in own) or "none"
@@ -427,22 +424,8 @@ class PeerAdmin:
             log.warning("%s", message)
 
 
-def _replace_ips(settings: Settings, allowed_ips: tuple[str, ...]) -> Settings:
-    return Settings(settings.label, allowed_ips, settings.blocked)
-
-
 def _reason(stderr: bytes) -> str:
     """The tool's complaint, fit to return: its first lines, keys replaced, printable only."""
     text = " ".join(stderr.decode("utf-8", "replace").split())
     text = _KEY_IN_TEXT.sub("(key)", text)
     return "".join(ch if ch.isprintable() else "?" for ch in text)[:MAX_REASON_CHARS]
-
-
-def normalize_allowed_ips(values: object) -> tuple[str, ...]:
-    """The `allowed_ips` param, normalised; raises AddressError."""
-    if not isinstance(values, list):
-        raise AddressError("allowed_ips must be a list of CIDR strings")
-    return normalize_cidrs(values)
-
-
-__all__ = ["NO_SETTINGS", "AddressError", "normalize_allowed_ips"]

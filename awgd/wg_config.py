@@ -241,10 +241,10 @@ def _without(text: str, public_key: str) -> str:
     for start, _, end in reversed(_spans(text, public_key)):
         # The blank lines that ended the section go too, unless it was the last one: then the
         # blank lines before it go, so the file does not end in an empty line it did not have.
+        last = end == len(lines)
         del lines[start:end]
-        if end >= len(lines) + (end - start):
-            while lines and not lines[-1].strip():
-                lines.pop()
+        while last and lines and not lines[-1].strip():
+            lines.pop()
     return "".join(lines)
 
 

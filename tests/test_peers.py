@@ -9,7 +9,9 @@ a wrapper that logs its argument lists, so a test can show a preshared key never
 
 from __future__ import annotations
 
+import asyncio
 import os
+import random
 import signal
 import stat
 import subprocess
@@ -20,7 +22,14 @@ from typing import Any
 
 import pytest
 import wgbed
+from conftest import dump, key
+from test_awgctl import awgctl
 from wgbed import AMNEZIAWG, Client, TestBed, Tunnel
+
+from awgd.server_files import read_text, replace_text
+from awgd.wg_config import parse_config
+from awgd_client import AddedPeer, AsyncClient, Conflict, ToolFailed, UnknownPeer
+from awgd_client import Client as RpcClient
 
 pytestmark = [pytest.mark.wireguard]
 
@@ -292,10 +301,6 @@ def test_server_status_shows_the_address_and_the_obfuscation_parameters(daemons,
 
 def test_the_config_file_is_old_or_new_whenever_its_writer_is_killed(tmp_path: Path) -> None:
     """awgd's atomic replacement (awgd.server_files), its writer killed at many points."""
-    import asyncio
-    import random
-
-    from awgd.server_files import read_text, replace_text
 
     path = tmp_path / "wg0.conf"
     old = "[Interface]\nPrivateKey = x\n" + "".join(f"# old line {n}\n" for n in range(20000))
@@ -321,17 +326,12 @@ def test_the_config_file_is_old_or_new_whenever_its_writer_is_killed(tmp_path: P
 
 
 def test_the_client_library_and_awgctl_change_peers(daemons, bed: TestBed) -> None:  # type: ignore[no-untyped-def]
-    import asyncio
-
-    from test_awgctl import awgctl
-
-    from awgd_client import AddedPeer, AsyncClient, Client, Conflict, ToolFailed, UnknownPeer
 
     server = Server(daemons, bed, on_server=(1,))
     socket, ifname = server.daemon.socket, server.ifname
     _, second, third = (c.tunnel.public_key for c in bed.peers)
     psk = genpsk()
-    with Client(socket) as client:
+    with RpcClient(socket) as client:
         added = client.add_peer(ifname, second, preshared_key=psk, label="Phone")
         assert isinstance(added, AddedPeer) and added.persisted and added.allowed_ips == ("10.99.0.3/32",)
         with pytest.raises(Conflict) as conflict:
@@ -420,9 +420,6 @@ def test_samples_during_changes_book_everything_exactly_once(daemons, bed: TestB
 
 
 def test_the_config_file_stays_whole_when_awgd_is_killed_during_edits(daemons, bed: TestBed) -> None:  # type: ignore[no-untyped-def]
-    import random
-
-    from awgd.wg_config import parse_config
 
     server = Server(daemons, bed)
     keys = {c.tunnel.public_key for c in bed.peers}
@@ -447,7 +444,6 @@ def test_the_config_file_stays_whole_when_awgd_is_killed_during_edits(daemons, b
 def test_a_tool_that_refuses_a_change_is_minus_32006_without_keys(daemons, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """A stand-in for `awg` (fault injection): it shows one interface, and refuses every `set`
     with an error that quotes the key, as real tools do."""
-    from conftest import dump, key
 
     a, b = key("A"), key("E")
     (tmp_path / "dump").write_text(dump({"wg0": {a: (1, 1)}}))
