@@ -24,12 +24,15 @@ from awgd import __version__
 from awgd.addresses import AddressError, normalize_cidrs
 from awgd.books import Books, PeerBook, day_number, online
 from awgd.config import Config
+from awgd.event_feed import EventFeed, Subscriber
 from awgd.events import MAX_LIST_LIMIT as MAX_EVENTS_LIMIT
 from awgd.events import TYPES as EVENT_TYPES
 from awgd.events import Event
 from awgd.ledger import Bucket, LedgerError
 from awgd.peer_admin import BadChange, ChangeError, Conflict, NotThere, PeerAdmin, ToolRefused
 from awgd.periods import Period, day_bounds, local_day
+from awgd.plans import BadPlan, lifetime, parse_plan, plan_json
+from awgd.quota import Plan
 from awgd.sampling import Health, SamplingFailed
 from awgd.wg_config import MAX_LABEL_CHARS
 from awgd_client import protocol as rpc
@@ -110,6 +113,10 @@ class View(Protocol):
         """The changes to the server's peers (awgd.peer_admin)."""
 
     async def events(self, since: int, limit: int, types: tuple[str, ...] | None) -> tuple[list[Event], int]: ...
+
+    @property
+    def feed(self) -> EventFeed:
+        """Where stored events are published (events.subscribe)."""
 
 
 def is_admin(caller: Caller, admin_gids: frozenset[int]) -> bool:
@@ -201,6 +208,17 @@ class Params:
         if value not in choices:
             raise invalid(f"{name} must be one of {', '.join(choices)}")
         return str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """events.subscribe's result: the server answers `{"last_id"}` and then pushes the
+    stored events after `since` and the new ones, as notifications (awgd.rpc_server)."""
+
+    subscriber: Subscriber
+    since: int | None
+    last_id: int
+    types: tuple[str, ...] | None
 
 
 class Streamed:
@@ -338,6 +356,7 @@ class Api:
             "label": settings.label or book.found_name,
             "allowed_ips": allowed_ips,
             "blocked": blocked,
+            "plan": None if settings.plan is None else self._plan(book, settings.plan),
             "present": present,
             "online": online(book, now, config.online_window),
             "latest_handshake": self._iso_ts(handshake, zone) if handshake else None,
@@ -357,6 +376,24 @@ class Api:
                 "tx_bytes": lifetime_tx,
                 "total_bytes": lifetime_rx + lifetime_tx,
             },
+        }
+
+    def _plan(self, book: PeerBook, plan: Plan) -> dict[str, Any]:
+        shown = plan_json(plan)
+        zone = self.view.config.zone
+        if plan.expires_at is not None:
+            shown["expires_at"] = self._iso_ts(plan.expires_at, zone)
+        state = self.books.plans.get(book.key)
+        if state is None:  # pragma: no cover - a plan always has its progress
+            return {**shown, "start": None, "end": None, "used_bytes": 0, "remaining_bytes": plan.limit_bytes}
+        used = state.progress.used(lifetime(book))
+        window = state.window
+        return {
+            **shown,
+            "start": self._iso(window.start, zone),
+            "end": None if window.end is None else self._iso(window.end, zone),
+            "used_bytes": used,
+            "remaining_bytes": None if plan.limit_bytes is None else max(0, plan.limit_bytes - used),
         }
 
     def find(self, public_key: str, interface: str | None) -> PeerBook:
@@ -610,11 +647,43 @@ class Api:
     async def events_list(self, params: Params, caller: Caller) -> dict[str, Any]:
         since = params.integer("since", 0, 0, 2**63 - 1)
         limit = params.integer("limit", 100, 1, MAX_EVENTS_LIMIT)
+        found, last_id = await self.view.events(since, limit, self._event_types(params))
+        return {"events": [self.event(event) for event in found], "last_id": last_id}
+
+    async def events_subscribe(self, params: Params, caller: Caller) -> Subscription:
+        since = params.raw.get("since")
+        if since is not None:
+            since = params.integer("since", 0, 0, 2**63 - 1)
+        types = self._event_types(params)
+        # Subscribed before the newest id is read: whatever is stored meanwhile is queued too.
+        subscriber = self.view.feed.subscribe(None if types is None else frozenset(types))
+        try:
+            _, last_id = await self.view.events(2**63 - 1, 1, None)
+        except BaseException:
+            self.view.feed.unsubscribe(subscriber)
+            raise
+        return Subscription(subscriber, since, last_id, types)
+
+    @staticmethod
+    def _event_types(params: Params) -> tuple[str, ...] | None:
         types = params.raw.get("types")
         if types is not None and (not isinstance(types, list) or any(t not in EVENT_TYPES for t in types)):
             raise invalid(f"types must be a list of event types ({', '.join(EVENT_TYPES)})")
-        found, last_id = await self.view.events(since, limit, None if types is None else tuple(types))
-        return {"events": [self.event(event) for event in found], "last_id": last_id}
+        return None if types is None else tuple(types)
+
+    # ---- v2: plans ---------------------------------------------------------------------------
+
+    async def plan_set(self, params: Params, caller: Caller) -> dict[str, Any]:
+        interface, public_key = params.required_interface(), params.key()
+        try:
+            plan = parse_plan(dict(params.raw), local_day(datetime.now(UTC), self.view.config.zone))
+        except BadPlan as exc:
+            raise invalid(str(exc)) from None
+        return self.peer_traffic(await self.view.admin.set_plan(interface, public_key, plan), time.time())
+
+    async def plan_clear(self, params: Params, caller: Caller) -> dict[str, Any]:
+        interface, public_key = params.required_interface(), params.key()
+        return self.peer_traffic(await self.view.admin.clear_plan(interface, public_key), time.time())
 
     def event(self, event: Event) -> dict[str, Any]:
         return {
@@ -688,4 +757,11 @@ METHODS: dict[str, Method] = {
     "peer.block": Method(Api.peer_block, ("public_key", "interface"), admin=True),
     "peer.unblock": Method(Api.peer_unblock, ("public_key", "interface"), admin=True),
     "events.list": Method(Api.events_list, ("since", "limit", "types")),
+    "events.subscribe": Method(Api.events_subscribe, ("since", "types")),
+    "plan.set": Method(
+        Api.plan_set,
+        ("public_key", "interface", "limit_bytes", "reset", "anchor", "expires_at", "warn_at"),
+        admin=True,
+    ),
+    "plan.clear": Method(Api.plan_clear, ("public_key", "interface"), admin=True),
 }

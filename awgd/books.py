@@ -35,8 +35,11 @@ from zoneinfo import ZoneInfo
 
 from awgd.accounting import InterfaceCheckpoint, PeerKey, restarted
 from awgd.dump_parser import Interface, Peer
+from awgd.events import Event
 from awgd.peer_names import Names
 from awgd.periods import Period, local_day, period_containing
+from awgd.plans import Judged, PlanState, lifetime, next_due
+from awgd.quota import Plan, hot, trigger
 from awgd.system_reader import Reading
 
 
@@ -60,6 +63,7 @@ class Settings:
     label: str | None = None
     allowed_ips: tuple[str, ...] = ()  # its own: what unblocking restores
     blocked: tuple[str, ...] = ()  # the reasons it is blocked, sorted; () = not blocked
+    plan: Plan | None = None  # awgd.quota
 
 
 NO_SETTINGS = Settings()
@@ -73,6 +77,9 @@ class PeerBook:
     id: int | None = None  # its row in the ledger; None until its first booking commits
     found_name: str | None = None  # its name in the operator's files (awgd.peer_names)
     settings: Settings = NO_SETTINGS
+    # The lifetime total at which its plan must be judged again (awgd.quota.trigger); None
+    # when no traffic changes its plan's verdict, or it has no plan.
+    trigger: int | None = None
     # What the last reading showed. `line` stays when the peer goes (its last handshake is
     # still shown); `present` says whether it is configured on its interface now.
     line: Peer | None = None
@@ -149,6 +156,7 @@ class InterfaceBook:
     read_at: datetime | None = None
     addresses: tuple[str, ...] = ()  # its own (awgd.interface_addresses)
     awg: tuple[tuple[str, int | str], ...] | None = None  # AmneziaWG's parameters, as the dump has them
+    was_up: bool | None = None  # as the ledger last recorded it (interface.up/down events)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,10 +205,13 @@ class Entry:
     interfaces: dict[str, InterfaceCheckpoint] = field(default_factory=dict)
     movers: int = 0  # peers with a non-zero delta
     in_step: frozenset[str] = frozenset()  # interfaces whose checkpoints then match the parser's dump
+    judged: Judged = field(default_factory=Judged.nothing)  # plans (awgd.plans), written with the rest
+    plans_due: bool = False  # every plan was judged: the books' plan_due moves on
+    ups: dict[str, bool] = field(default_factory=dict)  # interfaces whose up state changed
 
     @property
     def empty(self) -> bool:
-        return not (self.new or self.moved or self.gone or self.interfaces or self.first)
+        return not (self.new or self.moved or self.gone or self.interfaces or self.first or self.judged or self.ups)
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +273,11 @@ class Books:
         # What enforcement looks at each sample (awgd.peer_admin), so it never walks every peer:
         self.blocking: set[PeerKey] = set()  # peers with a reason to be blocked
         self.restoring: set[PeerKey] = set()  # unblocked, until their allowed IPs are seen live
+        # Plans (awgd.plans): where each planned peer stands, when a verdict next changes by
+        # itself (Unix seconds), and the peers close enough to their limit to sample often.
+        self.plans: dict[PeerKey, PlanState] = {}
+        self.plan_due: int | None = None
+        self.hot: set[PeerKey] = set()
 
     # ---- loading -------------------------------------------------------------------------
 
@@ -278,6 +294,8 @@ class Books:
         last_booked_at: datetime | None,
         earlier: Mapping[int, tuple[int, int]],
         settings: Mapping[PeerKey, Settings] | None = None,
+        plans: Mapping[PeerKey, PlanState] | None = None,
+        ups: Mapping[str, bool | None] | None = None,
     ) -> Books:
         """The books as the ledger left them. `earlier` is the current period's closed usage
         by peer id (Ledger.closed_period_usage). Nobody is present until a reading shows it."""
@@ -300,7 +318,51 @@ class Books:
             if settled is None:  # added, and not yet booked by a sample
                 settled = books._add(interface, public_key, datetime.now(UTC))
             books._settle(settled, kept, loaded=True)
+        for name, up in (ups or {}).items():
+            if up is not None and name in books.interfaces:
+                books.interfaces[name].was_up = up
+        books.apply(Judged({}, dict(plans or {}), []))
         return books
+
+    def apply(self, judged: Judged) -> None:
+        """Decisions the ledger has stored (awgd.plans): settings, plans' progress."""
+        for (interface, public_key), settings in judged.settled.items():
+            book = self.peers.get((interface, public_key))
+            if book is None:
+                book = self._add(interface, public_key, datetime.now(UTC))
+            self._settle(book, settings, loaded=False)
+        for key, state in judged.states.items():
+            if state is None:
+                self.plans.pop(key, None)
+            else:
+                self.plans[key] = state
+            self._aim(key)
+        if judged.states:
+            self.plan_due = next_due(self.plans, self._plans())
+        self.version += 1
+
+    def _plans(self) -> dict[PeerKey, Plan]:
+        return {key: plan for key in self.plans if (plan := self.peers[key].settings.plan) is not None}
+
+    def _aim(self, key: PeerKey) -> None:
+        """Where the peer's plan is judged next (its trigger), and whether it is hot."""
+        book = self.peers.get(key)
+        if book is None:
+            return
+        plan, state = book.settings.plan, self.plans.get(key)
+        if plan is None or state is None:
+            book.trigger = None
+            self.hot.discard(key)
+            return
+        total = lifetime(book)
+        book.trigger = trigger(plan, state.progress, total)
+        if hot(plan, state.progress, total):
+            self.hot.add(key)
+        else:
+            self.hot.discard(key)
+
+    def planned(self) -> list[PeerBook]:
+        return [self.peers[key] for key in self.plans if key in self.peers]
 
     def settle(self, interface: str, public_key: str, settings: Settings | None, at: datetime) -> PeerBook | None:
         """An admin's decision (the ledger has it): the peer's settings, its book made if a
@@ -310,10 +372,13 @@ class Books:
         if settings is None:
             self.blocking.discard((interface, public_key))
             self.restoring.discard((interface, public_key))
+            self.plans.pop((interface, public_key), None)
+            self.hot.discard((interface, public_key))
             self.version += 1
             if book is None:
                 return None
             book.settings = NO_SETTINGS
+            book.trigger = None
             if book.id is None and book.line is None:
                 self._drop(book)
                 return None
@@ -328,6 +393,11 @@ class Books:
         was_blocked = bool(book.settings.blocked)
         book.settings = settings
         key = book.key
+        if settings.plan is None and key in self.plans:
+            del self.plans[key]
+        if settings.plan is None or key not in self.plans:
+            book.trigger = None
+            self.hot.discard(key)
         if settings.blocked:
             self.blocking.add(key)
             self.restoring.discard(key)
@@ -441,8 +511,19 @@ class Books:
             if self.open_day != day:
                 entry.close_day, entry.open_day = self.open_day, day
         self._see_interfaces(reading, read, watched)
+        self._see_ups(entry)
         self.version += 1
         return entry
+
+    def _see_ups(self, entry: Entry) -> None:
+        """interface.up and interface.down: an interface that stops or starts being up, or
+        vanishes or appears. The first sight of one only records it."""
+        for name, book in self.interfaces.items():
+            if book.up != book.was_up and (book.listed or book.was_up):
+                entry.ups[name] = book.up
+                if book.was_up is not None:
+                    kind = "interface.up" if book.up else "interface.down"
+                    entry.judged.events.append(Event(kind, entry.at, name, None, {}))
 
     def _lay_out(self, name: str, iface: Interface) -> None:
         """New books for the interface, made in the order of its peers, once the parser keeps
@@ -597,6 +678,12 @@ class Books:
             book.checkpoint_present = False
         for name, checkpoint in entry.interfaces.items():
             self.interfaces.setdefault(name, InterfaceBook(name)).checkpoint = checkpoint
+        if entry.judged or entry.plans_due:
+            self.apply(entry.judged)
+            if entry.plans_due:
+                self.plan_due = next_due(self.plans, self._plans())
+        for name, up in entry.ups.items():
+            self.interfaces.setdefault(name, InterfaceBook(name)).was_up = up
         if entry.new:
             self._next_id = entry.new[-1][0] + 1
         if entry.first:

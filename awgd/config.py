@@ -17,11 +17,15 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from awgd.events import RETENTION_DAYS
 from awgd.periods import validate_schedule
 from awgd.trusted_path import UntrustedPath, read_trusted_file
 from awgd_client.names import interface_name_problem
 
 DEFAULT_PATH = "/etc/awgd/awgd.toml"
+# A plan set mid-window counts the window's earlier usage from the day buckets, so they are
+# kept at least as long as the longest renewing window (a month).
+MIN_DAY_RETENTION_DAYS = 31
 EX_CONFIG = 78
 _GROUP_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?")
 
@@ -67,6 +71,10 @@ class Config:
     timezone: str = ""  # as written; "" = the system's
     ledger_url: str = "sqlite:////var/lib/awgd/ledger.sqlite3"
     day_retention_days: int = 400
+    events_retention_days: int = 30
+    # How often the interfaces are sampled while a limited peer is past its last warning
+    # threshold and below its limit: the overshoot past a limit is one such interval.
+    plans_fast_sampling_seconds: int = 10
     # When day buckets are pruned and the ledger's file is checked: daily, at a quiet hour.
     maintenance_schedule: str = "17 3 * * *"
     socket: str = "/run/awgd/awgd.sock"
@@ -178,6 +186,15 @@ def _iface(name: str) -> str | None:
     return None if problem is None else f"{name!r} is not an interface name: it {problem}"
 
 
+def _at_least(low: int) -> Callable[[Any], str | None]:
+    def validate(value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            return f"must be an integer >= {low}"
+        return None
+
+    return validate
+
+
 def _prefix_item(item: str) -> str | None:
     return None if item and "\x00" not in item else "items must be non-empty strings"
 
@@ -201,9 +218,11 @@ SCHEMA: dict[str, dict[str, tuple[str, Callable[[Any], str | None]]]] = {
     "periods": {"schedule": ("periods_schedule", _schedule), "timezone": ("timezone", _timezone)},
     "ledger": {
         "url": ("ledger_url", _url),
-        "day_retention_days": ("day_retention_days", _positive_int),
+        "day_retention_days": ("day_retention_days", _at_least(MIN_DAY_RETENTION_DAYS)),
         "maintenance_schedule": ("maintenance_schedule", _schedule),
     },
+    "events": {"retention_days": ("events_retention_days", _at_least(RETENTION_DAYS))},
+    "plans": {"fast_sampling_seconds": ("plans_fast_sampling_seconds", _positive_int)},
     "rpc": {
         "socket": ("socket", _socket),
         "group": ("group", _group),

@@ -23,7 +23,8 @@ from awgd import __version__
 from awgd.api import Api, LedgerHealth
 from awgd.books import Books, PeerBook
 from awgd.config import Config, ConfigError, load
-from awgd.events import RETENTION_DAYS, Event
+from awgd.event_feed import EventFeed
+from awgd.events import Event
 from awgd.ledger import Bucket, Ledger
 from awgd.notify import Notifier
 from awgd.peer_admin import PeerAdmin
@@ -49,7 +50,12 @@ class Daemon:
         self._started_at = datetime.now(UTC)
         self._admin_gids = resolve_groups(config.admin_groups)
         self._ledger_health = LedgerHealth()
-        self._books = ledger.load_books(period_containing(self._started_at, config.periods_schedule, config.zone))
+        self._books = ledger.load_books(
+            period_containing(self._started_at, config.periods_schedule, config.zone),
+            config.zone,
+            config.periods_schedule,
+        )
+        self._feed = EventFeed()
         self._books.watch(frozenset(config.interfaces))
         self.notifier = Notifier()
         self.sampler = Sampler(
@@ -58,9 +64,15 @@ class Daemon:
             lambda: self._config,
             on_sample=self._status,
             on_ledger_failure=self._ledger_failed,
+            publish=self._feed.publish,
         )
         self._admin = PeerAdmin(
-            self._books, ledger, lambda: self._config, self.sampler.join_or_start, lambda: self.sampler.health.tool
+            self._books,
+            ledger,
+            lambda: self._config,
+            self.sampler.join_or_start,
+            lambda: self.sampler.health.tool,
+            publish=self._feed.publish,
         )
         self.sampler.after = self._admin.enforce
         self.schedule = Schedule(self.sampler, self._books, lambda: self._config, self._maintain)
@@ -102,6 +114,10 @@ class Daemon:
     def next_sample_at(self) -> datetime | None:
         return self.schedule.next_sample_at
 
+    @property
+    def feed(self) -> EventFeed:
+        return self._feed
+
     async def events(self, since: int, limit: int, types: tuple[str, ...] | None) -> tuple[list[Event], int]:
         return await asyncio.to_thread(self.ledger.events, since, limit, types)
 
@@ -123,13 +139,15 @@ class Daemon:
 
     async def reset(self, book: PeerBook) -> tuple[datetime, tuple[int, int]]:
         books = self._books
-        async with self.sampler.changes:
+        async with self._admin.resetting(book) as judge, self.sampler.changes:
             at = datetime.now(UTC)
             removed = (0, 0)  # seen by a reading but never booked: nothing to remove
             period = books.period_bounds
             if book.id is not None:
                 running = books.open_period == period
-                removed = await asyncio.to_thread(self.ledger.reset, book.id, period, running=running, at=at)
+                removed = await asyncio.to_thread(
+                    self.ledger.reset, book.id, period, running=running, at=at, judge=judge
+                )
             books.reset(book, period)
         return at, removed
 
@@ -159,9 +177,10 @@ class Daemon:
             removed = await asyncio.to_thread(self.ledger.prune_days, keep_from)
             if removed:
                 log.info("pruned %d day buckets before %s", removed, keep_from.isoformat())
-            events = await asyncio.to_thread(self.ledger.prune_events, int(time.time()) - RETENTION_DAYS * 86400)
+            days = self._config.events_retention_days
+            events = await asyncio.to_thread(self.ledger.prune_events, int(time.time()) - days * 86400)
             if events:
-                log.info("pruned %d events older than %d days", events, RETENTION_DAYS)
+                log.info("pruned %d events older than %d days", events, days)
         finally:
             self._start_ledger_check()
             if self._ledger_check is not None:

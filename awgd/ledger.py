@@ -19,11 +19,13 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
+from operator import itemgetter
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -46,9 +48,13 @@ from awgd.ledger_schema import (
     peer_settings,
     peers,
     period_usage,
+    plan_progress,
     resets,
 )
 from awgd.periods import Period
+from awgd.plan_windows import window_containing
+from awgd.plans import Judged, PlanState, plan_from_json, plan_json
+from awgd.quota import Progress
 
 # How long a write waits for a lock held by another process (a backup, an operator's
 # sqlite3 shell) before the sample is reported as failed and retried at the next one.
@@ -80,6 +86,8 @@ class Contents:
     peers: list[LoadedPeer]
     interfaces: dict[str, InterfaceCheckpoint]
     settings: dict[PeerKey, Settings]
+    plans: dict[PeerKey, PlanState]
+    ups: dict[str, bool | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,9 +149,10 @@ class Ledger:
                     conn.exec_driver_sql(statement)
                 conn.execute(meta.update().where(meta.c.id == 1).values(schema_version=step))
 
-    def load_books(self, period: Period) -> Books:
-        """The books as this ledger left them, with `period` as the current period."""
-        contents = self.load()
+    def load_books(self, period: Period, zone: ZoneInfo, schedule: str) -> Books:
+        """The books as this ledger left them, with `period` as the current period (of
+        `schedule` in `zone`: plans' windows are reckoned in them too)."""
+        contents = self.load(zone, schedule)
         return Books.load(
             period=period,
             peers=contents.peers,
@@ -154,21 +163,47 @@ class Ledger:
             last_booked_at=contents.last_booked_at,
             earlier=self.closed_period_usage(int(period.start.timestamp())),
             settings=contents.settings,
+            plans=contents.plans,
+            ups=contents.ups,
         )
 
-    def load(self) -> Contents:
+    def load(self, zone: ZoneInfo | None = None, schedule: str = "0 0 1 * *") -> Contents:
         """The meta row, every peer with its counters row, and the interfaces' checkpoints."""
+        zone = zone or ZoneInfo("UTC")
         with self._read() as conn:
             row = conn.execute(sa.select(meta).where(meta.c.id == 1)).one()
             loaded = [_loaded(*row) for row in conn.execute(_LOAD_PEERS)]
-            ifaces = {
-                name: InterfaceCheckpoint(ifindex, boot_id)
-                for name, ifindex, boot_id in conn.execute(sa.select(interfaces))
-            }
+            ifaces, ups = {}, {}
+            for name, ifindex, boot_id, up in conn.execute(sa.select(interfaces)):
+                ifaces[name] = InterfaceCheckpoint(ifindex, boot_id)
+                ups[name] = None if up is None else bool(up)
             settings = {
-                (row.interface, row.public_key): Settings(row.label, _split(row.allowed_ips), _split(row.blocked))
+                (row.interface, row.public_key): Settings(
+                    row.label,
+                    _split(row.allowed_ips),
+                    _split(row.blocked),
+                    None if row.plan is None else plan_from_json(json.loads(row.plan)),
+                )
                 for row in conn.execute(sa.select(peer_settings))
             }
+            plans = {}
+            for kept_row in conn.execute(sa.select(plan_progress)):
+                key = (kept_row.interface, kept_row.public_key)
+                kept = settings.get(key)
+                if kept is None or kept.plan is None:
+                    continue
+                progress = Progress(
+                    kept_row.window_start,
+                    kept_row.start_lifetime,
+                    kept_row.removed,
+                    tuple(json.loads(kept_row.warned)),
+                    bool(kept_row.exceeded),
+                    bool(kept_row.expired),
+                )
+                window = window_containing(
+                    _dt(progress.window_start), kept.plan.reset, kept.plan.anchor, zone, schedule
+                )
+                plans[key] = PlanState(progress, window)
         return Contents(
             created_at=_dt(row.created_at),
             tracking_since=None if row.tracking_since is None else _dt(row.tracking_since),
@@ -178,6 +213,8 @@ class Ledger:
             peers=loaded,
             interfaces=ifaces,
             settings=settings,
+            plans=plans,
+            ups=ups,
         )
 
     @property
@@ -225,7 +262,9 @@ class Ledger:
                 conn.exec_driver_sql(_INSERT_PEER, entry.new)
                 conn.exec_driver_sql(_INSERT_COUNTERS, entry.new_counters)
             if entry.moved:
-                conn.exec_driver_sql(_UPDATE_MOVED, entry.moved)
+                # In peer-id order SQLite walks its B-tree forwards instead of jumping about:
+                # Go's dump order leaves the ids shuffled (tests/bench/NOTES.md).
+                conn.exec_driver_sql(_UPDATE_MOVED, sorted(entry.moved, key=_PEER_ID))
             if entry.gone:
                 conn.exec_driver_sql(_UPDATE_GONE, entry.gone)
             if entry.interfaces:
@@ -233,11 +272,16 @@ class Ledger:
                     _UPSERT_INTERFACE,
                     [{"name": n, "ifindex": c.ifindex, "boot_id": c.boot_id} for n, c in entry.interfaces.items()],
                 )
+            if entry.ups:
+                conn.execute(_UPSERT_UP, [{"name": name, "up": up} for name, up in entry.ups.items()])
+            if entry.judged:
+                entry.judged.events[:] = _store(conn, entry.judged)
             conn.exec_driver_sql(
                 _UPDATE_META,
                 (entry.at, entry.at if entry.first else None, *(entry.open_period or (None, None)), entry.open_day),
             )
             written += 2 * len(entry.new) + len(entry.moved) + len(entry.gone) + len(entry.interfaces) + 1
+            written += len(entry.ups) + len(entry.judged.settled) + len(entry.judged.states) + len(entry.judged.events)
         return written
 
     # ---- queries -------------------------------------------------------------------
@@ -298,37 +342,24 @@ class Ledger:
     # ---- operator actions ----------------------------------------------------------
 
     def settle(self, key: PeerKey, settings: Settings | None, new_events: list[Event]) -> list[Event]:
-        """Store a peer's settings (None: remove them) and the events of that change, in one
-        transaction; returns the events with their ids."""
+        """Store a peer's settings (None: remove them, and its plan's progress) and the events
+        of that change, in one transaction; returns the events with their ids."""
         interface, public_key = key
         where = sa.and_(peer_settings.c.interface == interface, peer_settings.c.public_key == public_key)
-        stored = []
         with self._write() as conn:
-            conn.execute(peer_settings.delete().where(where))
-            if settings is not None:
-                conn.execute(
-                    peer_settings.insert().values(
-                        interface=interface,
-                        public_key=public_key,
-                        label=settings.label,
-                        allowed_ips=",".join(settings.allowed_ips),
-                        blocked=",".join(settings.blocked),
-                    )
-                )
-            for event in new_events:
-                result = conn.execute(
-                    events.insert().values(
-                        at=event.at,
-                        type=event.type,
-                        interface=event.interface,
-                        public_key=event.public_key,
-                        data=json.dumps(event.data, separators=(",", ":")),
-                    )
-                )
-                key_id = result.inserted_primary_key
-                assert key_id is not None
-                stored.append(replace(event, id=int(key_id[0])))
-        return stored
+            if settings is None:
+                conn.execute(peer_settings.delete().where(where))
+                conn.execute(plan_progress.delete().where(_progress_of(key)))
+                return _store(conn, Judged({}, {}, new_events))
+            return _store(conn, Judged({key: settings}, {}, new_events))
+
+    def store(self, judged: Judged, then: Callable[[Connection], None] | None = None) -> list[Event]:
+        """Store what judgements decided (awgd.plans) in one transaction, after `then` (a
+        write of the same change, in the same transaction); returns the events with ids."""
+        with self._write() as conn:
+            if then is not None:
+                then(conn)
+            return _store(conn, judged)
 
     def events(self, since: int, limit: int, types: tuple[str, ...] | None) -> tuple[list[Event], int]:
         """Events with an id above `since`, oldest first, and the newest id in the ledger."""
@@ -351,7 +382,15 @@ class Ledger:
             result = conn.execute(events.delete().where(events.c.at < before, events.c.id != (newest or 0)))
             return int(result.rowcount)
 
-    def reset(self, peer_id: int, period: tuple[int, int], *, running: bool, at: datetime) -> tuple[int, int]:
+    def reset(
+        self,
+        peer_id: int,
+        period: tuple[int, int],
+        *,
+        running: bool,
+        at: datetime,
+        judge: Callable[[int], Judged] | None = None,
+    ) -> tuple[int, int]:
         """Zero the peer's usage in `period` (its row there, and its running totals when
         `running`: they belong to that period), record what was removed, and return it.
 
@@ -371,7 +410,26 @@ class Ledger:
             conn.execute(period_usage.update().where(where).values(rx=0, tx=0))
             record = {"peer_id": peer_id, "at": int(at.timestamp()), "period_start": start, "rx": rx, "tx": tx}
             conn.execute(resets.insert().values(**record))
+            if judge is not None:  # the peer's plan, in the same transaction (awgd.quota.after_reset)
+                judged = judge(rx + tx)
+                judged.events[:] = _store(conn, judged)
         return rx, tx
+
+    def window_usage(self, peer_id: int, first_day: int, since: int) -> tuple[int, int]:
+        """The peer's closed day buckets from `first_day` (YYYYMMDD) on, and what resets
+        removed from `since` (Unix seconds) on: both as rx + tx."""
+        with self._read() as conn:
+            booked = conn.execute(
+                sa.select(sa.func.coalesce(sa.func.sum(day_usage.c.rx + day_usage.c.tx), 0)).where(
+                    day_usage.c.peer_id == peer_id, day_usage.c.day >= first_day
+                )
+            ).scalar_one()
+            removed = conn.execute(
+                sa.select(sa.func.coalesce(sa.func.sum(resets.c.rx + resets.c.tx), 0)).where(
+                    resets.c.peer_id == peer_id, resets.c.at >= since
+                )
+            ).scalar_one()
+        return int(booked), int(removed)
 
     def quick_check(self) -> str | None:
         """SQLite's quick_check of the file: None when it is sound, else the faults found.
@@ -433,6 +491,55 @@ def _close(conn: Connection, move: str, bucket: tuple[int, ...], zero: str) -> i
     return 2 * max(moved, 0)
 
 
+def _progress_of(key: PeerKey) -> Any:
+    return sa.and_(plan_progress.c.interface == key[0], plan_progress.c.public_key == key[1])
+
+
+def _store(conn: Connection, judged: Judged) -> list[Event]:
+    """Write settings, plans' progress and events; returns the events with their ids."""
+    for (interface, public_key), settings in judged.settled.items():
+        plan = None if settings.plan is None else json.dumps(plan_json(settings.plan), separators=(",", ":"))
+        values = {
+            "label": settings.label,
+            "allowed_ips": ",".join(settings.allowed_ips),
+            "blocked": ",".join(settings.blocked),
+            "plan": plan,
+        }
+        statement = sqlite_insert(peer_settings).values(interface=interface, public_key=public_key, **values)
+        conn.execute(statement.on_conflict_do_update(index_elements=["interface", "public_key"], set_=values))
+    for key, state in judged.states.items():
+        conn.execute(plan_progress.delete().where(_progress_of(key)))
+        if state is not None:
+            progress = state.progress
+            conn.execute(
+                plan_progress.insert().values(
+                    interface=key[0],
+                    public_key=key[1],
+                    window_start=progress.window_start,
+                    start_lifetime=progress.start_lifetime,
+                    removed=progress.removed,
+                    warned=json.dumps(list(progress.warned)),
+                    exceeded=progress.exceeded,
+                    expired=progress.expired,
+                )
+            )
+    stored = []
+    for event in judged.events:
+        result = conn.execute(
+            events.insert().values(
+                at=event.at,
+                type=event.type,
+                interface=event.interface,
+                public_key=event.public_key,
+                data=json.dumps(event.data, separators=(",", ":")),
+            )
+        )
+        key_id = result.inserted_primary_key
+        assert key_id is not None
+        stored.append(replace(event, id=int(key_id[0])))
+    return stored
+
+
 def _engine(url: str) -> Engine:
     parsed = sa.engine.make_url(url)
     if parsed.get_backend_name() != "sqlite":
@@ -492,6 +599,7 @@ _UPDATE_MOVED = (
     " period_rx = period_rx + ?3, period_tx = period_tx + ?4, day_rx = day_rx + ?3, day_tx = day_tx + ?4"
     " WHERE peer_id = ?5"
 )
+_PEER_ID = itemgetter(4)  # of a moved row
 _UPDATE_GONE = "UPDATE peer_counters SET present = 0 WHERE peer_id = ?"
 # One statement for every sample's meta row, whatever changed: no per-variant compiling.
 _UPDATE_META = (
@@ -513,6 +621,8 @@ _CLOSE_DAY = (
     " ON CONFLICT (peer_id, day) DO UPDATE SET rx = rx + excluded.rx, tx = tx + excluded.tx"
 )
 _interface_insert = sqlite_insert(interfaces)
+_up_insert = sqlite_insert(interfaces).values(name=sa.bindparam("name"), up=sa.bindparam("up"))
+_UPSERT_UP = _up_insert.on_conflict_do_update(index_elements=["name"], set_={"up": _up_insert.excluded.up})
 _UPSERT_INTERFACE = _interface_insert.on_conflict_do_update(
     index_elements=["name"],
     set_={"ifindex": _interface_insert.excluded.ifindex, "boot_id": _interface_insert.excluded.boot_id},

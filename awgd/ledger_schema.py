@@ -23,7 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 metadata = MetaData()
 
@@ -51,6 +51,7 @@ interfaces = Table(
     Column("name", String(15), primary_key=True),
     Column("ifindex", Integer),
     Column("boot_id", String(64)),
+    Column("up", Boolean),  # as last seen, for interface.up/down events; NULL: never seen
 )
 
 # Per peer: who it is. Written once, when the peer is first seen.
@@ -139,6 +140,23 @@ peer_settings = Table(
     # none on the live interface). Empty when awgd never needed to keep them.
     Column("allowed_ips", Text, nullable=False, server_default=""),
     Column("blocked", Text, nullable=False, server_default=""),  # reasons, comma-separated, sorted
+    Column("plan", Text),  # JSON (awgd.quota.Plan), or NULL: no plan
+    PrimaryKeyConstraint("interface", "public_key"),
+)
+
+# Per planned peer: what awgd found out and announced in its plan's current window
+# (awgd.quota.Progress). Written with the events it records, in one transaction.
+plan_progress = Table(
+    "plan_progress",
+    metadata,
+    Column("interface", String(15), nullable=False),
+    Column("public_key", String(44), nullable=False),
+    Column("window_start", BigInteger, nullable=False),
+    Column("start_lifetime", BigInteger, nullable=False),
+    Column("removed", BigInteger, nullable=False),
+    Column("warned", Text, nullable=False),  # JSON list of thresholds
+    Column("exceeded", Boolean, nullable=False),
+    Column("expired", Boolean, nullable=False),
     PrimaryKeyConstraint("interface", "public_key"),
 )
 
@@ -184,5 +202,14 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE TABLE events (id INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT, at BIGINT NOT NULL,"
         " type VARCHAR(32) NOT NULL, interface VARCHAR(15), public_key VARCHAR(44), data TEXT NOT NULL)",
         "CREATE INDEX events_by_at ON events (at)",
+    ),
+    # 5: plans, their progress, and whether each interface was up (for its events).
+    5: (
+        "ALTER TABLE peer_settings ADD COLUMN plan TEXT",
+        "CREATE TABLE plan_progress (interface VARCHAR(15) NOT NULL, public_key VARCHAR(44) NOT NULL,"
+        " window_start BIGINT NOT NULL, start_lifetime BIGINT NOT NULL, removed BIGINT NOT NULL,"
+        " warned TEXT NOT NULL, exceeded BOOLEAN NOT NULL, expired BOOLEAN NOT NULL,"
+        " PRIMARY KEY (interface, public_key))",
+        "ALTER TABLE interfaces ADD COLUMN up BOOLEAN",
     ),
 }

@@ -26,21 +26,26 @@ again, and an unblocked one whose restore did not happen gets them back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from awgd.addresses import next_free, owners, taken_by
-from awgd.books import NO_SETTINGS, Books, PeerBook, Settings
+from awgd.books import NO_SETTINGS, Books, PeerBook, Settings, day_number
 from awgd.clients_table import remove_client, set_client
 from awgd.config import Config
 from awgd.events import Event
 from awgd.interface_addresses import read_addresses
 from awgd.ledger import Ledger
 from awgd.peer_names import AMNEZIA_CLIENTS_TABLE
+from awgd.periods import local_day
+from awgd.plan_windows import Window
+from awgd.plans import Judged, PlanState, decide, lifetime, verdict, window_at
+from awgd.quota import Plan, Progress, Verdict, after_reset, start
 from awgd.server_files import FileChanged, FileError, read_text, replace_text, with_stdin
 from awgd.tool_runner import ToolError, run_command
 from awgd.wg_config import add_peer, config_path, remove_peer, update_peer
@@ -99,12 +104,15 @@ class PeerAdmin:
         config: Callable[[], Config],
         sample: Callable[[], Awaitable[datetime]],
         tool: Callable[[], str | None],
+        *,
+        publish: Callable[[list[Event]], None] = lambda events: None,
     ) -> None:
         self._books = books
         self._ledger = ledger
         self._config = config
         self._sample = sample
         self._tool = tool
+        self._publish = publish
         self._lock = asyncio.Lock()
         self._complaints: dict[str, str] = {}
 
@@ -260,6 +268,104 @@ class PeerAdmin:
                 await self._fresh()
             return self._books.peers[(interface, public_key)]
 
+    # ---- plans (awgd.quota, awgd.plans) ----------------------------------------------------
+
+    async def set_plan(self, interface: str, public_key: str, plan: Plan) -> PeerBook:
+        """Replace the peer's plan; it takes effect at once (blocks or unblocks)."""
+        async with self._lock:
+            await self._fresh()
+            book = self._known(interface, public_key)
+            config = self._config()
+            now = datetime.now(UTC)
+            window = window_at(plan, now, config.zone, config.periods_schedule)
+            total = lifetime(book)
+            old, kept = book.settings.plan, self._books.plans.get(book.key)
+            if old is not None and kept is not None and kept.window == window:
+                progress = kept.progress  # the same window: its usage and what was announced stay
+                if not plan.same_limits(old):
+                    progress = replace(progress, warned=(), exceeded=False)
+                if plan.expires_at != old.expires_at:
+                    progress = replace(progress, expired=False)
+            else:
+                booked, removed = await self._window_usage(book, plan, window)
+                progress = start(window, total, booked, removed)
+            found, after = verdict(
+                plan, PlanState(progress, window), total, now, zone=config.zone, schedule=config.periods_schedule
+            )
+            judged = Judged.nothing()
+            settings = decide(book, replace(book.settings, plan=plan), found, int(now.timestamp()), judged)
+            judged.settled[book.key] = settings
+            judged.states[book.key] = after
+            await self._store(judged)
+            await self._enforce()
+            return self._books.peers[(interface, public_key)]
+
+    async def clear_plan(self, interface: str, public_key: str) -> PeerBook:
+        async with self._lock:
+            await self._fresh()
+            book = self._known(interface, public_key)
+            judged = Judged.nothing()
+            nothing = Verdict(Progress(0, 0), frozenset())
+            settings = decide(book, replace(book.settings, plan=None), nothing, int(time.time()), judged)
+            judged.settled[book.key] = settings
+            judged.states[book.key] = None
+            await self._store(judged)
+            await self._enforce()
+            return self._books.peers[(interface, public_key)]
+
+    @contextlib.asynccontextmanager
+    async def resetting(self, book: PeerBook) -> AsyncIterator[Callable[[int], Judged] | None]:
+        """Around a `traffic.reset` of the peer: yields what its plan makes of the bytes the
+        reset removed (to store in the reset's own transaction, awgd.ledger.Ledger.reset),
+        or None without a plan; applies it and enforces afterwards."""
+        async with self._lock:
+            plan, state = book.settings.plan, self._books.plans.get(book.key)
+            if plan is None or state is None:
+                yield None
+                return
+            config = self._config()
+            now = datetime.now(UTC)
+            total = lifetime(book)
+            made: list[Judged] = []
+
+            def judge(removed: int) -> Judged:
+                progress = after_reset(state.progress, total, removed)
+                found, after = verdict(
+                    plan,
+                    PlanState(progress, state.window),
+                    total,
+                    now,
+                    zone=config.zone,
+                    schedule=config.periods_schedule,
+                )
+                judged = Judged.nothing()
+                decide(book, book.settings, found, int(now.timestamp()), judged)
+                judged.states[book.key] = after
+                made.append(judged)
+                return judged
+
+            yield judge
+            for judged in made:
+                self._books.apply(judged)
+                self._publish(judged.events)
+            await self._enforce()
+
+    async def _window_usage(self, book: PeerBook, plan: Plan, window: Window) -> tuple[int, int]:
+        """What the ledger booked in the window before the plan was set, and what resets
+        removed in it (docs/API.md: earlier usage in the window counts)."""
+        books = self._books
+        if plan.reset == "period":
+            return sum(books.period_usage(book)), 0  # resets already taken off
+        if book.id is None:
+            return 0, 0
+        zone = self._config().zone
+        first = day_number(local_day(window.start, zone))
+        closed, removed = await asyncio.to_thread(
+            self._ledger.window_usage, book.id, first, int(window.start.timestamp())
+        )
+        running = sum(book.running_day) if books.open_day is not None and books.open_day >= first else 0
+        return closed + running, removed
+
     # ---- enforcement after every sample --------------------------------------------------------
 
     async def enforce(self) -> None:
@@ -411,8 +517,14 @@ class PeerAdmin:
 
     async def _settle(self, interface: str, public_key: str, settings: Settings | None, events: list[Event]) -> None:
         """The ledger first; the books only once it has them."""
-        await asyncio.to_thread(self._ledger.settle, (interface, public_key), settings, events)
+        stored = await asyncio.to_thread(self._ledger.settle, (interface, public_key), settings, events)
         self._books.settle(interface, public_key, settings, datetime.now(UTC))
+        self._publish(stored)
+
+    async def _store(self, judged: Judged) -> None:
+        judged.events[:] = await asyncio.to_thread(self._ledger.store, judged)
+        self._books.apply(judged)
+        self._publish(judged.events)
 
     @staticmethod
     def _event(kind: str, interface: str, public_key: str, **data: object) -> Event:

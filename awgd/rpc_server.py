@@ -28,7 +28,8 @@ import time
 from collections import Counter
 from typing import Any
 
-from awgd.api import Api, Caller, RpcError, Streamed, is_admin
+from awgd.api import Api, Caller, RpcError, Streamed, Subscription, is_admin
+from awgd.event_feed import Dropped
 from awgd.trusted_path import ensure_trusted_directory
 from awgd_client import protocol as rpc
 
@@ -59,6 +60,8 @@ WRITE_TIMEOUT_SECONDS = 60.0
 # asyncio listens with a backlog of 100 unless told otherwise, and a burst of clients
 # connecting at once then gets EAGAIN; the kernel caps this at net.core.somaxconn.
 LISTEN_BACKLOG = 4096
+# events.subscribe reads the stored events after `since` this many at a time.
+EVENT_PAGE = 1000
 SOCKET_UMASK = 0o117  # the socket is created 0660: owner and group may connect
 _READ_CHUNK = 64 * 1024
 _PEERCRED = struct.Struct("3i")
@@ -153,6 +156,7 @@ class Connection:
         self._idle_timeout = float(os.environ.get(IDLE_TIMEOUT_ENV) or IDLE_TIMEOUT_SECONDS)
         self._write_timeout = float(os.environ.get(WRITE_TIMEOUT_ENV) or WRITE_TIMEOUT_SECONDS)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._pusher: asyncio.Task[None] | None = None  # events.subscribe's notifications
         writer.transport.set_write_buffer_limits(high=OUTPUT_HIGH_WATER_BYTES)
 
     async def serve(self) -> None:
@@ -162,6 +166,8 @@ class Connection:
             while True:
                 await self._drain()  # unsent output above the high-water mark: do not read
                 idle_left = self._idle_timeout - (time.monotonic() - last_request)
+                if self._pusher is not None and not self._pusher.done():
+                    idle_left = float("inf")  # docs/API.md: a subscribed connection never idles out
                 try:
                     async with asyncio.timeout(max(idle_left, 0)):
                         data = await self._reader.read(_READ_CHUNK)
@@ -212,16 +218,63 @@ class Connection:
         finally:
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
+            if self._pusher is not None:
+                self._pusher.cancel()
+                await asyncio.gather(self._pusher, return_exceptions=True)
 
     async def _answer(self, items: list[rpc.Request | dict[str, Any]], batch: bool) -> None:
+        subscriptions: list[Subscription] = []
         try:
-            response = _combined([await self._one(item) for item in items], batch)
+            response = _combined([await self._one(item, subscriptions) for item in items], batch)
             if response is not None:
                 await self._send(response)
+            for subscription in subscriptions:  # after the answer: notifications follow it
+                self._subscribe(subscription)
+            subscriptions.clear()
         except (ConnectionError, RuntimeError):
             pass  # the client went away, or stopped reading and was dropped
         finally:
+            for subscription in subscriptions:  # never started
+                self._api.view.feed.unsubscribe(subscription.subscriber)
             self._slots.release()
+
+    def _subscribe(self, subscription: Subscription) -> None:
+        """Start pushing events; a new subscription on the connection replaces the old."""
+        if self._pusher is not None:
+            self._pusher.cancel()
+        self._pusher = asyncio.ensure_future(self._push(subscription))
+
+    async def _push(self, subscription: Subscription) -> None:
+        view = self._api.view
+        subscriber = subscription.subscriber
+        sent = subscription.last_id if subscription.since is None else subscription.since
+        try:
+            if subscription.since is not None:
+                while True:  # the stored events after `since`, a page at a time
+                    found, _ = await view.events(sent, EVENT_PAGE, subscription.types)
+                    for event in found:
+                        await self._notify(event)
+                        sent = event.id or sent
+                    if len(found) < EVENT_PAGE:
+                        break
+            while True:
+                for event in await subscriber.next_batch():
+                    if event.id is not None and event.id > sent:
+                        await self._notify(event)
+                        sent = event.id
+        except Dropped:
+            log.info("dropped an events subscriber (uid %d) that fell behind", self._caller.uid)
+            self._writer.transport.abort()
+        except (ConnectionError, RuntimeError):
+            pass  # gone, or dropped for not reading
+        except Exception:
+            log.exception("events subscription failed")
+            self._writer.transport.abort()
+        finally:
+            view.feed.unsubscribe(subscriber)
+
+    async def _notify(self, event: Any) -> None:
+        await self._write(_encode({"jsonrpc": "2.0", "method": "event", "params": self._api.event(event)}))
 
     def _now(self, item: rpc.Request | dict[str, Any]) -> dict[str, Any] | None:
         """The answer to an inline request (Api.inline), made without waiting."""
@@ -236,11 +289,16 @@ class Connection:
             response = rpc.error_response(item.id, rpc.INTERNAL_ERROR, "internal error")
         return None if item.notification else response
 
-    async def _one(self, item: rpc.Request | dict[str, Any]) -> dict[str, Any] | None:
+    async def _one(
+        self, item: rpc.Request | dict[str, Any], subscriptions: list[Subscription]
+    ) -> dict[str, Any] | None:
         if isinstance(item, dict):
             return item  # already an error response
         try:
             result = await self._api.dispatch(item, self._caller)
+            if isinstance(result, Subscription):
+                subscriptions.append(result)
+                result = {"last_id": result.last_id}
             response = rpc.result_response(item.id, result)
         except RpcError as exc:
             response = rpc.error_response(item.id, exc.code, exc.message, exc.data)

@@ -15,16 +15,18 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from awgd.books import Books, Entry, Target
 from awgd.config import Config
 from awgd.dump_parser import DumpParser
+from awgd.events import Event
 from awgd.gc_policy import CollectorPolicy
 from awgd.interface_addresses import AddressReader
 from awgd.ledger import Ledger, LedgerError
 from awgd.peer_names import NameReader
-from awgd.periods import Period
+from awgd.periods import Period, day_bounds
+from awgd.plans import judge_entry
 from awgd.system_reader import Reading, SamplingError, read_system, tool_candidates
 
 log = logging.getLogger("awgd")
@@ -56,6 +58,7 @@ class Sampler:
         *,
         on_sample: Callable[[], None] = lambda: None,
         on_ledger_failure: Callable[[], None] = lambda: None,
+        publish: Callable[[list[Event]], None] = lambda events: None,
     ) -> None:
         self.books = books
         self.ledger = ledger
@@ -66,6 +69,7 @@ class Sampler:
         self._config = config
         self._on_sample = on_sample
         self._on_ledger_failure = on_ledger_failure
+        self._publish = publish
         self._parser = DumpParser()
         self._names = NameReader()
         self._addresses = AddressReader()
@@ -96,7 +100,7 @@ class Sampler:
                 return outcome
         return await self.join_or_start()
 
-    async def boundary(self, target: Target) -> datetime:
+    async def boundary(self, target: Target | None) -> datetime:
         """A sample of its own, booked to `target` (never joined to one that started before
         the boundary, which would book to the wrong side of it)."""
         while self._running is not None:
@@ -174,6 +178,7 @@ class Sampler:
         async with self.changes:
             target = target or books.target(reading.taken_at, config.periods_schedule, config.zone)
             entry = books.take(reading, watched=frozenset(config.interfaces), target=target)
+            judge_entry(books, entry, judged_at(reading.taken_at, target, config), config.zone, config.periods_schedule)
             self.health.tool = reading.tool
             try:
                 written = await asyncio.to_thread(self.ledger.write, entry)
@@ -185,6 +190,7 @@ class Sampler:
                 self._on_ledger_failure()
                 raise SamplingFailed(reason) from None
             books.commit(entry)
+        self._publish(entry.judged.events)
         return entry, written
 
     def _failed(self, reason: str) -> None:
@@ -201,3 +207,10 @@ class Sampler:
         earlier = await asyncio.to_thread(self.ledger.closed_period_usage, int(period.start.timestamp()))
         self.books.roll(period, earlier)
         log.info("new period %s .. %s", period.start.isoformat(), period.end.isoformat())
+
+
+def judged_at(taken_at: datetime, target: Target, config: Config) -> datetime:
+    """The instant plans are judged at: the reading's, or, for a boundary sample booked to
+    the closing period or day, the last instant of what it is booked to."""
+    last = min(target.period.end, day_bounds(target.day, config.zone).end) - timedelta(microseconds=1)
+    return min(taken_at, last)

@@ -1,8 +1,15 @@
-"""When things happen: croniter fire times for samples, the period's end, daily maintenance.
+"""When things happen: croniter fire times for samples, the period's end, plans' instants,
+daily maintenance.
 
 `Schedule.run` sleeps until the next fire time of the sampling schedule, the current
-period's end or the daily maintenance, whichever comes first. At a period's end it takes a
-boundary sample, booked to the closing period, and then rolls the books into the new one.
+period's end, the next instant at which a plan's verdict changes by itself (a window's
+start, an expiry: `Books.plan_due`) or the daily maintenance, whichever comes first. At a
+period's end it takes a boundary sample, booked to the closing period, and then rolls the
+books into the new one. At a plan's instant it takes a boundary sample booked to the day
+that ends there (so the closing window gets its traffic up to that instant), then a sample
+that judges every plan: a block is lifted at its window's start, not at the next
+scheduled sample. While a limited peer is past its last warning threshold (`Books.hot`),
+samples come every `plans.fast_sampling_seconds`, which bounds the overshoot past a limit.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ class Schedule:
         self._maintain = maintain
         self._wake = asyncio.Event()
         self.next_sample_at: datetime | None = None
+        self._handled_due: int | None = None
 
     def wake(self) -> None:
         """Recompute fire times now (after a reload changed the schedules)."""
@@ -54,12 +62,25 @@ class Schedule:
             sample_at = next_fire(now, config.sampling_schedule, config.zone)
             maintain_at = next_fire(now, config.maintenance_schedule, config.zone)
             boundary = self._books.period.end
+            last = self._sampler.health.last_sample_at
+            if self._books.hot and last is not None:
+                sample_at = min(sample_at, last + timedelta(seconds=config.plans_fast_sampling_seconds))
+            due = self._books.plan_due
+            # An instant already handled (its sample failed) waits for the next scheduled sample.
+            plan_at = datetime.fromtimestamp(due, UTC) if due is not None and due != self._handled_due else None
             self.next_sample_at = sample_at
-            if not await self._sleep_until(min(sample_at, maintain_at, boundary)):
+            wake_at = (
+                min(sample_at, maintain_at, boundary)
+                if plan_at is None
+                else min(sample_at, maintain_at, boundary, plan_at)
+            )
+            if not await self._sleep_until(wake_at):
                 continue  # woken by a reload, or a slice passed: recompute
             now = datetime.now(UTC)
             if now >= boundary:
                 await self._boundary(boundary, now)
+            if plan_at is not None and now >= plan_at:
+                await self._plan_instant(plan_at, now)
             if now >= sample_at and sample_at != boundary:
                 try:
                     await self._sampler.join_or_start()
@@ -83,6 +104,23 @@ class Schedule:
         else:
             log.warning("period boundary %s passed %s ago without a sample", boundary.isoformat(), now - boundary)
         await self._sampler.roll(period_containing(max(now, closing.end), config.periods_schedule, config.zone))
+
+    async def _plan_instant(self, instant: datetime, now: datetime) -> None:
+        self._handled_due = int(instant.timestamp())
+        config = self._config()
+        booked = self._books.last_booked_at
+        if now - instant <= BOUNDARY_TOLERANCE and (booked is None or booked < instant):
+            day = local_day(instant - timedelta(microseconds=1), config.zone)
+            try:
+                await self._sampler.boundary(Target(self._books.period, day))
+            except Exception as exc:
+                log.warning("sample at a plan's window start failed: %s", exc)
+        due = self._books.plan_due
+        if due is not None and due <= int(datetime.now(UTC).timestamp()):
+            try:
+                await self._sampler.boundary(None)  # its own, never joined to an earlier one
+            except Exception as exc:
+                log.warning("sample for plans failed (the next one judges them): %s", exc)
 
     async def _sleep_until(self, target: datetime) -> bool:
         """True once `target` has come; False after one slice, or when woken by `wake()`,

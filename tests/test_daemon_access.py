@@ -119,7 +119,8 @@ def test_socket_access_and_admin_methods(daemons, scripted_tool: ScriptedTool, a
             "data": {"method": "traffic.reset"},
         }
         # Every method that changes the server's peers is admin only, whatever its params.
-        for n, method in enumerate(("peer.add", "peer.remove", "peer.update", "peer.block", "peer.unblock")):
+        methods = ("peer.add", "peer.remove", "peer.update", "peer.block", "peer.unblock", "plan.set", "plan.clear")
+        for n, method in enumerate(methods):
             change = {"jsonrpc": "2.0", "id": 10 + n, "method": method, "params": {"interface": "wg0", "public_key": A}}
             assert json.loads(accounts.ask(accounts.member, sock, change))["error"]["code"] == -32002, method
         events = {"jsonrpc": "2.0", "id": 20, "method": "events.list"}

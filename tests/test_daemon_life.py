@@ -46,7 +46,9 @@ def ledger_period_total(path: Path, public_key: str) -> int:
         ({"periods": {"schedule": "61 * * * *"}}, "periods.schedule", "bad cron expression"),
         ({"periods": {"timezone": "Mars/Olympus"}}, "periods.timezone", "unknown timezone"),
         ({"rpc": {"socket": "awgd.sock"}}, "rpc.socket", "absolute path"),
-        ({"ledger": {"day_retention_days": 0}}, "ledger.day_retention_days", "greater than 0"),
+        ({"ledger": {"day_retention_days": 0}}, "ledger.day_retention_days", ">= 31"),
+        ({"events": {"retention_days": 7}}, "events.retention_days", ">= 30"),
+        ({"plans": {"fast_sampling_seconds": 0}}, "plans.fast_sampling_seconds", "greater than 0"),
     ],
 )
 def test_bad_config_exits_78_naming_the_key(tmp_path: Path, sections: dict, key_named: str, reason: str) -> None:  # type: ignore[type-arg]

@@ -112,6 +112,9 @@ METHODS = {
     "traffic.history": ["public_key", "interface", "granularity", "limit"],
     "traffic.sample": [],
     "traffic.reset": ["public_key", "interface"],
+    "plan.set": ["public_key", "interface", "limit_bytes", "reset", "anchor", "expires_at", "warn_at"],
+    "plan.clear": ["public_key", "interface"],
+    "events.list": ["since", "limit", "types"],
 }
 json_values = st.recursive(
     st.none()

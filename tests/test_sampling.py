@@ -30,7 +30,9 @@ class Sampling:
         self.path = path
         self.ledger = Ledger.open(f"sqlite:///{path}")
         self.config = Config(tool=str(tool.path), interfaces=watched, zone=ZONE)
-        books = self.ledger.load_books(period_containing(datetime.now(UTC), self.config.periods_schedule, ZONE))
+        books = self.ledger.load_books(
+            period_containing(datetime.now(UTC), self.config.periods_schedule, ZONE), ZONE, self.config.periods_schedule
+        )
         self.sampler = Sampler(books, self.ledger, lambda: self.config)
         self.books = books
 

@@ -159,7 +159,9 @@ class Booker:
         self.parser = DumpParser()
         config = Config(zone=ZONE)
         self.sampler = Sampler(
-            self.ledger.load_books(period_containing(at, config.periods_schedule, ZONE)), self.ledger, lambda: config
+            self.ledger.load_books(period_containing(at, config.periods_schedule, ZONE), ZONE, config.periods_schedule),
+            self.ledger,
+            lambda: config,
         )
         self.loop = asyncio.new_event_loop()
         self.collector = CollectorPolicy()

@@ -23,7 +23,9 @@ class Booking:
     def __init__(self, path: Path, zone: ZoneInfo, schedule: str = MONTHLY, at: datetime | None = None) -> None:
         self.ledger = Ledger.open(f"sqlite:///{path}")
         self.zone, self.schedule = zone, schedule
-        self.books: Books = self.ledger.load_books(period_containing(at or datetime.now(zone), schedule, zone))
+        self.books: Books = self.ledger.load_books(
+            period_containing(at or datetime.now(zone), schedule, zone), zone, schedule
+        )
 
     def book(self, reading: Reading, *, watched: frozenset[str] = frozenset(), target: Target | None = None) -> Entry:
         """Take, write and commit one reading; a failed write leaves the books as they were."""

@@ -1,0 +1,209 @@
+"""Plans on the books: which peers have one, where each stands in its window, and what a
+sample or an admin's change does to them (the rule itself is awgd.quota's).
+
+A sample judges a planned peer only when its booking carries it past its trigger (the
+next threshold or the limit, awgd.quota.trigger) or when an instant at which some verdict
+changes by itself has passed (a window's start, an expiry: `Books.plan_due`, which the
+scheduler also wakes for). Everything else costs one attribute read per moving peer.
+
+What a judgement decides (new block reasons, progress, events) goes into the sample's
+entry, so the ledger writes it in the sample's own transaction; the books apply it once
+the ledger has it (Books.commit). The live interface follows at the enforcement after the
+sample (awgd.peer_admin).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime
+from itertools import chain
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from awgd.events import Event
+from awgd.plan_windows import RESETS, Window, window_containing
+from awgd.quota import MAX_WARN_AT, PLAN_REASONS, Plan, Progress, Verdict, judge, next_instant
+
+if TYPE_CHECKING:
+    from awgd.books import Books, Entry, PeerBook, Settings
+
+
+@dataclass(frozen=True, slots=True)
+class PlanState:
+    progress: Progress
+    window: Window  # the window progress.window_start begins
+
+
+@dataclass(slots=True)
+class Judged:
+    """What judgements decided, as the ledger stores it: settings and progress by peer
+    (None: the progress row goes), and events."""
+
+    settled: dict[tuple[str, str], Settings]
+    states: dict[tuple[str, str], PlanState | None]
+    events: list[Event]
+
+    @classmethod
+    def nothing(cls) -> Judged:
+        return cls({}, {}, [])
+
+    def __bool__(self) -> bool:
+        return bool(self.settled or self.states or self.events)
+
+
+def lifetime(book: PeerBook) -> int:
+    return book.lifetime_rx + book.lifetime_tx
+
+
+def window_at(plan: Plan, instant: datetime, zone: ZoneInfo, schedule: str) -> Window:
+    return window_containing(instant, plan.reset, plan.anchor, zone, schedule)
+
+
+def verdict(
+    plan: Plan, state: PlanState, total: int, instant: datetime, *, zone: ZoneInfo, schedule: str
+) -> tuple[Verdict, PlanState]:
+    """The plan's verdict on the peer at `instant`, its lifetime total being `total`."""
+    window = state.window if instant in state.window else window_at(plan, instant, zone, schedule)
+    found = judge(plan, state.progress, window, total, int(instant.timestamp()), renews=plan.reset != "none")
+    moved_on = found.progress.window_start != state.progress.window_start
+    return found, PlanState(found.progress, window if moved_on else state.window)
+
+
+def decide(book: PeerBook, settings: Settings, found: Verdict, at: int, judged: Judged) -> Settings:
+    """Record a verdict: the block reasons it holds, its events, and the block events of
+    the reasons it adds or lifts. Returns the settings after."""
+    key = (book.interface, book.public_key)
+    events = [Event(kind, at, book.interface, book.public_key, data) for kind, data in found.events]
+    reasons = tuple(sorted((set(settings.blocked) - PLAN_REASONS) | found.reasons))
+    if reasons != settings.blocked:
+        added = sorted(set(reasons) - set(settings.blocked))
+        lifted = sorted(set(settings.blocked) - set(reasons))
+        for reason in added:
+            events.append(
+                Event("peer.blocked", at, book.interface, book.public_key, {"reason": reason, "reasons": list(reasons)})
+            )
+        if not reasons and lifted:
+            events.append(Event("peer.unblocked", at, book.interface, book.public_key, {"reason": lifted[-1]}))
+        own = settings.allowed_ips or book.allowed_ips  # what unblocking restores
+        settings = replace(settings, allowed_ips=own, blocked=reasons)
+        judged.settled[key] = settings
+    judged.events.extend(events)
+    return settings
+
+
+def judge_entry(books: Books, entry: Entry, instant: datetime, zone: ZoneInfo, schedule: str) -> None:
+    """Judge the planned peers this entry concerns, into the entry (module doc)."""
+    if not books.plans:
+        return
+    at = int(instant.timestamp())
+    judged = entry.judged
+    due = books.plan_due is not None and at >= books.plan_due
+    booked = chain(
+        zip(entry.new_books, entry.new_counters, strict=True), zip(entry.moved_books, entry.moved, strict=True)
+    )
+    if due:
+        deltas = {id(book): row[2] + row[3] for book, row in booked if book.settings.plan is not None}
+        candidates = [(book, lifetime(book) + deltas.get(id(book), 0)) for book in books.planned()]
+    else:
+        candidates = [
+            (book, total)
+            for book, row in booked
+            if book.trigger is not None and (total := lifetime(book) + row[2] + row[3]) >= book.trigger
+        ]
+    for book, total in candidates:
+        plan = book.settings.plan
+        state = books.plans.get(book.key)
+        if plan is None or state is None:
+            continue
+        found, after = verdict(plan, state, total, instant, zone=zone, schedule=schedule)
+        if found.events or after != state:
+            judged.states[book.key] = after
+        decide(book, book.settings, found, at, judged)
+    if due:
+        entry.plans_due = True
+
+
+def next_due(states: dict[tuple[str, str], PlanState], plans: dict[tuple[str, str], Plan]) -> int | None:
+    """The earliest instant at which some plan's verdict changes by itself."""
+    found = [
+        instant
+        for key, state in states.items()
+        if key in plans and (instant := next_instant(plans[key], state.progress, state.window)) is not None
+    ]
+    return min(found) if found else None
+
+
+# ---- plan.set params --------------------------------------------------------------------
+
+
+class BadPlan(ValueError):
+    """A plan.set param that is not valid; the message names it."""
+
+
+def parse_plan(params: dict[str, Any], today: date) -> Plan:
+    """A Plan from plan.set's params (docs/API.md); raises BadPlan."""
+    limit = params.get("limit_bytes")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
+        raise BadPlan("limit_bytes must be an integer >= 0 or null")
+    if limit is not None and limit > MAX_LIMIT_BYTES:
+        raise BadPlan(f"limit_bytes must be at most {MAX_LIMIT_BYTES}")
+    reset = params.get("reset", "period")
+    if reset not in RESETS:
+        raise BadPlan(f"reset must be one of {', '.join(RESETS)}")
+    anchor_text = params.get("anchor")
+    if anchor_text is None:
+        anchor = today
+    else:
+        if not isinstance(anchor_text, str):
+            raise BadPlan("anchor must be a date YYYY-MM-DD")
+        try:
+            anchor = date.fromisoformat(anchor_text)
+        except ValueError:
+            raise BadPlan("anchor must be a date YYYY-MM-DD") from None
+        if len(anchor_text) != 10:
+            raise BadPlan("anchor must be a date YYYY-MM-DD")
+    expires = params.get("expires_at")
+    expires_at = None
+    if expires is not None:
+        if not isinstance(expires, str):
+            raise BadPlan("expires_at must be an ISO 8601 time with an offset, or null")
+        try:
+            when = datetime.fromisoformat(expires)
+        except ValueError:
+            raise BadPlan("expires_at must be an ISO 8601 time with an offset, or null") from None
+        if when.tzinfo is None:
+            raise BadPlan("expires_at must have an offset (e.g. +03:00 or Z)")
+        expires_at = int(when.astimezone(UTC).timestamp())
+    warn = params.get("warn_at", [0.8])
+    if not isinstance(warn, list) or len(warn) > MAX_WARN_AT:
+        raise BadPlan(f"warn_at must be a list of at most {MAX_WARN_AT} fractions")
+    for fraction in warn:
+        if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction < 1:
+            raise BadPlan("warn_at must hold fractions f with 0 < f < 1")
+    return Plan(limit, reset, anchor, expires_at, tuple(sorted({float(f) for f in warn})))
+
+
+def plan_json(plan: Plan) -> dict[str, Any]:
+    """How the ledger and the API write a plan's own fields."""
+    return {
+        "limit_bytes": plan.limit_bytes,
+        "reset": plan.reset,
+        "anchor": plan.anchor.isoformat(),
+        "expires_at": None if plan.expires_at is None else datetime.fromtimestamp(plan.expires_at, UTC).isoformat(),
+        "warn_at": list(plan.warn_at),
+    }
+
+
+def plan_from_json(data: dict[str, Any]) -> Plan:
+    expires = data.get("expires_at")
+    return Plan(
+        data["limit_bytes"],
+        data["reset"],
+        date.fromisoformat(data["anchor"]),
+        None if expires is None else int(datetime.fromisoformat(expires).timestamp()),
+        tuple(data["warn_at"]),
+    )
+
+
+# 2**60 bytes (an exbibyte): beyond anything a peer moves, and far inside SQLite's integers.
+MAX_LIMIT_BYTES = 2**60
