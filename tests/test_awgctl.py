@@ -71,7 +71,7 @@ def test_peers_table_and_json(daemon) -> None:  # type: ignore[no-untyped-def]
     assert "198.51.0.2:50002" in rows[0] and "3.0 MiB" in rows[0]
     assert [r.split()[1] for r in rows] == ["Phone", "Laptop", "-"]
     header = result.stdout.splitlines()[2]
-    assert header.split()[:7] == ["KEY", "LABEL", "INTERFACE", "STATE", "BLOCKED", "HANDSHAKE", "ENDPOINT"]
+    assert header.split()[:8] == ["KEY", "LABEL", "INTERFACE", "STATE", "BLOCKED", "PLAN", "HANDSHAKE", "ENDPOINT"]
     assert (
         len(
             {

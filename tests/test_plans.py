@@ -4,8 +4,10 @@ sample that sees it, and gets it back when the limit is raised or the plan clear
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -14,8 +16,12 @@ from typing import Any
 import pytest
 import wgbed
 from conftest import key
+from test_awgctl import awgctl
 from test_peers import Server, pings
 from wgbed import AMNEZIAWG, TestBed
+
+from awgd_client import AsyncClient, Event
+from awgd_client import Client as RpcClient
 
 pytestmark = [pytest.mark.wireguard]
 
@@ -176,3 +182,56 @@ def test_plan_params_are_validated(daemons, bed: TestBed) -> None:  # type: igno
         assert error["code"] == -32602, bad
     assert server.call("plan.set", public_key=key("q"), limit_bytes=1)["error"]["code"] == -32001
     assert server.result("traffic.get", public_key=user)["plan"] is None
+
+
+def test_the_client_library_and_awgctl_set_plans_and_follow_events(daemons, bed: TestBed) -> None:  # type: ignore[no-untyped-def]
+    server = Server(daemons, bed, on_server=(1, 2))
+    key = bed.peers[0].tunnel.public_key
+    sock = ["--socket", server.daemon.socket]
+    # The iterator, from the first event on (stored ones first, then live), across a restart.
+    seen: list[Event] = []
+    got_two = threading.Event()
+
+    async def following() -> None:
+        async with AsyncClient(server.daemon.socket) as client:
+            async for event in client.subscribe(0, types=["peer.blocked", "peer.unblocked"]):
+                seen.append(event)
+                if len(seen) == 2:
+                    got_two.set()
+                if len(seen) == 4:
+                    return
+
+    follower = threading.Thread(target=lambda: asyncio.run(following()), daemon=True)
+    follower.start()
+    with RpcClient(server.daemon.socket) as client:
+        planned = client.plan_set(server.ifname, key, limit_bytes=0, reset="month", anchor="2026-01-31")
+        assert planned.blocked == ("quota",) and planned.plan is not None
+        assert planned.plan.limit_bytes == 0 and planned.plan.reset == "month" and planned.plan.anchor == "2026-01-31"
+        assert planned.plan.start.day in (27, 28, 29, 30, 31) and planned.plan.remaining_bytes == 0
+        assert client.plan_clear(server.ifname, key).plan is None
+        assert got_two.wait(30)
+        server.daemon.stop()  # the iterator reconnects by itself and resumes after its last id
+        server.daemon.start()
+    with RpcClient(server.daemon.socket) as client:
+        client.plan_set(server.ifname, key, limit_bytes=0)
+        client.plan_clear(server.ifname, key)
+    follower.join(60)
+    assert not follower.is_alive()
+    assert [e.type for e in seen] == ["peer.blocked", "peer.unblocked"] * 2
+    assert len({e.id for e in seen}) == 4 and [e.id for e in seen] == sorted(e.id for e in seen)
+    # awgctl: sizes as people write them, the usage in `peers`, the events.
+    out = awgctl(*sock, "plan", "set", key, "-i", server.ifname, "--limit", "10GiB", "--warn", "0.5,0.9")
+    assert out.returncode == 0, out.stderr
+    assert "/ 10.0 GiB" in out.stdout
+    shown = server.result("traffic.get", public_key=key)["plan"]
+    assert shown["limit_bytes"] == 10 * 2**30 and shown["warn_at"] == [0.5, 0.9]
+    assert awgctl(*sock, "plan", "set", key, "--limit", "500MB").returncode == 0
+    assert server.result("traffic.get", public_key=key)["plan"]["limit_bytes"] == 500 * 10**6
+    peers = awgctl(*sock, "peers")
+    assert "PLAN" in peers.stdout and "/ 476.8 MiB" in peers.stdout
+    bad = awgctl(*sock, "plan", "set", key, "--limit", "ten gigs")
+    assert bad.returncode == 2 and "not a size" in bad.stderr
+    listed = awgctl(*sock, "events", "--types", "peer.blocked")
+    assert listed.returncode == 0 and listed.stdout.count("peer.blocked") == 2
+    assert awgctl(*sock, "plan", "clear", key).returncode == 0
+    assert server.result("traffic.get", public_key=key)["plan"] is None

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+from collections.abc import AsyncIterator
+from datetime import date, datetime
 from typing import Any
 
 from awgd_client import methods
@@ -12,7 +14,9 @@ from awgd_client import protocol as rpc
 from awgd_client.errors import AwgdError, AwgdTimeout, DaemonUnavailable, ProtocolError, from_error
 from awgd_client.models import (
     AddedPeer,
+    Event,
     EventList,
+    Fields,
     History,
     PeerTraffic,
     RemovedPeer,
@@ -130,11 +134,79 @@ class AsyncClient:
         given = {"interface": interface, "public_key": public_key}
         return PeerTraffic.from_json(await self.change("peer.unblock", given))
 
+    async def plan_set(
+        self,
+        interface: str,
+        public_key: str,
+        *,
+        limit_bytes: int | None = None,
+        reset: str | None = None,
+        anchor: date | str | None = None,
+        expires_at: datetime | str | None = None,
+        warn_at: list[float] | None = None,
+    ) -> PeerTraffic:
+        """plan.set: replaces the peer's whole plan; it takes effect at once."""
+        given = methods.plan_params(
+            interface,
+            public_key,
+            limit_bytes=limit_bytes,
+            reset=reset,
+            anchor=anchor,
+            expires_at=expires_at,
+            warn_at=warn_at,
+        )
+        return PeerTraffic.from_json(await self.change("plan.set", given))
+
+    async def plan_clear(self, interface: str, public_key: str) -> PeerTraffic:
+        given = {"interface": interface, "public_key": public_key}
+        return PeerTraffic.from_json(await self.change("plan.clear", given))
+
     async def events(
         self, since: int | None = None, *, limit: int | None = None, types: list[str] | None = None
     ) -> EventList:
         given = methods.params(since=since, limit=limit, types=types)
         return EventList.from_json(await self.call("events.list", **given))
+
+    async def subscribe(self, since: int | None = None, types: list[str] | None = None) -> AsyncIterator[Event]:
+        """events.subscribe as an async iterator: the stored events after `since` (if given),
+        then each new one as it happens. On its own connection; when that is lost (awgd
+        restarted, the client dropped for not reading) it reconnects by itself and resumes
+        after the last id it yielded, so no event is lost or repeated. A refusal (bad params)
+        raises."""
+        last = since
+        delay = methods.RESUBSCRIBE_FIRST_DELAY
+        while True:
+            try:
+                reader, writer = await asyncio.open_unix_connection(self.socket_path, limit=MAX_ANSWER_BYTES)
+            except OSError:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, methods.RESUBSCRIBE_MAX_DELAY)
+                continue
+            try:
+                request = rpc.request_message(1, "events.subscribe", methods.params(since=last, types=types))
+                writer.write(rpc.encode(request))
+                await writer.drain()
+                while line := await reader.readline():
+                    message = rpc.decode(line)
+                    if isinstance(message, dict) and message.get("method") == "event":
+                        event = Event.from_json(message.get("params"))
+                        if last is not None and event.id <= last:
+                            continue
+                        last = event.id
+                        delay = methods.RESUBSCRIBE_FIRST_DELAY
+                        yield event
+                        continue
+                    response = rpc.parse_response(message)
+                    if response.error is not None:
+                        raise from_error(response.error)
+                    if last is None:
+                        last = Fields(response.result, "result").integer("last_id")
+            except (OSError, ValueError, rpc.ProtocolError, asyncio.LimitOverrunError):
+                pass  # lost: reconnect below
+            finally:
+                writer.close()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, methods.RESUBSCRIBE_MAX_DELAY)
 
     # ---- raw access ------------------------------------------------------------------------
 

@@ -13,6 +13,8 @@ Changing peers (admin): `awgctl peer add KEY -i IFACE`, `peer remove`, `peer lab
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import json
 import os
 import re
@@ -22,10 +24,14 @@ from datetime import datetime
 from typing import Any
 
 from awgd_client import __version__
+from awgd_client.async_client import AsyncClient
 from awgd_client.errors import AwgdError, DaemonUnavailable, ProtocolError, RemoteError, SocketPermissionDenied
-from awgd_client.formatting import format_ago, format_bytes
+from awgd_client.formatting import format_ago, format_bytes, parse_size
+from awgd_client.methods import params, plan_params
 from awgd_client.models import (
     AddedPeer,
+    Event,
+    EventList,
     History,
     PeerTraffic,
     RemovedPeer,
@@ -102,6 +108,25 @@ def parser() -> argparse.ArgumentParser:
     history.add_argument("--days", action="store_true", help="by day instead of by period")
     history.add_argument("--limit", type=int)
     commands.add_parser("sample", parents=[common], help="take a sample now")
+    plan = commands.add_parser(
+        "plan",
+        parents=[common],
+        help="set or clear a peer's plan: a quota per window, an expiry (admin)",
+        usage="awgctl plan set|clear KEY [options]",
+    )
+    plan.add_argument("action", choices=("set", "clear"))
+    plan.add_argument("key")
+    plan.add_argument("--interface", "-i")
+    plan.add_argument("--limit", help="set: the quota per window, e.g. 10GiB or 500MB (default: no limit)")
+    plan.add_argument("--reset", choices=("period", "month", "week", "day", "none"), help="set: the window")
+    plan.add_argument("--anchor", help="set: the window's anchor day, YYYY-MM-DD (default: today)")
+    plan.add_argument("--expires", help="set: when it expires, ISO 8601 with an offset")
+    plan.add_argument("--warn", help="set: warning thresholds, e.g. 0.8,0.95 (default 0.8)")
+    events = commands.add_parser("events", parents=[common], help="the events; --follow waits for new ones")
+    events.add_argument("--since", type=int, help="after this event id")
+    events.add_argument("--types", help="comma-separated event types")
+    events.add_argument("--limit", type=int, default=100)
+    events.add_argument("--follow", "-f", action="store_true", help="print new events as they happen (Ctrl-C stops)")
     reset = commands.add_parser("reset", parents=[common], help="zero a peer's usage this period (admin)")
     reset.add_argument("key")
     reset.add_argument("--interface", "-i")
@@ -267,7 +292,92 @@ def cmd_reset(client: Client, args: argparse.Namespace, as_json: bool, style: St
     )
 
 
+def cmd_plan(client: Client, args: argparse.Namespace, as_json: bool, style: Style) -> int:
+    key, interface = resolve(client, args.key, args.interface)
+    if interface is None:
+        interface = PeerTraffic.from_json(client.call("traffic.get", public_key=key)).interface
+    if args.action == "clear":
+        raw = client.change("plan.clear", {"interface": interface, "public_key": key})
+    else:
+        try:
+            limit = None if args.limit in (None, "none", "unlimited") else parse_size(args.limit)
+            warn = [float(part) for part in args.warn.split(",")] if args.warn else None
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        given = plan_params(
+            interface,
+            key,
+            limit_bytes=limit,
+            reset=args.reset,
+            anchor=args.anchor,
+            expires_at=args.expires,
+            warn_at=warn,
+        )
+        raw = client.change("plan.set", given)
+    peer = PeerTraffic.from_json(raw)
+    if as_json:
+        return emit(raw)
+    return show(f"{peer.public_key} on {peer.interface}: {plan_text(peer)}; {blocked_text(peer, style)}")
+
+
+def cmd_events(client: Client, args: argparse.Namespace, as_json: bool, style: Style) -> int:
+    types = [part.strip() for part in args.types.split(",")] if args.types else None
+    if not 1 <= args.limit <= 1000:
+        raise UsageError("--limit must be from 1 to 1000")
+    if args.follow:
+        return follow(client.socket_path, args.since, types, as_json)
+    raw = client.call("events.list", **params(since=args.since, limit=args.limit, types=types))
+    listing = EventList.from_json(raw)
+    if as_json:
+        return emit(raw)
+    for event in listing.events:
+        print(event_line(event))
+    return EXIT_OK
+
+
+def follow(socket_path: str, since: int | None, types: list[str] | None, as_json: bool) -> int:
+    """Like `journalctl -f`: new events as they happen, through awgd restarts, until Ctrl-C."""
+
+    async def printing() -> None:
+        async with AsyncClient(socket_path) as client:
+            async for event in client.subscribe(since, types):
+                print(json.dumps(event_json(event)) if as_json else event_line(event), flush=True)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(printing())
+    return EXIT_OK
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "at": event.at.isoformat(),
+        "type": event.type,
+        "interface": event.interface,
+        "public_key": event.public_key,
+        "data": event.data,
+    }
+
+
+def event_line(event: Event) -> str:
+    data = " ".join(f"{name}={json.dumps(value)}" for name, value in event.data.items())
+    who = " ".join(part for part in (event.interface, event.public_key) if part)
+    return f"{event.id:>6}  {fmt_time(event.at)}  {event.type:<15} {who} {data}".rstrip()
+
+
+def plan_text(peer: PeerTraffic) -> str:
+    """ "8.1 GiB / 10.0 GiB" ; "1.2 GiB (no limit)"; "-" without a plan."""
+    plan = peer.plan
+    if plan is None:
+        return "-"
+    if plan.limit_bytes is None:
+        return f"{format_bytes(plan.used_bytes)} (no limit)"
+    return f"{format_bytes(plan.used_bytes)} / {format_bytes(plan.limit_bytes)}"
+
+
 COMMANDS: dict[str, Callable[[Client, argparse.Namespace, bool, Style], int]] = {
+    "plan": cmd_plan,
+    "events": cmd_events,
     "status": cmd_status,
     "peers": cmd_peers,
     "peer": cmd_peer,
@@ -392,6 +502,7 @@ def render_peers(listing: TrafficList, style: Style) -> str:
             p.interface,
             online_text(p, style),
             blocked_text(p, style),
+            plan_text(p),
             format_ago(p.latest_handshake),
             p.endpoint or "-",
             format_bytes(p.period.rx_bytes),
@@ -410,6 +521,7 @@ def render_peers(listing: TrafficList, style: Style) -> str:
         "INTERFACE",
         "STATE",
         "BLOCKED",
+        "PLAN",
         "HANDSHAKE",
         "ENDPOINT",
         "RX",
@@ -417,7 +529,7 @@ def render_peers(listing: TrafficList, style: Style) -> str:
         "TOTAL",
         "LIFETIME",
     ]
-    return head + "\n\n" + table(headers, rows, {7, 8, 9, 10})
+    return head + "\n\n" + table(headers, rows, {8, 9, 10, 11})
 
 
 def render_peer(peer: PeerTraffic, history: History, style: Style) -> str:
@@ -427,6 +539,7 @@ def render_peer(peer: PeerTraffic, history: History, style: Style) -> str:
         f"interface  {peer.interface}",
         f"allowed    {', '.join(peer.allowed_ips) or '-'}",
         f"blocked    {blocked_text(peer, style)}",
+        f"plan       {plan_line(peer)}",
         f"state      {online_text(peer, style)}; last handshake {format_ago(peer.latest_handshake)}",
         f"endpoint   {peer.endpoint or '-'}",
         f"session    {format_bytes(peer.session.rx_bytes)} received, {format_bytes(peer.session.tx_bytes)} sent",
@@ -437,6 +550,16 @@ def render_peer(peer: PeerTraffic, history: History, style: Style) -> str:
         render_history(history),
     ]
     return "\n".join(lines)
+
+
+def plan_line(peer: PeerTraffic) -> str:
+    plan = peer.plan
+    if plan is None:
+        return "-"
+    left = "" if plan.remaining_bytes is None else f", {format_bytes(plan.remaining_bytes)} left"
+    renews = "never renews" if plan.end is None else f"renews {fmt_time(plan.end)}"
+    expires = f", expires {fmt_time(plan.expires_at)}" if plan.expires_at is not None else ""
+    return f"{plan_text(peer)}{left} ({plan.reset}; {renews}{expires})"
 
 
 def render_history(history: History) -> str:

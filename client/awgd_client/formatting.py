@@ -1,7 +1,9 @@
-"""Numbers and times for humans: IEC units with one decimal, and "3 min ago"."""
+"""Numbers and times for humans: IEC units with one decimal, "3 min ago", and sizes as
+people write them ("10GiB", "500MB")."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 _UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
@@ -17,6 +19,21 @@ def format_bytes(count: int) -> str:
         if value < 1024 or unit == _UNITS[-1]:
             return f"{value:.1f} {unit}"
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGTP]i?B|B)?\s*", re.IGNORECASE)
+_FACTORS = {"B": 1} | {f"{p}{i}B": (1024 if i else 1000) ** (n + 1) for n, p in enumerate("KMGTP") for i in ("", "I")}
+
+
+def parse_size(text: str) -> int:
+    """parse_size("10GiB") == 10 * 2**30, "500MB" == 500 * 10**6, "1.5 GiB", "4096"; raises
+    ValueError for anything else."""
+    match = _SIZE.fullmatch(text)
+    if match is None:
+        raise ValueError(f"not a size: {text!r} (e.g. 10GiB, 500MB, 1048576)")
+    number, unit = match.groups()
+    factor = _FACTORS[(unit or "B").upper()]
+    return int(float(number) * factor) if "." in number else int(number) * factor
 
 
 def format_duration(seconds: float) -> str:

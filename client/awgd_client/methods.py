@@ -7,6 +7,7 @@ the blocking and the asyncio shells stay thin (as httpx keeps Client and AsyncCl
 from __future__ import annotations
 
 import os
+from datetime import date, datetime
 from typing import Any
 
 DEFAULT_SOCKET = "/run/awgd/awgd.sock"
@@ -19,6 +20,10 @@ IDEMPOTENT = frozenset(
 # A change to the server's peers takes a sample before and after, and the tool and a file
 # write in between (through `docker exec` on Amnezia's servers): more than a read.
 CHANGE_TIMEOUT = 30.0
+# AsyncClient.subscribe waits this long before reconnecting, doubling up to the most while
+# awgd stays away (a restart takes a few seconds; an outage should not cost a busy loop).
+RESUBSCRIBE_FIRST_DELAY = 0.5
+RESUBSCRIBE_MAX_DELAY = 10.0
 
 
 class Unset:
@@ -49,6 +54,28 @@ def update_params(
     if not isinstance(label, Unset):
         given["label"] = label
     return given
+
+
+def plan_params(
+    interface: str,
+    public_key: str,
+    *,
+    limit_bytes: int | None,
+    reset: str | None,
+    anchor: date | str | None,
+    expires_at: datetime | str | None,
+    warn_at: list[float] | None,
+) -> dict[str, Any]:
+    """plan.set's params; limit_bytes None = no limit (the daemon's default too)."""
+    return params(
+        interface=interface,
+        public_key=public_key,
+        limit_bytes=limit_bytes,
+        reset=reset,
+        anchor=anchor.isoformat() if isinstance(anchor, date) else anchor,
+        expires_at=expires_at.isoformat() if isinstance(expires_at, datetime) else expires_at,
+        warn_at=warn_at,
+    )
 
 
 def add_params(

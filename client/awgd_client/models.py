@@ -188,6 +188,38 @@ class LifetimeUsage(Model):
 
 
 @dataclass(frozen=True, slots=True)
+class Plan(Model):
+    """A peer's plan (plan.set) and where it stands in its current window."""
+
+    limit_bytes: int | None  # None: no limit
+    reset: str  # period, month, week, day, none
+    anchor: str  # YYYY-MM-DD
+    expires_at: datetime | None
+    warn_at: tuple[float, ...]
+    start: datetime  # the current window
+    end: datetime | None  # None: never renewed (reset "none")
+    used_bytes: int
+    remaining_bytes: int | None  # None without a limit; never negative
+
+    @classmethod
+    def read(cls, fields: Fields) -> Self:
+        warn = fields.raw("warn_at")
+        if not isinstance(warn, list) or any(isinstance(f, bool) or not isinstance(f, int | float) for f in warn):
+            raise ProtocolError("malformed answer from awgd: plan.warn_at is not a list of numbers")
+        return cls(
+            fields.optional_integer("limit_bytes"),
+            fields.string("reset"),
+            fields.string("anchor"),
+            fields.optional_time("expires_at"),
+            tuple(float(f) for f in warn),
+            fields.time("start"),
+            fields.optional_time("end"),
+            fields.integer("used_bytes"),
+            fields.optional_integer("remaining_bytes"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class PeerTraffic(Model):
     interface: str
     public_key: str
@@ -202,7 +234,8 @@ class PeerTraffic(Model):
     # API v2; absent from older daemons.
     label: str | None = None  # the name operators know the peer by
     allowed_ips: tuple[str, ...] = ()  # its own, also while it is blocked
-    blocked: tuple[str, ...] = ()  # why it is blocked ("admin", ...); () = not blocked
+    blocked: tuple[str, ...] = ()  # why it is blocked ("admin", "quota", "expired"); () = not blocked
+    plan: Plan | None = None
 
     @classmethod
     def read(cls, fields: Fields) -> Self:
@@ -220,6 +253,7 @@ class PeerTraffic(Model):
             session=fields.object("session", Usage.read),
             period=fields.object("period", PeriodUsage.read),
             lifetime=fields.object("lifetime", LifetimeUsage.read),
+            plan=fields.optional_object("plan", Plan.read),
         )
 
 

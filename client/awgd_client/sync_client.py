@@ -7,6 +7,7 @@ import itertools
 import socket
 import threading
 import time
+from datetime import date, datetime
 from typing import Any
 
 from awgd_client import methods
@@ -145,6 +146,33 @@ class Client:
 
     def unblock_peer(self, interface: str, public_key: str) -> PeerTraffic:
         return PeerTraffic.from_json(self.change("peer.unblock", {"interface": interface, "public_key": public_key}))
+
+    def plan_set(
+        self,
+        interface: str,
+        public_key: str,
+        *,
+        limit_bytes: int | None = None,
+        reset: str | None = None,
+        anchor: date | str | None = None,
+        expires_at: datetime | str | None = None,
+        warn_at: list[float] | None = None,
+    ) -> PeerTraffic:
+        """plan.set: replaces the peer's whole plan; it takes effect at once."""
+        given = methods.plan_params(
+            interface,
+            public_key,
+            limit_bytes=limit_bytes,
+            reset=reset,
+            anchor=anchor,
+            expires_at=expires_at,
+            warn_at=warn_at,
+        )
+        return PeerTraffic.from_json(self.change("plan.set", given))
+
+    def plan_clear(self, interface: str, public_key: str) -> PeerTraffic:
+        given = {"interface": interface, "public_key": public_key}
+        return PeerTraffic.from_json(self.change("plan.clear", given))
 
     def events(
         self, since: int | None = None, *, limit: int | None = None, types: list[str] | None = None
