@@ -324,25 +324,23 @@ class Books:
         books.apply(Judged({}, dict(plans or {}), []))
         return books
 
-    def apply(self, judged: Judged) -> None:
-        """Decisions the ledger has stored (awgd.plans): settings, plans' progress."""
+    def apply(self, judged: Judged, *, every_plan: bool = False) -> None:
+        """Decisions the ledger has stored (awgd.plans): settings, plans' progress.
+        `every_plan`: every plan was judged, so the next instant due moves on too."""
+        now = datetime.now(UTC)
         for (interface, public_key), settings in judged.settled.items():
-            book = self.peers.get((interface, public_key))
-            if book is None:
-                book = self._add(interface, public_key, datetime.now(UTC))
-            self._settle(book, settings, loaded=False)
+            self.settle(interface, public_key, settings, now)
         for key, state in judged.states.items():
             if state is None:
                 self.plans.pop(key, None)
             else:
                 self.plans[key] = state
             self._aim(key)
-        if judged.states:
-            self.plan_due = next_due(self.plans, self._plans())
+        if judged.states or every_plan:
+            self.plan_due = next_due(
+                (plan, state) for key, state in self.plans.items() if (plan := self.peers[key].settings.plan)
+            )
         self.version += 1
-
-    def _plans(self) -> dict[PeerKey, Plan]:
-        return {key: plan for key in self.plans if (plan := self.peers[key].settings.plan) is not None}
 
     def _aim(self, key: PeerKey) -> None:
         """Where the peer's plan is judged next (its trigger), and whether it is hot."""
@@ -679,9 +677,7 @@ class Books:
         for name, checkpoint in entry.interfaces.items():
             self.interfaces.setdefault(name, InterfaceBook(name)).checkpoint = checkpoint
         if entry.judged or entry.plans_due:
-            self.apply(entry.judged)
-            if entry.plans_due:
-                self.plan_due = next_due(self.plans, self._plans())
+            self.apply(entry.judged, every_plan=entry.plans_due)
         for name, up in entry.ups.items():
             self.interfaces.setdefault(name, InterfaceBook(name)).was_up = up
         if entry.new:

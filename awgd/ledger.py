@@ -52,8 +52,7 @@ from awgd.ledger_schema import (
     resets,
 )
 from awgd.periods import Period
-from awgd.plan_windows import window_containing
-from awgd.plans import Judged, PlanState, plan_from_json, plan_json
+from awgd.plans import Judged, PlanState, plan_from_json, plan_json, window_at
 from awgd.quota import Progress
 
 # How long a write waits for a lock held by another process (a backup, an operator's
@@ -86,7 +85,7 @@ class Contents:
     peers: list[LoadedPeer]
     interfaces: dict[str, InterfaceCheckpoint]
     settings: dict[PeerKey, Settings]
-    plans: dict[PeerKey, PlanState]
+    progress: dict[PeerKey, Progress]  # of the peers whose settings hold a plan
     ups: dict[str, bool | None]
 
 
@@ -152,7 +151,12 @@ class Ledger:
     def load_books(self, period: Period, zone: ZoneInfo, schedule: str) -> Books:
         """The books as this ledger left them, with `period` as the current period (of
         `schedule` in `zone`: plans' windows are reckoned in them too)."""
-        contents = self.load(zone, schedule)
+        contents = self.load()
+        plans = {}
+        for key, progress in contents.progress.items():
+            plan = contents.settings[key].plan
+            assert plan is not None  # load() keeps only those
+            plans[key] = PlanState(progress, window_at(plan, _dt(progress.window_start), zone, schedule))
         return Books.load(
             period=period,
             peers=contents.peers,
@@ -163,13 +167,12 @@ class Ledger:
             last_booked_at=contents.last_booked_at,
             earlier=self.closed_period_usage(int(period.start.timestamp())),
             settings=contents.settings,
-            plans=contents.plans,
+            plans=plans,
             ups=contents.ups,
         )
 
-    def load(self, zone: ZoneInfo | None = None, schedule: str = "0 0 1 * *") -> Contents:
+    def load(self) -> Contents:
         """The meta row, every peer with its counters row, and the interfaces' checkpoints."""
-        zone = zone or ZoneInfo("UTC")
         with self._read() as conn:
             row = conn.execute(sa.select(meta).where(meta.c.id == 1)).one()
             loaded = [_loaded(*row) for row in conn.execute(_LOAD_PEERS)]
@@ -186,24 +189,18 @@ class Ledger:
                 )
                 for row in conn.execute(sa.select(peer_settings))
             }
-            plans = {}
-            for kept_row in conn.execute(sa.select(plan_progress)):
-                key = (kept_row.interface, kept_row.public_key)
-                kept = settings.get(key)
-                if kept is None or kept.plan is None:
-                    continue
-                progress = Progress(
-                    kept_row.window_start,
-                    kept_row.start_lifetime,
-                    kept_row.removed,
-                    tuple(json.loads(kept_row.warned)),
-                    bool(kept_row.exceeded),
-                    bool(kept_row.expired),
+            progress = {
+                key: Progress(
+                    kept.window_start,
+                    kept.start_lifetime,
+                    kept.removed,
+                    tuple(json.loads(kept.warned)),
+                    bool(kept.exceeded),
+                    bool(kept.expired),
                 )
-                window = window_containing(
-                    _dt(progress.window_start), kept.plan.reset, kept.plan.anchor, zone, schedule
-                )
-                plans[key] = PlanState(progress, window)
+                for kept in conn.execute(sa.select(plan_progress))
+                if (key := (kept.interface, kept.public_key)) in settings and settings[key].plan is not None
+            }
         return Contents(
             created_at=_dt(row.created_at),
             tracking_since=None if row.tracking_since is None else _dt(row.tracking_since),
@@ -213,7 +210,7 @@ class Ledger:
             peers=loaded,
             interfaces=ifaces,
             settings=settings,
-            plans=plans,
+            progress=progress,
             ups=ups,
         )
 
@@ -353,12 +350,10 @@ class Ledger:
                 return _store(conn, Judged({}, {}, new_events))
             return _store(conn, Judged({key: settings}, {}, new_events))
 
-    def store(self, judged: Judged, then: Callable[[Connection], None] | None = None) -> list[Event]:
-        """Store what judgements decided (awgd.plans) in one transaction, after `then` (a
-        write of the same change, in the same transaction); returns the events with ids."""
+    def store(self, judged: Judged) -> list[Event]:
+        """Store what judgements decided (awgd.plans) in one transaction; returns the events
+        with their ids."""
         with self._write() as conn:
-            if then is not None:
-                then(conn)
             return _store(conn, judged)
 
     def events(self, since: int, limit: int, types: tuple[str, ...] | None) -> tuple[list[Event], int]:

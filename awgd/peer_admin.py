@@ -292,26 +292,26 @@ class PeerAdmin:
             found, after = verdict(
                 plan, PlanState(progress, window), total, now, zone=config.zone, schedule=config.periods_schedule
             )
-            judged = Judged.nothing()
-            settings = decide(book, replace(book.settings, plan=plan), found, int(now.timestamp()), judged)
-            judged.settled[book.key] = settings
-            judged.states[book.key] = after
-            await self._store(judged)
-            await self._enforce()
-            return self._books.peers[(interface, public_key)]
+            return await self._replan(book, plan, found, after, int(now.timestamp()))
 
     async def clear_plan(self, interface: str, public_key: str) -> PeerBook:
         async with self._lock:
             await self._fresh()
             book = self._known(interface, public_key)
-            judged = Judged.nothing()
-            nothing = Verdict(Progress(0, 0), frozenset())
-            settings = decide(book, replace(book.settings, plan=None), nothing, int(time.time()), judged)
-            judged.settled[book.key] = settings
-            judged.states[book.key] = None
-            await self._store(judged)
-            await self._enforce()
-            return self._books.peers[(interface, public_key)]
+            nothing = Verdict(Progress(0, 0), frozenset())  # no reason held, nothing announced
+            return await self._replan(book, None, nothing, None, int(time.time()))
+
+    async def _replan(
+        self, book: PeerBook, plan: Plan | None, found: Verdict, state: PlanState | None, at: int
+    ) -> PeerBook:
+        """Store the peer's new plan (None: none), its verdict and progress, in one
+        transaction; then make the live interface follow."""
+        judged = Judged.nothing()
+        judged.settled[book.key] = decide(book, replace(book.settings, plan=plan), found, at, judged)
+        judged.states[book.key] = state
+        await self._store(judged)
+        await self._enforce()
+        return self._books.peers[book.key]
 
     @contextlib.asynccontextmanager
     async def resetting(self, book: PeerBook) -> AsyncIterator[Callable[[int], Judged] | None]:

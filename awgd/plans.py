@@ -14,6 +14,7 @@ sample (awgd.peer_admin).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from itertools import chain
@@ -22,7 +23,7 @@ from zoneinfo import ZoneInfo
 
 from awgd.events import Event
 from awgd.plan_windows import RESETS, Window, window_containing
-from awgd.quota import MAX_WARN_AT, PLAN_REASONS, Plan, Progress, Verdict, judge, next_instant
+from awgd.quota import MAX_WARN_AT, PLAN_REASONS, Plan, Progress, Verdict, iso, judge, next_instant
 
 if TYPE_CHECKING:
     from awgd.books import Books, Entry, PeerBook, Settings
@@ -72,7 +73,6 @@ def verdict(
 def decide(book: PeerBook, settings: Settings, found: Verdict, at: int, judged: Judged) -> Settings:
     """Record a verdict: the block reasons it holds, its events, and the block events of
     the reasons it adds or lifts. Returns the settings after."""
-    key = (book.interface, book.public_key)
     events = [Event(kind, at, book.interface, book.public_key, data) for kind, data in found.events]
     reasons = tuple(sorted((set(settings.blocked) - PLAN_REASONS) | found.reasons))
     if reasons != settings.blocked:
@@ -86,7 +86,7 @@ def decide(book: PeerBook, settings: Settings, found: Verdict, at: int, judged: 
             events.append(Event("peer.unblocked", at, book.interface, book.public_key, {"reason": lifted[-1]}))
         own = settings.allowed_ips or book.allowed_ips  # what unblocking restores
         settings = replace(settings, allowed_ips=own, blocked=reasons)
-        judged.settled[key] = settings
+        judged.settled[book.key] = settings
     judged.events.extend(events)
     return settings
 
@@ -123,12 +123,10 @@ def judge_entry(books: Books, entry: Entry, instant: datetime, zone: ZoneInfo, s
         entry.plans_due = True
 
 
-def next_due(states: dict[tuple[str, str], PlanState], plans: dict[tuple[str, str], Plan]) -> int | None:
+def next_due(planned: Iterable[tuple[Plan, PlanState]]) -> int | None:
     """The earliest instant at which some plan's verdict changes by itself."""
     found = [
-        instant
-        for key, state in states.items()
-        if key in plans and (instant := next_instant(plans[key], state.progress, state.window)) is not None
+        instant for plan, state in planned if (instant := next_instant(plan, state.progress, state.window)) is not None
     ]
     return min(found) if found else None
 
@@ -189,7 +187,7 @@ def plan_json(plan: Plan) -> dict[str, Any]:
         "limit_bytes": plan.limit_bytes,
         "reset": plan.reset,
         "anchor": plan.anchor.isoformat(),
-        "expires_at": None if plan.expires_at is None else datetime.fromtimestamp(plan.expires_at, UTC).isoformat(),
+        "expires_at": None if plan.expires_at is None else iso(plan.expires_at),
         "warn_at": list(plan.warn_at),
     }
 

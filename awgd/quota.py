@@ -14,8 +14,9 @@ began (`start_lifetime`), minus what resets removed in it: the lifetime total on
 and counts every booked byte once, so the window's usage does too.
 
 Time only moves windows forward: an instant in a window earlier than the progress's (the
-clock jumped back) changes nothing, so a jump never renews a window twice, never announces
-anything twice and never lifts a block early. "expired" is lifted only by a new plan.
+clock jumped back) counts in the window already reached, so a jump never renews a window
+twice, never announces anything twice and never lifts a block early. "expired" is lifted
+only by a new plan.
 """
 
 from __future__ import annotations

@@ -274,7 +274,7 @@ class Connection:
             view.feed.unsubscribe(subscriber)
 
     async def _notify(self, event: Any) -> None:
-        await self._write(_encode({"jsonrpc": "2.0", "method": "event", "params": self._api.event(event)}))
+        await self._write(_encode(rpc.notification_message("event", self._api.event(event))))
 
     def _now(self, item: rpc.Request | dict[str, Any]) -> dict[str, Any] | None:
         """The answer to an inline request (Api.inline), made without waiting."""

@@ -178,7 +178,10 @@ class Sampler:
         async with self.changes:
             target = target or books.target(reading.taken_at, config.periods_schedule, config.zone)
             entry = books.take(reading, watched=frozenset(config.interfaces), target=target)
-            judge_entry(books, entry, judged_at(reading.taken_at, target, config), config.zone, config.periods_schedule)
+            if books.plans:  # judged_at reckons a local day: not worth it on a server without plans
+                judge_entry(
+                    books, entry, judged_at(reading.taken_at, target, config), config.zone, config.periods_schedule
+                )
             self.health.tool = reading.tool
             try:
                 written = await asyncio.to_thread(self.ledger.write, entry)

@@ -69,11 +69,7 @@ class Schedule:
             # An instant already handled (its sample failed) waits for the next scheduled sample.
             plan_at = datetime.fromtimestamp(due, UTC) if due is not None and due != self._handled_due else None
             self.next_sample_at = sample_at
-            wake_at = (
-                min(sample_at, maintain_at, boundary)
-                if plan_at is None
-                else min(sample_at, maintain_at, boundary, plan_at)
-            )
+            wake_at = min(sample_at, maintain_at, boundary, plan_at or boundary)
             if not await self._sleep_until(wake_at):
                 continue  # woken by a reload, or a slice passed: recompute
             now = datetime.now(UTC)

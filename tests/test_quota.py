@@ -72,15 +72,8 @@ def test_the_block_state_and_every_event_follow_the_rules(
             progress = after_reset(progress, lifetime, amount)
             usage[reached] -= min(amount, usage[reached])
         else:  # restart: what the ledger stores, read back
-            progress = Progress(**json.loads(json.dumps(asdict(progress))))
-            progress = Progress(
-                progress.window_start,
-                progress.start_lifetime,
-                progress.removed,
-                tuple(progress.warned),
-                progress.exceeded,
-                progress.expired,
-            )
+            stored = json.loads(json.dumps(asdict(progress)))
+            progress = Progress(**{**stored, "warned": tuple(stored["warned"])})
         window = window_of(clock, plan)
         start_now = int(window.start.timestamp())
         if start_now > reached:
@@ -111,9 +104,13 @@ def test_the_block_state_and_every_event_follow_the_rules(
             expected = int(peak[reached] >= threshold * limit)
             assert announced.get((reached, "quota.warning", threshold), 0) == expected
         assert announced.get((reached, "quota.exceeded", None), 0) == int(peak[reached] >= limit)
-        # Traffic below the trigger changes nothing; at it, a judgement is due.
+        # Traffic short of the trigger changes nothing; reaching it does.
         aim = trigger(plan, progress, lifetime)
         if aim is not None:
             assert aim > lifetime
+            short = judge(plan, progress, window, aim - 1, int(clock.timestamp()), renews=True)
+            assert short.events == () and short.reasons == verdict.reasons
+            reached_it = judge(plan, progress, window, aim, int(clock.timestamp()), renews=True)
+            assert reached_it.events != () or reached_it.reasons != short.reasons
     assert expired_announced <= 1
     assert renewals == len(usage) - 1

@@ -178,33 +178,29 @@ class AsyncClient:
         while True:
             try:
                 reader, writer = await asyncio.open_unix_connection(self.socket_path, limit=MAX_ANSWER_BYTES)
-            except OSError:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, methods.RESUBSCRIBE_MAX_DELAY)
-                continue
-            try:
-                request = rpc.request_message(1, "events.subscribe", methods.params(since=last, types=types))
-                writer.write(rpc.encode(request))
-                await writer.drain()
-                while line := await reader.readline():
-                    message = rpc.decode(line)
-                    if isinstance(message, dict) and message.get("method") == "event":
-                        event = Event.from_json(message.get("params"))
-                        if last is not None and event.id <= last:
+                try:
+                    request = rpc.request_message(1, "events.subscribe", methods.params(since=last, types=types))
+                    writer.write(rpc.encode(request))
+                    await writer.drain()
+                    while line := await reader.readline():
+                        message = rpc.decode(line)
+                        is_event, params = rpc.notified(message, "event")
+                        if not is_event:
+                            response = rpc.parse_response(message)
+                            if response.error is not None:
+                                raise from_error(response.error)
+                            if last is None:
+                                last = Fields(response.result, "result").integer("last_id")
                             continue
-                        last = event.id
-                        delay = methods.RESUBSCRIBE_FIRST_DELAY
-                        yield event
-                        continue
-                    response = rpc.parse_response(message)
-                    if response.error is not None:
-                        raise from_error(response.error)
-                    if last is None:
-                        last = Fields(response.result, "result").integer("last_id")
+                        event = Event.from_json(params)
+                        if last is None or event.id > last:
+                            last = event.id
+                            delay = methods.RESUBSCRIBE_FIRST_DELAY
+                            yield event
+                finally:
+                    writer.close()
             except (OSError, ValueError, rpc.ProtocolError, asyncio.LimitOverrunError):
-                pass  # lost: reconnect below
-            finally:
-                writer.close()
+                pass  # not there, or lost: again after a pause
             await asyncio.sleep(delay)
             delay = min(delay * 2, methods.RESUBSCRIBE_MAX_DELAY)
 

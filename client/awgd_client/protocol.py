@@ -191,6 +191,18 @@ def request_message(request_id: int, method: str, params: Mapping[str, Any] | No
     return message
 
 
+def notification_message(method: str, params: Any) -> dict[str, Any]:
+    """A message the daemon sends unasked (events.subscribe's `event`): no id, no answer."""
+    return {"jsonrpc": JSONRPC, "method": method, "params": params}
+
+
+def notified(message: Any, method: str) -> tuple[bool, Any]:
+    """(True, params) when a decoded line is a notification of `method`, else (False, None)."""
+    if isinstance(message, dict) and "id" not in message and message.get("method") == method:
+        return True, message.get("params")
+    return False, None
+
+
 def parse_response(message: Any) -> Response:
     """A decoded line from the daemon -> Response, or ProtocolError if it is not one."""
     if not isinstance(message, dict) or message.get("jsonrpc") != JSONRPC:
