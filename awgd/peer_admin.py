@@ -45,7 +45,7 @@ from awgd.peer_names import AMNEZIA_CLIENTS_TABLE
 from awgd.periods import local_day
 from awgd.plan_windows import Window
 from awgd.plans import Judged, PlanState, decide, lifetime, verdict, window_at
-from awgd.quota import Plan, Progress, Verdict, after_reset, start
+from awgd.quota import Plan, Progress, Verdict, after_reset, carried, start
 from awgd.server_files import FileChanged, FileError, read_text, replace_text, with_stdin
 from awgd.tool_runner import ToolError, run_command
 from awgd.wg_config import add_peer, config_path, remove_peer, update_peer
@@ -281,11 +281,7 @@ class PeerAdmin:
             total = lifetime(book)
             old, kept = book.settings.plan, self._books.plans.get(book.key)
             if old is not None and kept is not None and kept.window == window:
-                progress = kept.progress  # the same window: its usage and what was announced stay
-                if not plan.same_limits(old):
-                    progress = replace(progress, warned=(), exceeded=False)
-                if plan.expires_at != old.expires_at:
-                    progress = replace(progress, expired=False)
+                progress = carried(old, plan, kept.progress)
             else:
                 booked, removed = await self._window_usage(book, plan, window)
                 progress = start(window, total, booked, removed)

@@ -65,7 +65,7 @@ def verdict(
 ) -> tuple[Verdict, PlanState]:
     """The plan's verdict on the peer at `instant`, its lifetime total being `total`."""
     window = state.window if instant in state.window else window_at(plan, instant, zone, schedule)
-    found = judge(plan, state.progress, window, total, int(instant.timestamp()), renews=plan.reset != "none")
+    found = judge(plan, state.progress, window, total, int(instant.timestamp()), renews=plan.reset != "none", zone=zone)
     moved_on = found.progress.window_start != state.progress.window_start
     return found, PlanState(found.progress, window if moved_on else state.window)
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, tzinfo
 from typing import Any
 
 from awgd.plan_windows import Window
@@ -69,8 +69,8 @@ class Verdict:
     events: tuple[tuple[str, dict[str, Any]], ...] = field(default=())
 
 
-def iso(unix: int) -> str:
-    return datetime.fromtimestamp(unix, UTC).isoformat()
+def iso(unix: int, zone: tzinfo = UTC) -> str:
+    return datetime.fromtimestamp(unix, zone).isoformat()
 
 
 def start(window: Window, lifetime: int, booked: int = 0, removed: int = 0) -> Progress:
@@ -79,22 +79,24 @@ def start(window: Window, lifetime: int, booked: int = 0, removed: int = 0) -> P
     return Progress(int(window.start.timestamp()), lifetime - booked, min(removed, booked))
 
 
-def judge(plan: Plan, progress: Progress, window: Window, lifetime: int, instant: int, *, renews: bool) -> Verdict:
+def judge(
+    plan: Plan, progress: Progress, window: Window, lifetime: int, instant: int, *, renews: bool, zone: tzinfo = UTC
+) -> Verdict:
     """The plan's verdict at `instant`, `window` being the plan's window containing it and
     `lifetime` the peer's lifetime total then. `renews` says whether windows renew (every
-    reset but "none"): a renewal is announced."""
+    reset but "none"): a renewal is announced. Instants in events are written in `zone`."""
     events: list[tuple[str, dict[str, Any]]] = []
     window_start = int(window.start.timestamp())
     # The clock went back into an earlier window: the traffic still counts in the window
     # already reached, which is not renewed again when the clock comes forward.
     if window_start > progress.window_start:
         previous = progress.used(lifetime)
+        lifted = QUOTA in _held(plan, progress, lifetime)
         progress = Progress(window_start, lifetime, expired=progress.expired)
         if renews:
-            end = None if window.end is None else window.end.isoformat()
-            events.append(
-                ("plan.renewed", {"start": window.start.isoformat(), "end": end, "previous_used_bytes": previous})
-            )
+            end = None if window.end is None else window.end.astimezone(zone).isoformat()
+            renewed = {"start": window.start.astimezone(zone).isoformat(), "end": end, "previous_used_bytes": previous}
+            events.append(("plan.renewed", {**renewed, "quota_lifted": lifted}))
     used = progress.used(lifetime)
     limit = plan.limit_bytes
     if limit is not None:
@@ -107,7 +109,7 @@ def judge(plan: Plan, progress: Progress, window: Window, lifetime: int, instant
             events.append(("quota.exceeded", {"used_bytes": used, "limit_bytes": limit}))
             progress = replace(progress, exceeded=True)
     if plan.expires_at is not None and instant >= plan.expires_at and not progress.expired:
-        events.append(("plan.expired", {"expires_at": iso(plan.expires_at)}))
+        events.append(("plan.expired", {"expires_at": iso(plan.expires_at, zone)}))
         progress = replace(progress, expired=True)
     return Verdict(progress, _held(plan, progress, lifetime), tuple(events))
 
@@ -119,6 +121,17 @@ def _held(plan: Plan, progress: Progress, lifetime: int) -> frozenset[str]:
     if progress.expired:
         reasons.add(EXPIRED)
     return frozenset(reasons)
+
+
+def carried(old: Plan, new: Plan, progress: Progress) -> Progress:
+    """The progress a plan replaced within the same window leaves to its successor: the
+    window's usage stays; announcements made under other limits, or an expiry announced for
+    another instant, are made again if they hold."""
+    if not new.same_limits(old):
+        progress = replace(progress, warned=(), exceeded=False)
+    if new.expires_at != old.expires_at:
+        progress = replace(progress, expired=False)
+    return progress
 
 
 def after_reset(progress: Progress, lifetime: int, removed: int) -> Progress:

@@ -9,7 +9,7 @@ import json
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -127,30 +127,38 @@ def is_admin(user_id: int) -> bool:  # sync is accepted too
     return user_id == ADMIN
 
 
+@contextlib.asynccontextmanager
+async def telegram() -> AsyncIterator[tuple[FakeTelegram, str]]:
+    """The stand-in Bot API on a local port: the stand-in and its base URL."""
+    fake = FakeTelegram()
+    app = web.Application()
+    app.router.add_post("/bot{token}/{method}", fake.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield fake, f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
 def run_bot(socket_path: str, scenario: Callable[[FakeTelegram], Awaitable[None]]) -> None:
     async def main() -> None:
-        fake = FakeTelegram()
-        app = web.Application()
-        app.router.add_post("/bot{token}/{method}", fake.handle)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        session = AiohttpSession(api=TelegramAPIServer.from_base(f"http://127.0.0.1:{port}"))
-        bot = Bot("42:TEST", session=session)
-        dispatcher = Dispatcher()
-        client = AsyncClient(socket_path)
-        dispatcher.include_router(monitoring_router(client, profiles, is_admin))
-        polling = asyncio.ensure_future(dispatcher.start_polling(bot, handle_signals=False, polling_timeout=1))
-        try:
-            await scenario(fake)
-        finally:
-            await dispatcher.stop_polling()
-            await asyncio.wait_for(polling, 30)
-            await client.aclose()
-            await bot.session.close()
-            await runner.cleanup()
+        async with telegram() as (fake, api):
+            bot = Bot("42:TEST", session=AiohttpSession(api=TelegramAPIServer.from_base(api)))
+            dispatcher = Dispatcher()
+            client = AsyncClient(socket_path)
+            dispatcher.include_router(monitoring_router(client, profiles, is_admin))
+            polling = asyncio.ensure_future(dispatcher.start_polling(bot, handle_signals=False, polling_timeout=1))
+            try:
+                await scenario(fake)
+            finally:
+                await dispatcher.stop_polling()
+                await asyncio.wait_for(polling, 30)
+                await client.aclose()
+                await bot.session.close()
 
     asyncio.run(main())
 
@@ -229,11 +237,13 @@ def test_daemon_down_gives_a_friendly_message(awgd, caplog: pytest.LogCaptureFix
 
 
 def test_texts_can_be_overridden(awgd) -> None:  # type: ignore[no-untyped-def]
-    from awgd_client.aiogram_router import _Texts
+    from awgd_client.aiogram_router import BotTexts
 
-    texts = _Texts({"no_profiles": "Нет профилей."})
+    texts = BotTexts({"no_profiles": "Нет профилей."})
     assert texts("no_profiles") == "Нет профилей."
     assert texts("not_admin") == "Sorry, this command is for administrators."
-    by_function = _Texts(lambda key, values: f"[{key}:{values.get('label', '')}]" if key == "profile_unused" else None)
+    by_function = BotTexts(
+        lambda key, values: f"[{key}:{values.get('label', '')}]" if key == "profile_unused" else None
+    )
     assert by_function("profile_unused", label="Phone") == "[profile_unused:Phone]"
     assert by_function("online") == "🟢 online"

@@ -48,7 +48,9 @@ def bed() -> Iterator[TestBed]:
 class Server:
     """The bed's server interface with a config file, and awgd beside it."""
 
-    def __init__(self, daemons: Any, bed: TestBed, *, on_server: tuple[int, ...] = (1, 2, 3)) -> None:
+    def __init__(
+        self, daemons: Any, bed: TestBed, *, on_server: tuple[int, ...] = (1, 2, 3), env: dict[str, str] | None = None
+    ) -> None:
         self.bed = bed
         self.tunnel: Tunnel = bed.servers[0]
         self.ifname = self.tunnel.ifname
@@ -67,7 +69,7 @@ class Server:
         wrapper.unlink()
         wrapper.write_text(f'#!/bin/sh\necho "$*" >> {self.argv_log}\nexec {real} "$@"\n')
         wrapper.chmod(0o755)
-        env = bed.path_env()
+        env = {**bed.path_env(), **(env or {})}
         self.daemon = daemons("auto", prefix=bed.server.argv(), env=env, wireguard={"config_dir": str(self.conf_dir)})
         self.daemon.start()
 

@@ -17,6 +17,7 @@ import pytest
 import wgbed
 from conftest import key
 from test_awgctl import awgctl
+from test_daemon_rollover import fake_clock, needs_faketime
 from test_peers import Server, pings
 from wgbed import AMNEZIAWG, TestBed
 
@@ -235,3 +236,61 @@ def test_the_client_library_and_awgctl_set_plans_and_follow_events(daemons, bed:
     assert listed.returncode == 0 and listed.stdout.count("peer.blocked") == 2
     assert awgctl(*sock, "plan", "clear", key).returncode == 0
     assert server.result("traffic.get", public_key=key)["plan"] is None
+
+
+@needs_faketime
+def test_a_month_plan_anchored_on_the_31st_renews_on_the_last_day_of_february(daemons, bed: TestBed) -> None:  # type: ignore[no-untyped-def]
+    # awgd's clock starts 20 s before 2027-02-28 00:00 (Moscow): the window begun on 31 January
+    # ends there, February having no 31st, and the next one runs to 31 March.
+    server = Server(daemons, bed, on_server=(1, 2), env=fake_clock("2027-02-27 23:59:40"))
+    user = bed.peers[0]
+    key = user.tunnel.public_key
+    feed = Subscription(server.daemon.socket, types=["quota.exceeded", "plan.renewed", "peer.unblocked"])
+    feed.sock.settimeout(60)  # the renewal comes at the fake midnight, up to 20 s away
+    bed.ping(user, 2)
+    server.daemon.result("traffic.sample")
+    used = server.result("traffic.get", public_key=key)["period"]["total_bytes"]
+    planned = server.result("plan.set", public_key=key, limit_bytes=used + 1, reset="month", anchor="2026-10-31")
+    assert (planned["plan"]["start"], planned["plan"]["end"]) == (
+        "2027-01-31T00:00:00+03:00",
+        "2027-02-28T00:00:00+03:00",
+    )
+    bed.ping(user, 2)
+    server.daemon.result("traffic.sample")
+    assert feed.event()["type"] == "quota.exceeded"
+    assert server.result("traffic.get", public_key=key)["blocked"] == ["quota"] and not pings(bed, user)
+    renewed, unblocked = feed.event(), feed.event()  # at the fake midnight, with no sample asked for
+    assert renewed["type"] == "plan.renewed" and renewed["at"].startswith("2027-02-28T00:00:0")
+    assert renewed["data"]["start"] == "2027-02-28T00:00:00+03:00"
+    assert renewed["data"]["end"] == "2027-03-31T00:00:00+03:00"
+    assert renewed["data"]["quota_lifted"] is True and renewed["data"]["previous_used_bytes"] > used
+    assert unblocked["type"] == "peer.unblocked" and unblocked["data"] == {"reason": "quota"}
+    assert pings(bed, user)
+    server.daemon.result("traffic.sample")
+    plan = server.result("traffic.get", public_key=key)["plan"]
+    assert plan["start"] == "2027-02-28T00:00:00+03:00"
+    assert 0 < plan["used_bytes"] < renewed["data"]["previous_used_bytes"]  # the new window counts anew
+    feed.close()
+
+
+@needs_faketime
+def test_a_window_that_started_while_awgd_was_down_lifts_its_block_at_start_up(daemons, bed: TestBed) -> None:  # type: ignore[no-untyped-def]
+    server = Server(daemons, bed, on_server=(1, 2), env=fake_clock("2027-02-27 22:00:00"))
+    user = bed.peers[0]
+    key = user.tunnel.public_key
+    bed.ping(user, 2)
+    server.daemon.result("traffic.sample")
+    used = server.result("traffic.get", public_key=key)["period"]["total_bytes"]
+    server.result("plan.set", public_key=key, limit_bytes=used + 1, reset="month", anchor="2026-10-31")
+    bed.ping(user, 2)
+    server.daemon.result("traffic.sample")
+    assert server.result("traffic.get", public_key=key)["blocked"] == ["quota"] and not pings(bed, user)
+    server.daemon.stop()
+    # Down across 2027-02-28 00:00, when the window anchored on the 31st ends; back at 00:10.
+    server.daemon.env.update(fake_clock("2027-02-28 00:10:00"))
+    server.daemon.start()
+    peer = server.result("traffic.get", public_key=key)
+    assert peer["blocked"] == [] and peer["plan"]["start"] == "2027-02-28T00:00:00+03:00"
+    assert pings(bed, user)
+    kinds = [e["type"] for e in server.daemon.result("events.list", types=["plan.renewed", "peer.unblocked"])["events"]]
+    assert kinds == ["plan.renewed", "peer.unblocked"]

@@ -1,10 +1,11 @@
 """The quota rule (awgd.quota), against a model: random histories of traffic, time passing,
-clock jumps back, resets and restarts (the progress stored and read back), day windows."""
+clock jumps back, resets, restarts (the progress stored and read back) and the limit changed
+by a new plan within the window, day windows."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -12,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from awgd.plan_windows import window_containing
-from awgd.quota import EXPIRED, QUOTA, Plan, Progress, after_reset, judge, start, trigger
+from awgd.quota import EXPIRED, QUOTA, Plan, Progress, after_reset, carried, judge, start, trigger
 
 UTC_ZONE = ZoneInfo("UTC")
 T0 = datetime(2026, 11, 27, 12, tzinfo=UTC)
@@ -24,6 +25,7 @@ steps = st.lists(
         st.tuples(st.just("back"), st.integers(1, 30 * 3600)),
         st.tuples(st.just("reset"), st.integers(0, 2000)),
         st.tuples(st.just("restart"), st.just(0)),
+        st.tuples(st.just("replan"), st.integers(0, 3000)),
     ),
     max_size=40,
 )
@@ -53,12 +55,15 @@ def test_the_block_state_and_every_event_follow_the_rules(
     reached = int(window_of(clock, plan).start.timestamp())
     usage = {reached: 0}
     expired_announced = sum(1 for event, _ in set_verdict.events if event == "plan.expired")
-    announced: dict[tuple[int, str, float | None], int] = {}
+    # Announcements hold per window and per limits ("epoch": a new plan with other limits
+    # announces again what its usage already reached).
+    epoch = 0
+    announced: dict[tuple[int, int, str, float | None], int] = {}
     for event, data in set_verdict.events:
         if event != "plan.expired":
-            announced[(reached, event, data.get("threshold"))] = 1
+            announced[(reached, epoch, event, data.get("threshold"))] = 1
     renewals = 0
-    peak = {reached: 0}
+    peak = {(reached, epoch): 0}
     latest = clock
     for kind, amount in history:
         if kind == "traffic":
@@ -71,27 +76,42 @@ def test_the_block_state_and_every_event_follow_the_rules(
         elif kind == "reset":
             progress = after_reset(progress, lifetime, amount)
             usage[reached] -= min(amount, usage[reached])
+        elif kind == "replan":
+            # plan.set within the window the clock is in (another window starts the progress
+            # from the ledger's bookings: awgd.peer_admin, tested on the real daemon).
+            if int(window_of(clock, plan).start.timestamp()) == reached:
+                new = replace(plan, limit_bytes=amount)
+                if not new.same_limits(plan):
+                    epoch += 1
+                    peak[(reached, epoch)] = usage[reached]
+                progress = carried(plan, new, progress)
+                plan, limit = new, amount
         else:  # restart: what the ledger stores, read back
             stored = json.loads(json.dumps(asdict(progress)))
             progress = Progress(**{**stored, "warned": tuple(stored["warned"])})
         window = window_of(clock, plan)
         start_now = int(window.start.timestamp())
+        lifted = None  # whether the window that ends now had used its limit
         if start_now > reached:
+            lifted = usage[reached] >= limit
             reached = start_now
             usage[reached] = 0
+            peak[(reached, epoch)] = 0
         verdict = judge(plan, progress, window, lifetime, int(clock.timestamp()), renews=True)
         progress = verdict.progress
         for event, data in verdict.events:
             if event == "plan.renewed":
                 renewals += 1
+                assert data["quota_lifted"] is lifted
             elif event == "plan.expired":
                 expired_announced += 1
             else:
-                slot = (progress.window_start, event, data.get("threshold"))
+                slot = (progress.window_start, epoch, event, data.get("threshold"))
                 announced[slot] = announced.get(slot, 0) + 1
                 assert data["used_bytes"] == usage[reached]
         used = usage[reached]
-        peak[reached] = max(peak.get(reached, 0), used)
+        term = (reached, epoch)
+        peak[term] = max(peak.get(term, 0), used)
         latest = max(latest, clock)
         assert progress.window_start == reached
         assert progress.used(lifetime) == used
@@ -101,9 +121,9 @@ def test_the_block_state_and_every_event_follow_the_rules(
         assert expired_announced == int(expired)
         # Each threshold and the limit are announced once per window, once usage reached it.
         for threshold in warn_at:
-            expected = int(peak[reached] >= threshold * limit)
-            assert announced.get((reached, "quota.warning", threshold), 0) == expected
-        assert announced.get((reached, "quota.exceeded", None), 0) == int(peak[reached] >= limit)
+            expected = int(peak[term] >= threshold * limit)
+            assert announced.get((*term, "quota.warning", threshold), 0) == expected
+        assert announced.get((*term, "quota.exceeded", None), 0) == int(peak[term] >= limit)
         # Traffic short of the trigger changes nothing; reaching it does.
         aim = trigger(plan, progress, lifetime)
         if aim is not None:

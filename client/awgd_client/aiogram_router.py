@@ -56,6 +56,21 @@ DEFAULT_TEXTS: dict[str, str] = {
     "no_interfaces": "No interfaces.",
     "refresh": "🔄 Refresh",
     "refreshed": "Updated",
+    # /stats, for a key with a plan (awgd API v2)
+    "plan": "Plan: {used} of {limit} used, {remaining} left{renews}",
+    "plan_unlimited": "Plan: {used} used{renews}",
+    "plan_renews": " · renews on {day}",
+    "plan_expires": "Plan expires on {day}",
+    "blocked": "⛔ VPN paused: {reasons}",
+    "reason_quota": "the quota is used up",
+    "reason_expired": "the plan expired",
+    "reason_admin": "by the administrator",
+    # messages from awgd_client.aiogram_notifications
+    "notice_quota_warning": "⚠️ <b>{label}</b>: {used} of your {limit} used ({percent}%). Renews on {renews}.",
+    "notice_quota_exceeded": "⛔ <b>{label}</b>: all of your {limit} is used. The VPN is paused until {renews}.",
+    "notice_quota_exceeded_final": "⛔ <b>{label}</b>: all of your {limit} is used. The VPN is paused.",
+    "notice_plan_renewed": "✅ <b>{label}</b>: a new window started, the VPN works again ({limit} until {renews}).",
+    "notice_plan_expired": "⌛ <b>{label}</b>: your plan expired on {expires}. The VPN is paused.",
 }
 
 Texts = Mapping[str, str] | Callable[[str, dict[str, Any]], str | None]
@@ -63,11 +78,11 @@ Profiles = Callable[[int], Sequence[tuple[str, str]] | Awaitable[Sequence[tuple[
 IsAdmin = Callable[[int], bool | Awaitable[bool]]
 
 
-async def _maybe_await(value: Any) -> Any:
+async def maybe_await(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
 
 
-class _Texts:
+class BotTexts:
     """Overrides first, then English. A dict maps a name to a template (str.format fields as in
     DEFAULT_TEXTS); a callable gets (key, values) and returns the text, or None for the default."""
 
@@ -87,7 +102,7 @@ class _Texts:
 def monitoring_router(
     client: AsyncClient, profiles: Profiles, is_admin: IsAdmin, *, texts: Texts | None = None
 ) -> Router:
-    text = _Texts(texts)
+    text = BotTexts(texts)
     router = Router(name="awgd-monitoring")
 
     @router.message(Command("stats"))
@@ -95,7 +110,7 @@ def monitoring_router(
         user = message.from_user
         if user is None:
             return
-        own = list(await _maybe_await(profiles(user.id)))
+        own = list(await maybe_await(profiles(user.id)))
         if not own:
             await message.answer(text("no_profiles"))
             return
@@ -112,7 +127,7 @@ def monitoring_router(
     @router.message(Command("server_status"))
     async def server_status(message: Message) -> None:
         user = message.from_user
-        if user is None or not await _maybe_await(is_admin(user.id)):
+        if user is None or not await maybe_await(is_admin(user.id)):
             await message.answer(text("not_admin"))
             return
         try:
@@ -125,7 +140,7 @@ def monitoring_router(
 
     @router.callback_query(F.data == REFRESH)
     async def refresh(query: CallbackQuery) -> None:
-        if not await _maybe_await(is_admin(query.from_user.id)):
+        if not await maybe_await(is_admin(query.from_user.id)):
             await query.answer(text("not_admin"), show_alert=True)
             return
         try:
@@ -150,7 +165,7 @@ def _log_unavailable(what: str, exc: AwgdError) -> None:
         log.error("%s: awgd answered with an error: %s", what, exc)
 
 
-async def _profile(client: AsyncClient, text: _Texts, label: str, public_key: str) -> str:
+async def _profile(client: AsyncClient, text: BotTexts, label: str, public_key: str) -> str:
     try:
         figures = [await client.traffic(public_key, fresh=True)]
     except UnknownPeer:
@@ -160,7 +175,7 @@ async def _profile(client: AsyncClient, text: _Texts, label: str, public_key: st
     return _profile_text(text, label, figures)
 
 
-def _profile_text(text: _Texts, label: str, figures: list[PeerTraffic]) -> str:
+def _profile_text(text: BotTexts, label: str, figures: list[PeerTraffic]) -> str:
     download = sum(f.period.tx_bytes for f in figures)  # the server's tx is the user's download
     upload = sum(f.period.rx_bytes for f in figures)
     lifetime = sum(f.lifetime.total_bytes for f in figures)
@@ -171,28 +186,53 @@ def _profile_text(text: _Texts, label: str, figures: list[PeerTraffic]) -> str:
         presence = text("last_seen", ago=format_ago(max(handshakes)))
     else:
         presence = text("never_seen")
-    return text(
-        "profile",
-        label=html.escape(label),
-        download=format_bytes(download),
-        upload=format_bytes(upload),
-        resets=_day(figures[0].period.end),
-        lifetime=format_bytes(lifetime),
-        presence=presence,
-    )
+    lines = [
+        text(
+            "profile",
+            label=html.escape(label),
+            download=format_bytes(download),
+            upload=format_bytes(upload),
+            resets=day_of(figures[0].period.end),
+            lifetime=format_bytes(lifetime),
+            presence=presence,
+        )
+    ]
+    for figure in figures:
+        lines += _plan_lines(text, figure)
+    return "\n".join(lines)
 
 
-def _day(moment: datetime) -> str:
+def _plan_lines(text: BotTexts, figure: PeerTraffic) -> list[str]:
+    """What the plan allows, what is left and when it renews; whether and why it is paused."""
+    lines = []
+    plan = figure.plan
+    if plan is not None:
+        renews = "" if plan.end is None else text("plan_renews", day=day_of(plan.end))
+        used = format_bytes(plan.used_bytes)
+        if plan.limit_bytes is None:
+            lines.append(text("plan_unlimited", used=used, renews=renews))
+        else:
+            limit, remaining = format_bytes(plan.limit_bytes), format_bytes(plan.remaining_bytes or 0)
+            lines.append(text("plan", used=used, limit=limit, remaining=remaining, renews=renews))
+        if plan.expires_at is not None and "expired" not in figure.blocked:
+            lines.append(text("plan_expires", day=day_of(plan.expires_at)))
+    if figure.blocked:
+        reasons = ", ".join(text(f"reason_{r}") if f"reason_{r}" in DEFAULT_TEXTS else r for r in figure.blocked)
+        lines.append(text("blocked", reasons=reasons))
+    return lines
+
+
+def day_of(moment: datetime) -> str:
     return f"{moment.day} {moment.strftime('%b')}"
 
 
-def _status(text: _Texts, status: ServerStatus) -> str:
+def _status(text: BotTexts, status: ServerStatus) -> str:
     lines = [
         text("status_header", health=text("healthy") if status.healthy else text("unhealthy")),
         text(
             "status_period",
-            start=_day(status.period.start),
-            end=_day(status.period.end),
+            start=day_of(status.period.start),
+            end=day_of(status.period.end),
             ago=format_ago(status.sampler.last_success_at),
         ),
     ]
@@ -215,5 +255,5 @@ def _status(text: _Texts, status: ServerStatus) -> str:
     return "\n".join(lines)
 
 
-def _refresh_button(text: _Texts) -> InlineKeyboardMarkup:
+def _refresh_button(text: BotTexts) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(inline_keyboard=[[InlineKeyboardButton(text=text("refresh"), callback_data=REFRESH)]])

@@ -27,7 +27,8 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -45,10 +46,15 @@ from awgd.dump_parser import DumpParser  # noqa: E402
 from awgd.gc_policy import CollectorPolicy  # noqa: E402
 from awgd.ledger import Ledger  # noqa: E402
 from awgd.periods import period_containing  # noqa: E402
+from awgd.plans import Judged, PlanState, lifetime, window_at  # noqa: E402
+from awgd.quota import Plan, start  # noqa: E402
 from awgd.sampling import Sampler  # noqa: E402
 from awgd.system_reader import Reading  # noqa: E402
 
 ZONE = ZoneInfo("UTC")
+# Far above what any benchmark peer uses: the plans are judged, never hot, never blocking.
+PLAN_LIMIT = 10**15
+PLANNED_SHARE = 0.1
 RESULTS: dict[str, Any] = {}
 ROWS: list[tuple[str, str, str, str, str]] = []  # what, figure, floor, ratio, target
 
@@ -174,15 +180,30 @@ class Booker:
             _, written = self.loop.run_until_complete(self.sampler.book(reading))
         return time.perf_counter() - started, written
 
+    def plan(self, peer_keys: list[str], at: datetime) -> None:
+        """Give these peers a monthly plan far above their usage, as plan.set stores it."""
+        books = self.sampler.books
+        judged = Judged.nothing()
+        for public_key in peer_keys:
+            book = books.peers[("wg0", public_key)]
+            plan = Plan(PLAN_LIMIT, "month", date(2026, 11, 1))
+            window = window_at(plan, at, ZONE, Config().periods_schedule)
+            state = PlanState(start(window, lifetime(book)), window)
+            judged.settled[book.key] = replace(book.settings, plan=plan)
+            judged.states[book.key] = state
+        self.ledger.store(judged)
+        books.apply(judged)
+
     def close(self) -> None:
         self.loop.close()
         self.ledger.close()
 
 
-def own_cost(n: int, fraction: float, samples: int, shuffled: bool = False) -> dict[str, Any]:
+def own_cost(n: int, fraction: float, samples: int, shuffled: bool = False, planned: float = 0.0) -> dict[str, Any]:
     """`samples` consecutive samples of a running ledger, each moving `fraction` of the peers,
     after a baseline and one sample in which every peer moved (so every peer has its rows).
-    `shuffled`: the peers in a new random order in every dump, as Go's map order prints them."""
+    `shuffled`: the peers in a new random order in every dump, as Go's map order prints them.
+    `planned`: the share of peers given a monthly plan first (none near its limit)."""
     rng = random.Random(7)
     peer_keys = keys(n)
     workdir = Path(tempfile.mkdtemp(prefix="awgd-bench-"))
@@ -199,6 +220,8 @@ def own_cost(n: int, fraction: float, samples: int, shuffled: bool = False) -> d
     booker.sample(dump(), at)  # the baseline
     counters = advance_counters(counters, 1.0, rng)
     booker.sample(dump(), at + timedelta(minutes=1))
+    if planned:
+        booker.plan(rng.sample(peer_keys, round(n * planned)), at + timedelta(minutes=1))
     times, rows = [], []
     for index in range(samples):
         counters = advance_counters(counters, fraction, rng)
@@ -443,6 +466,32 @@ def bench_own_cost(run: Run) -> None:
                 )
 
 
+def bench_plans(run: Run) -> None:
+    # The same samples with and without plans on 10 % of the peers, in turns, so that both
+    # see the same moments of a noisy machine; the ratio is of the medians.
+    n = max(run.sizes)
+    for fraction in (1.0, 0.01):
+        print(f"3. plans on {PLANNED_SHARE:.0%} of N={n}, {fraction:.0%} moving ...", flush=True)
+        without, with_plans = [], []
+        for _ in range(3):
+            for share, into in ((0.0, without), (PLANNED_SHARE, with_plans)):
+                into.append(own_cost(n, fraction, run.samples, shuffled=True, planned=share)["time"]["median"])
+        base, cost = statistics.median(without), statistics.median(with_plans)
+        RESULTS[f"plans_{n}_{fraction}"] = {"without": summary(without), "with": summary(with_plans)}
+        row(
+            f"3. sample with plans on {PLANNED_SHARE:.0%}, N={n}, {fraction:.0%} moving",
+            ms(cost),
+            ms(base),
+            cost / base,
+            "<= 1.1x no plans",
+            cost / base <= 1.1,
+        )
+    idle = own_cost(n, 0.0, run.samples, shuffled=True, planned=PLANNED_SHARE)
+    RESULTS[f"plans_{n}_idle"] = idle
+    written = max(idle["rows_written"])
+    row(f"3. idle sample with plans, N={n}", ms(idle["time"]["median"]), "", None, f"0 rows ({written})", written == 0)
+
+
 def floor_now(bed: TestBed, runs: int) -> float:
     """The median of `runs` runs of the dump, now, on the bed's interface as it is."""
     out = bed.server.run(sys.executable, "-c", TIMER, str(runs), "x", "0", bed.flavor.tool, timeout=600)
@@ -652,6 +701,7 @@ def bench_startup(run: Run) -> None:
 
 SECTIONS: dict[str, Callable[[Run], None]] = {
     "own": bench_own_cost,
+    "plans": bench_plans,
     "whole": bench_whole_sample,
     "docker": bench_docker,
     "rpc": bench_rpc,

@@ -1,0 +1,226 @@
+"""Tell users about their plans from an aiogram 3 bot: a warning before the quota runs out,
+the cut-off, the access given back when a new window starts, the plan's expiry.
+
+    from awgd_client import AsyncClient
+    from awgd_client.aiogram_notifications import PlanNotifier
+
+    notifier = PlanNotifier(AsyncClient(), bot, owner_of=my_owner_of, last_id="/var/lib/mybot/awgd-last-event")
+    notifier.attach(dp)  # runs while the dispatcher polls
+
+`owner_of(public_key)` returns the Telegram chat id of the key's owner, or None (sync or
+async). `last_id` is where the notifier keeps the id of the last event it handled: a file
+path, or a pair of callables `(load() -> int | None, save(int))` (sync or async) for the
+bot's own database. With it, each message goes out exactly once across bot restarts: events
+that happened while the bot was down are told when it is back, and none is told twice. (A
+crash in the instant between Telegram accepting a message and the id being saved sends that
+one message again on restart: a duplicate is better than a user never told.)
+
+The messages, each for the key's owner, and their text keys (overridable with `texts`, as in
+awgd_client.aiogram_router): `quota.warning` (notice_quota_warning), `quota.exceeded`
+(notice_quota_exceeded, or notice_quota_exceeded_final for a plan that never renews),
+`plan.renewed` when the new window gives back what the quota took (notice_plan_renewed),
+and `plan.expired` (notice_plan_expired).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import html
+import logging
+import os
+import tempfile
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from aiogram import Bot, Dispatcher
+from aiogram.exceptions import TelegramAPIError, TelegramNetworkError, TelegramRetryAfter, TelegramServerError
+
+from awgd_client.aiogram_router import BotTexts, Texts, day_of, maybe_await
+from awgd_client.async_client import AsyncClient
+from awgd_client.errors import AwgdError
+from awgd_client.formatting import format_bytes
+from awgd_client.models import Event, PeerTraffic
+
+log = logging.getLogger("awgd_client.aiogram_notifications")
+T = TypeVar("T")
+
+NOTIFIED = ("quota.warning", "quota.exceeded", "plan.renewed", "plan.expired")
+# Telegram or awgd being away is retried from this pause, doubled up to the cap: a message is
+# late rather than lost, and a long outage costs one attempt a minute.
+RETRY_FIRST_DELAY = 1.0
+RETRY_MAX_DELAY = 60.0
+# A key is shown by its first characters when awgd has no label for it: enough to tell a
+# user's devices apart, short enough for a chat line.
+SHORT_KEY_CHARS = 8
+
+OwnerOf = Callable[[str], int | Awaitable[int | None] | None]
+Load = Callable[[], int | Awaitable[int | None] | None]
+Save = Callable[[int], Awaitable[None] | None]
+LastId = str | os.PathLike[str] | tuple[Load, Save]
+
+
+class LastIdFile:
+    """The last handled event id in a file of its own, replaced atomically on each save."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def load(self) -> int | None:
+        try:
+            text = self.path.read_text().strip()
+        except FileNotFoundError:
+            return None
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"{self.path} does not hold an event id: {text[:40]!r}") from None
+
+    def save(self, last_id: int) -> None:
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w") as out:
+                out.write(f"{last_id}\n")
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+
+class PlanNotifier:
+    def __init__(
+        self,
+        client: AsyncClient,
+        bot: Bot,
+        owner_of: OwnerOf,
+        last_id: LastId,
+        *,
+        texts: Texts | None = None,
+    ) -> None:
+        self._client = client
+        self._bot = bot
+        self._owner_of = owner_of
+        if isinstance(last_id, tuple):
+            self._load, self._save = last_id
+        else:
+            stored = LastIdFile(last_id)
+            self._load, self._save = stored.load, stored.save
+        self._text = BotTexts(texts)
+        self._task: asyncio.Task[None] | None = None
+
+    def attach(self, dispatcher: Dispatcher) -> None:
+        """Run while `dispatcher` runs: started at its startup, stopped at its shutdown."""
+        dispatcher.startup.register(self.start)
+        dispatcher.shutdown.register(self.stop)
+
+    async def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self.run())
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def run(self) -> None:
+        """Tell every event after the stored id, then each new one, forever."""
+        since = await maybe_await(self._load())
+        if since is None:  # the first run: from now on, not the server's whole history
+            since = await self._retrying("read the last event id", self._newest_id)
+            await maybe_await(self._save(since))
+        async for event in self._client.subscribe(since, list(NOTIFIED)):
+            await self.notify(event)
+            await maybe_await(self._save(event.id))
+
+    async def _newest_id(self) -> int:
+        return (await self._client.events(limit=1)).last_id
+
+    async def notify(self, event: Event) -> None:
+        """Message the owner of the event's key, if the event is one to tell and it has one."""
+        if event.public_key is None or event.type not in NOTIFIED:
+            return
+        if event.type == "plan.renewed" and not event.data.get("quota_lifted"):
+            return  # a window starting is news only to a user it gives access back to
+        chat = await maybe_await(self._owner_of(event.public_key))
+        if chat is None:
+            return
+        peer = await self._peer(event)
+        body = self._message(event, peer)
+        await self._retrying(f"tell chat {chat} about {event.type} #{event.id}", lambda: self._send(chat, body))
+
+    async def _peer(self, event: Event) -> PeerTraffic | None:
+        """The peer's label and plan for the message; the message goes out without them when
+        awgd cannot say (the peer was removed meanwhile)."""
+        assert event.public_key is not None
+        try:
+            return await self._client.traffic(event.public_key, interface=event.interface)
+        except AwgdError as exc:
+            log.info("no details of %s for its %s message: %s", event.public_key[:SHORT_KEY_CHARS], event.type, exc)
+            return None
+
+    def _message(self, event: Event, peer: PeerTraffic | None) -> str:
+        assert event.public_key is not None
+        label = peer.label if peer is not None and peer.label else f"{event.public_key[:SHORT_KEY_CHARS]}…"
+        plan = peer.plan if peer is not None else None
+        data = event.data
+        fields: dict[str, Any] = {"label": html.escape(label)}
+        if "limit_bytes" in data:
+            fields["limit"] = format_bytes(int(data["limit_bytes"]))
+        elif plan is not None and plan.limit_bytes is not None:
+            fields["limit"] = format_bytes(plan.limit_bytes)
+        else:
+            fields["limit"] = "?"
+        if "used_bytes" in data:
+            fields["used"] = format_bytes(int(data["used_bytes"]))
+        ends = plan.end if plan is not None else None
+        fields["renews"] = day_of(ends) if ends is not None else "?"
+        if event.type == "quota.warning":
+            fields["percent"] = round(float(data["threshold"]) * 100)
+            return self._text("notice_quota_warning", **fields)
+        if event.type == "quota.exceeded":
+            if plan is not None and plan.end is None:
+                return self._text("notice_quota_exceeded_final", **fields)
+            return self._text("notice_quota_exceeded", **fields)
+        if event.type == "plan.renewed":
+            fields["renews"] = day_of_iso(data.get("end")) or fields["renews"]
+            return self._text("notice_plan_renewed", **fields)
+        fields["expires"] = day_of_iso(data.get("expires_at")) or "?"
+        return self._text("notice_plan_expired", **fields)
+
+    async def _send(self, chat: int, body: str) -> None:
+        try:
+            await self._bot.send_message(chat, body, parse_mode="HTML")
+        except (TelegramRetryAfter, TelegramNetworkError, TelegramServerError):
+            raise  # passing: retried
+        except TelegramAPIError as exc:
+            # The user blocked the bot, the chat is gone, the text was refused: retrying cannot help.
+            log.warning("chat %s cannot be told: %s", chat, exc)
+
+    async def _retrying(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        delay = RETRY_FIRST_DELAY
+        while True:
+            try:
+                return await attempt()
+            except TelegramRetryAfter as exc:
+                await asyncio.sleep(exc.retry_after)
+                continue
+            except (TelegramNetworkError, TelegramServerError, AwgdError, OSError, TimeoutError) as exc:
+                log.warning("could not %s (again in %g s): %s", what, delay, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_DELAY)
+
+
+def day_of_iso(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return day_of(datetime.fromisoformat(value))
+    except ValueError:
+        return None
