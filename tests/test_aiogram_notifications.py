@@ -154,3 +154,23 @@ def test_a_renewal_that_lifts_nothing_is_not_told() -> None:
 
     notifier = PlanNotifier(AsyncClient("/nonexistent"), NoBot(), lambda key: ALICE, (lambda: 0, lambda i: None))  # type: ignore[arg-type]
     asyncio.run(notifier.notify(renewed))
+
+
+def test_an_unreadable_last_id_stops_the_notifier_with_a_clear_log_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = tmp_path / "id"
+    store.write_text("not a number")
+
+    async def scenario() -> None:
+        notifier = PlanNotifier(AsyncClient("/nonexistent"), None, lambda key: ALICE, store)  # type: ignore[arg-type]
+        await notifier.start()
+        assert notifier._task is not None
+        await asyncio.wait([notifier._task], timeout=10)
+        await notifier.stop()  # the bot's shutdown goes on
+
+    asyncio.run(scenario())
+    assert any(
+        "plan notifications stopped" in r.getMessage() and "does not hold an event id" in r.getMessage()
+        for r in caplog.records
+    )

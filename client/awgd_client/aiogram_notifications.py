@@ -121,12 +121,13 @@ class PlanNotifier:
     async def start(self) -> None:
         if self._task is None or self._task.done():
             self._task = asyncio.ensure_future(self.run())
+            self._task.add_done_callback(_report_end)
 
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(Exception, asyncio.CancelledError):  # an end is logged as it happens
                 await task
 
     async def run(self) -> None:
@@ -215,6 +216,13 @@ class PlanNotifier:
                 log.warning("could not %s (again in %g s): %s", what, delay, exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_DELAY)
+
+
+def _report_end(task: asyncio.Task[None]) -> None:
+    """run() only ends by failing (an unreadable last id): say so when it happens, not at
+    the bot's shutdown, so the operator learns why users are no longer told."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("plan notifications stopped: %s", exc)
 
 
 def day_of_iso(value: Any) -> str | None:
