@@ -346,6 +346,7 @@ class Api:
             session_rx, session_tx = (line.rx_bytes, line.tx_bytes) if present else (0, 0)
         period_rx, period_tx = books.period_usage(book)
         lifetime_rx, lifetime_tx = book.lifetime_rx, book.lifetime_tx
+        rate_rx, rate_tx = books.rate(book)
         settings = book.settings
         blocked = settings.blocked
         # PeerBook.allowed_ips and .label, written out (tuples are encoded as JSON arrays).
@@ -376,6 +377,7 @@ class Api:
                 "tx_bytes": lifetime_tx,
                 "total_bytes": lifetime_rx + lifetime_tx,
             },
+            "rate": {"rx_bytes_per_second": rate_rx, "tx_bytes_per_second": rate_tx},
         }
 
     def _plan(self, book: PeerBook, plan: Plan) -> dict[str, Any]:
@@ -729,12 +731,17 @@ def _key(books: Books, book: PeerBook) -> tuple[str, str]:
     return (book.public_key, book.interface)
 
 
+def _rate(books: Books, book: PeerBook) -> tuple[int, str, str]:
+    return (-sum(books.rate(book)), book.public_key, book.interface)
+
+
 _ORDER: dict[str, Callable[[Books, PeerBook], Any]] = {
     "total": _total,
     "rx": _rx,
     "tx": _tx,
     "handshake": _handshake,
     "public_key": _key,
+    "rate": _rate,
 }
 assert tuple(_ORDER) == LIST_SORTS
 

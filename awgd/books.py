@@ -264,6 +264,11 @@ class Books:
         self.tracking_since: datetime | None = None  # the first sample's time: a baseline
         self.last_booked_at: datetime | None = None
         self.version = 0  # changes whenever a figure shown may have changed
+        # The last sample's movers and the seconds since the sample before it: the current
+        # rates, worked out only when asked for (Books.rate), so a sample pays nothing for them.
+        self._committed_at: datetime | None = None
+        self._moves: tuple[list[PeerBook], list[tuple[int, int, int, int, int]], float] = ([], [], 0.0)
+        self._rates: tuple[int, dict[int, tuple[int, int]]] = (-1, {})
         self._next_id = 1
         self._in_step: frozenset[str] = frozenset()
         self._period_of: tuple[str, ZoneInfo, Period] | None = None
@@ -686,6 +691,9 @@ class Books:
             self.tracking_since = entry.taken_at
         if not entry.empty:
             self.last_booked_at = entry.taken_at
+        previous, self._committed_at = self._committed_at, entry.taken_at
+        seconds = 0.0 if previous is None else (entry.taken_at - previous).total_seconds()
+        self._moves = (entry.moved_books, entry.moved, seconds)
         self._in_step = entry.in_step
         self.version += 1
 
@@ -738,6 +746,21 @@ class Books:
 
     def find(self, public_key: str) -> list[PeerBook]:
         return self.by_key.get(public_key, [])
+
+    def rate(self, book: PeerBook) -> tuple[int, int]:
+        """Bytes per second (rx, tx) between the last two samples; (0, 0) for a peer that did
+        not move in the last one (or the first sample, which has no interval)."""
+        version, rates = self._rates
+        if version != self.version:
+            movers, rows, seconds = self._moves
+            rates = {}
+            if seconds > 0:
+                rates = {
+                    id(mover): (round(row[2] / seconds), round(row[3] / seconds))
+                    for mover, row in zip(movers, rows, strict=True)
+                }
+            self._rates = (self.version, rates)
+        return rates.get(id(book), (0, 0))
 
     def sampled_at(self, book: PeerBook) -> datetime | None:
         """When the figures shown for this peer were read."""

@@ -38,6 +38,9 @@ WIREGUARD_PACKAGES=(wireguard-go wireguard-tools iproute2 iputils-ping)
 # Amnezia's server container (tests/test_amnezia.py): the tests start an engine of their own,
 # with no firewall rules and no bridge; iptables-save proves the firewall untouched.
 DOCKER_PACKAGES=(docker.io busybox-static iptables)
+# The exporter's tests (tests/test_exporter.py) start a Prometheus server of their own and run
+# its promtool; the packaged service must not start on install (ensure_apt_not_started).
+PROMETHEUS_PACKAGES=(prometheus)
 
 ensure_apt_not_started() {
     # Debian starts a package's services on install; docker.service would rewrite the firewall

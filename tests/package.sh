@@ -55,8 +55,9 @@ lintian_out=$(lintian --fail-on error,warning "$DEB" 2>&1 | grep -v 'running wit
 echo "${lintian_out:-  (clean)}"
 echo "$lintian_out" | grep -qE '^[EW]: ' && fail "lintian reported errors or warnings"
 
-step "systemd-analyze security --offline=true --threshold=20"
+step "systemd-analyze security --offline=true --threshold=20 (awgd, awgd-exporter)"
 systemd-analyze security --offline=true --threshold=20 systemd/awgd.service | tail -1
+systemd-analyze security --offline=true --threshold=20 systemd/awgd-exporter.service | tail -1
 
 step "debootstrap a minimal Debian 12"
 debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus bookworm "$ROOTFS" "$MIRROR" \
@@ -66,12 +67,12 @@ echo "deb $MIRROR bookworm main" >"$ROOTFS/etc/apt/sources.list"
 step "apt-get install ./awgd_*.deb inside (dependencies from Debian)"
 cp "$DEB" "$ROOTFS/root/"
 nspawn sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    /root/$(basename "$DEB") wireguard-tools python3-pytest python3-hypothesis socat faketime iproute2 passwd" \
+    /root/$(basename "$DEB") wireguard-tools python3-pytest python3-hypothesis socat faketime iproute2 passwd curl" \
     >"$WORK/install.log" 2>&1 || { tail -30 "$WORK/install.log"; fail "installing the package failed"; }
 grep -E "^Setting up awgd|Creating group" "$WORK/install.log" | sed 's/^/  /'
 
 step "systemd-analyze verify prints nothing"
-verify_out=$(systemd-analyze verify --root="$ROOTFS" --man=no awgd.service 2>&1 || true)
+verify_out=$(systemd-analyze verify --root="$ROOTFS" --man=no awgd.service awgd-exporter.service 2>&1 || true)
 [ -z "$verify_out" ] || { echo "$verify_out"; fail "systemd-analyze verify complained"; }
 echo "  (clean)"
 
@@ -192,6 +193,22 @@ PY
 else
     step "docker exec under the unit: skipped ($amnezia_missing)"
 fi
+
+step "awgd-exporter: disabled as installed; started, it serves awgd's metrics to curl"
+enabled=$(inside systemctl is-enabled awgd-exporter 2>/dev/null || true)
+[ "$enabled" = disabled ] || fail "awgd-exporter.service is $enabled, not disabled"
+inside systemctl start awgd-exporter
+scraped=
+for _ in $(seq 100); do
+    scraped=$(inside curl -fsS http://127.0.0.1:9586/metrics 2>/dev/null || true)
+    [ -n "$scraped" ] && break
+    sleep 0.1
+done
+echo "$scraped" | grep -qx 'awgd_up 1.0' || { echo "$scraped" | head; inside journalctl -u awgd-exporter --no-pager | tail; \
+    fail "awgd-exporter did not serve awgd_up 1"; }
+echo "$scraped" | grep -E '^(awgd_up|awgd_healthy|awgd_info)' | sed 's/^/  /'
+inside systemctl show -p User -p SupplementaryGroups -p DynamicUser awgd-exporter | sed 's/^/  /'
+inside systemctl stop awgd-exporter
 
 step "the watchdog restarts a daemon whose loop is stopped (SIGSTOP)"
 mkdir -p "$ROOTFS/etc/systemd/system/awgd.service.d"

@@ -15,15 +15,18 @@ say() { printf '\n=== %s\n' "$*"; }
 APT_PACKAGES=(
     python3-venv python3-pip procps socat faketime util-linux
     python3-sqlalchemy python3-croniter python3-sdnotify python3-pytest python3-hypothesis
+    python3-prometheus-client
 )
-PYPI_PACKAGES=(SQLAlchemy croniter sdnotify orjson pytest hypothesis ruff mypy types-croniter atheris 'aiogram>=3,<4')
+PYPI_PACKAGES=(
+    SQLAlchemy croniter sdnotify orjson pytest hypothesis ruff mypy types-croniter atheris 'aiogram>=3,<4' prometheus_client
+)
 VENV=${AWGD_TEST_VENV:-.venv}
 PYTEST_TIMEOUT=${AWGD_PYTEST_TIMEOUT:-1500}
 
 # shellcheck source=tests/install.sh
 . tests/install.sh
 ensure_apt "${APT_PACKAGES[@]}" "${WIREGUARD_PACKAGES[@]}"
-ensure_apt_not_started "${DOCKER_PACKAGES[@]}"
+ensure_apt_not_started "${DOCKER_PACKAGES[@]}" "${PROMETHEUS_PACKAGES[@]}"
 
 printf '\n=== virtualenv %s with the newest releases\n' "$VENV"
 ensure_venv "$VENV" "${PYPI_PACKAGES[@]}"
@@ -46,7 +49,7 @@ if [ $# -eq 0 ] || [ -n "${AWGD_FUZZ:-}" ]; then
 fi
 
 say "leg 2: pytest, Debian 12 packages ($(/usr/bin/python3 --version))"
-dpkg-query -W python3-sqlalchemy python3-croniter python3-sdnotify python3-pytest python3-hypothesis
+dpkg-query -W python3-sqlalchemy python3-croniter python3-sdnotify python3-pytest python3-hypothesis python3-prometheus-client
 timeout "$PYTEST_TIMEOUT" /usr/bin/python3 -m pytest -p no:cacheprovider "$@"
 
 if [ "$(id -u)" -ne 0 ]; then

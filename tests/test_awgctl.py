@@ -7,11 +7,18 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from conftest import ScriptedTool, dump, key
 from daemon import ROOT
+from hypothesis import given
+from hypothesis import strategies as st
+
+from awgd_client import History
+from awgd_client.awgctl import Style, render_history
+from awgd_client.formatting import BAR_WIDTH, bar
 
 A, B, C = key("A"), "B" * 20 + "x" * 22 + "A=", key("C")  # B and C share no 8-character prefix
 
@@ -148,3 +155,48 @@ def test_colour_only_on_a_terminal_and_never_with_no_color(daemon) -> None:  # t
         ["script", "-qec", command, "/dev/null"], check=False, capture_output=True, text=True, env=env, timeout=60
     )
     assert "healthy" in no_color.stdout and "\033[" not in no_color.stdout
+
+
+def test_rates_sort_peers_and_history_draws_bars(daemon, scripted_tool: ScriptedTool) -> None:  # type: ignore[no-untyped-def]
+    # A has the larger total; only B moves in the last sample, by 6 MiB: B leads by rate.
+    before = time.monotonic()
+    daemon.result("traffic.sample")
+    scripted_tool.set(
+        dump({"awg0": {A: (1536, 3 * 1024**2), B: (10 + 2 * 1024**2, 20 + 4 * 1024**2)}, "wg1": {C: (5, 5)}})
+    )
+    daemon.result("traffic.sample")
+    after = time.monotonic()
+    listing = json.loads(awgctl("peers", "--json", "--sort", "rate", "--socket", daemon.socket).stdout)
+    assert [p["public_key"] for p in listing["peers"]] == [B, A, C]  # ties (0) by key
+    rate = listing["peers"][0]["rate"]
+    moved = 6 * 1024**2
+    # Over the interval between the two samples (at most after - before): both directions
+    # over the same one, tx having moved twice what rx did.
+    rx_rate, tx_rate = rate["rx_bytes_per_second"], rate["tx_bytes_per_second"]
+    assert rx_rate + tx_rate >= moved / (after - before) - 2
+    assert abs(tx_rate - 2 * rx_rate) <= 2
+    assert listing["peers"][1]["rate"] == {"rx_bytes_per_second": 0, "tx_bytes_per_second": 0}
+    table = awgctl("peers", "--sort", "rate", "--socket", daemon.socket).stdout
+    assert table.splitlines()[2].split()[-1] == "RATE" and table.splitlines()[3].startswith("BBBB")
+    assert table.splitlines()[3].endswith("/s") and not table.splitlines()[3].endswith(" 0 B/s")
+    # Bars: plain '#' off a terminal (as here), Unicode blocks on one.
+    plain = awgctl("history", B, "--days", "--socket", daemon.socket).stdout
+    today = next(line for line in plain.splitlines() if line[:4].isdigit())
+    assert today.endswith("#" * BAR_WIDTH) and "█" not in plain
+    history = History.from_json(daemon.result("traffic.history", public_key=B, granularity="day"))
+    drawn = render_history(history, Style(True))
+    assert "█" * BAR_WIDTH in drawn
+
+
+@given(st.integers(0, 10**12), st.integers(1, 10**12), st.integers(1, 80))
+def test_a_bar_is_as_long_as_its_share(value: int, peak: int, width: int) -> None:
+    value = min(value, peak)
+    plain, blocks = bar(value, peak, width, unicode=False), bar(value, peak, width)
+    if value == 0:
+        assert plain == blocks == ""
+        return
+    assert set(plain) == {"#"} and 1 <= len(plain) <= width
+    assert abs(len(plain) - width * value / peak) <= 0.5 or len(plain) == 1
+    cells = blocks.count("█") + (0 if blocks[-1] == "█" else 1)
+    assert 1 <= cells <= width and abs(blocks.count("█") - width * value / peak) <= 1
+    assert bar(peak, peak, width) == "█" * width

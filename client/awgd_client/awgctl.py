@@ -26,7 +26,7 @@ from typing import Any
 from awgd_client import __version__
 from awgd_client.async_client import AsyncClient
 from awgd_client.errors import AwgdError, DaemonUnavailable, ProtocolError, RemoteError, SocketPermissionDenied
-from awgd_client.formatting import format_ago, format_bytes, parse_size
+from awgd_client.formatting import bar, format_ago, format_bytes, parse_size
 from awgd_client.methods import params, plan_params
 from awgd_client.models import (
     AddedPeer,
@@ -127,6 +127,10 @@ def parser() -> argparse.ArgumentParser:
     events.add_argument("--types", help="comma-separated event types")
     events.add_argument("--limit", type=int, default=100)
     events.add_argument("--follow", "-f", action="store_true", help="print new events as they happen (Ctrl-C stops)")
+    metrics = commands.add_parser(
+        "metrics", parents=[common], help="the Prometheus exposition once (for node_exporter's textfile collector)"
+    )
+    metrics.add_argument("--no-peer-metrics", action="store_true", help="leave out every per-peer series")
     reset = commands.add_parser("reset", parents=[common], help="zero a peer's usage this period (admin)")
     reset.add_argument("key")
     reset.add_argument("--interface", "-i")
@@ -267,7 +271,19 @@ def cmd_history(client: Client, args: argparse.Namespace, as_json: bool, style: 
         params["limit"] = args.limit
     raw = client.call("traffic.history", **params)
     history = History.from_json(raw)
-    return emit(raw) if as_json else show(render_history(history))
+    return emit(raw) if as_json else show(render_history(history, style))
+
+
+def cmd_metrics(client: Client, args: argparse.Namespace, as_json: bool, style: Style) -> int:
+    """What awgd-exporter serves, printed once; `awgd_up 0` alone (and success) when awgd does
+    not answer, so a textfile written from it never keeps stale figures."""
+    try:
+        from awgd_client.metrics import render
+    except ImportError as exc:
+        return fail(EXIT_ERROR, f"metrics need prometheus_client (python3-prometheus-client): {exc}")
+    sys.stdout.buffer.write(render(lambda: client, peer_metrics=not args.no_peer_metrics))
+    sys.stdout.flush()
+    return EXIT_OK
 
 
 def cmd_sample(client: Client, args: argparse.Namespace, as_json: bool, style: Style) -> int:
@@ -384,6 +400,7 @@ COMMANDS: dict[str, Callable[[Client, argparse.Namespace, bool, Style], int]] = 
     "history": cmd_history,
     "sample": cmd_sample,
     "reset": cmd_reset,
+    "metrics": cmd_metrics,
 }
 
 
@@ -509,6 +526,7 @@ def render_peers(listing: TrafficList, style: Style) -> str:
             format_bytes(p.period.tx_bytes),
             format_bytes(p.period.total_bytes),
             format_bytes(p.lifetime.total_bytes),
+            rate_text(p),
         ]
         for p in listing.peers
     ]
@@ -528,8 +546,16 @@ def render_peers(listing: TrafficList, style: Style) -> str:
         "TX",
         "TOTAL",
         "LIFETIME",
+        "RATE",
     ]
-    return head + "\n\n" + table(headers, rows, {8, 9, 10, 11})
+    return head + "\n\n" + table(headers, rows, {8, 9, 10, 11, 12})
+
+
+def rate_text(peer: PeerTraffic) -> str:
+    """rx + tx per second now (between the daemon's last two samples)."""
+    if peer.rate is None:
+        return "-"
+    return f"{format_bytes(peer.rate.rx_bytes_per_second + peer.rate.tx_bytes_per_second)}/s"
 
 
 def render_peer(peer: PeerTraffic, history: History, style: Style) -> str:
@@ -547,7 +573,7 @@ def render_peer(peer: PeerTraffic, history: History, style: Style) -> str:
         f"({fmt_time(peer.period.start)} -> {fmt_time(peer.period.end)})",
         f"lifetime   {format_bytes(peer.lifetime.total_bytes)} since {fmt_time(peer.lifetime.since)}",
         "",
-        render_history(history),
+        render_history(history, style),
     ]
     return "\n".join(lines)
 
@@ -562,7 +588,9 @@ def plan_line(peer: PeerTraffic) -> str:
     return f"{plan_text(peer)}{left} ({plan.reset}; {renews}{expires})"
 
 
-def render_history(history: History) -> str:
+def render_history(history: History, style: Style) -> str:
+    """One row per period or day, with its usage drawn as a bar against the largest shown."""
+    peak = max((b.total_bytes for b in history.buckets), default=0)
     rows = [
         [
             fmt_time(b.start),
@@ -570,8 +598,9 @@ def render_history(history: History) -> str:
             format_bytes(b.rx_bytes),
             format_bytes(b.tx_bytes),
             format_bytes(b.total_bytes),
+            bar(b.total_bytes, peak, unicode=style.enabled),
         ]
         for b in history.buckets
     ]
     unit = "DAY" if history.granularity == "day" else "PERIOD"
-    return table([f"{unit} START", "END", "RX", "TX", "TOTAL"], rows, {2, 3, 4})
+    return table([f"{unit} START", "END", "RX", "TX", "TOTAL", "USAGE"], rows, {2, 3, 4})

@@ -61,3 +61,20 @@ def format_ago(moment: datetime | None, now: datetime | None = None) -> str:
     if seconds < 0:
         return f"in {format_duration(-seconds)}"
     return f"{format_duration(seconds)} ago"
+
+
+# Eighths of a character cell, so that a bar's length shows small differences too.
+_EIGHTHS = " ▏▎▍▌▋▊▉"
+BAR_WIDTH = 30
+
+
+def bar(value: int, peak: int, width: int = BAR_WIDTH, *, unicode: bool = True) -> str:
+    """`value` as a bar `width` cells long at `peak`: Unicode blocks, or `#` (plain text: not
+    a terminal, NO_COLOR). A value above zero always shows at least a sliver."""
+    if peak <= 0 or value <= 0:
+        return ""
+    if not unicode:
+        return "#" * max(1, round(width * value / peak))
+    eighths = max(1, round(8 * width * min(value, peak) / peak))
+    full, part = divmod(eighths, 8)
+    return "█" * full + (_EIGHTHS[part] if part else "")

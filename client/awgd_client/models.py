@@ -188,6 +188,18 @@ class LifetimeUsage(Model):
 
 
 @dataclass(frozen=True, slots=True)
+class Rate(Model):
+    """Bytes per second between the daemon's last two samples."""
+
+    rx_bytes_per_second: int
+    tx_bytes_per_second: int
+
+    @classmethod
+    def read(cls, fields: Fields) -> Self:
+        return cls(fields.integer("rx_bytes_per_second"), fields.integer("tx_bytes_per_second"))
+
+
+@dataclass(frozen=True, slots=True)
 class Plan(Model):
     """A peer's plan (plan.set) and where it stands in its current window."""
 
@@ -236,6 +248,7 @@ class PeerTraffic(Model):
     allowed_ips: tuple[str, ...] = ()  # its own, also while it is blocked
     blocked: tuple[str, ...] = ()  # why it is blocked ("admin", "quota", "expired"); () = not blocked
     plan: Plan | None = None
+    rate: Rate | None = None  # an awgd addition; absent from older daemons
 
     @classmethod
     def read(cls, fields: Fields) -> Self:
@@ -254,6 +267,7 @@ class PeerTraffic(Model):
             period=fields.object("period", PeriodUsage.read),
             lifetime=fields.object("lifetime", LifetimeUsage.read),
             plan=fields.optional_object("plan", Plan.read),
+            rate=fields.optional_object("rate", Rate.read),
         )
 
 
@@ -302,6 +316,7 @@ class SamplerStatus(Model):
     next_sample_at: datetime | None
     consecutive_failures: int
     last_error: str | None
+    last_duration_seconds: float | None = None  # the last good sample's, start to booked (API v2)
 
     @classmethod
     def read(cls, fields: Fields) -> Self:
@@ -312,6 +327,7 @@ class SamplerStatus(Model):
             next_sample_at=fields.optional_time("next_sample_at"),
             consecutive_failures=fields.integer("consecutive_failures"),
             last_error=fields.optional_string("last_error"),
+            last_duration_seconds=fields.number("last_duration_seconds"),
         )
 
 

@@ -20,7 +20,7 @@ INTERFACE_NAME_MAX_BYTES: Final = 15
 _NOT_IN_A_NAME: Final = frozenset(b"/: \t\n\v\f\r\xa0\x00")
 
 # traffic.list's orders; byte and handshake sorts are descending.
-LIST_SORTS: Final = ("total", "rx", "tx", "handshake", "public_key")
+LIST_SORTS: Final = ("total", "rx", "tx", "handshake", "public_key", "rate")
 
 
 def is_public_key(value: object) -> bool:

@@ -26,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
@@ -268,10 +269,7 @@ class ScriptedDaemon:
 
     def rss_mib(self) -> float:
         assert self.daemon.process is not None
-        for line in Path(f"/proc/{self.daemon.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        raise RuntimeError("no VmRSS")
+        return vm_rss_mib(self.daemon.process.pid)
 
 
 class LineClient:
@@ -471,7 +469,7 @@ def bench_plans(run: Run) -> None:
     # see the same moments of a noisy machine; the ratio is of the medians.
     n = max(run.sizes)
     for fraction in (1.0, 0.01):
-        print(f"3. plans on {PLANNED_SHARE:.0%} of N={n}, {fraction:.0%} moving ...", flush=True)
+        print(f"8. plans on {PLANNED_SHARE:.0%} of N={n}, {fraction:.0%} moving ...", flush=True)
         without, with_plans = [], []
         for _ in range(3):
             for share, into in ((0.0, without), (PLANNED_SHARE, with_plans)):
@@ -479,7 +477,7 @@ def bench_plans(run: Run) -> None:
         base, cost = statistics.median(without), statistics.median(with_plans)
         RESULTS[f"plans_{n}_{fraction}"] = {"without": summary(without), "with": summary(with_plans)}
         row(
-            f"3. sample with plans on {PLANNED_SHARE:.0%}, N={n}, {fraction:.0%} moving",
+            f"8. sample with plans on {PLANNED_SHARE:.0%}, N={n}, {fraction:.0%} moving",
             ms(cost),
             ms(base),
             cost / base,
@@ -489,7 +487,7 @@ def bench_plans(run: Run) -> None:
     idle = own_cost(n, 0.0, run.samples, shuffled=True, planned=PLANNED_SHARE)
     RESULTS[f"plans_{n}_idle"] = idle
     written = max(idle["rows_written"])
-    row(f"3. idle sample with plans, N={n}", ms(idle["time"]["median"]), "", None, f"0 rows ({written})", written == 0)
+    row(f"8. idle sample with plans, N={n}", ms(idle["time"]["median"]), "", None, f"0 rows ({written})", written == 0)
 
 
 def floor_now(bed: TestBed, runs: int) -> float:
@@ -652,6 +650,77 @@ def bench_rpc(run: Run) -> None:
         scripted.daemon.stop()
 
 
+def vm_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def bench_exporter(run: Run) -> None:
+    # The scrape's cost beyond traffic.list itself: a full listing read by the same client
+    # library, and a scrape over HTTP, in turns; the medians' difference is the exporter's.
+    print("9. awgd-exporter, one scrape at 10,000 peers ...", flush=True)
+    scripted = ScriptedDaemon(run.workdir / "exporter", run.mid)
+    scripted.daemon.start()
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "client")])}
+    exporter = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "awgd_client.exporter",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--socket",
+            scripted.daemon.socket,
+        ],
+        env=env,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert exporter.stderr is not None and b"serving" in exporter.stderr.readline()
+        scripted.counters = advance_counters(scripted.counters, 1.0, random.Random(1))
+        scripted.write()
+        scripted.daemon.result("traffic.sample")
+        from awgd_client import Client
+        from awgd_client.metrics import read_peers
+
+        listing, scrape = [], []
+        for _ in range(3 if run.quick else 7):
+            started = time.perf_counter()
+            with Client(scripted.daemon.socket) as client:
+                assert len(read_peers(client)) == run.mid
+            listing.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=60) as answer:
+                body = answer.read()
+            scrape.append(time.perf_counter() - started)
+            assert body.count(b"wireguard_sent_bytes_total{") == run.mid
+        rss = vm_rss_mib(exporter.pid)
+        base, cost = statistics.median(listing), statistics.median(scrape)
+        RESULTS["exporter"] = {"listing": summary(listing), "scrape": summary(scrape), "rss_mib": rss}
+        row(
+            "9. exporter scrape, N=10000, beyond traffic.list",
+            ms(cost - base),
+            ms(base),
+            cost / base,
+            "<= +500 ms",
+            cost - base <= 0.5,
+        )
+        row("9. exporter RSS after scrapes, N=10000", f"{rss:.1f} MiB", "", None, "<= 80 MiB", rss <= 80)
+    finally:
+        exporter.terminate()
+        exporter.wait(10)
+        scripted.daemon.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def bench_memory(run: Run) -> None:
     print("5. memory ...", flush=True)
     targets = {1000: 60, 10000: 100, 50000: 250}
@@ -702,6 +771,7 @@ def bench_startup(run: Run) -> None:
 SECTIONS: dict[str, Callable[[Run], None]] = {
     "own": bench_own_cost,
     "plans": bench_plans,
+    "exporter": bench_exporter,
     "whole": bench_whole_sample,
     "docker": bench_docker,
     "rpc": bench_rpc,

@@ -1,0 +1,280 @@
+"""awgd-exporter and `awgctl metrics` (docs/METRICS.md): a real awgd on real amneziawg-go,
+the exporter as its own process, Debian's promtool checking the exposition and a real
+Prometheus server scraping it, its query API answering with the ledger's figures."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import test_plans
+from conftest import ScriptedTool, dump, key
+from test_awgctl import awgctl
+from test_peers import Server
+from wgbed import TestBed
+
+pytest.importorskip("prometheus_client", reason="the exporter extra (prometheus_client) is not installed")
+
+from awgd_client import Client
+from awgd_client.metrics import PAGE_PEERS, read_peers
+
+pytestmark = [pytest.mark.wireguard]
+
+ROOT = Path(__file__).resolve().parent.parent
+PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
+PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
+needs_prometheus = pytest.mark.skipif(
+    not os.path.exists(PROMETHEUS), reason="needs Debian's prometheus (tests/run.sh installs it)"
+)
+
+bed = test_plans.bed  # two clients on real amneziawg-go 3.1
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        return str(answer.read().decode())
+
+
+class Exporter:
+    def __init__(self, socket_path: str, tmp_path: Path, *extra: str) -> None:
+        self.port = free_port()
+        self.log = tmp_path / f"exporter-{self.port}.log"
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "client")])}
+        command = [sys.executable, "-m", "awgd_client.exporter", "--listen", f"127.0.0.1:{self.port}"]
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen([*command, "--socket", socket_path, *extra], env=env, stderr=log)
+        deadline = time.monotonic() + 20
+        while b"serving" not in self.log.read_bytes():
+            assert self.process.poll() is None, self.log.read_text()
+            assert time.monotonic() < deadline, "the exporter did not start"
+            time.sleep(0.05)
+        self.url = f"http://127.0.0.1:{self.port}/metrics"
+
+    def scrape(self) -> str:
+        return get(self.url)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        assert self.process.wait(10) == 0
+
+
+@pytest.fixture
+def exporter_for(tmp_path: Path) -> Iterator[Any]:
+    made: list[Exporter] = []
+
+    def make(socket_path: str, *extra: str) -> Exporter:
+        made.append(Exporter(socket_path, tmp_path, *extra))
+        return made[-1]
+
+    yield make
+    for exporter in made:
+        if exporter.process.poll() is None:
+            exporter.process.kill()
+            exporter.process.wait()
+
+
+LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def samples(text: str) -> dict[str, float]:
+    """Every sample line of an exposition: `name{labels}` (labels sorted, as `series` writes
+    them) → value."""
+    found = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            head, _, value = line.rpartition(" ")
+            name, _, labels = head.partition("{")
+            found[series(name, **dict(LABEL.findall(labels)))] = float(value)
+    return found
+
+
+def series(name: str, **labels: str) -> str:
+    """A series' name with its labels (values escaped as in the exposition) in name order."""
+    return name + ("{" + ",".join(f'{k}="{labels[k]}"' for k in sorted(labels)) + "}" if labels else "")
+
+
+DASHBOARD = ROOT / "grafana" / "awgd-dashboard.json"
+GRAFANA_VARIABLES = {"$interface": ".*", "$__rate_interval": "1m", "$__range": "5m"}
+
+
+def dashboard_queries() -> list[str]:
+    """Every PromQL expression of the Grafana dashboard, its variables filled in."""
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    queries = []
+    for panel in panels:
+        for target in panel["targets"]:
+            expression = target["expr"]
+            for variable, value in GRAFANA_VARIABLES.items():
+                expression = expression.replace(variable, value)
+            queries.append(expression)
+    return queries
+
+
+def promtool_check(text: str) -> str:
+    checked = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True, check=False)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    return checked.stdout + checked.stderr
+
+
+@needs_prometheus
+def test_prometheus_scrapes_the_ledgers_figures(daemons, bed: TestBed, exporter_for, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    server = Server(daemons, bed, on_server=(1, 2))
+    user, other = bed.peers[0], bed.peers[1]
+    key, other_key = user.tunnel.public_key, other.tunnel.public_key
+    bed.ping(user, 3)
+    bed.ping(other, 2)
+    server.daemon.result("traffic.sample")
+    server.result("peer.update", public_key=key, label='Alice "phone"')
+    server.result("peer.block", public_key=other_key)
+    server.result("plan.set", public_key=key, limit_bytes=10**9)
+    figures = server.result("traffic.get", public_key=key)
+    exporter = exporter_for(server.daemon.socket)
+    text = exporter.scrape()
+    assert promtool_check(text) == ""
+    got = samples(text)
+    labels = {"interface": server.ifname, "public_key": key, "friendly_name": 'Alice \\"phone\\"'}
+    assert got["awgd_up"] == 1 and got["awgd_healthy"] == 1, text
+    assert got[series("wireguard_received_bytes_total", **labels)] == figures["lifetime"]["rx_bytes"], text
+    assert got[series("wireguard_sent_bytes_total", **labels)] == figures["lifetime"]["tx_bytes"]
+    assert got[series("awgd_peer_period_bytes", **labels, direction="tx")] == figures["period"]["tx_bytes"]
+    assert got[series("awgd_peer_plan_limit_bytes", **labels)] == 10**9
+    assert got[series("awgd_peer_online", **labels)] == 1
+    other_labels = {"interface": server.ifname, "public_key": other_key, "friendly_name": ""}
+    assert got[series("awgd_peer_blocked", **other_labels, reason="admin")] == 1
+    assert not any(s.startswith("awgd_peer_blocked") and key in s for s in got)
+    assert got[series("awgd_interface_up", interface=server.ifname)] == 1
+    assert got["awgd_last_sample_duration_seconds"] > 0
+    # A real Prometheus scraping it answers with the same figures through its query API.
+    port = free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        json.dumps(
+            {
+                "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
+                "scrape_configs": [
+                    {"job_name": "awgd", "static_configs": [{"targets": [f"127.0.0.1:{exporter.port}"]}]}
+                ],
+            }
+        )
+    )
+    prometheus = subprocess.Popen(
+        [
+            PROMETHEUS,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+
+        def query(expression: str) -> list[dict[str, Any]]:
+            url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expression})
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    result = json.loads(get(url))["data"]["result"]
+                    if result:
+                        return result  # type: ignore[no-any-return]
+                except OSError:
+                    pass  # not listening yet
+                assert time.monotonic() < deadline, f"Prometheus has no {expression}"
+                time.sleep(0.25)
+
+        (rx,) = query(f'wireguard_received_bytes_total{{public_key="{key}"}}')
+        assert float(rx["value"][1]) == figures["lifetime"]["rx_bytes"]
+        assert rx["metric"]["friendly_name"] == 'Alice "phone"'
+        (blocked,) = query(f'awgd_peer_blocked{{public_key="{other_key}"}}')
+        assert blocked["metric"]["reason"] == "admin"
+        (used,) = query(f'awgd_peer_plan_used_bytes{{public_key="{key}"}}')
+        assert float(used["value"][1]) == figures["plan"]["used_bytes"]
+        # Every query of the Grafana dashboard is valid PromQL, and finds series here.
+        for expression in dashboard_queries():
+            assert query(expression), expression
+    finally:
+        prometheus.terminate()
+        prometheus.wait(30)
+
+
+def test_awgd_down_gives_awgd_up_0_and_nothing_else(daemons, bed: TestBed, exporter_for) -> None:  # type: ignore[no-untyped-def]
+    server = Server(daemons, bed, on_server=(1, 2))
+    server.daemon.result("traffic.sample")
+    exporter = exporter_for(server.daemon.socket)
+    assert samples(exporter.scrape())["awgd_up"] == 1
+    server.daemon.stop()
+    down = exporter.scrape()
+    assert samples(down) == {"awgd_up": 0.0}
+    promtool_check(down)
+    assert awgctl("metrics", "--socket", server.daemon.socket).stdout.strip().splitlines()[-1] == "awgd_up 0.0"
+    server.daemon.start()  # the exporter lives on and reads the restarted daemon
+    back = samples(exporter.scrape())
+    assert back["awgd_up"] == 1 and any(s.startswith("wireguard_received_bytes_total{") for s in back)
+
+
+def test_awgctl_metrics_prints_what_the_exporter_serves(daemons, bed: TestBed, exporter_for) -> None:  # type: ignore[no-untyped-def]
+    server = Server(daemons, bed, on_server=(1, 2))
+    bed.ping(bed.peers[0], 2)
+    server.daemon.result("traffic.sample")
+    exporter = exporter_for(server.daemon.socket)
+    served = samples(exporter.scrape())
+    printed = awgctl("metrics", "--socket", server.daemon.socket)
+    assert printed.returncode == 0
+    assert samples(printed.stdout).keys() == served.keys()
+    lean = exporter_for(server.daemon.socket, "--no-peer-metrics")
+    kept = samples(lean.scrape())
+    assert kept["awgd_up"] == 1 and not any("public_key=" in s for s in kept)
+    assert any(s.startswith("awgd_interface_peers{") for s in kept)
+
+
+def test_a_server_with_more_peers_than_a_page_is_read_in_pages(daemons, scripted_tool: ScriptedTool) -> None:  # type: ignore[no-untyped-def]
+    many = [f"{i:042d}A=" for i in range(PAGE_PEERS + 37)]
+    interface = dump({"awg0": {}})  # with no endpoints, so that ports need not be unique
+    lines = [
+        f"awg0\t{k}\t(none)\t(none)\t10.{i // 65536}.{i // 256 % 256}.{i % 256}/32\t0\t0\t0\toff"
+        for i, k in enumerate(many)
+    ]
+    scripted_tool.set(interface + "".join(line + "\n" for line in lines))
+    daemon = daemons(scripted_tool.path).start()
+    with Client(daemon.socket) as client:
+        peers = read_peers(client)
+    assert len(peers) == PAGE_PEERS + 37 and {p.public_key for p in peers} == set(many)
+
+
+def test_the_dashboard_queries_only_what_the_exporter_exports(daemons, scripted_tool: ScriptedTool) -> None:  # type: ignore[no-untyped-def]
+    scripted_tool.set(dump({"awg0": {key("A"): (1, 2)}}))
+    daemon = daemons(scripted_tool.path).start()
+    printed = awgctl("metrics", "--socket", daemon.socket)
+    exported = set(re.findall(r"^# TYPE (\S+)", printed.stdout, re.MULTILINE))
+    exported |= {f"{name}_total" for name in exported}  # a counter's family and its samples
+    queried = {name for q in dashboard_queries() for name in re.findall(r"\b((?:wireguard|awgd)_\w+)", q)}
+    assert queried and queried <= exported, queried - exported
+    titles = " / ".join(p["title"] for p in json.loads(DASHBOARD.read_text())["panels"]).lower()
+    for subject in (
+        "traffic per peer",
+        "top talkers",
+        "online",
+        "interfaces up",
+        "healthy",
+        "sample duration",
+        "blocked",
+    ):
+        assert subject in titles, subject
