@@ -111,7 +111,15 @@ def series(name: str, **labels: str) -> str:
     return name + ("{" + ",".join(f'{k}="{labels[k]}"' for k in sorted(labels)) + "}" if labels else "")
 
 
-DASHBOARD = ROOT / "grafana" / "awgd-dashboard.json"
+# The repository's, or, where the suite runs against the installed package, the .deb's.
+DASHBOARD = next(
+    (
+        path
+        for path in (ROOT / "grafana" / "awgd-dashboard.json", Path("/usr/share/awgd/grafana/awgd-dashboard.json"))
+        if path.exists()
+    ),
+    ROOT / "grafana" / "awgd-dashboard.json",
+)
 GRAFANA_VARIABLES = {"$interface": ".*", "$__rate_interval": "1m", "$__range": "5m"}
 
 
