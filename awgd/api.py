@@ -17,10 +17,10 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
-from awgd import __version__
+from awgd import __version__, change_feed
 from awgd.addresses import AddressError, normalize_cidrs
 from awgd.books import Books, PeerBook, day_number, online
 from awgd.config import Config
@@ -38,7 +38,13 @@ from awgd.wg_config import MAX_LABEL_CHARS
 from awgd_client import protocol as rpc
 from awgd_client.names import LIST_SORTS, interface_name_problem, is_public_key
 
+T = TypeVar("T")
+BucketRows = Mapping[int, list[Bucket]]  # by peer id
+
 MAX_LIST_LIMIT = 10000
+# traffic.changes' default page: a page of 1,000 peers with a month of day rows each stays
+# within a few MiB of JSON.
+DEFAULT_CHANGES_LIMIT = 1000
 MAX_HISTORY_LIMIT = 1000
 DEFAULT_HISTORY_LIMIT = {"period": 12, "day": 31}
 # traffic.list is written this many peers at a time: about a millisecond of work each, so a
@@ -104,6 +110,16 @@ class View(Protocol):
         """A sample now (joined), or, rate-limited, fresh's rule. Raises SamplingFailed."""
 
     async def history(self, book: PeerBook, granularity: str, limit: int) -> list[Bucket]: ...
+
+    async def closed_buckets(
+        self, peer_ids: list[int], first_start: int, first_day: int, then: Callable[[BucketRows, BucketRows], T]
+    ) -> T:
+        """`then` over the ledger's closed period and day rows of these peers (by peer id),
+        run while no sample changes the books (so the running totals match the rows)."""
+
+    @property
+    def instance(self) -> str:
+        """This run of the daemon (traffic.changes' cursors name it)."""
 
     async def reset(self, book: PeerBook) -> tuple[datetime, tuple[int, int]]:
         """Zero the peer's usage this period; when, and what it removed."""
@@ -269,6 +285,7 @@ class Api:
         self._period_shown: tuple[Period | None, ZoneInfo | None, str, str] = (None, None, "", "")
         self._orders: tuple[int, dict[tuple[str, str | None, bool], list[PeerBook]]] = (-1, {})
         self._status: tuple[tuple[Any, ...], dict[str, Any]] | None = None
+        self._changed: tuple[int, int, list[PeerBook]] = (-1, -1, [])
 
     # ---- dispatch -------------------------------------------------------------------------
 
@@ -488,6 +505,60 @@ class Api:
             "ledger": {"checked_at": self.iso(ledger.checked_at), "error": ledger.error},
             "interfaces": interfaces,
         }
+
+    async def traffic_changes(self, params: Params, caller: Caller) -> dict[str, Any]:
+        raw_cursor = params.raw.get("cursor")
+        if raw_cursor is not None and not isinstance(raw_cursor, str):
+            raise invalid("cursor must be a string or null")
+        try:
+            cursor = None if raw_cursor is None else change_feed.Cursor.parse(raw_cursor)
+        except change_feed.BadCursor as exc:
+            raise invalid(str(exc)) from None
+        after = self._after(params.raw.get("after"))
+        limit = params.integer("limit", DEFAULT_CHANGES_LIMIT, 1, MAX_LIST_LIMIT)
+        view = self.view
+        books, instance = self.books, view.instance
+        answer = change_feed.plan(cursor, instance, books)
+        position = change_feed.position(instance, books).encode()
+        cached = self._changed
+        if cached[:2] == (answer.since, books.changes):
+            found = cached[2]
+        else:
+            found = change_feed.changed(books, answer.since)
+            self._changed = (answer.since, books.changes, found)
+        chosen, more = change_feed.page(found, after, limit)
+        first_start = answer.first_start
+        if first_start is None:
+            peers = [change_feed.peer_change(book, books, None, None) for book in chosen]
+        else:
+            ids = [book.id for book in chosen if book.id is not None]
+
+            def shape(periods: BucketRows, days: BucketRows) -> list[dict[str, Any]]:
+                rows = change_feed.closed_rows(chosen, periods, days)
+                return [change_feed.peer_change(b, books, p, d) for b, (p, d) in zip(chosen, rows, strict=True)]
+
+            peers = await view.closed_buckets(ids, first_start, answer.first_day, shape)
+        last = chosen[-1] if chosen and more else None
+        return {
+            "cursor": position,
+            "full": answer.since == 0,
+            "more": more,
+            "next": None if last is None else {"interface": last.interface, "public_key": last.public_key},
+            "online_window": view.config.online_window,
+            "peers": peers,
+        }
+
+    @staticmethod
+    def _after(raw: Any) -> tuple[str, str] | None:
+        if raw is None:
+            return None
+        if (
+            not isinstance(raw, dict)
+            or set(raw) != {"interface", "public_key"}
+            or not all(isinstance(value, str) for value in raw.values())
+        ):
+            raise invalid("after must be null or the `next` of the page before: {interface, public_key}")
+        return (raw["interface"], raw["public_key"])
 
     def traffic_get(self, params: Params, caller: Caller) -> dict[str, Any]:
         public_key, interface = params.key(), params.interface()
@@ -749,6 +820,7 @@ METHODS: dict[str, Method] = {
     "server.status": Method(Api.server_status, (), inline=True),
     "traffic.get": Method(Api.traffic_get, ("public_key", "interface", "fresh"), inline=True),
     "traffic.list": Method(Api.traffic_list, ("interface", "sort", "limit", "offset", "present_only")),
+    "traffic.changes": Method(Api.traffic_changes, ("cursor", "after", "limit")),
     "traffic.history": Method(Api.traffic_history, ("public_key", "interface", "granularity", "limit")),
     "traffic.sample": Method(Api.traffic_sample, ()),
     "traffic.reset": Method(Api.traffic_reset, ("public_key", "interface"), admin=True),

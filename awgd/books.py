@@ -102,6 +102,8 @@ class PeerBook:
     # clock that jumped between periods, or a changed schedule, leaves something here).
     earlier_rx: int = 0
     earlier_tx: int = 0
+    # Books.changes when a figure of it that awgd-mirror copies last changed (traffic.changes).
+    stamp: int = 0
 
     @property
     def key(self) -> PeerKey:
@@ -264,6 +266,9 @@ class Books:
         self.tracking_since: datetime | None = None  # the first sample's time: a baseline
         self.last_booked_at: datetime | None = None
         self.version = 0  # changes whenever a figure shown may have changed
+        # Counts the changes traffic.changes reports (awgd.change_feed): each stamps the books
+        # it touched with the new count, so "what changed since N" is the books stamped > N.
+        self.changes = 0
         # The last sample's movers and the seconds since the sample before it: the current
         # rates, worked out only when asked for (Books.rate), so a sample pays nothing for them.
         self._committed_at: datetime | None = None
@@ -382,6 +387,7 @@ class Books:
                 return None
             book.settings = NO_SETTINGS
             book.trigger = None
+            book.stamp = self._change()
             if book.id is None and book.line is None:
                 self._drop(book)
                 return None
@@ -389,6 +395,7 @@ class Books:
         if book is None:
             book = self._add(interface, public_key, at)
         self._settle(book, settings, loaded=False)
+        book.stamp = self._change()
         self.version += 1
         return book
 
@@ -434,8 +441,12 @@ class Books:
     def name_peers(self, names: Names) -> None:
         """The names found in the operator's files (awgd.peer_names), for every peer."""
         self._names = names
+        change = self._change()
         for book in self.peers.values():
-            book.found_name = names.of(book.interface, book.public_key)
+            found = names.of(book.interface, book.public_key)
+            if found != book.found_name:
+                book.found_name = found
+                book.stamp = change
         self.version += 1
 
     def address_interfaces(self, addresses: Mapping[str, tuple[str, ...]]) -> None:
@@ -446,7 +457,9 @@ class Books:
                 self.version += 1
 
     def _add(self, interface: str, public_key: str, first_seen: datetime) -> PeerBook:
-        book = PeerBook(interface, public_key, first_seen, found_name=self._names.of(interface, public_key))
+        book = PeerBook(
+            interface, public_key, first_seen, found_name=self._names.of(interface, public_key), stamp=self._change()
+        )
         self.peers[(interface, public_key)] = book
         self.members.setdefault(interface, {})[public_key] = book
         self.by_key.setdefault(public_key, []).append(book)
@@ -472,6 +485,7 @@ class Books:
         """
         taken = reading.taken_at
         baseline = self.tracking_since is None
+        self._change()
         entry = Entry(taken, unix(taken), target, baseline, self.open_period, self.open_day)
         read = [i for i in reading.interfaces if not watched or i.name in watched]
         links = reading.links or {}
@@ -549,21 +563,22 @@ class Books:
             self.by_key[key] = [book if other.interface == name else other for other in self.by_key[key]]
         self.members[name] = fresh
 
-    @staticmethod
-    def _take_changed(entry: Entry, members: dict[str, PeerBook], changed: tuple[Peer, ...]) -> None:
+    def _take_changed(self, entry: Entry, members: dict[str, PeerBook], changed: tuple[Peer, ...]) -> None:
         """The fast path: the interface lists the same keys as the dump its checkpoints were
         booked from, and these peers' lines changed since. So every one of them is present,
         booked and was present at its checkpoint, and only rules 3 and 4 can apply. Runs once
         per moving peer (every peer of a busy 50,000-peer server), so it is written lean."""
         moved, moved_books = entry.moved, entry.moved_books
         movers = 0
+        change = self.changes
         for peer in changed:
             book = members[peer[0]]
             book.line = peer
             rx, tx = peer[4], peer[5]
             old_rx, old_tx = book.checkpoint_rx, book.checkpoint_tx
             if rx == old_rx and tx == old_tx:
-                continue  # a handshake or an endpoint changed: nothing to book
+                book.stamp = change  # its handshake (or endpoint) changed: nothing to book
+                continue
             drx = rx - old_rx if rx >= old_rx else rx  # rules 3 and 4
             dtx = tx - old_tx if tx >= old_tx else tx
             if drx or dtx:
@@ -590,10 +605,13 @@ class Books:
             book = members.get(key)
             if book is None:
                 book = self._add(name, key, taken)
+            if book.line != peer:
+                book.stamp = self.changes
             book.line = peer
             if not book.present:
                 book.present = True
                 book.seen_at = taken
+                book.stamp = self.changes
             if book.id is None:  # rule 5: never booked
                 drx, dtx = (0, 0) if baseline else (rx, tx)
                 entry.new.append((next_id, name, key, entry.at))
@@ -620,11 +638,11 @@ class Books:
                     self._absent(entry, book, taken)
         return next_id
 
-    @staticmethod
-    def _absent(entry: Entry, book: PeerBook, taken: datetime) -> None:
+    def _absent(self, entry: Entry, book: PeerBook, taken: datetime) -> None:
         if book.present or book.seen_at is None:
             book.present = False
             book.seen_at = taken
+            book.stamp = self.changes
         if book.id is not None and book.checkpoint_present:
             entry.gone.append((book.id,))
             entry.gone_books.append(book)
@@ -656,9 +674,11 @@ class Books:
 
     def commit(self, entry: Entry) -> None:
         """Apply an entry the ledger has written."""
+        change = self._change()
         if entry.close_period is not None:
             was_current = entry.close_period == self.period_bounds
             for book in self.peers.values():  # the running totals moved into period_usage
+                book.stamp = change
                 if was_current:
                     book.earlier_rx += book.lifetime_rx - book.period_base_rx
                     book.earlier_tx += book.lifetime_tx - book.period_base_tx
@@ -677,8 +697,10 @@ class Books:
             book.checkpoint_present = True
             book.lifetime_rx += drx
             book.lifetime_tx += dtx
+            book.stamp = change
         for book in entry.gone_books:
             book.checkpoint_present = False
+            book.stamp = change
         for name, checkpoint in entry.interfaces.items():
             self.interfaces.setdefault(name, InterfaceBook(name)).checkpoint = checkpoint
         if entry.judged or entry.plans_due:
@@ -709,8 +731,10 @@ class Books:
         peer id, outside its running totals (Ledger.closed_period_usage): normally nothing."""
         self._period = period
         self._period_bounds = (unix(period.start), unix(period.end))
+        change = self._change()
         for book in self.peers.values():
             book.earlier_rx, book.earlier_tx = earlier.get(book.id, (0, 0)) if book.id is not None else (0, 0)
+            book.stamp = change
         self.version += 1
 
     @property
@@ -731,7 +755,12 @@ class Books:
             book.earlier_rx = book.earlier_tx = 0
         if period == self.open_period:
             book.period_base_rx, book.period_base_tx = book.lifetime_rx, book.lifetime_tx
+        book.stamp = self._change()
         self.version += 1
+
+    def _change(self) -> int:
+        self.changes += 1
+        return self.changes
 
     # ---- reads -----------------------------------------------------------------------------
 

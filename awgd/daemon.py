@@ -17,11 +17,14 @@ import grp
 import logging
 import signal
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from awgd import __version__
-from awgd.api import Api, LedgerHealth
+from awgd.api import Api, BucketRows, LedgerHealth
 from awgd.books import Books, PeerBook
+from awgd.change_feed import new_instance
 from awgd.config import Config, ConfigError, load
 from awgd.event_feed import EventFeed
 from awgd.events import Event
@@ -32,6 +35,8 @@ from awgd.periods import local_day, period_containing
 from awgd.rpc_server import RpcServer, prepare_socket_path
 from awgd.sampling import Health, Sampler, SamplingFailed
 from awgd.scheduler import Schedule
+
+T = TypeVar("T")
 
 log = logging.getLogger("awgd")
 
@@ -48,6 +53,7 @@ class Daemon:
         self.config_path = config_path
         self.ledger = ledger
         self._started_at = datetime.now(UTC)
+        self._instance = new_instance()
         self._admin_gids = resolve_groups(config.admin_groups)
         self._ledger_health = LedgerHealth()
         self._books = ledger.load_books(
@@ -136,6 +142,17 @@ class Daemon:
                 open_period=books.open_period,
                 open_day=books.open_day,
             )
+
+    async def closed_buckets(
+        self, peer_ids: list[int], first_start: int, first_day: int, then: Callable[[BucketRows, BucketRows], T]
+    ) -> T:
+        async with self.sampler.changes:
+            periods, days = await asyncio.to_thread(self.ledger.closed_buckets, peer_ids, first_start, first_day)
+            return then(periods, days)
+
+    @property
+    def instance(self) -> str:
+        return self._instance
 
     async def reset(self, book: PeerBook) -> tuple[datetime, tuple[int, int]]:
         books = self._books

@@ -65,6 +65,9 @@ LOCK_TIMEOUT_SECONDS = 2.0
 # several times. Bounds the -wal file at 32 MiB.
 WAL_CHECKPOINT_PAGES = 8192
 HISTORY_GRANULARITIES = ("period", "day")
+# Peer ids per `IN (...)` list: well under SQLite's bound on a statement's parameters
+# (999 before SQLite 3.32, which older systems still ship).
+IDS_PER_QUERY = 500
 # What quick_check found wrong is reported (server.status, the log) up to this length.
 MAX_FAULT_CHARS = 300
 
@@ -335,6 +338,29 @@ class Ledger:
             else:
                 buckets[start] = Bucket(start, end, open_rx, open_tx)
         return sorted(buckets.values(), key=lambda bucket: bucket.start, reverse=True)[:limit]
+
+    def closed_buckets(
+        self, peer_ids: list[int], first_start: int, first_day: int
+    ) -> tuple[dict[int, list[Bucket]], dict[int, list[Bucket]]]:
+        """The closed period rows starting at `first_start` (Unix seconds) or later, and the
+        closed day rows from `first_day` (YYYYMMDD) on, of these peers, by peer id: what
+        awgd-mirror catches up with after it fell behind (awgd.change_feed). The running
+        totals are the books' to add."""
+        periods: dict[int, list[Bucket]] = {}
+        days: dict[int, list[Bucket]] = {}
+        p, d = period_usage.c, day_usage.c
+        with self._read() as conn:
+            for at in range(0, len(peer_ids), IDS_PER_QUERY):
+                chosen = peer_ids[at : at + IDS_PER_QUERY]
+                query = sa.select(p.peer_id, p.start, p.end, p.rx, p.tx).where(
+                    p.peer_id.in_(chosen), p.start >= first_start
+                )
+                for peer_id, start, end, rx, tx in conn.execute(query):
+                    periods.setdefault(peer_id, []).append(Bucket(start, end, rx, tx))
+                query = sa.select(d.peer_id, d.day, d.rx, d.tx).where(d.peer_id.in_(chosen), d.day >= first_day)
+                for row in conn.execute(query):
+                    days.setdefault(row[0], []).append(Bucket(row[1], row[1], row[2], row[3]))
+        return periods, days
 
     # ---- operator actions ----------------------------------------------------------
 

@@ -41,6 +41,10 @@ DOCKER_PACKAGES=(docker.io busybox-static iptables)
 # The exporter's tests (tests/test_exporter.py) start a Prometheus server of their own and run
 # its promtool; the packaged service must not start on install (ensure_apt_not_started).
 PROMETHEUS_PACKAGES=(prometheus)
+# The fleet tests make their own throwaway cluster with postgresql-15's initdb and pg_ctl; the
+# packaged cluster must not start on install (ensure_apt_not_started). python3-psycopg2 is
+# the driver Debian 12 ships (leg 2); leg 1 takes psycopg from PyPI.
+POSTGRES_PACKAGES=(postgresql-15 postgresql-client-15 python3-psycopg2)
 
 ensure_apt_not_started() {
     # Debian starts a package's services on install; docker.service would rewrite the firewall

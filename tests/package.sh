@@ -12,7 +12,8 @@ fail() { printf 'tests/package.sh: %s\n' "$*" >&2; exit 1; }
 # shellcheck source=tests/install.sh
 . tests/install.sh
 ensure_apt debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools \
-    lintian dpkg-dev debootstrap systemd-container systemd
+    lintian dpkg-dev debootstrap systemd-container systemd python3-sqlalchemy
+ensure_apt_not_started "${POSTGRES_PACKAGES[@]}"
 
 MIRROR=${AWGD_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 WORK=$(mktemp -d /var/tmp/awgd-package.XXXXXX)
@@ -20,6 +21,7 @@ ROOTFS=$WORK/rootfs
 NSPAWN_PID=
 LEADER=
 AMNEZIA_PID=
+PG_PID=
 
 cleanup() {
     if [ -n "$LEADER" ] && kill -0 "$LEADER" 2>/dev/null; then
@@ -32,6 +34,10 @@ cleanup() {
         for _ in $(seq 600); do kill -0 "$AMNEZIA_PID" 2>/dev/null || break; sleep 0.1; done
         kill -0 "$AMNEZIA_PID" 2>/dev/null && { cat "$WORK/amnezia.log"; kill "$AMNEZIA_PID"; }
         wait "$AMNEZIA_PID" || true
+    fi
+    if [ -n "$PG_PID" ]; then  # likewise the PostgreSQL cluster of awgd-mirror's check
+        exec 8>&-
+        wait "$PG_PID" || true
     fi
     rm -rf "$WORK"
 }
@@ -55,9 +61,10 @@ lintian_out=$(lintian --fail-on error,warning "$DEB" 2>&1 | grep -v 'running wit
 echo "${lintian_out:-  (clean)}"
 echo "$lintian_out" | grep -qE '^[EW]: ' && fail "lintian reported errors or warnings"
 
-step "systemd-analyze security --offline=true --threshold=20 (awgd, awgd-exporter)"
+step "systemd-analyze security --offline=true --threshold=20 (awgd, awgd-exporter, awgd-mirror)"
 systemd-analyze security --offline=true --threshold=20 systemd/awgd.service | tail -1
 systemd-analyze security --offline=true --threshold=20 systemd/awgd-exporter.service | tail -1
+systemd-analyze security --offline=true --threshold=20 systemd/awgd-mirror.service | tail -1
 
 step "debootstrap a minimal Debian 12"
 debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus bookworm "$ROOTFS" "$MIRROR" \
@@ -67,12 +74,13 @@ echo "deb $MIRROR bookworm main" >"$ROOTFS/etc/apt/sources.list"
 step "apt-get install ./awgd_*.deb inside (dependencies from Debian)"
 cp "$DEB" "$ROOTFS/root/"
 nspawn sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    /root/$(basename "$DEB") wireguard-tools python3-pytest python3-hypothesis socat faketime iproute2 passwd curl" \
+    /root/$(basename "$DEB") wireguard-tools python3-pytest python3-hypothesis socat faketime iproute2 passwd curl \
+    python3-psycopg2" \
     >"$WORK/install.log" 2>&1 || { tail -30 "$WORK/install.log"; fail "installing the package failed"; }
 grep -E "^Setting up awgd|Creating group" "$WORK/install.log" | sed 's/^/  /'
 
 step "systemd-analyze verify prints nothing"
-verify_out=$(systemd-analyze verify --root="$ROOTFS" --man=no awgd.service awgd-exporter.service 2>&1 || true)
+verify_out=$(systemd-analyze verify --root="$ROOTFS" --man=no awgd.service awgd-exporter.service awgd-mirror.service 2>&1 || true)
 [ -z "$verify_out" ] || { echo "$verify_out"; fail "systemd-analyze verify complained"; }
 echo "  (clean)"
 
@@ -209,6 +217,46 @@ echo "$scraped" | grep -qx 'awgd_up 1.0' || { echo "$scraped" | head; inside jou
 echo "$scraped" | grep -E '^(awgd_up|awgd_healthy|awgd_info)' | sed 's/^/  /'
 inside systemctl show -p User -p SupplementaryGroups -p DynamicUser awgd-exporter | sed 's/^/  /'
 inside systemctl stop awgd-exporter
+
+step "awgd-mirror: disabled as installed; started, it mirrors this node into a PostgreSQL"
+enabled=$(inside systemctl is-enabled awgd-mirror 2>/dev/null || true)
+[ "$enabled" = disabled ] || fail "awgd-mirror.service is $enabled, not disabled"
+# A throwaway cluster on the host (the booted tree shares its network), with the schema and
+# the node's role; the password reaches the unit as a systemd credential.
+mkfifo "$WORK/pg.stop"
+/usr/bin/python3 tests/helpers/postgres.py serve "$WORK/pg.json" <"$WORK/pg.stop" >"$WORK/pg.log" 2>&1 &
+PG_PID=$!
+exec 8>"$WORK/pg.stop"
+for _ in $(seq 600); do
+    [ -e "$WORK/pg.json" ] && break
+    kill -0 "$PG_PID" 2>/dev/null || break
+    sleep 0.1
+done
+[ -e "$WORK/pg.json" ] || { cat "$WORK/pg.log"; fail "the PostgreSQL cluster did not come up"; }
+pg_field() { /usr/bin/python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$WORK/pg.json" "$1"; }
+printf '[fleet]\nurl = "postgresql://pkg-node@127.0.0.1:%s/awgd"\nnode = "pkg-node"\n' "$(pg_field port)" \
+    >"$ROOTFS/etc/awgd/mirror.toml"
+(umask 077 && pg_field password >"$ROOTFS/etc/awgd/fleet-password")
+mkdir -p "$ROOTFS/etc/systemd/system/awgd-mirror.service.d"
+printf '[Service]\nLoadCredential=fleet-password:/etc/awgd/fleet-password\n' \
+    >"$ROOTFS/etc/systemd/system/awgd-mirror.service.d/credential.conf"
+inside systemctl daemon-reload
+inside systemctl start awgd-mirror
+mirrored=
+for _ in $(seq 300); do
+    mirrored=$(psql -X -At "$(pg_field admin_url)" -c "SELECT node, version FROM awgd_fleet_nodes" 2>/dev/null || true)
+    [ -n "$mirrored" ] && break
+    sleep 0.1
+done
+[ -n "$mirrored" ] || { inside journalctl -u awgd-mirror --no-pager | tail; fail "awgd-mirror wrote nothing"; }
+echo "  awgd_fleet_nodes: $mirrored"
+inside systemctl show -p User -p SupplementaryGroups -p DynamicUser awgd-mirror | sed 's/^/  /'
+inside systemctl stop awgd-mirror
+rm -r "$ROOTFS/etc/awgd/mirror.toml" "$ROOTFS/etc/awgd/fleet-password" "$ROOTFS/etc/systemd/system/awgd-mirror.service.d"
+inside systemctl daemon-reload
+exec 8>&-
+wait "$PG_PID" || { cat "$WORK/pg.log"; fail "the PostgreSQL cluster did not stop cleanly"; }
+PG_PID=
 
 step "the watchdog restarts a daemon whose loop is stopped (SIGSTOP)"
 mkdir -p "$ROOTFS/etc/systemd/system/awgd.service.d"

@@ -4,8 +4,8 @@
 # Installs what it needs (Debian packages when run as root, a virtualenv in .venv), then
 # runs two legs of the same suite:
 #   1. newest releases from PyPI in .venv: ruff, mypy --strict, pytest;
-#   2. Debian 12's own python3-sqlalchemy (1.4.46), python3-croniter (1.3.5) and
-#      python3-sdnotify under /usr/bin/python3: pytest.
+#   2. Debian 12's own python3-sqlalchemy (1.4.46), python3-croniter (1.3.5),
+#      python3-sdnotify and python3-psycopg2 under /usr/bin/python3: pytest.
 # Extra arguments go to pytest in both legs, e.g. `bash tests/run.sh -k ledger`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +18,7 @@ APT_PACKAGES=(
     python3-prometheus-client
 )
 PYPI_PACKAGES=(
-    SQLAlchemy croniter sdnotify orjson pytest hypothesis ruff mypy types-croniter atheris 'aiogram>=3,<4' prometheus_client
+    SQLAlchemy croniter sdnotify orjson pytest hypothesis ruff mypy types-croniter atheris 'aiogram>=3,<4' prometheus_client 'psycopg[binary]'
 )
 VENV=${AWGD_TEST_VENV:-.venv}
 PYTEST_TIMEOUT=${AWGD_PYTEST_TIMEOUT:-1500}
@@ -26,11 +26,11 @@ PYTEST_TIMEOUT=${AWGD_PYTEST_TIMEOUT:-1500}
 # shellcheck source=tests/install.sh
 . tests/install.sh
 ensure_apt "${APT_PACKAGES[@]}" "${WIREGUARD_PACKAGES[@]}"
-ensure_apt_not_started "${DOCKER_PACKAGES[@]}" "${PROMETHEUS_PACKAGES[@]}"
+ensure_apt_not_started "${DOCKER_PACKAGES[@]}" "${PROMETHEUS_PACKAGES[@]}" "${POSTGRES_PACKAGES[@]}"
 
 printf '\n=== virtualenv %s with the newest releases\n' "$VENV"
 ensure_venv "$VENV" "${PYPI_PACKAGES[@]}"
-"$VENV/bin/python" -m pip list 2>/dev/null | grep -iE '^(sqlalchemy|croniter|sdnotify|orjson|pytest|hypothesis) '
+"$VENV/bin/python" -m pip list 2>/dev/null | grep -iE '^(sqlalchemy|croniter|sdnotify|orjson|pytest|hypothesis|psycopg) '
 
 export PYTHONPATH="$PWD:$PWD/client"
 export PYTHONDONTWRITEBYTECODE=1
@@ -49,7 +49,8 @@ if [ $# -eq 0 ] || [ -n "${AWGD_FUZZ:-}" ]; then
 fi
 
 say "leg 2: pytest, Debian 12 packages ($(/usr/bin/python3 --version))"
-dpkg-query -W python3-sqlalchemy python3-croniter python3-sdnotify python3-pytest python3-hypothesis python3-prometheus-client
+dpkg-query -W python3-sqlalchemy python3-croniter python3-sdnotify python3-pytest python3-hypothesis python3-prometheus-client \
+    python3-psycopg2
 timeout "$PYTEST_TIMEOUT" /usr/bin/python3 -m pytest -p no:cacheprovider "$@"
 
 if [ "$(id -u)" -ne 0 ]; then

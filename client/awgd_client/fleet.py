@@ -1,0 +1,160 @@
+"""FleetClient: what the bot reads of a fleet, from the central PostgreSQL (docs/FLEET.md).
+
+It reads the views awgd-mirror's rows are shown through, as a role in `awgd_reader`:
+
+    fleet = FleetClient("postgresql://bot:secret@db.example/awgd")
+    usage = fleet.traffic(public_key)      # each node's figures and their sum
+    for node in fleet.nodes():             # each node's health and how stale it is
+        ...
+
+Works with SQLAlchemy 1.4 (Debian 12) and 2.x, over psycopg2 (Debian's python3-psycopg2),
+psycopg 3, or any driver the URL names.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+# How long connecting may take before a read fails, rather than a bot's handler hanging.
+CONNECT_TIMEOUT_SECONDS = 10
+
+
+def with_driver(url: str | sa.engine.URL) -> sa.engine.URL:
+    """A bare postgresql:// URL with the driver that is installed: psycopg (3) if it is, else
+    psycopg2 (Debian 12's python3-psycopg2). SQLAlchemy's own default differs by version
+    (psycopg2 before 2.1, psycopg from 2.1), and would fail where only the other is there."""
+    made = sa.engine.make_url(url)
+    if made.drivername == "postgresql":
+        found = next((name for name in ("psycopg", "psycopg2") if importlib.util.find_spec(name)), None)
+        if found is not None:
+            made = made.set(drivername=f"postgresql+{found}")
+    return made
+
+
+@dataclass(frozen=True, slots=True)
+class NodeTraffic:
+    """One node's figures for a peer (a row of awgd_fleet_peers)."""
+
+    node: str
+    interface: str
+    public_key: str
+    label: str | None
+    present: bool
+    online: bool
+    latest_handshake: datetime | None
+    period_start: datetime
+    period_end: datetime
+    period_rx: int
+    period_tx: int
+    lifetime_rx: int
+    lifetime_tx: int
+    blocked: tuple[str, ...]
+    mirrored_at: datetime
+
+    @property
+    def period_total(self) -> int:
+        return self.period_rx + self.period_tx
+
+    @property
+    def lifetime_total(self) -> int:
+        return self.lifetime_rx + self.lifetime_tx
+
+
+@dataclass(frozen=True, slots=True)
+class FleetTraffic:
+    """A public key across the fleet: each node it is on, and the sums. A node's "period"
+    is its own billing period; the sum adds each node's current one."""
+
+    public_key: str
+    nodes: tuple[NodeTraffic, ...]
+
+    @property
+    def period_rx(self) -> int:
+        return sum(node.period_rx for node in self.nodes)
+
+    @property
+    def period_tx(self) -> int:
+        return sum(node.period_tx for node in self.nodes)
+
+    @property
+    def lifetime_rx(self) -> int:
+        return sum(node.lifetime_rx for node in self.nodes)
+
+    @property
+    def lifetime_tx(self) -> int:
+        return sum(node.lifetime_tx for node in self.nodes)
+
+    @property
+    def period_total(self) -> int:
+        return self.period_rx + self.period_tx
+
+    @property
+    def lifetime_total(self) -> int:
+        return self.lifetime_rx + self.lifetime_tx
+
+    @property
+    def online(self) -> bool:
+        return any(node.online for node in self.nodes)
+
+
+@dataclass(frozen=True, slots=True)
+class FleetNode:
+    """A node as its mirror last wrote it. `stale_seconds` is measured on the database's
+    clock (since the mirror last wrote), so a node whose own clock is off still shows how
+    far behind it is."""
+
+    node: str
+    version: str | None
+    healthy: bool
+    last_sample_at: datetime | None
+    last_success_at: datetime | None
+    mirrored_at: datetime
+    stale_seconds: float
+
+
+_TRAFFIC = sa.text(
+    "SELECT node, interface, public_key, label, present, online, latest_handshake, period_start, period_end,"
+    " period_rx, period_tx, lifetime_rx, lifetime_tx, blocked, mirrored_at"
+    " FROM awgd_fleet_peers WHERE public_key = :public_key ORDER BY node, interface"
+)
+_NODES = sa.text(
+    "SELECT node, version, healthy, last_sample_at, last_success_at, mirrored_at,"
+    " extract(epoch FROM now() - mirrored_at) AS stale_seconds FROM awgd_fleet_nodes ORDER BY node"
+)
+
+
+class FleetClient:
+    def __init__(self, url: str | sa.engine.URL, **engine_options: Any) -> None:
+        options: dict[str, Any] = {"pool_pre_ping": True, "future": True, **engine_options}
+        made = with_driver(url)
+        if made.get_backend_name() == "postgresql":
+            options.setdefault("connect_args", {"connect_timeout": CONNECT_TIMEOUT_SECONDS})
+        self.engine = sa.create_engine(made, **options)
+
+    def traffic(self, public_key: str) -> FleetTraffic:
+        """The peer's figures on every node that has it (none: an empty `nodes`)."""
+        with self.engine.connect() as conn:
+            found = conn.execute(_TRAFFIC, {"public_key": public_key}).all()
+        return FleetTraffic(
+            public_key,
+            tuple(NodeTraffic(*row[:13], tuple(row[13] or ()), row[14]) for row in found),
+        )
+
+    def nodes(self) -> list[FleetNode]:
+        with self.engine.connect() as conn:
+            found = conn.execute(_NODES).all()
+        return [FleetNode(*row[:6], float(row[6])) for row in found]
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> FleetClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

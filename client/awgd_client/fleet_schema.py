@@ -1,0 +1,226 @@
+"""The central PostgreSQL of a fleet (docs/FLEET.md): its SQL, versioned, and its tables as
+SQLAlchemy Core sees them for awgd-mirror's writes and FleetClient's reads.
+
+`schema_sql()` is what `awgd-mirror --print-schema` prints. It is idempotent, so running it
+again is also how an existing database is migrated: each migration runs once, guarded by
+its row in `awgd_schema`; the roles, grants, policies and views after them are (re)made
+every time. The tables belong to whoever runs it (the operator's admin role); each node
+writes through its own role, a member of `awgd_node`, and row-level security keeps it to
+the rows whose `node` is its role's name. Readers (`awgd_reader`) get the views alone.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+SCHEMA_VERSION = 1
+NODE_ROLE = "awgd_node"
+READER_ROLE = "awgd_reader"
+
+# (version, SQL): run once each, in order. A new version appends; none is ever edited.
+MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (
+        1,
+        """
+CREATE TABLE awgd_nodes (
+    node text PRIMARY KEY DEFAULT current_user,
+    version text,
+    healthy boolean NOT NULL DEFAULT false,
+    last_sample_at timestamptz,
+    last_success_at timestamptz,
+    online_window integer NOT NULL DEFAULT 180,
+    "cursor" text,
+    mirrored_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE awgd_peers (
+    node text NOT NULL DEFAULT current_user,
+    interface text NOT NULL,
+    public_key text NOT NULL,
+    label text,
+    present boolean NOT NULL,
+    latest_handshake timestamptz,
+    first_seen timestamptz NOT NULL,
+    period_start timestamptz NOT NULL,
+    period_end timestamptz NOT NULL,
+    period_rx bigint NOT NULL,
+    period_tx bigint NOT NULL,
+    lifetime_rx bigint NOT NULL,
+    lifetime_tx bigint NOT NULL,
+    blocked text[] NOT NULL DEFAULT '{}',
+    plan jsonb,
+    mirrored_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (node, interface, public_key)
+);
+CREATE INDEX awgd_peers_by_key ON awgd_peers (public_key);
+CREATE TABLE awgd_periods (
+    node text NOT NULL DEFAULT current_user,
+    interface text NOT NULL,
+    public_key text NOT NULL,
+    start timestamptz NOT NULL,
+    "end" timestamptz NOT NULL,
+    rx bigint NOT NULL,
+    tx bigint NOT NULL,
+    mirrored_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (node, interface, public_key, start)
+);
+CREATE INDEX awgd_periods_by_key ON awgd_periods (public_key, start);
+CREATE TABLE awgd_days (
+    node text NOT NULL DEFAULT current_user,
+    interface text NOT NULL,
+    public_key text NOT NULL,
+    day date NOT NULL,
+    rx bigint NOT NULL,
+    tx bigint NOT NULL,
+    mirrored_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (node, interface, public_key, day)
+);
+CREATE INDEX awgd_days_by_key ON awgd_days (public_key, day);
+""",
+    ),
+)
+
+TABLES = ("awgd_nodes", "awgd_peers", "awgd_periods", "awgd_days")
+
+_ROLES = """
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'awgd_node') THEN
+        CREATE ROLE awgd_node NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'awgd_reader') THEN
+        CREATE ROLE awgd_reader NOLOGIN;
+    END IF;
+END
+$$;
+"""
+
+# "online" as awgd reckons it (a handshake within the node's online window), taken at the
+# node's last sample and on the node's own clock, so a node whose clock is off by hours
+# still shows who was online; how stale that is, is awgd_fleet_nodes' mirrored_at.
+_VIEWS = """
+CREATE OR REPLACE VIEW awgd_fleet_nodes AS
+    SELECT node, version, healthy, last_sample_at, last_success_at, mirrored_at FROM awgd_nodes;
+CREATE OR REPLACE VIEW awgd_fleet_peers AS
+    SELECT p.node, p.interface, p.public_key, p.label, p.present,
+           (p.present AND p.latest_handshake IS NOT NULL AND n.last_sample_at IS NOT NULL
+            AND p.latest_handshake >= n.last_sample_at - make_interval(secs => n.online_window)) AS online,
+           p.latest_handshake, p.period_start, p.period_end, p.period_rx, p.period_tx,
+           p.lifetime_rx, p.lifetime_tx, p.blocked, p.mirrored_at, p.first_seen, p.plan
+    FROM awgd_peers p LEFT JOIN awgd_nodes n ON n.node = p.node;
+CREATE OR REPLACE VIEW awgd_fleet_periods AS
+    SELECT node, interface, public_key, start, "end", rx, tx FROM awgd_periods;
+CREATE OR REPLACE VIEW awgd_fleet_days AS
+    SELECT node, interface, public_key, day, rx, tx FROM awgd_days;
+"""
+VIEWS = ("awgd_fleet_nodes", "awgd_fleet_peers", "awgd_fleet_periods", "awgd_fleet_days")
+
+
+def _migration(version: int, body: str) -> str:
+    return (
+        "DO $migration$\nBEGIN\n"
+        f"IF NOT EXISTS (SELECT FROM awgd_schema WHERE version = {version}) THEN\n"
+        f"{body.strip()}\n"
+        f"INSERT INTO awgd_schema (version) VALUES ({version});\n"
+        "END IF;\nEND\n$migration$;\n"
+    )
+
+
+def _access() -> str:
+    lines = []
+    for table in TABLES:
+        lines += [
+            f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY;",
+            f"DROP POLICY IF EXISTS awgd_own_rows ON {table};",
+            f"CREATE POLICY awgd_own_rows ON {table} TO {NODE_ROLE}"
+            " USING (node = current_user) WITH CHECK (node = current_user);",
+            f"REVOKE ALL ON {table} FROM PUBLIC;",
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO {NODE_ROLE};",
+        ]
+    lines += ["REVOKE ALL ON awgd_schema FROM PUBLIC;", f"GRANT SELECT ON awgd_schema TO {NODE_ROLE}, {READER_ROLE};"]
+    lines += [f"REVOKE ALL ON {view} FROM PUBLIC;" for view in VIEWS]
+    lines += [f"GRANT SELECT ON {view} TO {READER_ROLE};" for view in VIEWS]
+    return "\n".join(lines) + "\n"
+
+
+def schema_sql() -> str:
+    """The whole schema as one transaction of SQL, for psql as the database's owner."""
+    parts = [
+        f"-- awgd fleet schema, version {SCHEMA_VERSION} (awgd-mirror --print-schema). Idempotent: running it\n"
+        "-- again migrates an older schema. Run it as the role that is to own the tables.\n"
+        "BEGIN;\n",
+        _ROLES,
+        "CREATE TABLE IF NOT EXISTS awgd_schema (\n"
+        "    version integer PRIMARY KEY,\n    applied_at timestamptz NOT NULL DEFAULT now()\n);\n",
+        *(_migration(version, body) for version, body in MIGRATIONS),
+        _VIEWS,
+        _access(),
+        "COMMIT;\n",
+    ]
+    return "\n".join(parts)
+
+
+# ---- the tables, as the mirror writes them and FleetClient reads them ------------------------
+
+metadata = sa.MetaData()
+
+nodes = sa.Table(
+    "awgd_nodes",
+    metadata,
+    sa.Column("node", sa.Text, primary_key=True),
+    sa.Column("version", sa.Text),
+    sa.Column("healthy", sa.Boolean),
+    sa.Column("last_sample_at", sa.DateTime(timezone=True)),
+    sa.Column("last_success_at", sa.DateTime(timezone=True)),
+    sa.Column("online_window", sa.Integer),
+    sa.Column("cursor", sa.Text),
+    sa.Column("mirrored_at", sa.DateTime(timezone=True)),
+)
+
+peers = sa.Table(
+    "awgd_peers",
+    metadata,
+    sa.Column("node", sa.Text, primary_key=True),
+    sa.Column("interface", sa.Text, primary_key=True),
+    sa.Column("public_key", sa.Text, primary_key=True),
+    sa.Column("label", sa.Text),
+    sa.Column("present", sa.Boolean),
+    sa.Column("latest_handshake", sa.DateTime(timezone=True)),
+    sa.Column("first_seen", sa.DateTime(timezone=True)),
+    sa.Column("period_start", sa.DateTime(timezone=True)),
+    sa.Column("period_end", sa.DateTime(timezone=True)),
+    sa.Column("period_rx", sa.BigInteger),
+    sa.Column("period_tx", sa.BigInteger),
+    sa.Column("lifetime_rx", sa.BigInteger),
+    sa.Column("lifetime_tx", sa.BigInteger),
+    sa.Column("blocked", postgresql.ARRAY(sa.Text)),
+    sa.Column("plan", postgresql.JSONB),
+    sa.Column("mirrored_at", sa.DateTime(timezone=True)),
+)
+
+periods = sa.Table(
+    "awgd_periods",
+    metadata,
+    sa.Column("node", sa.Text, primary_key=True),
+    sa.Column("interface", sa.Text, primary_key=True),
+    sa.Column("public_key", sa.Text, primary_key=True),
+    sa.Column("start", sa.DateTime(timezone=True), primary_key=True),
+    sa.Column("end", sa.DateTime(timezone=True)),
+    sa.Column("rx", sa.BigInteger),
+    sa.Column("tx", sa.BigInteger),
+    sa.Column("mirrored_at", sa.DateTime(timezone=True)),
+)
+
+days = sa.Table(
+    "awgd_days",
+    metadata,
+    sa.Column("node", sa.Text, primary_key=True),
+    sa.Column("interface", sa.Text, primary_key=True),
+    sa.Column("public_key", sa.Text, primary_key=True),
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("rx", sa.BigInteger),
+    sa.Column("tx", sa.BigInteger),
+    sa.Column("mirrored_at", sa.DateTime(timezone=True)),
+)
+
+schema_versions = sa.Table("awgd_schema", metadata, sa.Column("version", sa.Integer, primary_key=True))

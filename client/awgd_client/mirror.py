@@ -1,0 +1,404 @@
+"""awgd-mirror: copies one node's figures into the fleet's central PostgreSQL (docs/FLEET.md).
+
+An unprivileged process beside awgd (group `awgd`, for the socket). Each round reads what
+changed since its cursor (traffic.changes, page by page) and writes it, with the node's
+health and the new cursor, in one PostgreSQL transaction:
+
+- every figure written is absolute (a lifetime, a period's or a day's total), keyed by node,
+  interface and public key, so a round written twice, or replayed after a crash, counts
+  nothing twice;
+- the cursor lives in the same transaction as the figures it covers: a round cut short (the
+  database or the mirror killed mid-write) leaves the old cursor, and the next round sends
+  the same changes again;
+- after an outage the daemon answers the old cursor with everything since it, from its
+  ledger, so nothing is lost (awgd.change_feed).
+
+The node writes as its own role, named like the node; row-level security keeps it to its own
+rows. Times written are the node's; `mirrored_at` is the database's clock (`now()`), which is
+what staleness is measured on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import tomllib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from awgd_client import fleet_schema, methods
+from awgd_client.errors import AwgdError
+from awgd_client.fleet import with_driver
+from awgd_client.sync_client import Client
+
+log = logging.getLogger("awgd-mirror")
+
+DEFAULT_CONFIG = "/etc/awgd/mirror.toml"
+# The systemd credential the password may come in (LoadCredential=fleet-password:...).
+CREDENTIAL = "fleet-password"
+# Peers per traffic.changes page: a page is one RPC answer and one batch of upserts.
+PAGE_PEERS = 2000
+# Rows per INSERT statement: big enough that a 50,000-peer round is a few dozen statements,
+# small enough that one statement's parameters stay well under libpq's 65,535.
+ROWS_PER_STATEMENT = 1000
+# After a sample the mirror asks again this long after the daemon's next sample is due (a
+# sample of a large server takes a moment to commit); never longer than POLL_SECONDS.
+AFTER_SAMPLE_SECONDS = 1.0
+POLL_SECONDS = 10.0
+# A round with nothing new still writes the node's row this often, so a node that is fine
+# but idle does not look stale.
+HEARTBEAT_SECONDS = 60.0
+# Waits after a failed round: doubling from the first to the most, while the database or the
+# daemon stays away.
+RETRY_FIRST_SECONDS = 1.0
+RETRY_MAX_SECONDS = 30.0
+# An RPC page waits this long: a 50,000-peer catch-up is one page at a time.
+RPC_TIMEOUT_SECONDS = 60.0
+# How long connecting to the database may take before the round counts as failed.
+CONNECT_TIMEOUT_SECONDS = 10
+
+
+class MirrorError(Exception):
+    """Something the operator has to fix (the message says what); not retried."""
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorConfig:
+    url: str
+    node: str
+    socket: str
+    password_file: str | None = None
+
+    @classmethod
+    def load(cls, path: str) -> MirrorConfig:
+        try:
+            with open(path, "rb") as file:
+                raw = tomllib.load(file)
+        except OSError as exc:
+            raise MirrorError(f"cannot read {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise MirrorError(f"{path} is not TOML: {exc}") from None
+        fleet = raw.get("fleet")
+        rpc = raw.get("rpc", {})
+        if not isinstance(fleet, dict) or not isinstance(fleet.get("url"), str) or not fleet["url"]:
+            raise MirrorError(f"{path}: [fleet] url is required (a PostgreSQL URL)")
+        if not isinstance(rpc, dict):
+            raise MirrorError(f"{path}: [rpc] must be a table")
+        node = fleet.get("node", socket.gethostname())
+        if not isinstance(node, str) or not node or len(node) > 63:
+            raise MirrorError(f"{path}: [fleet] node must be a name of 1 to 63 characters (a PostgreSQL role)")
+        password_file = fleet.get("password_file")
+        if password_file is not None and not isinstance(password_file, str):
+            raise MirrorError(f"{path}: [fleet] password_file must be a path")
+        socket_path = rpc.get("socket", methods.DEFAULT_SOCKET)
+        if not isinstance(socket_path, str):
+            raise MirrorError(f"{path}: [rpc] socket must be a path")
+        return cls(fleet["url"], node, socket_path, password_file)
+
+    def engine_url(self) -> sa.engine.URL:
+        """The URL with its password from password_file or the systemd credential, if any,
+        and the installed driver (awgd_client.fleet.with_driver)."""
+        url = with_driver(self.url)
+        secret = self.password_file
+        credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+        if secret is None and credentials and os.path.exists(os.path.join(credentials, CREDENTIAL)):
+            secret = os.path.join(credentials, CREDENTIAL)
+        if secret is not None:
+            try:
+                password = Path(secret).read_text().strip()
+            except OSError as exc:
+                raise MirrorError(f"cannot read the password file {secret}: {exc.strerror}") from None
+            url = url.set(password=password)
+        return url
+
+
+@dataclass(frozen=True, slots=True)
+class Round:
+    peers: int
+    periods: int
+    days: int
+    wrote: bool
+
+
+def _instant(unix: int | None) -> datetime | None:
+    return None if unix is None else datetime.fromtimestamp(unix, UTC)
+
+
+def _iso(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+def rows(node: str, change: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """One peer of a traffic.changes page as the rows of awgd_peers, awgd_periods and awgd_days."""
+    interface, public_key = change["interface"], change["public_key"]
+    start, end, period_rx, period_tx = change["period"]
+    lifetime_rx, lifetime_tx = change["lifetime"]
+    peer = {
+        "node": node,
+        "interface": interface,
+        "public_key": public_key,
+        "label": change["label"],
+        "present": change["present"],
+        "latest_handshake": _instant(change["latest_handshake"]),
+        "first_seen": _instant(change["first_seen"]),
+        "period_start": _instant(start),
+        "period_end": _instant(end),
+        "period_rx": period_rx,
+        "period_tx": period_tx,
+        "lifetime_rx": lifetime_rx,
+        "lifetime_tx": lifetime_tx,
+        "blocked": change["blocked"],
+        "plan": change["plan"],
+    }
+    periods = [
+        {
+            "node": node,
+            "interface": interface,
+            "public_key": public_key,
+            "start": _instant(row[0]),
+            "end": _instant(row[1]),
+            "rx": row[2],
+            "tx": row[3],
+        }
+        for row in change["periods"]
+    ]
+    days = [
+        {
+            "node": node,
+            "interface": interface,
+            "public_key": public_key,
+            "day": date.fromisoformat(row[0]),
+            "rx": row[1],
+            "tx": row[2],
+        }
+        for row in change["days"]
+    ]
+    return peer, periods, days
+
+
+def _upsert(table: sa.Table) -> Any:
+    """INSERT ... ON CONFLICT (its key) DO UPDATE every other column, mirrored_at = now()."""
+    statement = insert(table)
+    keys = [column.name for column in table.primary_key.columns]
+    update: dict[str, Any] = {
+        c.name: statement.excluded[c.name] for c in table.columns if c.name not in keys and c.name != "mirrored_at"
+    }
+    update["mirrored_at"] = sa.func.now()
+    return statement.on_conflict_do_update(index_elements=keys, set_=update)
+
+
+_UPSERTS = {table.name: _upsert(table) for table in (fleet_schema.peers, fleet_schema.periods, fleet_schema.days)}
+
+
+class Mirror:
+    def __init__(self, config: MirrorConfig) -> None:
+        self.config = config
+        self.engine: Engine = sa.create_engine(
+            config.engine_url(),
+            pool_pre_ping=True,
+            connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS, "application_name": "awgd-mirror"},
+            future=True,  # SQLAlchemy 1.4's 2.0-style API; the default on 2.x
+        )
+        self.client = Client(config.socket, timeout=RPC_TIMEOUT_SECONDS)
+        self._last_status: Any = None
+        self._heartbeat_at = 0.0
+        self._checked = False
+
+    def close(self) -> None:
+        self.client.close()
+        self.engine.dispose()
+
+    def check(self, conn: Connection) -> None:
+        """The schema is there, at this version, and the role is the node's (MirrorError)."""
+        role = conn.execute(sa.text("SELECT current_user")).scalar_one()
+        if role != self.config.node:
+            raise MirrorError(
+                f"connected as role {role!r}, but this node is {self.config.node!r}: each node writes as its own"
+                f' role, named like the node (CREATE ROLE "{self.config.node}" LOGIN ... IN ROLE awgd_node)'
+            )
+        try:
+            version = conn.execute(sa.text("SELECT max(version) FROM awgd_schema")).scalar_one()
+        except SQLAlchemyError:
+            raise MirrorError(
+                "the fleet schema is not in this database (or this role may not read it):"
+                " run `awgd-mirror --print-schema | psql` as the database's owner"
+            ) from None
+        if version != fleet_schema.SCHEMA_VERSION:
+            raise MirrorError(
+                f"the fleet schema is at version {version}, this mirror writes version"
+                f" {fleet_schema.SCHEMA_VERSION}: run this version's `awgd-mirror --print-schema | psql`"
+                " as the database's owner"
+            )
+
+    def run_round(self) -> Round:
+        """One round: everything changed since the stored cursor, in one transaction."""
+        node = self.config.node
+        status = self.client.call("server.status")
+        with self.engine.begin() as conn:
+            if not self._checked:
+                self.check(conn)
+                self._checked = True
+            n = fleet_schema.nodes.c
+            cursor = conn.execute(sa.select(n.cursor).where(n.node == node).with_for_update()).scalar_one_or_none()
+            counted = [0, 0, 0]
+            online_window = None
+            new_cursor = cursor
+            first = True
+            for page in self._pages(cursor):
+                if first:
+                    new_cursor, first = page["cursor"], False
+                    online_window = page["online_window"]
+                self._write(conn, node, page["peers"], counted)
+            sampler = status["sampler"]
+            health = (status["version"], status["healthy"], sampler["last_sample_at"], sampler["last_success_at"])
+            now = time.monotonic()
+            idle = not counted[0] and new_cursor == cursor and health == self._last_status
+            if idle and now - self._heartbeat_at < HEARTBEAT_SECONDS:
+                return Round(0, 0, 0, wrote=False)
+            values = {
+                "version": status["version"],
+                "healthy": status["healthy"],
+                "last_sample_at": _iso(sampler["last_sample_at"]),
+                "last_success_at": _iso(sampler["last_success_at"]),
+                "online_window": online_window,
+                "cursor": new_cursor,
+                "mirrored_at": sa.func.now(),
+            }
+            statement = insert(fleet_schema.nodes).values(node=node, **values)
+            conn.execute(statement.on_conflict_do_update(index_elements=["node"], set_=values))
+        self._last_status, self._heartbeat_at = health, now
+        return Round(counted[0], counted[1], counted[2], wrote=True)
+
+    def _pages(self, cursor: str | None) -> Iterator[dict[str, Any]]:
+        after = None
+        while True:
+            page = self.client.call("traffic.changes", cursor=cursor, after=after, limit=PAGE_PEERS)
+            yield page
+            if not page["more"]:
+                return
+            after = page["next"]
+
+    def _write(self, conn: Connection, node: str, changes: list[dict[str, Any]], counted: list[int]) -> None:
+        peer_rows: list[dict[str, Any]] = []
+        period_rows: list[dict[str, Any]] = []
+        day_rows: list[dict[str, Any]] = []
+        for change in changes:
+            peer, periods, days = rows(node, change)
+            peer_rows.append(peer)
+            period_rows += periods
+            day_rows += days
+        for table, batch in (("awgd_peers", peer_rows), ("awgd_periods", period_rows), ("awgd_days", day_rows)):
+            for at in range(0, len(batch), ROWS_PER_STATEMENT):
+                conn.execute(_UPSERTS[table], batch[at : at + ROWS_PER_STATEMENT])
+        counted[0] += len(peer_rows)
+        counted[1] += len(period_rows)
+        counted[2] += len(day_rows)
+
+    def wait_seconds(self) -> float:
+        """Until just after the daemon's next sample, at most POLL_SECONDS."""
+        try:
+            due = _iso(self.client.call("server.status")["sampler"]["next_sample_at"])
+        except AwgdError:
+            return POLL_SECONDS
+        if due is None:
+            return POLL_SECONDS
+        left = (due - datetime.now(UTC)).total_seconds() + AFTER_SAMPLE_SECONDS
+        return min(max(left, AFTER_SAMPLE_SECONDS), POLL_SECONDS)
+
+
+def serve(mirror: Mirror, stop: threading.Event, *, once: bool) -> int:
+    """Rounds until `stop`; each failure is logged once, then retried with a growing wait."""
+    delay = RETRY_FIRST_SECONDS
+    failing: str | None = None
+    while not stop.is_set():
+        try:
+            done = mirror.run_round()
+        except MirrorError:
+            raise
+        except AwgdError as exc:
+            problem = f"awgd did not answer: {exc}"
+        except SQLAlchemyError as exc:
+            problem = f"the database did not take the round: {_reason(exc)}"
+            mirror.engine.dispose()  # reconnect from scratch
+        else:
+            if failing is not None:
+                log.info("mirroring again (after: %s)", failing)
+            failing, delay = None, RETRY_FIRST_SECONDS
+            if done.wrote:
+                log.debug("mirrored %d peers, %d periods, %d days", done.peers, done.periods, done.days)
+            if once:
+                return 0
+            stop.wait(mirror.wait_seconds())
+            continue
+        if problem != failing:
+            log.warning("%s (retrying; nothing is lost: the next round sends it)", problem)
+            failing = problem
+        if once:
+            return 1
+        stop.wait(delay)
+        delay = min(delay * 2, RETRY_MAX_SECONDS)
+    return 0
+
+
+def _reason(exc: SQLAlchemyError) -> str:
+    original = getattr(exc, "orig", None)
+    text = str(original if original is not None else exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="awgd-mirror", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"default {DEFAULT_CONFIG}")
+    parser.add_argument("--print-schema", action="store_true", help="print the SQL of the central database and exit")
+    parser.add_argument("--once", action="store_true", help="mirror one round and exit (1 if it failed)")
+    parser.add_argument("--verbose", action="store_true", help="log every round")
+    args = parser.parse_args(argv)
+    if args.print_schema:
+        sys.stdout.write(fleet_schema.schema_sql())
+        return 0
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(name)s: %(levelname)s: %(message)s"
+    )
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        config = MirrorConfig.load(args.config)
+        mirror = Mirror(config)
+    except MirrorError as exc:
+        log.error("%s", exc)
+        return 2
+    except (SQLAlchemyError, ImportError) as exc:
+        log.error("cannot use the database URL: %s", exc)
+        return 2
+    log.info("mirroring node %s (awgd at %s) into the fleet database", config.node, config.socket)
+    try:
+        return serve(mirror, stop, once=args.once)
+    except MirrorError as exc:
+        log.error("%s", exc)
+        return 2
+    finally:
+        mirror.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
