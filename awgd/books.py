@@ -42,6 +42,10 @@ from awgd.plans import Judged, PlanState, lifetime, next_due
 from awgd.quota import Plan, hot, trigger
 from awgd.system_reader import Reading
 
+# Changes of the open period or day remembered (Books.openings): one a day, so about three
+# years' worth; a reader further behind than that is sent its cursor's buckets on.
+OPENINGS_KEPT = 1000
+
 
 def day_number(day: date) -> int:
     """A local day as the integer YYYYMMDD: compact, sortable, and readable in sqlite3."""
@@ -263,6 +267,14 @@ class Books:
         # What the ledger's running totals belong to; None before the first booking.
         self.open_period: tuple[int, int] | None = None
         self.open_day: int | None = None
+        # The latest day the ledger holds a closed row for (YYYYMMDD; 0: none). An open day
+        # at or before it was opened again (a clock went back): its total is then its closed
+        # row plus the running totals, which only the ledger can add (awgd.change_feed).
+        self.last_closed_day = 0
+        # Each time the ledger's open period or day changed: (change, period, day). A reader
+        # behind one needs the buckets from the earliest of them on (awgd.change_feed): after
+        # a clock went back, that is before its cursor's.
+        self.openings: list[tuple[int, tuple[int, int] | None, int | None]] = []
         self.tracking_since: datetime | None = None  # the first sample's time: a baseline
         self.last_booked_at: datetime | None = None
         self.version = 0  # changes whenever a figure shown may have changed
@@ -306,11 +318,13 @@ class Books:
         settings: Mapping[PeerKey, Settings] | None = None,
         plans: Mapping[PeerKey, PlanState] | None = None,
         ups: Mapping[str, bool | None] | None = None,
+        last_closed_day: int = 0,
     ) -> Books:
         """The books as the ledger left them. `earlier` is the current period's closed usage
         by peer id (Ledger.closed_period_usage). Nobody is present until a reading shows it."""
         books = cls(period)
         books.open_period, books.open_day = open_period, open_day
+        books.last_closed_day = last_closed_day
         books.tracking_since, books.last_booked_at = tracking_since, last_booked_at
         for row in peers:
             book = books._add(row.interface, row.public_key, datetime.fromtimestamp(row.first_seen, UTC))
@@ -684,8 +698,16 @@ class Books:
                     book.earlier_tx += book.lifetime_tx - book.period_base_tx
                 book.period_base_rx, book.period_base_tx = book.lifetime_rx, book.lifetime_tx
         if entry.close_day is not None:
+            self.last_closed_day = max(self.last_closed_day, entry.close_day)
             for book in self.peers.values():
+                if book.lifetime_rx != book.day_base_rx or book.lifetime_tx != book.day_base_tx:
+                    # Its day is now whole in the ledger (with any row the day had before a
+                    # clock went back): traffic.changes sends it again from there.
+                    book.stamp = change
                 book.day_base_rx, book.day_base_tx = book.lifetime_rx, book.lifetime_tx
+        if entry.open_period != self.open_period or entry.open_day != self.open_day:
+            self.openings.append((change, entry.open_period, entry.open_day))
+            del self.openings[:-OPENINGS_KEPT]
         self.open_period, self.open_day = entry.open_period, entry.open_day
         for book, row in zip(entry.new_books, entry.new_counters, strict=True):
             book.id = row[4]
@@ -757,6 +779,10 @@ class Books:
             book.period_base_rx, book.period_base_tx = book.lifetime_rx, book.lifetime_tx
         book.stamp = self._change()
         self.version += 1
+
+    @property
+    def day_reopened(self) -> bool:
+        return self.open_day is not None and self.open_day <= self.last_closed_day
 
     def _change(self) -> int:
         self.changes += 1

@@ -74,11 +74,23 @@ class Plan:
 def plan(cursor: Cursor | None, instance: str, books: Books) -> Plan:
     if cursor is None:
         return Plan(0, 0, 0)
-    if cursor.instance != instance or cursor.change > books.changes:
-        return Plan(0, cursor.period_start, cursor.open_day)
-    if cursor.period_start == books.period_bounds[0] and cursor.open_day == (books.open_day or 0):
-        return Plan(cursor.change, None, 0)
-    return Plan(cursor.change, cursor.period_start, cursor.open_day)
+    since = cursor.change if cursor.instance == instance and cursor.change <= books.changes else 0
+    same = cursor.period_start == books.period_bounds[0] and cursor.open_day == (books.open_day or 0)
+    opened = books.openings and books.openings[-1][0] > since
+    if since and same and not opened and not books.day_reopened:
+        return Plan(since, None, 0)
+    # From the cursor's period and day, and never after the ledger's open ones: their closed
+    # rows (if any) are added to the running totals.
+    first_start, first_day = cursor.period_start, cursor.open_day
+    for change, period, day in books.openings:
+        if change > since:  # booked there after the cursor: from there on
+            first_start = min(first_start, period[0]) if period is not None else first_start
+            first_day = min(first_day, day) if day is not None else first_day
+    if books.open_period is not None:
+        first_start = min(first_start, books.open_period[0])
+    if books.open_day is not None:
+        first_day = min(first_day, books.open_day)
+    return Plan(since, first_start, first_day)
 
 
 def position(instance: str, books: Books) -> Cursor:
@@ -111,8 +123,10 @@ def peer_change(
     closed_days: list[Bucket] | None,
 ) -> dict[str, Any]:
     """One peer's figures as traffic.changes gives them: instants in Unix seconds, days as
-    ISO dates, byte counts as [rx, tx]. `closed_*` None: the current period and the open day
-    alone (the books' case); else the ledger's closed rows to merge with the running totals."""
+    ISO dates, byte counts as [rx, tx]. `period` is the current period and `day` the ledger's
+    open day (null without traffic), each whole; `periods` and `days` the others that may
+    have changed. `closed_*` None: the current period and the open day alone (the books'
+    case); else the ledger's closed rows, merged with the running totals where they are open."""
     start, end = books.period_bounds
     period_rx, period_tx = books.period_usage(book)
     periods: dict[int, list[int]] = {}
@@ -127,17 +141,19 @@ def peer_change(
                 row = periods.setdefault(open_period[0], [open_period[0], open_period[1], 0, 0])
                 row[2] += running_rx
                 row[3] += running_tx
-    periods[start] = [start, end, period_rx, period_tx]  # the books have it whole
+    periods.pop(start, None)  # the books have the current period whole: `period`
     if closed_days is not None:
         for bucket in closed_days:
             days[bucket.start] = [bucket.start, bucket.rx, bucket.tx]
     open_day = books.open_day
+    today: list[Any] | None = None
     if open_day is not None:
         running_rx, running_tx = book.running_day
+        closed = days.pop(open_day, None)
+        if closed is not None:
+            running_rx, running_tx = running_rx + closed[1], running_tx + closed[2]
         if running_rx or running_tx:
-            row = days.setdefault(open_day, [open_day, 0, 0])
-            row[1] += running_rx
-            row[2] += running_tx
+            today = [day_from_number(open_day).isoformat(), running_rx, running_tx]
     line = book.line
     settings = book.settings
     return {
@@ -149,6 +165,7 @@ def peer_change(
         "first_seen": int(book.first_seen.timestamp()),
         "lifetime": [book.lifetime_rx, book.lifetime_tx],
         "period": [start, end, period_rx, period_tx],
+        "day": today,
         "blocked": list(settings.blocked),
         "plan": None if settings.plan is None else plan_json(settings.plan),
         "periods": [periods[key] for key in sorted(periods)],

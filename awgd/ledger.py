@@ -172,7 +172,13 @@ class Ledger:
             settings=contents.settings,
             plans=plans,
             ups=contents.ups,
+            last_closed_day=self.last_closed_day(),
         )
+
+    def last_closed_day(self) -> int:
+        """The latest day with a closed row (YYYYMMDD), 0 for none (Books.day_reopened)."""
+        with self._read() as conn:
+            return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(day_usage.c.day), 0))).scalar_one())
 
     def load(self) -> Contents:
         """The meta row, every peer with its counters row, and the interfaces' checkpoints."""

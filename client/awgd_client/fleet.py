@@ -128,6 +128,26 @@ _NODES = sa.text(
 )
 
 
+def _node_traffic(row: Any) -> NodeTraffic:
+    return NodeTraffic(
+        node=row.node,
+        interface=row.interface,
+        public_key=row.public_key,
+        label=row.label,
+        present=bool(row.present),
+        online=bool(row.online),
+        latest_handshake=row.latest_handshake,
+        period_start=row.period_start,
+        period_end=row.period_end,
+        period_rx=int(row.period_rx),
+        period_tx=int(row.period_tx),
+        lifetime_rx=int(row.lifetime_rx),
+        lifetime_tx=int(row.lifetime_tx),
+        blocked=tuple(row.blocked or ()),
+        mirrored_at=row.mirrored_at,
+    )
+
+
 class FleetClient:
     def __init__(self, url: str | sa.engine.URL, **engine_options: Any) -> None:
         options: dict[str, Any] = {"pool_pre_ping": True, "future": True, **engine_options}
@@ -140,15 +160,23 @@ class FleetClient:
         """The peer's figures on every node that has it (none: an empty `nodes`)."""
         with self.engine.connect() as conn:
             found = conn.execute(_TRAFFIC, {"public_key": public_key}).all()
-        return FleetTraffic(
-            public_key,
-            tuple(NodeTraffic(*row[:13], tuple(row[13] or ()), row[14]) for row in found),
-        )
+        return FleetTraffic(public_key, tuple(_node_traffic(row) for row in found))
 
     def nodes(self) -> list[FleetNode]:
         with self.engine.connect() as conn:
             found = conn.execute(_NODES).all()
-        return [FleetNode(*row[:6], float(row[6])) for row in found]
+        return [
+            FleetNode(
+                node=row.node,
+                version=row.version,
+                healthy=bool(row.healthy),
+                last_sample_at=row.last_sample_at,
+                last_success_at=row.last_success_at,
+                mirrored_at=row.mirrored_at,
+                stale_seconds=float(row.stale_seconds),
+            )
+            for row in found
+        ]
 
     def close(self) -> None:
         self.engine.dispose()

@@ -47,11 +47,14 @@ CREATE TABLE awgd_peers (
     period_tx bigint NOT NULL,
     lifetime_rx bigint NOT NULL,
     lifetime_tx bigint NOT NULL,
+    day date,
+    day_rx bigint NOT NULL DEFAULT 0,
+    day_tx bigint NOT NULL DEFAULT 0,
     blocked text[] NOT NULL DEFAULT '{}',
     plan jsonb,
     mirrored_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (node, interface, public_key)
-);
+) WITH (fillfactor = 70);
 CREATE INDEX awgd_peers_by_key ON awgd_peers (public_key);
 CREATE TABLE awgd_periods (
     node text NOT NULL DEFAULT current_user,
@@ -95,6 +98,10 @@ END
 $$;
 """
 
+# A peer's current period and open day live in its awgd_peers row, which a round rewrites
+# anyway: a moving peer costs one row, as in the node's ledger. The period and day views add
+# them to the closed rows (a closed row of the same period or day, from before a clock went
+# back, gives way to the peer's).
 # "online" as awgd reckons it (a handshake within the node's online window), taken at the
 # node's last sample and on the node's own clock, so a node whose clock is off by hours
 # still shows who was online; how stale that is, is awgd_fleet_nodes' mirrored_at.
@@ -109,9 +116,17 @@ CREATE OR REPLACE VIEW awgd_fleet_peers AS
            p.lifetime_rx, p.lifetime_tx, p.blocked, p.mirrored_at, p.first_seen, p.plan
     FROM awgd_peers p LEFT JOIN awgd_nodes n ON n.node = p.node;
 CREATE OR REPLACE VIEW awgd_fleet_periods AS
-    SELECT node, interface, public_key, start, "end", rx, tx FROM awgd_periods;
+    SELECT q.node, q.interface, q.public_key, q.start, q."end", q.rx, q.tx
+    FROM awgd_periods q LEFT JOIN awgd_peers p USING (node, interface, public_key)
+    WHERE p.period_start IS DISTINCT FROM q.start
+    UNION ALL
+    SELECT node, interface, public_key, period_start, period_end, period_rx, period_tx FROM awgd_peers;
 CREATE OR REPLACE VIEW awgd_fleet_days AS
-    SELECT node, interface, public_key, day, rx, tx FROM awgd_days;
+    SELECT d.node, d.interface, d.public_key, d.day, d.rx, d.tx
+    FROM awgd_days d LEFT JOIN awgd_peers p USING (node, interface, public_key)
+    WHERE p.day IS DISTINCT FROM d.day
+    UNION ALL
+    SELECT node, interface, public_key, day, day_rx, day_tx FROM awgd_peers WHERE day IS NOT NULL;
 """
 VIEWS = ("awgd_fleet_nodes", "awgd_fleet_peers", "awgd_fleet_periods", "awgd_fleet_days")
 

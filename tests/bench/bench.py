@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import base64
 import gc
+import importlib.util
 import itertools
 import json
 import os
@@ -39,6 +40,7 @@ ROOT = HERE.parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "client"), str(HERE.parent / "helpers")]
 
 import amnezia  # noqa: E402
+import postgres  # noqa: E402
 from daemon import Awgd  # noqa: E402
 from wgbed import AMNEZIAWG, WIREGUARD, Flavor, TestBed, available  # noqa: E402
 
@@ -51,6 +53,9 @@ from awgd.plans import Judged, PlanState, lifetime, window_at  # noqa: E402
 from awgd.quota import Plan, start  # noqa: E402
 from awgd.sampling import Sampler  # noqa: E402
 from awgd.system_reader import Reading  # noqa: E402
+from awgd_client import fleet_schema  # noqa: E402
+from awgd_client.mirror import Mirror as FleetMirror  # noqa: E402
+from awgd_client.mirror import MirrorConfig  # noqa: E402
 
 ZONE = ZoneInfo("UTC")
 # Far above what any benchmark peer uses: the plans are judged, never hot, never blocking.
@@ -259,12 +264,14 @@ class ScriptedDaemon:
         tool.chmod(0o755)
         self.keys = keys(n, seed=3)
         self.counters = [(i * 1000, i * 2000) for i in range(n)]
+        self.handshake: int | None = None  # None: now, at every write
         self.write()
         self.daemon = Awgd(workdir / "d", tool, periods={"timezone": "UTC"}, env=env)
 
     def write(self) -> None:
         tmp = self.dump_file.with_suffix(".tmp")
-        tmp.write_bytes(synthetic_dump(self.keys, self.counters, int(time.time())))
+        handshake = int(time.time()) if self.handshake is None else self.handshake
+        tmp.write_bytes(synthetic_dump(self.keys, self.counters, handshake))
         tmp.replace(self.dump_file)
 
     def rss_mib(self) -> float:
@@ -768,6 +775,106 @@ def bench_startup(run: Run) -> None:
     startup_and_history(run.workdir, run.mid, 400, run.repeats)
 
 
+def pg_bytes(pg: postgres.Postgres, database: str) -> int:
+    """The fleet tables' size with their indexes and TOAST, after a VACUUM."""
+    pg.psql("VACUUM ANALYZE", database=database)
+    tables = ", ".join(f"'{table}'" for table in fleet_schema.TABLES)
+    query = f"SELECT sum(pg_total_relation_size(t::regclass)) FROM unnest(ARRAY[{tables}]) t"
+    found = pg.psql(query, database=database)
+    return int(found.stdout.strip())
+
+
+def mirror_into(pg: postgres.Postgres, database: str, node: str, socket_path: str) -> float:
+    """One full round of a new node into `database`; its seconds."""
+    password = pg.add_node(node)
+    url = pg.url(node, password, database)
+    mirror = FleetMirror(MirrorConfig(url, node, socket_path))
+    try:
+        started = time.perf_counter()
+        mirror.run_round()
+        return time.perf_counter() - started
+    finally:
+        mirror.close()
+
+
+def bench_fleet(run: Run) -> None:
+    problem = postgres.problem()
+    if problem is None and importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is None:
+        problem = "needs psycopg or psycopg2"
+    if problem is not None:
+        row("10. fleet mirror", "skipped", "", None, problem, None)
+        return
+    n = max(run.sizes)
+    pg = postgres.Postgres(run.workdir / "pg")
+    try:
+        pg.psql(fleet_schema.schema_sql())
+        scripted = ScriptedDaemon(run.workdir / "fleet", n)
+        # Handshakes as a real server's: renewed every two minutes, not at every sample (a new
+        # handshake is a change the mirror copies).
+        scripted.handshake = int(time.time())
+        scripted.write()
+        scripted.daemon.start()
+        print(f"10. the fleet mirror, N={n}: a first full round ...", flush=True)
+        password = pg.add_node("bench")
+        mirror = FleetMirror(MirrorConfig(pg.url("bench", password), "bench", scripted.daemon.socket))
+        started = time.perf_counter()
+        mirror.run_round()
+        RESULTS[f"fleet_first_round_{n}"] = time.perf_counter() - started
+        rng = random.Random(11)
+        for fraction in (1.0, 0.01):
+            print(f"10. mirroring one sample, N={n}, {fraction:.0%} moving, in turns with the local sample ...")
+            rounds, locals_ = [], []
+            for _ in range(3):
+                for _ in range(max(1, run.samples // 3)):
+                    scripted.counters = advance_counters(scripted.counters, fraction, rng)
+                    scripted.write()
+                    scripted.daemon.result("traffic.sample")
+                    started = time.perf_counter()
+                    done = mirror.run_round()
+                    rounds.append(time.perf_counter() - started)
+                    assert done.peers >= round(n * fraction) * 0.9, done
+                locals_.append(own_cost(n, fraction, run.samples, shuffled=True)["time"]["median"])
+            cost, base = statistics.median(rounds), statistics.median(locals_)
+            RESULTS[f"fleet_round_{n}_{fraction}"] = {"round": summary(rounds), "own": summary(locals_)}
+            row(
+                f"10. mirror one sample, N={n}, {fraction:.0%} moving",
+                ms(cost),
+                ms(base),
+                cost / base,
+                "<= 2x own cost",
+                cost / base <= 2,
+            )
+        mirror.close()
+        scripted.daemon.stop()
+
+        # Size: the same ledgers as row 7 (n peers, none and `days` days of day buckets),
+        # each mirrored whole into a database of its own.
+        size_n, days = run.mid, 30
+        print(f"10. central bytes per peer-day ({size_n} peers, {days} days) ...", flush=True)
+        figures = {}
+        for label, held in (("empty", 0), ("full", days)):
+            database = f"size_{label}"
+            pg.psql(f"CREATE DATABASE {database}", database="postgres")
+            pg.psql(fleet_schema.schema_sql(), database=database)
+            before = pg_bytes(pg, database)
+            sized = ScriptedDaemon(run.workdir / f"size-{label}", size_n)
+            sized.daemon.dir.mkdir(parents=True, exist_ok=True)
+            build_ledger(sized.daemon.ledger, size_n, held)
+            sized.daemon.start()
+            mirror_into(pg, database, f"size-{label}", sized.daemon.socket)
+            sized.daemon.stop()
+            figures[label] = pg_bytes(pg, database) - before
+            local_file = run.workdir / f"local-{label}.sqlite3"
+            build_ledger(local_file, size_n, held)
+            figures[f"local_{label}"] = file_bytes(local_file)
+        central = (figures["full"] - figures["empty"]) / (size_n * days)
+        local = (figures["local_full"] - figures["local_empty"]) / (size_n * days)
+        RESULTS["fleet_bytes_per_peer_day"] = {"central": central, "local": local}
+        row("10. central database bytes per peer-day", f"{central:.1f} B", f"{local:.1f} B", central / local, "", None)
+    finally:
+        pg.remove()
+
+
 SECTIONS: dict[str, Callable[[Run], None]] = {
     "own": bench_own_cost,
     "plans": bench_plans,
@@ -777,6 +884,7 @@ SECTIONS: dict[str, Callable[[Run], None]] = {
     "rpc": bench_rpc,
     "memory": bench_memory,
     "startup": bench_startup,
+    "fleet": bench_fleet,
 }
 
 

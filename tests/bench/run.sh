@@ -6,7 +6,7 @@ cd "$(dirname "$0")/../.."
 # shellcheck source=tests/install.sh
 . tests/install.sh
 ensure_apt python3-venv python3-pip procps "${WIREGUARD_PACKAGES[@]}"
-ensure_apt_not_started "${DOCKER_PACKAGES[@]}"
+ensure_apt_not_started "${DOCKER_PACKAGES[@]}" "${POSTGRES_PACKAGES[@]}"
 VENV=${AWGD_BENCH_VENV:-.venv}
-ensure_venv "$VENV" SQLAlchemy croniter sdnotify orjson
+ensure_venv "$VENV" SQLAlchemy croniter sdnotify orjson 'psycopg[binary]'
 exec "$VENV/bin/python" tests/bench/bench.py "$@"
