@@ -1,5 +1,5 @@
-"""The central PostgreSQL of a fleet (docs/FLEET.md): its SQL, versioned, and its tables as
-SQLAlchemy Core sees them for awgd-mirror's writes and FleetClient's reads.
+"""The central PostgreSQL of a fleet (docs/FLEET.md): its SQL, versioned, and the nodes'
+table as SQLAlchemy Core sees it for awgd-mirror.
 
 `schema_sql()` is what `awgd-mirror --print-schema` prints. It is idempotent, so running it
 again is also how an existing database is migrated: each migration runs once, guarded by
@@ -12,7 +12,6 @@ the rows whose `node` is its role's name. Readers (`awgd_reader`) get the views 
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 
 SCHEMA_VERSION = 1
 NODE_ROLE = "awgd_node"
@@ -175,7 +174,7 @@ def schema_sql() -> str:
     return "\n".join(parts)
 
 
-# ---- the tables, as the mirror writes them and FleetClient reads them ------------------------
+# ---- the node's row, as the mirror writes it ---------------------------------------------------
 
 metadata = sa.MetaData()
 
@@ -192,50 +191,3 @@ nodes = sa.Table(
     sa.Column("mirrored_at", sa.DateTime(timezone=True)),
 )
 
-peers = sa.Table(
-    "awgd_peers",
-    metadata,
-    sa.Column("node", sa.Text, primary_key=True),
-    sa.Column("interface", sa.Text, primary_key=True),
-    sa.Column("public_key", sa.Text, primary_key=True),
-    sa.Column("label", sa.Text),
-    sa.Column("present", sa.Boolean),
-    sa.Column("latest_handshake", sa.DateTime(timezone=True)),
-    sa.Column("first_seen", sa.DateTime(timezone=True)),
-    sa.Column("period_start", sa.DateTime(timezone=True)),
-    sa.Column("period_end", sa.DateTime(timezone=True)),
-    sa.Column("period_rx", sa.BigInteger),
-    sa.Column("period_tx", sa.BigInteger),
-    sa.Column("lifetime_rx", sa.BigInteger),
-    sa.Column("lifetime_tx", sa.BigInteger),
-    sa.Column("blocked", postgresql.ARRAY(sa.Text)),
-    sa.Column("plan", postgresql.JSONB),
-    sa.Column("mirrored_at", sa.DateTime(timezone=True)),
-)
-
-periods = sa.Table(
-    "awgd_periods",
-    metadata,
-    sa.Column("node", sa.Text, primary_key=True),
-    sa.Column("interface", sa.Text, primary_key=True),
-    sa.Column("public_key", sa.Text, primary_key=True),
-    sa.Column("start", sa.DateTime(timezone=True), primary_key=True),
-    sa.Column("end", sa.DateTime(timezone=True)),
-    sa.Column("rx", sa.BigInteger),
-    sa.Column("tx", sa.BigInteger),
-    sa.Column("mirrored_at", sa.DateTime(timezone=True)),
-)
-
-days = sa.Table(
-    "awgd_days",
-    metadata,
-    sa.Column("node", sa.Text, primary_key=True),
-    sa.Column("interface", sa.Text, primary_key=True),
-    sa.Column("public_key", sa.Text, primary_key=True),
-    sa.Column("day", sa.Date, primary_key=True),
-    sa.Column("rx", sa.BigInteger),
-    sa.Column("tx", sa.BigInteger),
-    sa.Column("mirrored_at", sa.DateTime(timezone=True)),
-)
-
-schema_versions = sa.Table("awgd_schema", metadata, sa.Column("version", sa.Integer, primary_key=True))
