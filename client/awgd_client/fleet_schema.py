@@ -190,4 +190,3 @@ nodes = sa.Table(
     sa.Column("cursor", sa.Text),
     sa.Column("mirrored_at", sa.DateTime(timezone=True)),
 )
-
