@@ -3,7 +3,8 @@
 The methods see the daemon through `View`, a narrow, read-only view: the books, the
 sampler's and the ledger's health, the config, and the few actions a method may ask for.
 Reads are answered from the books (`server.status`, `traffic.get`, `traffic.list`); only
-history and reset touch the ledger. Nothing from a request reaches a command line: keys and
+history, reset and a traffic.changes reader that fell behind (awgd.change_feed) touch the
+ledger. Nothing from a request reaches a command line: keys and
 interface names are checked against the API's rules (awgd_client.names) before anything else.
 """
 

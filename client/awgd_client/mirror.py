@@ -40,7 +40,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import ProgrammingError, SQLAlchemyError
 
 from awgd_client import fleet_schema, methods
 from awgd_client.errors import AwgdError
@@ -255,7 +255,7 @@ class Mirror:
             )
         try:
             version = conn.execute(sa.text("SELECT max(version) FROM awgd_schema")).scalar_one()
-        except SQLAlchemyError:
+        except ProgrammingError:  # no such table, or no right to read it (a lost connection is retried)
             raise MirrorError(
                 "the fleet schema is not in this database (or this role may not read it):"
                 " run `awgd-mirror --print-schema | psql` as the database's owner"
