@@ -7,6 +7,7 @@ the mirror is down, is killed, or the node's clock is off."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import subprocess
@@ -19,6 +20,7 @@ from typing import Any
 
 import postgres
 import pytest
+import sqlalchemy as sa
 import test_plans
 from conftest import ScriptedTool, dump, key
 from daemon import Awgd
@@ -30,7 +32,7 @@ if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psy
     pytest.skip("needs psycopg or psycopg2 (Debian's python3-psycopg2)", allow_module_level=True)
 
 from awgd_client import fleet_schema
-from awgd_client.fleet import FleetClient
+from awgd_client.fleet import FleetClient, with_driver
 
 _problem = postgres.problem()
 pytestmark = [
@@ -305,17 +307,36 @@ def test_three_nodes_views_equal_each_nodes_own_figures(  # type: ignore[no-unty
 # ---- faults: nothing lost, nothing doubled, and the mirror catches up by itself --------------------
 
 
-def busy_backend(pg: postgres.Postgres, role: str) -> bool:
-    """Whether the role's connection is inside a transaction that has written (mid-round)."""
-    found = pg.query(f"SELECT count(*) FROM pg_stat_activity WHERE usename = '{role}' AND backend_xid IS NOT NULL")
+def blocked_mid_write(pg: postgres.Postgres, role: str) -> bool:
+    """Whether the role's round has written (its transaction has an id) and waits on a lock."""
+    found = pg.query(
+        "SELECT count(*) FROM pg_stat_activity"
+        f" WHERE usename = '{role}' AND backend_xid IS NOT NULL AND wait_event_type = 'Lock'"
+    )
     return found[0][0] != "0"
 
 
-def wait_busy(pg: postgres.Postgres, role: str, mirror: Mirror, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not busy_backend(pg, role):
-        assert time.monotonic() < deadline, f"the mirror never wrote; its log:\n{mirror.log_text()}"
-        time.sleep(0.01)
+@contextlib.contextmanager
+def stopped_before_commit(pg: postgres.Postgres, role: str, mirror: Mirror) -> Iterator[None]:
+    """Hold the mirror's next round after it wrote its peers and before it writes its node row
+    and commits: a SHARE lock on awgd_nodes lets its opening SELECT ... FOR UPDATE through and
+    stops its closing INSERT. Yields once the round is stuck there, so that a kill lands
+    mid-write for certain."""
+    engine = sa.create_engine(with_driver(pg.url()), future=True)
+    try:
+        with engine.connect() as admin:
+            admin.execute(sa.text("LOCK TABLE awgd_nodes IN SHARE MODE"))
+            deadline = time.monotonic() + CATCH_UP_SECONDS
+            while not blocked_mid_write(pg, role):
+                assert time.monotonic() < deadline, f"the mirror never wrote; its log:\n{mirror.log_text()}"
+                time.sleep(0.05)
+            yield
+            with contextlib.suppress(sa.exc.SQLAlchemyError):
+                admin.rollback()
+    except sa.exc.OperationalError:
+        pass  # the test killed PostgreSQL under it
+    finally:
+        engine.dispose()
 
 
 def many(prefix: int, count: int, step: int) -> dict[str, tuple[int, int]]:
@@ -375,8 +396,8 @@ def test_postgres_killed_mid_write_loses_nothing(  # type: ignore[no-untyped-def
 
     node.set(many(1, 20000, 3))  # every peer moves: a round of 20,000 rows
     node.sample()
-    wait_busy(pg, "node-b", mirror)
-    pg.kill()
+    with stopped_before_commit(pg, "node-b", mirror):
+        pg.kill()
     assert not pg.running()
     node.set(many(1, 20000, 5))
     node.sample()
@@ -398,11 +419,11 @@ def test_mirror_killed_mid_write_loses_nothing(  # type: ignore[no-untyped-def]
 
     node.set(many(2, 20000, 4))
     node.sample()
-    wait_busy(pg, "node-b", mirror)
-    mirror.kill()
+    with stopped_before_commit(pg, "node-b", mirror):
+        mirror.kill()
     # What the killed round wrote is gone with it: the old figures and the old cursor.
     deadline = time.monotonic() + 30
-    while busy_backend(pg, "node-b"):
+    while pg.query("SELECT count(*) FROM pg_stat_activity WHERE usename = 'node-b'") != [["0"]]:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert pg.query("SELECT cursor FROM awgd_nodes WHERE node = 'node-b'") == cursor
