@@ -44,7 +44,7 @@ class BadCursor(ValueError):
 class Cursor:
     instance: str
     change: int
-    period_start: int  # Unix seconds: the current period's start when it was given
+    period_start: int  # Unix seconds: the earliest period bookings could go to then (position)
     open_day: int  # YYYYMMDD: the ledger's open day then; 0 for none
 
     def encode(self) -> str:
@@ -77,7 +77,10 @@ def plan(cursor: Cursor | None, instance: str, books: Books) -> Plan:
     since = cursor.change if cursor.instance == instance and cursor.change <= books.changes else 0
     same = cursor.period_start == books.period_bounds[0] and cursor.open_day == (books.open_day or 0)
     opened = books.openings and books.openings[-1][0] > since
-    if since and same and not opened and not books.day_reopened:
+    # A sample books into the ledger's open period, which only the books' answer covers while
+    # it is the current one (after a rollover, until the first booking, it is not).
+    open_current = books.open_period is None or books.open_period == books.period_bounds
+    if since and same and open_current and not opened and not books.day_reopened:
         return Plan(since, None, 0)
     # From the cursor's period and day, and never after the ledger's open ones: their closed
     # rows (if any) are added to the running totals.
@@ -94,7 +97,13 @@ def plan(cursor: Cursor | None, instance: str, books: Books) -> Plan:
 
 
 def position(instance: str, books: Books) -> Cursor:
-    return Cursor(instance, books.changes, books.period_bounds[0], books.open_day or 0)
+    """Where a reader stands now. Its period is the earliest a later booking may go to without
+    opening another: the current one, or the ledger's open one before it (after a rollover,
+    until the first booking; or a clock that went back)."""
+    start = books.period_bounds[0]
+    if books.open_period is not None:
+        start = min(start, books.open_period[0])
+    return Cursor(instance, books.changes, start, books.open_day or 0)
 
 
 def changed(books: Books, since: int) -> list[PeerBook]:
