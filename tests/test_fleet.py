@@ -316,27 +316,30 @@ def blocked_mid_write(pg: postgres.Postgres, role: str) -> bool:
     return found[0][0] != "0"
 
 
-@contextlib.contextmanager
-def stopped_before_commit(pg: postgres.Postgres, role: str, mirror: Mirror) -> Iterator[None]:
-    """Hold the mirror's next round after it wrote its peers and before it writes its node row
-    and commits: a SHARE lock on awgd_nodes lets its opening SELECT ... FOR UPDATE through and
-    stops its closing INSERT. Yields once the round is stuck there, so that a kill lands
-    mid-write for certain."""
-    engine = sa.create_engine(with_driver(pg.url()), future=True)
-    try:
-        with engine.connect() as admin:
-            admin.execute(sa.text("LOCK TABLE awgd_nodes IN SHARE MODE"))
-            deadline = time.monotonic() + CATCH_UP_SECONDS
-            while not blocked_mid_write(pg, role):
-                assert time.monotonic() < deadline, f"the mirror never wrote; its log:\n{mirror.log_text()}"
-                time.sleep(0.05)
-            yield
-            with contextlib.suppress(sa.exc.SQLAlchemyError):
-                admin.rollback()
-    except sa.exc.OperationalError:
-        pass  # the test killed PostgreSQL under it
-    finally:
-        engine.dispose()
+class NodeRowsHeld:
+    """A SHARE lock on awgd_nodes, taken before the sample whose round is to be cut: the round
+    that copies it gets through its opening SELECT ... FOR UPDATE and its peers' rows, and
+    stops at its closing write of the node's row, before its commit. Taken before the sample,
+    so that no round can copy the sample and commit first."""
+
+    def __init__(self, pg: postgres.Postgres) -> None:
+        self.pg = pg
+        self.engine = sa.create_engine(with_driver(pg.url()), future=True)
+        self.admin = self.engine.connect()
+        self.admin.execute(sa.text("LOCK TABLE awgd_nodes IN SHARE MODE"))
+
+    def wait_stuck(self, role: str, mirror: Mirror) -> None:
+        """Until the role's round has written and waits on the lock: a kill now is mid-write."""
+        deadline = time.monotonic() + CATCH_UP_SECONDS
+        while not blocked_mid_write(self.pg, role):
+            assert time.monotonic() < deadline, f"the mirror never wrote; its log:\n{mirror.log_text()}"
+            time.sleep(0.05)
+
+    def release(self) -> None:
+        with contextlib.suppress(sa.exc.SQLAlchemyError):  # PostgreSQL may have been killed under it
+            self.admin.rollback()
+            self.admin.close()
+        self.engine.dispose()
 
 
 def many(prefix: int, count: int, step: int) -> dict[str, tuple[int, int]]:
@@ -394,10 +397,12 @@ def test_postgres_killed_mid_write_loses_nothing(  # type: ignore[no-untyped-def
     mirror = mirror_for("node-b", node.daemon).start()
     wait_mirrored(pg, "node-b", node.daemon, mirror, timeout=300)
 
+    held = NodeRowsHeld(pg)
     node.set(many(1, 20000, 3))  # every peer moves: a round of 20,000 rows
     node.sample()
-    with stopped_before_commit(pg, "node-b", mirror):
-        pg.kill()
+    held.wait_stuck("node-b", mirror)
+    pg.kill()
+    held.release()
     assert not pg.running()
     node.set(many(1, 20000, 5))
     node.sample()
@@ -417,10 +422,12 @@ def test_mirror_killed_mid_write_loses_nothing(  # type: ignore[no-untyped-def]
     wait_mirrored(pg, "node-b", node.daemon, mirror, timeout=300)
     cursor = pg.query("SELECT cursor FROM awgd_nodes WHERE node = 'node-b'")
 
+    held = NodeRowsHeld(pg)
     node.set(many(2, 20000, 4))
     node.sample()
-    with stopped_before_commit(pg, "node-b", mirror):
-        mirror.kill()
+    held.wait_stuck("node-b", mirror)
+    mirror.kill()
+    held.release()
     # What the killed round wrote is gone with it: the old figures and the old cursor.
     deadline = time.monotonic() + 30
     while pg.query("SELECT count(*) FROM pg_stat_activity WHERE usename = 'node-b'") != [["0"]]:
