@@ -240,6 +240,7 @@ class Mirror:
         self._last_status: Any = None
         self._heartbeat_at = 0.0
         self._checked = False
+        self._next_sample_at: datetime | None = None
 
     def close(self) -> None:
         self.client.close()
@@ -271,6 +272,7 @@ class Mirror:
         """One round: everything changed since the stored cursor, in one transaction."""
         node = self.config.node
         status = self.client.call("server.status")
+        self._next_sample_at = _iso(status["sampler"]["next_sample_at"])
         with self.engine.begin() as conn:
             if not self._checked:
                 self.check(conn)
@@ -321,11 +323,9 @@ class Mirror:
             counted[index] += count
 
     def wait_seconds(self) -> float:
-        """Until just after the daemon's next sample, at most POLL_SECONDS."""
-        try:
-            due = _iso(self.client.call("server.status")["sampler"]["next_sample_at"])
-        except AwgdError:
-            return POLL_SECONDS
+        """Until just after the daemon's next sample (as the last round's server.status had
+        it), at most POLL_SECONDS."""
+        due = self._next_sample_at
         if due is None:
             return POLL_SECONDS
         left = (due - datetime.now(UTC)).total_seconds() + AFTER_SAMPLE_SECONDS
