@@ -212,10 +212,23 @@ def as_central(peer: dict[str, Any]) -> dict[str, Any]:
 HISTORY_CHECKED = 50
 
 
-def assert_mirrored(pg: postgres.Postgres, node: str, daemon: Awgd) -> None:
-    """The view holds exactly the node's own traffic.list, and its periods the node's history."""
+def _differing(mine: dict[Any, Any], theirs: dict[Any, Any], what: str) -> str | None:
+    """None when equal; else a short account (pytest's own diff of two 20,000-entry dicts
+    takes minutes, and a catching-up mirror is compared many times)."""
+    if mine == theirs:
+        return None
+    keys = sorted((k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k)), key=repr)
+    shown = "; ".join(f"{k}: node {mine.get(k)!r}, central {theirs.get(k)!r}" for k in keys[:3])
+    return f"{what}: {len(keys)} differ, e.g. {shown}"
+
+
+def mirror_difference(pg: postgres.Postgres, node: str, daemon: Awgd) -> str | None:
+    """None when the view holds exactly the node's own traffic.list, and its periods the
+    node's history; else what differs."""
     own = {key: as_central(peer) for key, peer in listing(daemon).items()}
-    assert central(pg, node) == own
+    problem = _differing(own, central(pg, node), "peers")
+    if problem:
+        return problem
     rows = pg.query(
         "SELECT interface, public_key, extract(epoch FROM start)::bigint, rx, tx FROM awgd_fleet_periods"
         f" WHERE node = '{node}'"
@@ -223,13 +236,24 @@ def assert_mirrored(pg: postgres.Postgres, node: str, daemon: Awgd) -> None:
     periods: dict[tuple[str, str], dict[int, tuple[int, int]]] = {}
     for interface, public_key, start, rx, tx in rows:
         periods.setdefault((interface, public_key), {})[int(start)] = (int(rx), int(tx))
-    for peer_key, peer in own.items():  # every peer's current period, as traffic.list has it
-        assert periods[peer_key].get(peer["period_bounds"][0]) == peer["period"], peer_key
+    current = {peer_key: peer["period"] for peer_key, peer in own.items()}  # as traffic.list has it
+    seen = {peer_key: periods.get(peer_key, {}).get(peer["period_bounds"][0]) for peer_key, peer in own.items()}
+    problem = _differing(current, seen, "current periods")
+    if problem:
+        return problem
     for interface, public_key in sorted(own)[:HISTORY_CHECKED]:
         history = daemon.result("traffic.history", public_key=public_key, interface=interface, limit=1000)
         booked = {_unix(b["start"]): (b["rx_bytes"], b["tx_bytes"]) for b in history["buckets"] if b["total_bytes"]}
-        mirrored = {start: usage for start, usage in periods[(interface, public_key)].items() if any(usage)}
-        assert mirrored == booked, public_key
+        mirrored = {start: usage for start, usage in periods.get((interface, public_key), {}).items() if any(usage)}
+        problem = _differing(booked, mirrored, f"periods of {public_key}")
+        if problem:
+            return problem
+    return None
+
+
+def assert_mirrored(pg: postgres.Postgres, node: str, daemon: Awgd) -> None:
+    problem = mirror_difference(pg, node, daemon)
+    assert problem is None, problem
 
 
 def wait_mirrored(
@@ -239,12 +263,14 @@ def wait_mirrored(
     deadline = time.monotonic() + timeout
     while True:
         try:
-            assert_mirrored(pg, node, daemon)
+            problem = mirror_difference(pg, node, daemon)
+        except subprocess.CalledProcessError as exc:  # the database is still starting
+            problem = f"psql: {exc.stderr}"
+        if problem is None:
             return
-        except (AssertionError, subprocess.CalledProcessError):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the mirror did not catch up; its log:\n{mirror.log_text()}") from None
-            time.sleep(0.2)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the mirror did not catch up ({problem}); its log:\n{mirror.log_text()}")
+        time.sleep(0.2)
 
 
 def day_rows(pg: postgres.Postgres, node: str) -> dict[tuple[str, date], tuple[int, int]]:
