@@ -26,10 +26,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from copy import copy
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from itertools import chain, compress
+from itertools import chain, compress, count
 from operator import attrgetter
 from zoneinfo import ZoneInfo
 
@@ -185,6 +184,7 @@ class Entry:
     - new_counters: (rx, tx, drx, dtx, peer_id), their counters rows (present);
     - moved: (rx, tx, drx, dtx, peer_id) for each present peer booked before whose checkpoint
       changed (its counters moved, or it came back);
+    - back: (peer_id,) for each of those that was not present at its checkpoint (it came back);
     - gone: (peer_id,) for each peer that was present at its checkpoint and is not now;
     - close_period / close_day: the open period (start, end) / day to close first, if any;
     - open_period / open_day: what the running totals belong to afterwards.
@@ -206,6 +206,7 @@ class Entry:
     new_books: list[PeerBook] = field(default_factory=list)
     moved: list[tuple[int, int, int, int, int]] = field(default_factory=list)
     moved_books: list[PeerBook] = field(default_factory=list)
+    back: list[tuple[int]] = field(default_factory=list)
     gone: list[tuple[int]] = field(default_factory=list)
     gone_books: list[PeerBook] = field(default_factory=list)
     interfaces: dict[str, InterfaceCheckpoint] = field(default_factory=dict)
@@ -291,7 +292,6 @@ class Books:
         self._period_of: tuple[str, ZoneInfo, Period] | None = None
         self._names = Names()
         self._summary: tuple[int, float, dict[str, InterfaceSummary]] | None = None
-        self._laid_out: set[str] = set()  # interfaces whose books are in their dumps' key order
         # What enforcement looks at each sample (awgd.peer_admin), so it never walks every peer:
         self.blocking: set[PeerKey] = set()  # peers with a reason to be blocked
         self.restoring: set[PeerKey] = set()  # unblocked, until their allowed IPs are seen live
@@ -516,8 +516,6 @@ class Books:
             checkpoint = InterfaceCheckpoint(ifindex, boot_id)
             if book_iface.checkpoint != checkpoint:
                 entry.interfaces[name] = checkpoint
-            if iface.in_key_order and name not in self._laid_out:
-                self._lay_out(name, iface)
             members = self.members.get(name)
             if members is None:
                 members = self.members[name] = {}
@@ -556,26 +554,13 @@ class Books:
                     kind = "interface.up" if book.up else "interface.down"
                     entry.judged.events.append(Event(kind, entry.at, name, None, {}))
 
-    def _lay_out(self, name: str, iface: Interface) -> None:
-        """New books for the interface, made in the order of its peers, once the parser keeps
-        them in key order (Go's map order): a sample visits the books in that order, and books
-        made in it sit in memory in it, which on a large server makes the visit markedly
-        faster (tests/bench/NOTES.md). Runs once per interface; the old books are dropped."""
-        self._laid_out.add(name)
-        members = self.members.get(name)
-        if not members:
-            return
-        # Keyed by the parser's own key strings (made in key order too), which the samples
-        # look the books up with.
-        keys = {peer[0]: peer[0] for peer in iface.peers if peer[0] in members}
-        keys.update((key, key) for key in members if key not in keys)
-        fresh: dict[str, PeerBook] = {}
-        for key in keys.values():
-            book = fresh[key] = copy(members[key])
-            book.public_key = key
-            self.peers[(name, key)] = book
-            self.by_key[key] = [book if other.interface == name else other for other in self.by_key[key]]
-        self.members[name] = fresh
+    def order(self, interface: str) -> dict[str, int]:
+        """The rank of each of the interface's books, in the order they were made: loaded in
+        the ledger's id order, then new ones in the order samples first saw them, which is
+        the order their ids are given in. DumpParser keeps dumps in a new order each time
+        (Go's map order) in it, so that a sample visits lines, books and ledger rows front to
+        back (tests/bench/NOTES.md)."""
+        return dict(zip(self.members.get(interface, ()), count()))
 
     def _take_changed(self, entry: Entry, members: dict[str, PeerBook], changed: tuple[Peer, ...]) -> None:
         """The fast path: the interface lists the same keys as the dump its checkpoints were
@@ -633,8 +618,11 @@ class Books:
                 entry.new_books.append(book)
                 next_id += 1
             else:
-                if restart or not book.checkpoint_present:
-                    drx, dtx = rx, tx  # rules 1 and 2
+                if not book.checkpoint_present:
+                    drx, dtx = rx, tx  # rule 2
+                    entry.back.append((book.id,))
+                elif restart:
+                    drx, dtx = rx, tx  # rule 1
                 else:
                     old_rx, old_tx = book.checkpoint_rx, book.checkpoint_tx
                     if rx == old_rx and tx == old_tx:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from bisect import bisect_right
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from itertools import compress, count
 from operator import itemgetter, ne
@@ -101,8 +101,6 @@ class Interface:
     # lists the same keys as then (a peer not among them is the very same Peer object as
     # then); None when that is not known (no last dump, keys added, removed or re-keyed).
     changed: tuple[Peer, ...] | None = field(default=None, compare=False)
-    # Filled by DumpParser: `peers` are in key order, as it keeps them for Go's map order.
-    in_key_order: bool = field(default=False, compare=False)
     # AmneziaWG's obfuscation parameters as printed (jc, jmin, jmax, s1.. as integers, h1..h4
     # and i1..i5 as strings, unset ones left out); None on plain WireGuard. Not secrets: every
     # client config carries them (the AWG3 header protection key is one, and is not here).
@@ -125,6 +123,12 @@ def parse_dump(data: bytes | str, interface: str | None = None) -> tuple[Interfa
     return _parse_all(lines, {}).interfaces
 
 
+# What DumpParser asks its owner for an interface whose dumps come in a new order each time:
+# the rank of each key it wants the peers kept in (lower first). Keys without one come after
+# those with one, in key order.
+Ranks = Callable[[str], Mapping[str, int]]
+
+
 class DumpParser:
     """parse_dump for consecutive `show all dump` outputs of one server, with the same
     interfaces and peers, and with `Interface.changed` filled in.
@@ -137,21 +141,24 @@ class DumpParser:
        dump's; only the lines that differ are re-read, and of those only the fields that
        differ. The kernel lists peers in a stable order, so its dumps take this path as they
        come. wireguard-go and amneziawg-go list them in Go's map order, new on every dump:
-       once the parser has seen the order change, it sorts each interface's lines (by key,
-       as the interface name leads every line and keys are unique) before comparing, and
-       keeps its layout in that order;
+       once the parser has seen the order change, it puts each interface's lines back where
+       the same keys stood in its last dump before comparing ("placing" them);
     2. the full path, which still reuses the Peer of every line it saw last time.
 
     An unchanged line gives back the very same Peer object on every path. Each interface's
-    peers come in the dump's order, or in key order once the order was seen to change: the
-    order of peers carries no meaning, and keeping one lets every sample visit them alike.
+    peers come in the dump's order until the order was seen to change; from then on in an
+    order of the parser's owner (`ranks`: awgd.books gives the order its books were made in,
+    which is also the ledger's id order), kept from dump to dump. The order of peers carries
+    no meaning, and keeping the books' own lets every sample visit peers, books and ledger
+    rows alike, front to back (tests/bench/NOTES.md).
 
     Kept between samples: the peer lines, which carry preshared keys, in this object only,
     as the tool's output itself is. Header lines, which carry the private key, are not kept.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, ranks: Ranks | None = None) -> None:
         self._last = _Layout((), [], [], True)
+        self._ranks: Ranks = ranks or (lambda interface: {})
 
     def parse(self, data: bytes | str, interface: str | None = None) -> tuple[Interface, ...]:
         if interface is not None:
@@ -160,21 +167,20 @@ class DumpParser:
         lines = _lines(text)
         last = self._last
         ascii_text = text.isascii()
-        sort = last.in_key_order
+        reordered = last.reordered
         layout = None
-        if sort:
-            if len(lines) == len(last.lines):
-                layout = _reread(_in_key_order(lines, last.heads), last, ascii_text)
+        if reordered:
+            placed = _placed(lines, last)
+            if placed is not None:
+                layout = _reread(placed, last, ascii_text)
         else:
             layout = _reread(lines, last, ascii_text)
-            if layout is None and _reordered(lines, last):
-                sort = True  # Go's map order: from now on in key order
-                layout = _fresh_in_key_order(lines, last)
+            reordered = layout is None and _reordered(lines, last)
         if layout is None:
-            layout = _parse_all(lines, last.memo())  # a failed parse raises and keeps the old layout
+            layout = _parse_all(lines, last.memo(), self._ranks)  # a failed parse raises and keeps the old layout
+            if reordered:
+                layout = layout.ordered(self._ranks, afresh=not last.reordered)
             layout.interfaces = _with_changes(layout.interfaces, last.interfaces)
-            if sort:
-                layout = layout.sorted()
         self._last = layout
         return layout.interfaces
 
@@ -186,7 +192,7 @@ _HEADER = "\n"
 class _Layout:
     """A parsed `show all dump`: its interfaces, and where each came from."""
 
-    __slots__ = ("_at", "heads", "in_key_order", "interfaces", "lines", "simple")
+    __slots__ = ("_at", "_positions", "heads", "interfaces", "lines", "reordered", "simple")
 
     def __init__(
         self,
@@ -195,8 +201,9 @@ class _Layout:
         heads: list[int],
         simple: bool,
         *,
-        in_key_order: bool = False,
+        reordered: bool = False,
         at: list[Peer | None] | None = None,
+        positions: list[list[int] | None] | None = None,
     ) -> None:
         self.interfaces = interfaces
         self.lines = lines  # header lines replaced by _HEADER
@@ -204,8 +211,13 @@ class _Layout:
         # Each interface printed once and no key repeated: interface k's peers are exactly
         # the lines between heads[k] and the next header, in order.
         self.simple = simple
-        self.in_key_order = in_key_order  # each interface's lines sorted
+        # The dumps come in a new order each time: each interface's lines are kept in the
+        # order chosen when that was seen (DumpParser), and each dump is placed in it.
+        self.reordered = reordered
         self._at = at  # when not simple: the Peer each line printed (None: a header)
+        # Per interface, Layout.sorted_positions (made when first needed, and handed on to the
+        # next layout while the keys and their order stay).
+        self._positions: list[list[int] | None] = positions or [None for _ in interfaces]
 
     def memo(self) -> dict[str, Peer]:
         """Each peer line's Peer, by the line's text (for the full path)."""
@@ -218,42 +230,75 @@ class _Layout:
             memo.update(zip(self.lines[first : first + len(iface.peers)], iface.peers, strict=True))
         return memo
 
-    def sorted(self) -> _Layout:
-        """This layout in key order (itself when it cannot be: not simple)."""
-        if self.in_key_order or not self.simple:
+    def sorted_positions(self, block: int) -> list[int] | None:
+        """For each of interface `block`'s peers, in order, its key's index among its keys
+        sorted; None when they are in key order (a simple layout's)."""
+        found = self._positions[block]
+        if found is None:
+            keys = list(map(itemgetter(0), self.interfaces[block].peers))
+            by_key = sorted(range(len(keys)), key=keys.__getitem__)
+            inverse = sorted(range(len(keys)), key=by_key.__getitem__)
+            # [] when already in key order: nothing to rearrange.
+            found = self._positions[block] = [] if by_key == inverse else inverse
+        return found or None
+
+    def handed_on(self) -> list[list[int] | None]:
+        return self._positions
+
+    def ordered(self, ranks: Ranks, *, afresh: bool) -> _Layout:
+        """This layout with each interface's peers (and lines) in the order `ranks` gives,
+        marked reordered; itself when it cannot be (not simple). `afresh`: every Peer made
+        anew in that order, so that the strings and tuples the samples to come go through
+        sit in memory in the order they go through them."""
+        if not self.simple:
             return self
-        lines = _in_key_order(self.lines, self.heads)
-        interfaces = tuple(
-            replace(i, peers=tuple(sorted(i.peers, key=itemgetter(0))), in_key_order=True) for i in self.interfaces
-        )
-        return _Layout(interfaces, lines, self.heads, True, in_key_order=True)
+        lines = list(self.lines)
+        interfaces = []
+        for block, iface in enumerate(self.interfaces):
+            first = self.heads[block] + 1
+            rank = ranks(iface.name)
+            unranked = len(rank)
+            peers = iface.peers
+            order = sorted(range(len(peers)), key=lambda i: (rank.get(peers[i][0], unranked), peers[i][0]))
+            # Joined and split again: the strings then sit in memory in this order too.
+            placed = "\n".join([lines[first + i] for i in order]).split("\n") if peers else []
+            lines[first : first + len(peers)] = placed
+            if afresh:  # each line was read just now (valid), and with the owner's key strings
+                prefix = len(iface.name) + 1
+                ordered = tuple(
+                    tuple.__new__(Peer, (peers[i][0], *_parse_peer(line[prefix:], 0)[1:]))
+                    for i, line in zip(order, placed, strict=True)
+                )
+            else:
+                ordered = tuple(peers[i] for i in order)
+            interfaces.append(replace(iface, peers=ordered))
+        return _Layout(tuple(interfaces), lines, self.heads, True, reordered=True)
 
 
-def _in_key_order(lines: list[str], heads: list[int]) -> list[str]:
-    """A copy of `lines` with the lines between two headers (or after the last) sorted."""
-    ordered = list(lines)
-    for head, end in zip(heads, [*heads[1:], len(lines)][: len(heads)], strict=True):
-        if end - head > 1:
-            ordered[head + 1 : end] = "\n".join(sorted(ordered[head + 1 : end])).split("\n")
-    return ordered
+def _placed(lines: list[str], last: _Layout) -> list[str] | None:
+    """This dump's lines, each interface's peer lines put where the same key stood in the last
+    dump (a reordered one), or None when it has another count of lines.
 
-
-def _fresh_in_key_order(lines: list[str], last: _Layout) -> _Layout | None:
-    """The dump read afresh in key order, when it has the last dump's interfaces at the same
-    places: every Peer made anew, in key order, so that the strings and tuples the samples
-    to come go through sit in memory in the order they go through them. None when it
-    cannot be (the interfaces moved, a key repeats, a line is bad): the full path decides."""
-    ordered = _in_key_order(lines, last.heads)
-    try:
-        layout = _parse_all(ordered, {})
-    except DumpError:
+    Each interface's lines are sorted (a C-level sort of whole lines, which orders them by
+    key) and then taken in the last dump's order of its keys' sorted positions. With the same
+    keys under the same headers, each line lands where its key stood; with other keys (or a
+    key twice) some line lands where another key stood, which the positional path's check of
+    every differing line's key sends to the full path. An unchanged line landing where the
+    same text stood is the same key's."""
+    if not last.simple or len(lines) != len(last.lines):
         return None
-    if not layout.simple or layout.heads != last.heads:
-        return None
-    changed = _with_changes(layout.interfaces, last.interfaces)
-    layout.interfaces = tuple(replace(iface, in_key_order=True) for iface in changed)
-    layout.in_key_order = True
-    return layout
+    placed = list(lines)
+    heads = last.heads
+    for block, (head, end) in enumerate(zip(heads, [*heads[1:], len(lines)], strict=True)):
+        if end - head <= 1:
+            continue
+        ordered = sorted(lines[head + 1 : end])
+        ranks = last.sorted_positions(block)
+        if ranks is not None:
+            ordered = list(map(ordered.__getitem__, ranks))
+        # Joined and split again, so that they sit in memory in the order they are compared.
+        placed[head + 1 : end] = "\n".join(ordered).split("\n")
+    return placed
 
 
 def _reordered(lines: list[str], last: _Layout) -> bool:
@@ -369,9 +414,10 @@ def _reread(lines: list[str], last: _Layout, ascii_text: bool) -> _Layout | None
     updated = list(interfaces)
     changes: list[list[Peer]] = [[] for _ in interfaces]
     bounds = [*heads[1:], len(lines)]
-    block, head, end, prefix = -1, -1, -1, 0
+    block, head, end, prefix, first = -1, -1, -1, 0, 0
     before: tuple[Peer, ...] = ()
     peers: list[Peer] = []
+    note = changes[0].append if changes else None
     try:
         for index in differing:
             if index >= end:  # the first differing line of a later interface
@@ -380,27 +426,27 @@ def _reread(lines: list[str], last: _Layout, ascii_text: bool) -> _Layout | None
                 while index >= end:
                     block += 1
                     head, end = heads[block], bounds[block]
-                before, peers = interfaces[block].peers, []
-                prefix = len(interfaces[block].name) + 1
+                before, peers, note = interfaces[block].peers, [], changes[block].append
+                prefix, first = len(interfaces[block].name) + 1, head + 1
             if index == head:
                 continue  # headers are compared below, once
-            old = before[index - head - 1]
+            at = index - first
+            old = before[at]
             line = lines[index]
-            if not line.startswith(old[0], prefix):
-                raise _FullPath  # another key here: not the stable order
             # _reread_line's common case written out here: once per moving peer, 50,000 times a
             # sample on a busy server. Equal by construction, and checked against parse_dump.
+            # The line's first five fields (up to the handshake) are the old line's (which was
+            # read in full once), and so is its keepalive; only handshake and counters moved.
             start, handshake, rx, tx, keepalive = line.rsplit("\t", 4)
             old_line = old_lines[index]
             cut = len(start)
             if (
                 old_line.startswith(start)
                 and old_line[cut] == "\t"
+                and old_line.count("\t", cut) == 4
                 and old_line.startswith(handshake, cut + 1)
                 and old_line[cut + 1 + len(handshake)] == "\t"
-                and old_line.endswith(keepalive)
-                and old_line[-len(keepalive) - 1] == "\t"
-                and old_line.count("\t", cut) == 4
+                and (old[6] is None if keepalive == "off" else old_line.endswith("\t" + keepalive))
                 and rx.isdigit()
                 and tx.isdigit()
                 and len(rx) <= 18
@@ -411,11 +457,11 @@ def _reread(lines: list[str], last: _Layout, ascii_text: bool) -> _Layout | None
             else:
                 peer = _reread_line(line, old_line, old, prefix, ascii_text)
                 if peer[0] != old[0]:
-                    raise _FullPath
+                    raise _FullPath  # another key here: the order or the keys changed
             if not peers:
                 peers = list(before)
-            peers[index - head - 1] = peer
-            changes[block].append(peer)
+            peers[at] = peer
+            note(peer)  # type: ignore[misc]
     except (_FullPath, DumpError, ValueError, IndexError):
         return None  # and the next path decides, naming the first bad line if there is one
     if peers:
@@ -424,7 +470,9 @@ def _reread(lines: list[str], last: _Layout, ascii_text: bool) -> _Layout | None
         return None
     for index in heads:
         lines[index] = _HEADER
-    return _Layout(_changed_as(updated, changes), lines, heads, True, in_key_order=last.in_key_order)
+    return _Layout(
+        _changed_as(updated, changes), lines, heads, True, reordered=last.reordered, positions=last.handed_on()
+    )
 
 
 def _changed_as(interfaces: list[Interface], changes: list[list[Peer]]) -> tuple[Interface, ...]:
@@ -448,15 +496,18 @@ def _with_changes(interfaces: tuple[Interface, ...], before: tuple[Interface, ..
 
 
 class _Block:
-    __slots__ = ("head", "peers")
+    __slots__ = ("head", "own", "peers")
 
     def __init__(self, head: _Head) -> None:
         self.head = head
         self.peers: dict[str, Peer] = {}
+        self.own: dict[str, str] | None = None  # the owner's key strings (made when needed)
 
 
-def _parse_all(lines: list[str], memo: Mapping[str, Peer]) -> _Layout:
-    """The full path. `memo` maps peer lines of the last dump to their Peers."""
+def _parse_all(lines: list[str], memo: Mapping[str, Peer], ranks: Ranks | None = None) -> _Layout:
+    """The full path. `memo` maps peer lines of the last dump to their Peers; `ranks` gives
+    the keys the owner knows, whose very strings a new Peer then carries (a look-up by key
+    finds an identical string at once)."""
     blocks: dict[str, _Block] = {}
     at: list[Peer | None] = [None] * len(lines)
     heads: list[int] = []
@@ -487,7 +538,15 @@ def _parse_all(lines: list[str], memo: Mapping[str, Peer]) -> _Layout:
             lines[index] = _HEADER
             continue
         assert block is not None
-        peer = at[index] = _parse_peer(rest, line_no)
+        peer = _parse_peer(rest, line_no)
+        if ranks is not None:
+            if block.own is None:
+                owner_keys = ranks(current)
+                block.own = dict(zip(owner_keys, owner_keys, strict=True))
+            own = block.own.get(peer[0])
+            if own is not None:
+                peer = tuple.__new__(Peer, (own, *peer[1:]))
+        at[index] = peer
         block.peers.setdefault(peer.public_key, peer)
     interfaces = tuple(_interface(name, block) for name, block in blocks.items())
     # Simple unless an interface or a key was repeated (even on identical lines).

@@ -70,7 +70,7 @@ class Sampler:
         self._on_sample = on_sample
         self._on_ledger_failure = on_ledger_failure
         self._publish = publish
-        self._parser = DumpParser()
+        self._parser = DumpParser(books.order)
         self._names = NameReader()
         self._addresses = AddressReader()
         self._warned: frozenset[str] = frozenset()  # the last sample's warnings, logged once

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from operator import itemgetter
@@ -135,15 +135,22 @@ def dump_of(blocks: list[Block], rng: random.Random) -> str:
     return "\n".join(text) + "\n"
 
 
+def owner_order(rng: random.Random) -> Callable[[str], dict[str, int]]:
+    """An owner's order of keys for the parser (as awgd.books gives one): a random order of
+    some of the keys the histories use, the others left without a rank."""
+    ranked = [key(i) for i in [*range(40), 50, 100]]
+    rng.shuffle(ranked)
+    ranks = {public_key: rank for rank, public_key in enumerate(ranked[: rng.randrange(len(ranked) + 1)])}
+    return lambda interface: ranks if interface != "awg1" else {}
+
+
 def outcome(parse: object, data: str) -> tuple[Interface, ...] | tuple[int, str]:
     """What parsing gives, with each interface's peers in key order: DumpParser keeps the
-    dump's order or, once it saw the order change (Go's map order), key order."""
+    dump's order or, once it saw the order change (Go's map order), its owner's."""
     try:
         parsed: tuple[Interface, ...] = parse(data)  # type: ignore[operator]
     except DumpError as error:
         return (error.line, error.reason)
-    for iface in parsed:
-        assert list(iface.peers) in (list(iface.peers), sorted(iface.peers, key=itemgetter(0)))
     return tuple(replace(i, peers=tuple(sorted(i.peers, key=itemgetter(0)))) for i in parsed)
 
 
@@ -152,7 +159,7 @@ def outcome(parse: object, data: str) -> tuple[Interface, ...] | tuple[int, str]
 def test_dump_parser_equals_parse_dump_over_any_history(seed: int, steps: int, size: int) -> None:
     rng = random.Random(seed)
     blocks = [Block("wg0", lines=[Line(key(i)) for i in range(size)]), Block("awg1", lines=[Line(key(100))])]
-    parser = DumpParser()
+    parser = DumpParser(owner_order(rng))
     for _ in range(steps):
         for _ in range(rng.randrange(1, 3)):
             mutate(blocks, rng)
@@ -173,29 +180,79 @@ def test_moving_counters_take_the_positional_path() -> None:
     assert [len(i.changed or ()) for i in layout.interfaces] == [1, 1]
 
 
-def test_a_shuffled_dump_is_compared_in_key_order() -> None:
+def test_a_shuffled_dump_is_kept_in_its_owners_order() -> None:
+    """Go's map order: once the parser sees the order change, each interface's peers come in
+    the order its owner gives (awgd.books: the order the books were made in), and every later
+    dump is placed in that order and compared position by position."""
     blocks = [Block("wg0", lines=[Line(key(i), rx=i) for i in range(50)])]
-    parser = DumpParser()
-    parser.parse(dump_of(blocks, random.Random(0)))
-    assert not parser._last.in_key_order  # the kernel's order until it changes
+    wanted = [key(i) for i in range(50)]
+    random.Random(1).shuffle(wanted)  # neither the dump's order nor key order
+    ranks = {public_key: rank for rank, public_key in enumerate(wanted[:45])}
+    expected = wanted[:45] + sorted(wanted[45:])  # keys without a rank come after, in key order
+    parser = DumpParser(lambda name: ranks if name == "wg0" else {})
+    (first,) = parser.parse(dump_of(blocks, random.Random(0)))
+    assert not parser._last.reordered  # the kernel's order until it changes
+    assert [p.public_key for p in first.peers] == [key(i) for i in range(50)]
     blocks[0].lines[7].rx += 1
     random.Random(3).shuffle(blocks[0].lines)
     lines = dump_of(blocks, random.Random(0)).splitlines()
     assert dump_parser._reread(list(lines), parser._last, ascii_text=True) is None
     (iface,) = parser.parse("\n".join(lines))
-    assert parser._last.in_key_order
-    assert [p.public_key for p in iface.peers] == sorted(key(i) for i in range(50))
-    # Read afresh in key order, every Peer a new object (laid out in memory in that order).
-    assert iface.changed is not None and len(iface.changed) == 50 and iface.in_key_order
+    assert parser._last.reordered
+    assert [p.public_key for p in iface.peers] == expected
+    # Read afresh in that order: every Peer a new object (laid out in memory in that order).
+    assert iface.changed is not None and len(iface.changed) == 50
+    assert not {id(p) for p in iface.peers} & {id(p) for p in first.peers}
     assert next(p for p in iface.peers if p.public_key == key(7)).rx_bytes == 8
-    # From now on every dump is sorted and compared position by position.
+    # From now on every dump is placed in that order and compared position by position.
     next(line for line in blocks[0].lines if line.key == key(3)).tx += 5
     random.Random(4).shuffle(blocks[0].lines)
     lines = dump_of(blocks, random.Random(0)).splitlines()
-    layout = dump_parser._reread(dump_parser._in_key_order(lines, parser._last.heads), parser._last, ascii_text=True)
-    assert layout is not None and layout.in_key_order
+    placed = dump_parser._placed(lines, parser._last)
+    assert placed is not None
+    layout = dump_parser._reread(placed, parser._last, ascii_text=True)
+    assert layout is not None and layout.reordered
     (iface,) = layout.interfaces
+    assert [p.public_key for p in iface.peers] == expected
     assert iface.changed is not None and [p.public_key for p in iface.changed] == [key(3)]
+    assert iface.peers == parser.parse("\n".join(lines))[0].peers
+    # One key in place of another (as many lines): placed where other keys stood, which the
+    # positional path refuses; the full path keeps the order, the new key (no rank) last.
+    blocks[0].lines[0] = Line(key(60), rx=1)
+    gone = next(p.public_key for p in iface.peers if p.public_key not in {line.key for line in blocks[0].lines})
+    lines = dump_of(blocks, random.Random(0)).splitlines()
+    placed = dump_parser._placed(lines, parser._last)
+    assert placed is not None and dump_parser._reread(placed, parser._last, ascii_text=True) is None
+    (iface,) = parser.parse("\n".join(lines))
+    after = [k for k in expected if k != gone]
+    assert [p.public_key for p in iface.peers] == [*after[:44], *sorted([*after[44:], key(60)])]
+    assert parser._last.reordered and iface.changed is None  # the keys changed
+
+
+def test_go_order_books_and_ledger_rows_go_front_to_back() -> None:
+    """With the books' own order given to the parser (as the sampler does), a Go-order server's
+    samples visit the books, and hand the ledger its rows, in id order: the peers first seen
+    first, then each one added later, at the end."""
+    books = Books(period_containing(T0, MONTHLY, UTC_ZONE))
+    parser = DumpParser(books.order)
+    blocks = [Block("wg0", lines=[Line(key(i), rx=1) for i in range(40)])]
+    rng = random.Random(5)
+    for step in range(6):
+        for line in blocks[0].lines:
+            line.rx += 10
+        if step == 3:
+            blocks[0].lines.append(Line(key(77), rx=5))
+        rng.shuffle(blocks[0].lines)
+        (iface,) = parser.parse(dump_of(blocks, rng))
+        links = {"wg0": Link(4, True)}
+        entry = take(
+            books, Reading(T0 + timedelta(minutes=step), "wg", (iface,), frozenset(), links, "b", ()), frozenset(), True
+        )
+        ids = [row[4] for row in entry.moved]
+        if step:
+            assert len(ids) == 40 + (step > 3) and ids == sorted(ids), step
+    assert books.members["wg0"][key(77)].id == 41
+    assert [row[4] for row in entry.moved][-1] == 41
 
 
 def test_an_unchanged_line_gives_back_the_same_peer_object() -> None:
@@ -221,7 +278,7 @@ def test_changed_names_every_peer_that_differs(seed: int, steps: int, size: int)
     then every peer not in it is the very Peer object of its key in the last dump."""
     rng = random.Random(seed)
     blocks = [Block("wg0", lines=[Line(key(i)) for i in range(size)]), Block("awg1", lines=[Line(key(100))])]
-    parser = DumpParser()
+    parser = DumpParser(owner_order(rng))
     last: dict[str, Interface] = {}
     for _ in range(steps):
         for _ in range(rng.randrange(1, 3)):
@@ -256,7 +313,7 @@ def readings(rng: random.Random, steps: int, size: int) -> Iterator[Reading]:
     interfaces gone or unread while the parser still remembers their lines (so their Peer
     objects come back identical when they reappear). Only dumps that parse are read."""
     blocks = [Block("wg0", lines=[Line(key(i)) for i in range(size)]), Block("wg1", lines=[Line(key(50))])]
-    parser = DumpParser()
+    parser = DumpParser(owner_order(rng))
     ifindex = {"wg0": 4, "wg1": 5}
     boot = "boot-1"
     for step in range(steps):

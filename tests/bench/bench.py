@@ -128,12 +128,17 @@ print(json.dumps({"runs": runs, "naive": naive, "lines": out.count(b"\\n")}))
 
 
 def interface_config(flavor: Flavor, private_key: str, port: int, peer_keys: list[str]) -> str:
-    """An interface with these peers, in `setconf` form, with the flavor's obfuscation."""
+    """An interface with these peers, in `setconf` form, with the flavor's obfuscation. Every
+    peer has an endpoint, as every peer of a server whose peers all move has, and as every
+    peer of the synthetic dumps has (the same one): the tool prints it in every dump, which
+    is part of the floor's cost (tests/bench/NOTES.md). Nothing is sent to them: a peer with
+    no traffic queued and no keepalive starts no handshake."""
     head = [f"[Interface]\nPrivateKey = {private_key}\nListenPort = {port}"]
     head += [f"{name} = {value}" for name, value in flavor.obfuscation.items()]
     parts = ["\n".join(head) + "\n"]
     parts += [
         f"[Peer]\nPublicKey = {k}\nAllowedIPs = 10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}/32\n"
+        f"Endpoint = 198.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}:51820\n"
         for i, k in enumerate(peer_keys)
     ]
     return "\n".join(parts)
@@ -168,13 +173,13 @@ class Booker:
 
     def __init__(self, workdir: Path, at: datetime) -> None:
         self.ledger = Ledger.open(f"sqlite:///{workdir}/ledger.sqlite3")
-        self.parser = DumpParser()
         config = Config(zone=ZONE)
         self.sampler = Sampler(
             self.ledger.load_books(period_containing(at, config.periods_schedule, ZONE), ZONE, config.periods_schedule),
             self.ledger,
             lambda: config,
         )
+        self.parser = DumpParser(self.sampler.books.order)  # as the sampler makes its own
         self.loop = asyncio.new_event_loop()
         self.collector = CollectorPolicy()
 

@@ -1,6 +1,6 @@
 """Coverage-guided fuzzing of the dump parser (atheris). The only exception allowed is
 DumpError, its message never quotes the input, the incremental DumpParser gives what parse_dump
-gives (each interface's peers in the dump's order or in key order), and its `changed` names every
+gives (each interface's peers in the dump's order or, for Go's map order, in its own), and its `changed` names every
 peer that is not the very Peer of the last dump.
 
     python tests/fuzz/fuzz_dump_parser.py -max_total_time=60 [corpus dir]
