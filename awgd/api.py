@@ -37,6 +37,7 @@ from awgd.quota import Plan
 from awgd.sampling import Health, SamplingFailed
 from awgd.wg_config import MAX_LABEL_CHARS
 from awgd_client import protocol as rpc
+from awgd_client.change_rows import COLUMNS
 from awgd_client.names import LIST_SORTS, interface_name_problem, is_public_key
 
 T = TypeVar("T")
@@ -46,6 +47,7 @@ MAX_LIST_LIMIT = 10000
 # traffic.changes' default page: a page of 1,000 peers with a month of day rows each stays
 # within a few MiB of JSON.
 DEFAULT_CHANGES_LIMIT = 1000
+CHANGE_COLUMNS = list(COLUMNS)  # written in every traffic.changes answer
 MAX_HISTORY_LIMIT = 1000
 DEFAULT_HISTORY_LIMIT = {"period": 12, "day": 31}
 # traffic.list is written this many peers at a time: about a millisecond of work each, so a
@@ -530,36 +532,36 @@ class Api:
         chosen, more = change_feed.page(found, after, limit)
         first_start = answer.first_start
         if first_start is None:
-            peers = [change_feed.peer_change(book, books, None, None) for book in chosen]
+            page = change_feed.page_rows(chosen, books)
         else:
             ids = [book.id for book in chosen if book.id is not None]
 
-            def shape(periods: BucketRows, days: BucketRows) -> list[dict[str, Any]]:
-                rows = change_feed.closed_rows(chosen, periods, days)
-                return [change_feed.peer_change(b, books, p, d) for b, (p, d) in zip(chosen, rows, strict=True)]
+            def shape(periods: BucketRows, days: BucketRows) -> change_feed.Page:
+                return change_feed.page_rows(chosen, books, change_feed.closed_rows(chosen, periods, days))
 
-            peers = await view.closed_buckets(ids, first_start, answer.first_day, shape)
+            page = await view.closed_buckets(ids, first_start, answer.first_day, shape)
         last = chosen[-1] if chosen and more else None
         return {
             "cursor": position,
             "full": answer.since == 0,
             "more": more,
-            "next": None if last is None else {"interface": last.interface, "public_key": last.public_key},
+            "next": None if last is None else last.serial,
             "online_window": view.config.online_window,
-            "peers": peers,
+            "period": page.period,
+            "day": page.day,
+            "columns": CHANGE_COLUMNS,
+            "rows": page.rows,
+            "periods": page.periods,
+            "days": page.days,
         }
 
     @staticmethod
-    def _after(raw: Any) -> tuple[str, str] | None:
+    def _after(raw: Any) -> int | None:
         if raw is None:
             return None
-        if (
-            not isinstance(raw, dict)
-            or set(raw) != {"interface", "public_key"}
-            or not all(isinstance(value, str) for value in raw.values())
-        ):
-            raise invalid("after must be null or the `next` of the page before: {interface, public_key}")
-        return (raw["interface"], raw["public_key"])
+        if isinstance(raw, bool) or not isinstance(raw, int) or raw < 0:
+            raise invalid("after must be null or the `next` of the page before")
+        return raw
 
     def traffic_get(self, params: Params, caller: Caller) -> dict[str, Any]:
         public_key, interface = params.key(), params.interface()

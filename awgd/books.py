@@ -107,6 +107,13 @@ class PeerBook:
     earlier_tx: int = 0
     # Books.changes when a figure of it that awgd-mirror copies last changed (traffic.changes).
     stamp: int = 0
+    # Its place in the order books were made in (Books.peers keeps them in it): traffic.changes
+    # cuts its pages there, and visits the books in the order they sit in memory.
+    serial: int = 0
+    first_seen_unix: int = field(init=False)  # first_seen in Unix seconds, as traffic.changes sends it
+
+    def __post_init__(self) -> None:
+        self.first_seen_unix = int(self.first_seen.timestamp())
 
     @property
     def key(self) -> PeerKey:
@@ -288,6 +295,7 @@ class Books:
         self._moves: tuple[list[PeerBook], list[tuple[int, int, int, int, int]], float] = ([], [], 0.0)
         self._rates: tuple[int, dict[int, tuple[int, int]]] = (-1, {})
         self._next_id = 1
+        self._serials = 0  # the last PeerBook.serial given
         self._in_step: frozenset[str] = frozenset()
         self._period_of: tuple[str, ZoneInfo, Period] | None = None
         self._names = Names()
@@ -471,8 +479,14 @@ class Books:
                 self.version += 1
 
     def _add(self, interface: str, public_key: str, first_seen: datetime) -> PeerBook:
+        self._serials += 1
         book = PeerBook(
-            interface, public_key, first_seen, found_name=self._names.of(interface, public_key), stamp=self._change()
+            interface,
+            public_key,
+            first_seen,
+            found_name=self._names.of(interface, public_key),
+            stamp=self._change(),
+            serial=self._serials,
         )
         self.peers[(interface, public_key)] = book
         self.members.setdefault(interface, {})[public_key] = book

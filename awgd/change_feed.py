@@ -29,6 +29,7 @@ from typing import Any
 from awgd.books import Books, PeerBook, day_from_number
 from awgd.ledger import Bucket
 from awgd.plans import plan_json
+from awgd_client import change_rows
 
 # A cursor is "<instance>.<change>.<period start>.<open day or 0>"; an instance is this many
 # random hex digits, new at every start of the daemon.
@@ -107,79 +108,110 @@ def position(instance: str, books: Books) -> Cursor:
 
 
 def changed(books: Books, since: int) -> list[PeerBook]:
-    """The books stamped after `since`, in (interface, public key) order: the order pages
-    are cut in, which a change between two pages cannot shift."""
-    found = [book for book in books if book.stamp > since]
-    found.sort(key=_key)
-    return found
+    """The books stamped after `since`, in the order they were made (PeerBook.serial): the
+    order pages are cut in, which a change between two pages cannot shift, and the order the
+    books sit in memory."""
+    return [book for book in books if book.stamp > since]
 
 
-def page(found: list[PeerBook], after: tuple[str, str] | None, limit: int) -> tuple[list[PeerBook], bool]:
-    """Up to `limit` of `found` after the key `after`; and whether more follow."""
-    start = 0 if after is None else bisect_right(found, after, key=_key)
+def page(found: list[PeerBook], after: int | None, limit: int) -> tuple[list[PeerBook], bool]:
+    """Up to `limit` of `found` after the serial `after`; and whether more follow."""
+    start = 0 if after is None else bisect_right(found, after, key=_serial)
     chosen = found[start : start + limit]
     return chosen, start + limit < len(found)
 
 
-def _key(book: PeerBook) -> tuple[str, str]:
-    return (book.interface, book.public_key)
+def _serial(book: PeerBook) -> int:
+    return book.serial
 
 
-def peer_change(
+@dataclass(slots=True)
+class Page:
+    """One page of traffic.changes, as the answer carries it (docs/API.md)."""
+
+    period: list[int]  # [start, end]: the current period, every row's period figures'
+    day: str | None  # the ledger's open local day ("YYYY-MM-DD"), every row's day figures'
+    rows: list[str]  # a line of COPY text per peer (awgd_client.change_rows)
+    periods: list[list[Any]]  # [interface, public key, start, end, rx, tx]: others that may have changed
+    days: list[list[Any]]  # [interface, public key, "YYYY-MM-DD", rx, tx]
+
+
+def page_rows(
+    chosen: list[PeerBook], books: Books, closed: list[tuple[list[Bucket], list[Bucket]]] | None = None
+) -> Page:
+    """The chosen books' figures: every row's period is the current one, and its day the
+    ledger's open day, each whole. `closed` None: the books alone (the normal case); else
+    each book's closed rows from the ledger (closed_rows), merged with the running totals
+    where they are open, and given as the page's other periods and days.
+
+    Once per changed peer (every peer of a busy 50,000-peer server after each sample), so
+    the books' case is written lean."""
+    start, end = books.period_bounds
+    current = books.open_period == (start, end)  # else the current period's usage is `earlier`
+    open_day = books.open_day
+    today = None if open_day is None else day_from_number(open_day).isoformat()
+    page = Page([start, end], today, [], [], [])
+    rows = page.rows
+    text, null = change_rows.text, change_rows.NULL
+    for index, book in enumerate(chosen):
+        lifetime_rx, lifetime_tx = book.lifetime_rx, book.lifetime_tx
+        if current:
+            period_rx = book.earlier_rx + lifetime_rx - book.period_base_rx
+            period_tx = book.earlier_tx + lifetime_tx - book.period_base_tx
+        else:
+            period_rx, period_tx = book.earlier_rx, book.earlier_tx
+        if open_day is None:
+            day_rx = day_tx = 0
+        else:
+            day_rx, day_tx = lifetime_rx - book.day_base_rx, lifetime_tx - book.day_base_tx
+        if closed is not None:
+            day_rx, day_tx = _closed(
+                book, books, closed[index], current_start=start, open_day=open_day, day=(day_rx, day_tx), out=page
+            )
+        line, settings = book.line, book.settings
+        label = settings.label or book.found_name
+        plan = settings.plan
+        rows.append(
+            f"{book.interface}\t{book.public_key}\t{null if label is None else text(label)}\t"
+            f"{'t' if book.present else 'f'}\t{line[3] or null if line is not None else null}\t"
+            f"{book.first_seen_unix}\t{lifetime_rx}\t{lifetime_tx}\t{period_rx}\t{period_tx}\t{day_rx}\t{day_tx}\t"
+            f"{','.join(settings.blocked)}\t{null if plan is None else change_rows.plan_field(plan_json(plan))}"
+        )
+    return page
+
+
+def _closed(
     book: PeerBook,
     books: Books,
-    closed_periods: list[Bucket] | None,
-    closed_days: list[Bucket] | None,
-) -> dict[str, Any]:
-    """One peer's figures as traffic.changes gives them: instants in Unix seconds, days as
-    ISO dates, byte counts as [rx, tx]. `period` is the current period and `day` the ledger's
-    open day (null without traffic), each whole; `periods` and `days` the others that may
-    have changed. `closed_*` None: the current period and the open day alone (the books'
-    case); else the ledger's closed rows, merged with the running totals where they are open."""
-    start, end = books.period_bounds
-    period_rx, period_tx = books.period_usage(book)
-    periods: dict[int, list[int]] = {}
-    days: dict[int, list[int]] = {}
-    if closed_periods is not None:
-        for bucket in closed_periods:
-            periods[bucket.start] = [bucket.start, bucket.end, bucket.rx, bucket.tx]
-        open_period = books.open_period
-        if open_period is not None and open_period[0] != start:
-            running_rx, running_tx = book.running_period
-            if running_rx or running_tx:
-                row = periods.setdefault(open_period[0], [open_period[0], open_period[1], 0, 0])
-                row[2] += running_rx
-                row[3] += running_tx
-    periods.pop(start, None)  # the books have the current period whole: `period`
-    if closed_days is not None:
-        for bucket in closed_days:
-            days[bucket.start] = [bucket.start, bucket.rx, bucket.tx]
-    open_day = books.open_day
-    today: list[Any] | None = None
-    if open_day is not None:
-        running_rx, running_tx = book.running_day
-        closed = days.pop(open_day, None)
-        if closed is not None:
-            running_rx, running_tx = running_rx + closed[1], running_tx + closed[2]
+    buckets: tuple[list[Bucket], list[Bucket]],
+    *,
+    current_start: int,
+    open_day: int | None,
+    day: tuple[int, int],
+    out: Page,
+) -> tuple[int, int]:
+    """The book's closed rows, added to the page (the current period's left out: the row has
+    it whole); returns its open day's usage, with that day's closed row if it has one."""
+    key = (book.interface, book.public_key)
+    found: dict[int, list[Any]] = {}
+    for bucket in buckets[0]:
+        found[bucket.start] = [*key, bucket.start, bucket.end, bucket.rx, bucket.tx]
+    open_period = books.open_period
+    if open_period is not None and open_period[0] != current_start:
+        running_rx, running_tx = book.running_period
         if running_rx or running_tx:
-            today = [day_from_number(open_day).isoformat(), running_rx, running_tx]
-    line = book.line
-    settings = book.settings
-    return {
-        "interface": book.interface,
-        "public_key": book.public_key,
-        "label": settings.label or book.found_name,
-        "present": book.present,
-        "latest_handshake": line.latest_handshake or None if line is not None else None,
-        "first_seen": int(book.first_seen.timestamp()),
-        "lifetime": [book.lifetime_rx, book.lifetime_tx],
-        "period": [start, end, period_rx, period_tx],
-        "day": today,
-        "blocked": list(settings.blocked),
-        "plan": None if settings.plan is None else plan_json(settings.plan),
-        "periods": [periods[key] for key in sorted(periods)],
-        "days": [[day_from_number(day).isoformat(), rx, tx] for day, rx, tx in (days[key] for key in sorted(days))],
-    }
+            row = found.setdefault(open_period[0], [*key, open_period[0], open_period[1], 0, 0])
+            row[4] += running_rx
+            row[5] += running_tx
+    found.pop(current_start, None)
+    out.periods += [found[start] for start in sorted(found)]
+    day_rx, day_tx = day
+    for bucket in sorted(buckets[1], key=lambda bucket: bucket.start):
+        if bucket.start == open_day:
+            day_rx, day_tx = day_rx + bucket.rx, day_tx + bucket.tx
+        else:
+            out.days.append([*key, day_from_number(bucket.start).isoformat(), bucket.rx, bucket.tx])
+    return day_rx, day_tx
 
 
 def closed_rows(

@@ -20,6 +20,7 @@ from awgd import change_feed
 from awgd.books import Books
 from awgd.change_feed import BadCursor, Cursor
 from awgd.periods import period_containing
+from awgd_client import change_rows
 
 ZONE = ZoneInfo("Europe/Moscow")
 DAILY = "0 0 * * *"  # a period a day, so that a few steps cross periods and days
@@ -32,6 +33,26 @@ def test_a_cursor_round_trips_and_anything_else_is_refused() -> None:
     for bad in ("", "x", "a.b.c.d", "abc.1.2", "abc.1.2.3.4", "ab-c.1.2.3", "abc.-1.2.3", "abc.1.2." + "9" * 90):
         with pytest.raises(BadCursor):
             Cursor.parse(bad)
+
+
+def as_peers(page: change_feed.Page | dict[str, Any]) -> list[dict[str, Any]]:
+    """A page of traffic.changes (its rows decoded, its other periods and days given to their
+    peers) as one dict per peer: period [start, end, rx, tx], day [day, rx, tx] or None."""
+    if isinstance(page, change_feed.Page):
+        page = {"period": page.period, "day": page.day, "rows": page.rows, "periods": page.periods, "days": page.days}
+    start, end = page["period"]
+    found = []
+    for row in page["rows"]:
+        peer = change_rows.decode(row)
+        key = [peer["interface"], peer["public_key"]]
+        day_rx, day_tx = peer.pop("day_rx"), peer.pop("day_tx")
+        peer["lifetime"] = [peer.pop("lifetime_rx"), peer.pop("lifetime_tx")]
+        peer["period"] = [start, end, peer.pop("period_rx"), peer.pop("period_tx")]
+        peer["day"] = [page["day"], day_rx, day_tx] if day_rx or day_tx else None
+        peer["periods"] = [other[2:] for other in page["periods"] if other[:2] == key]
+        peer["days"] = [other[2:] for other in page["days"] if other[:2] == key]
+        found.append(peer)
+    return found
 
 
 class Reader:
@@ -48,7 +69,7 @@ class Reader:
         """One round, page by page, as Api.traffic_changes answers it."""
         books = booking.books
         cursor = None if self.cursor is None else Cursor.parse(self.cursor)
-        after: tuple[str, str] | None = None
+        after: int | None = None
         first: str | None = None
         while True:
             answer = change_feed.plan(cursor, instance, books)
@@ -57,18 +78,17 @@ class Reader:
             found = change_feed.changed(books, answer.since)
             chosen, more = change_feed.page(found, after, limit)
             if answer.first_start is None:
-                rows = [change_feed.peer_change(book, books, None, None) for book in chosen]
+                rows = as_peers(change_feed.page_rows(chosen, books))
             else:
                 ids = [book.id for book in chosen if book.id is not None]
                 periods, days = booking.ledger.closed_buckets(ids, answer.first_start, answer.first_day)
-                closed = change_feed.closed_rows(chosen, periods, days)
-                rows = [change_feed.peer_change(b, books, p, d) for b, (p, d) in zip(chosen, closed, strict=True)]
+                rows = as_peers(change_feed.page_rows(chosen, books, change_feed.closed_rows(chosen, periods, days)))
             self.rounds_full += answer.since == 0
             for row in rows:
                 self.apply(row)
             if not more:
                 break
-            after = (chosen[-1].interface, chosen[-1].public_key)
+            after = chosen[-1].serial
         self.cursor = first
 
     def apply(self, row: dict[str, Any]) -> None:
@@ -88,8 +108,7 @@ def truth(booking: Booking) -> tuple[dict[Any, Any], dict[Any, Any], dict[Any, A
     periods, days = booking.ledger.closed_buckets(ids, 0, 0)
     closed = change_feed.closed_rows(everyone, periods, days)
     peers, all_periods, all_days = {}, {}, {}
-    for book, (p, d) in zip(everyone, closed, strict=True):
-        row = change_feed.peer_change(book, books, p, d)
+    for row in as_peers(change_feed.page_rows(everyone, books, closed)):
         peer = (row["interface"], row["public_key"])
         peers[peer] = {k: v for k, v in row.items() if k not in ("periods", "days")}
         for start, end, rx, tx in [*row["periods"], row["period"]]:
@@ -180,7 +199,7 @@ def read_round(
             first, full = page["cursor"], page["full"]
             if between is not None:
                 between()
-        peers += page["peers"]
+        peers += as_peers(page)
         if not page["more"]:
             assert first is not None
             return peers, first, full
@@ -229,8 +248,9 @@ def test_traffic_changes_pages_and_follows_a_cursor(daemons, scripted_tool: Any)
         {"cursor": "nonsense"},
         {"cursor": "abc.1.2.3.4"},
         {"after": "wg0"},
-        {"after": {"interface": "wg0"}},
-        {"after": {"interface": "wg0", "public_key": 3}},
+        {"after": {"interface": "wg0", "public_key": key("A")}},
+        {"after": -1},
+        {"after": True},
         {"limit": 0},
         {"limit": 10001},
         {"since": 1},

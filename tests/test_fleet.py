@@ -286,6 +286,9 @@ def test_three_nodes_views_equal_each_nodes_own_figures(  # type: ignore[no-unty
     daemons, bed: TestBed, pg: postgres.Postgres, mirror_for, tmp_path: Path
 ) -> None:
     real = Server(daemons, bed, on_server=(1, 2))
+    # A label that COPY's text format must escape (a backslash), with quotes, a comma and more.
+    awkward = 'Ана\\"O\'Brien", tab\\t 🛰'
+    real.daemon.result("peer.update", public_key=bed.peers[0].tunnel.public_key, interface=real.ifname, label=awkward)
     b = ScriptedNode(daemons, tmp_path / "tool-b")
     c = ScriptedNode(daemons, tmp_path / "tool-c")
     shared = key("K")  # a user with access on two servers
@@ -313,6 +316,7 @@ def test_three_nodes_views_equal_each_nodes_own_figures(  # type: ignore[no-unty
         assert_mirrored(pg, name, mirror.daemon)
     real_peers = central(pg, "node-a")
     assert len(real_peers) == 2 and all(peer["lifetime"][0] > 0 for peer in real_peers.values())
+    assert real_peers[(real.ifname, bed.peers[0].tunnel.public_key)]["label"] == awkward
 
     fleet = FleetClient(pg.url())
     both = fleet.traffic(shared)

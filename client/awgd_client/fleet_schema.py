@@ -53,7 +53,7 @@ CREATE TABLE awgd_peers (
     plan jsonb,
     mirrored_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (node, interface, public_key)
-) WITH (fillfactor = 70);
+) WITH (fillfactor = 50);
 CREATE INDEX awgd_peers_by_key ON awgd_peers (public_key);
 CREATE TABLE awgd_periods (
     node text NOT NULL DEFAULT current_user,
@@ -152,6 +152,11 @@ def _access() -> str:
             f"GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO {NODE_ROLE};",
         ]
     lines += ["REVOKE ALL ON awgd_schema FROM PUBLIC;", f"GRANT SELECT ON awgd_schema TO {NODE_ROLE}, {READER_ROLE};"]
+    # A round's peers go through a temporary table (awgd-mirror's COPY): PostgreSQL grants
+    # TEMPORARY to every role by default, and a hardened database may have revoked it.
+    lines.append(
+        f"DO $$ BEGIN EXECUTE format('GRANT TEMPORARY ON DATABASE %I TO {NODE_ROLE}', current_database()); END $$;"
+    )
     lines += [f"REVOKE ALL ON {view} FROM PUBLIC;" for view in VIEWS]
     lines += [f"GRANT SELECT ON {view} TO {READER_ROLE};" for view in VIEWS]
     return "\n".join(lines) + "\n"

@@ -21,6 +21,7 @@ what staleness is measured on.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import os
@@ -42,7 +43,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ProgrammingError, SQLAlchemyError
 
-from awgd_client import fleet_schema, methods
+from awgd_client import change_rows, fleet_schema, methods
 from awgd_client.errors import AwgdError
 from awgd_client.fleet import with_driver
 from awgd_client.sync_client import Client
@@ -52,10 +53,10 @@ log = logging.getLogger("awgd-mirror")
 DEFAULT_CONFIG = "/etc/awgd/mirror.toml"
 # The systemd credential the password may come in (LoadCredential=fleet-password:...).
 CREDENTIAL = "fleet-password"
-# Peers per traffic.changes page: a page is one RPC answer and one batch of upserts.
-PAGE_PEERS = 2000
-# Rows per INSERT statement (one JSON parameter of about 1 MiB): a 50,000-peer round is
-# ten statements.
+# Peers per traffic.changes page (the most it gives): a page is one RPC answer of about 1.5
+# MiB, and a round's pages go into one COPY.
+PAGE_PEERS = 10000
+# Other periods' or days' rows per INSERT statement (one JSON parameter of about 1 MiB).
 ROWS_PER_STATEMENT = 5000
 # After a sample the mirror asks again this long after the daemon's next sample is due (a
 # sample of a large server takes a moment to commit); never longer than POLL_SECONDS.
@@ -140,29 +141,50 @@ def _iso(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text)
 
 
-# Each batch is one INSERT ... SELECT FROM json_to_recordset(one JSON text) ... ON CONFLICT:
-# one statement, one parameter and one round trip for ROWS_PER_STATEMENT rows, the same with
-# psycopg2 and psycopg 3. An executemany of the upsert costs a statement per row, and arrays
-# per column cost the drivers' per-element adaptation (both measured: tests/bench/NOTES.md).
-# Instants travel as Unix seconds and days as ISO dates, converted by PostgreSQL.
-_PEERS = sa.text(
+# A page's peers go into a temporary table by COPY, as the rows traffic.changes sends them (each
+# one line of COPY text, awgd_client.change_rows), with the page's period and day appended: no
+# work per peer here. One UPDATE ... FROM then rewrites the peers already there and an INSERT adds
+# the others, if any. An upsert per row, or one upsert from JSON, cost several times as much
+# (tests/bench/NOTES.md). Instants travel as Unix seconds and days as ISO dates.
+_MOVES = """
+CREATE TEMPORARY TABLE IF NOT EXISTS awgd_moves (
+    interface text, public_key text, label text, present boolean, latest_handshake bigint, first_seen bigint,
+    lifetime_rx bigint, lifetime_tx bigint, period_rx bigint, period_tx bigint, day_rx bigint, day_tx bigint,
+    blocked text, plan text, period_start bigint, period_end bigint, day date
+) ON COMMIT DELETE ROWS
+"""
+_COPY_MOVES = "COPY awgd_moves FROM STDIN"
+_UPDATE_PEERS = sa.text(
+    """
+UPDATE awgd_peers AS p SET
+    label = m.label, present = m.present, latest_handshake = to_timestamp(m.latest_handshake),
+    first_seen = to_timestamp(m.first_seen), period_start = to_timestamp(m.period_start),
+    period_end = to_timestamp(m.period_end), period_rx = m.period_rx, period_tx = m.period_tx,
+    lifetime_rx = m.lifetime_rx, lifetime_tx = m.lifetime_tx,
+    day = CASE WHEN m.day_rx <> 0 OR m.day_tx <> 0 THEN m.day END, day_rx = m.day_rx, day_tx = m.day_tx,
+    blocked = string_to_array(m.blocked, ','), plan = CAST(m.plan AS jsonb), mirrored_at = now()
+FROM awgd_moves AS m
+WHERE p.node = CAST(:node AS text) AND p.interface = m.interface AND p.public_key = m.public_key
+"""
+)
+_INSERT_PEERS = sa.text(
     """
 INSERT INTO awgd_peers (node, interface, public_key, label, present, latest_handshake, first_seen,
     period_start, period_end, period_rx, period_tx, lifetime_rx, lifetime_tx, day, day_rx, day_tx,
     blocked, plan, mirrored_at)
-SELECT CAST(:node AS text), i, k, l, p, to_timestamp(h), to_timestamp(f), to_timestamp(ps), to_timestamp(pe),
-    prx, ptx, lrx, ltx, d, drx, dtx, ARRAY(SELECT jsonb_array_elements_text(b)), pl, now()
-FROM json_to_recordset(CAST(:rows AS json)) AS t(i text, k text, l text, p boolean, h bigint, f bigint,
-    ps bigint, pe bigint, prx bigint, ptx bigint, lrx bigint, ltx bigint, d date, drx bigint, dtx bigint,
-    b jsonb, pl jsonb)
-ON CONFLICT (node, interface, public_key) DO UPDATE SET
-    label = excluded.label, present = excluded.present, latest_handshake = excluded.latest_handshake,
-    first_seen = excluded.first_seen, period_start = excluded.period_start, period_end = excluded.period_end,
-    period_rx = excluded.period_rx, period_tx = excluded.period_tx, lifetime_rx = excluded.lifetime_rx,
-    lifetime_tx = excluded.lifetime_tx, day = excluded.day, day_rx = excluded.day_rx, day_tx = excluded.day_tx,
-    blocked = excluded.blocked, plan = excluded.plan, mirrored_at = now()
+SELECT CAST(:node AS text), m.interface, m.public_key, m.label, m.present, to_timestamp(m.latest_handshake),
+    to_timestamp(m.first_seen), to_timestamp(m.period_start), to_timestamp(m.period_end), m.period_rx,
+    m.period_tx, m.lifetime_rx, m.lifetime_tx, CASE WHEN m.day_rx <> 0 OR m.day_tx <> 0 THEN m.day END,
+    m.day_rx, m.day_tx, string_to_array(m.blocked, ','), CAST(m.plan AS jsonb), now()
+FROM awgd_moves AS m
+WHERE NOT EXISTS (
+    SELECT FROM awgd_peers AS p
+    WHERE p.node = CAST(:node AS text) AND p.interface = m.interface AND p.public_key = m.public_key
+)
 """
 )
+# Other periods and days (a mirror that fell behind across a day or a period): few, so each
+# kind is one INSERT ... SELECT FROM json_to_recordset(one JSON text) ... ON CONFLICT per batch.
 _PERIODS = sa.text(
     """
 INSERT INTO awgd_periods (node, interface, public_key, start, "end", rx, tx, mirrored_at)
@@ -182,49 +204,54 @@ ON CONFLICT (node, interface, public_key, day) DO UPDATE SET rx = excluded.rx, t
 )
 
 
-class Rows:
-    """One page of traffic.changes as the rows of the three upserts."""
+class Moves:
+    """A round's peers, as COPY text for awgd_moves: each page's rows with its period and day."""
 
-    def __init__(self, changes: list[dict[str, Any]]) -> None:
-        self.peers: list[dict[str, Any]] = []
-        self.periods: list[dict[str, Any]] = []
-        self.days: list[dict[str, Any]] = []
-        for change in changes:
-            interface, public_key = change["interface"], change["public_key"]
-            start, end, period_rx, period_tx = change["period"]
-            lifetime_rx, lifetime_tx = change["lifetime"]
-            day, day_rx, day_tx = change["day"] or (None, 0, 0)
-            self.peers.append(
-                {
-                    "i": interface,
-                    "k": public_key,
-                    "l": change["label"],
-                    "p": change["present"],
-                    "h": change["latest_handshake"],
-                    "f": change["first_seen"],
-                    "ps": start,
-                    "pe": end,
-                    "prx": period_rx,
-                    "ptx": period_tx,
-                    "lrx": lifetime_rx,
-                    "ltx": lifetime_tx,
-                    "d": day,
-                    "drx": day_rx,
-                    "dtx": day_tx,
-                    "b": change["blocked"],
-                    "pl": change["plan"],
-                }
-            )
-            for start, end, rx, tx in change["periods"]:
-                self.periods.append({"i": interface, "k": public_key, "s": start, "e": end, "rx": rx, "tx": tx})
-            for day, rx, tx in change["days"]:
-                self.days.append({"i": interface, "k": public_key, "d": day, "rx": rx, "tx": tx})
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.peers = 0
 
-    def write(self, conn: Connection, node: str) -> tuple[int, int, int]:
-        for statement, rows in ((_PEERS, self.peers), (_PERIODS, self.periods), (_DAYS, self.days)):
-            for at in range(0, len(rows), ROWS_PER_STATEMENT):
-                conn.execute(statement, {"node": node, "rows": json.dumps(rows[at : at + ROWS_PER_STATEMENT])})
-        return len(self.peers), len(self.periods), len(self.days)
+    def add(self, page: dict[str, Any]) -> None:
+        rows = page["rows"]
+        if not rows:
+            return
+        start, end = page["period"]
+        day = page["day"]
+        tail = f"\t{int(start)}\t{int(end)}\t{change_rows.NULL if day is None else change_rows.text(day)}\n"
+        self.parts.append(tail.join(rows) + tail)  # each row, then its tail: one C-level join
+        self.peers += len(rows)
+
+    def write(self, conn: Connection, node: str) -> None:
+        if not self.peers:
+            return
+        conn.execute(sa.text(_MOVES))
+        _copy(conn, _COPY_MOVES, "".join(self.parts))
+        # A hash join, whatever the planner believes: on statistics of awgd_peers taken before
+        # a node's first round it would take that node's rows for one, and join 500 moves to
+        # 50,000 peers by scanning them all for each move (a second, against 20 ms).
+        conn.execute(sa.text("SET LOCAL enable_nestloop = off"))
+        updated = conn.execute(_UPDATE_PEERS, {"node": node}).rowcount
+        if updated != self.peers:  # peers new to the database (or a round's first)
+            conn.execute(_INSERT_PEERS, {"node": node})
+
+
+def _copy(conn: Connection, statement: str, text: str) -> None:
+    """COPY ... FROM STDIN of `text`, in the connection's transaction, with whichever driver
+    it is: psycopg (3) or Debian 12's psycopg2."""
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        if hasattr(cursor, "copy"):  # psycopg 3
+            with cursor.copy(statement) as copy:
+                copy.write(text)
+        else:
+            cursor.copy_expert(statement, io.StringIO(text))
+    finally:
+        cursor.close()
+
+
+def _batches(conn: Connection, statement: sa.TextClause, node: str, rows: list[dict[str, Any]]) -> None:
+    for at in range(0, len(rows), ROWS_PER_STATEMENT):
+        conn.execute(statement, {"node": node, "rows": json.dumps(rows[at : at + ROWS_PER_STATEMENT])})
 
 
 class Mirror:
@@ -274,12 +301,17 @@ class Mirror:
         status = self.client.call("server.status")
         self._next_sample_at = _iso(status["sampler"]["next_sample_at"])
         with self.engine.begin() as conn:
+            # The commit need not wait for the database's disk: should PostgreSQL lose a
+            # committed round in a crash, it loses the cursor with it, and the round is sent again.
+            conn.execute(sa.text("SET LOCAL synchronous_commit = off"))
             if not self._checked:
                 self.check(conn)
                 self._checked = True
             n = fleet_schema.nodes.c
             cursor = conn.execute(sa.select(n.cursor).where(n.node == node).with_for_update()).scalar_one_or_none()
-            counted = [0, 0, 0]
+            moves = Moves()
+            periods: list[dict[str, Any]] = []
+            days: list[dict[str, Any]] = []
             online_window = None
             new_cursor = cursor
             first = True
@@ -287,7 +319,13 @@ class Mirror:
                 if first:
                     new_cursor, first = page["cursor"], False
                     online_window = page["online_window"]
-                self._write(conn, node, page["peers"], counted)
+                moves.add(page)
+                periods += [dict(zip(("i", "k", "s", "e", "rx", "tx"), row, strict=True)) for row in page["periods"]]
+                days += [dict(zip(("i", "k", "d", "rx", "tx"), row, strict=True)) for row in page["days"]]
+            moves.write(conn, node)
+            _batches(conn, _PERIODS, node, periods)
+            _batches(conn, _DAYS, node, days)
+            counted = [moves.peers, len(periods), len(days)]
             sampler = status["sampler"]
             health = (status["version"], status["healthy"], sampler["last_sample_at"], sampler["last_success_at"])
             now = time.monotonic()
@@ -312,15 +350,15 @@ class Mirror:
         after = None
         while True:
             page = self.client.call("traffic.changes", cursor=cursor, after=after, limit=PAGE_PEERS)
+            if page.get("columns") != list(change_rows.COLUMNS):
+                raise MirrorError(
+                    "awgd's traffic.changes rows have other columns than this mirror writes: run the mirror"
+                    " of the same awgd version"
+                )
             yield page
             if not page["more"]:
                 return
             after = page["next"]
-
-    def _write(self, conn: Connection, node: str, changes: list[dict[str, Any]], counted: list[int]) -> None:
-        written = Rows(changes).write(conn, node)
-        for index, count in enumerate(written):
-            counted[index] += count
 
     def wait_seconds(self) -> float:
         """Until just after the daemon's next sample (as the last round's server.status had
