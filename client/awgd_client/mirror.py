@@ -34,6 +34,7 @@ import tomllib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import itemgetter
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -323,6 +324,10 @@ class Mirror:
                 periods += [dict(zip(("i", "k", "s", "e", "rx", "tx"), row, strict=True)) for row in page["periods"]]
                 days += [dict(zip(("i", "k", "d", "rx", "tx"), row, strict=True)) for row in page["days"]]
             moves.write(conn, node)
+            # In key order, the order of the tables' primary keys: inserted in the order the
+            # daemon pages in, a fleet's day rows took a fifth more room (B-tree page splits).
+            periods.sort(key=itemgetter("i", "k", "s"))
+            days.sort(key=itemgetter("i", "k", "d"))
             _batches(conn, _PERIODS, node, periods)
             _batches(conn, _DAYS, node, days)
             counted = [moves.peers, len(periods), len(days)]
