@@ -268,8 +268,10 @@ class Ledger:
                 conn.exec_driver_sql(_INSERT_PEER, entry.new)
                 conn.exec_driver_sql(_INSERT_COUNTERS, entry.new_counters)
             if entry.moved:
-                # In peer-id order SQLite walks its B-tree forwards instead of jumping about:
-                # Go's dump order leaves the ids shuffled (tests/bench/NOTES.md).
+                # In peer-id order SQLite walks its B-tree forwards instead of jumping about.
+                # The books hand them over in that order nearly always (their own order, which
+                # the parser keeps Go-order dumps in), so the sort costs a pass; it orders the
+                # rest (a peer re-added, a ledger of an older awgd: tests/bench/NOTES.md).
                 conn.exec_driver_sql(_UPDATE_MOVED, sorted(entry.moved, key=_PEER_ID))
             if entry.back:
                 conn.exec_driver_sql(_UPDATE_BACK, entry.back)
