@@ -44,9 +44,11 @@ T = TypeVar("T")
 BucketRows = Mapping[int, list[Bucket]]  # by peer id
 
 MAX_LIST_LIMIT = 10000
-# traffic.changes' default page: a page of 1,000 peers with a month of day rows each stays
-# within a few MiB of JSON.
 DEFAULT_CHANGES_LIMIT = 1000
+# traffic.changes pages that carry closed periods and days from the ledger (a reader behind
+# by a day or more, or after a restart) list at most this many peers, whatever the limit: with
+# a year of day rows each, such a page is about 15 MiB of JSON, and its ledger query as big.
+CLOSED_CHANGES_LIMIT = 500
 CHANGE_COLUMNS = list(COLUMNS)  # written in every traffic.changes answer
 MAX_HISTORY_LIMIT = 1000
 DEFAULT_HISTORY_LIMIT = {"period": 12, "day": 31}
@@ -529,8 +531,10 @@ class Api:
         else:
             found = change_feed.changed(books, answer.since)
             self._changed = (answer.since, books.changes, found)
-        chosen, more = change_feed.page(found, after, limit)
         first_start = answer.first_start
+        if first_start is not None:
+            limit = min(limit, CLOSED_CHANGES_LIMIT)
+        chosen, more = change_feed.page(found, after, limit)
         if first_start is None:
             page = change_feed.page_rows(chosen, books)
         else:

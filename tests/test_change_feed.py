@@ -260,3 +260,30 @@ def test_traffic_changes_refuses_bad_params(daemons, scripted_tool: Any, params:
     daemon = daemons(scripted_tool.path).start()
     answer = daemon.call("traffic.changes", **params)
     assert answer["error"]["code"] == -32602, answer
+
+
+def test_a_page_with_closed_rows_lists_at_most_500_peers(daemons, scripted_tool: Any) -> None:  # type: ignore[no-untyped-def]
+    from conftest import dump
+
+    from awgd.api import CLOSED_CHANGES_LIMIT
+
+    many = {f"{i:042d}A=": (i, i) for i in range(1, CLOSED_CHANGES_LIMIT + 101)}
+    scripted_tool.set(dump({"wg0": many}, handshake=1_700_000_000))
+    daemon = daemons(scripted_tool.path).start()
+    first = daemon.result("traffic.changes", limit=10000)
+    assert len(first["rows"]) == CLOSED_CHANGES_LIMIT and first["more"]  # no cursor: the ledger's rows too
+    cursor = first["cursor"]
+    for step in (2, 3):  # the first booking opens the ledger's day (its rows again); then the books alone
+        moved = {key: (rx * step, tx * step) for key, (rx, tx) in many.items()}
+        scripted_tool.set(dump({"wg0": moved}, handshake=1_700_000_000))
+        daemon.result("traffic.sample")
+        following = daemon.result("traffic.changes", cursor=cursor, limit=10000)
+        cursor = following["cursor"]
+    assert len(following["rows"]) == len(many) and not following["more"]  # one page
+    daemon.stop()
+    daemon.start()  # another run: the ledger's rows again, so pages of 500
+    pages = [daemon.result("traffic.changes", cursor=following["cursor"], limit=10000)]
+    while pages[-1]["more"]:
+        pages.append(daemon.result("traffic.changes", cursor=following["cursor"], after=pages[-1]["next"], limit=10000))
+    assert [len(page["rows"]) for page in pages] == [CLOSED_CHANGES_LIMIT, 100]
+    assert len({row.split("\t")[1] for page in pages for row in page["rows"]}) == len(many)

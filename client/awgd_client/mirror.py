@@ -34,7 +34,6 @@ import tomllib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from operator import itemgetter
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -205,6 +204,11 @@ ON CONFLICT (node, interface, public_key, day) DO UPDATE SET rx = excluded.rx, t
 )
 
 
+# The order of a traffic.changes answer's `periods` and `days` rows, as the statements name them.
+_PERIOD_FIELDS = ("i", "k", "s", "e", "rx", "tx")
+_DAY_FIELDS = ("i", "k", "d", "rx", "tx")
+
+
 class Moves:
     """A round's peers, as COPY text for awgd_moves: each page's rows with its period and day."""
 
@@ -311,8 +315,7 @@ class Mirror:
             n = fleet_schema.nodes.c
             cursor = conn.execute(sa.select(n.cursor).where(n.node == node).with_for_update()).scalar_one_or_none()
             moves = Moves()
-            periods: list[dict[str, Any]] = []
-            days: list[dict[str, Any]] = []
+            counted = [0, 0, 0]
             online_window = None
             new_cursor = cursor
             first = True
@@ -321,16 +324,17 @@ class Mirror:
                     new_cursor, first = page["cursor"], False
                     online_window = page["online_window"]
                 moves.add(page)
-                periods += [dict(zip(("i", "k", "s", "e", "rx", "tx"), row, strict=True)) for row in page["periods"]]
-                days += [dict(zip(("i", "k", "d", "rx", "tx"), row, strict=True)) for row in page["days"]]
+                # A page's other periods and days at once (a year of them for each of its
+                # peers after a long outage), in key order, the order of the tables' primary
+                # keys: in the order the daemon pages in, day rows took a fifth more room.
+                periods = sorted(page["periods"])
+                days = sorted(page["days"])
+                _batches(conn, _PERIODS, node, [dict(zip(_PERIOD_FIELDS, row, strict=True)) for row in periods])
+                _batches(conn, _DAYS, node, [dict(zip(_DAY_FIELDS, row, strict=True)) for row in days])
+                counted[1] += len(periods)
+                counted[2] += len(days)
             moves.write(conn, node)
-            # In key order, the order of the tables' primary keys: inserted in the order the
-            # daemon pages in, a fleet's day rows took a fifth more room (B-tree page splits).
-            periods.sort(key=itemgetter("i", "k", "s"))
-            days.sort(key=itemgetter("i", "k", "d"))
-            _batches(conn, _PERIODS, node, periods)
-            _batches(conn, _DAYS, node, days)
-            counted = [moves.peers, len(periods), len(days)]
+            counted[0] = moves.peers
             sampler = status["sampler"]
             health = (status["version"], status["healthy"], sampler["last_sample_at"], sampler["last_success_at"])
             now = time.monotonic()
