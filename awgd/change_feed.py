@@ -144,26 +144,17 @@ def page_rows(
     each book's closed rows from the ledger (closed_rows), merged with the running totals
     where they are open, and given as the page's other periods and days.
 
-    Once per changed peer (every peer of a busy 50,000-peer server after each sample), so
-    the books' case is written lean."""
+    Once per changed peer (every peer of a busy 50,000-peer server after each sample)."""
     start, end = books.period_bounds
-    current = books.open_period == (start, end)  # else the current period's usage is `earlier`
     open_day = books.open_day
     today = None if open_day is None else day_from_number(open_day).isoformat()
     page = Page([start, end], today, [], [], [])
     rows = page.rows
     text, null = change_rows.text, change_rows.NULL
+    period_usage = books.period_usage
     for index, book in enumerate(chosen):
-        lifetime_rx, lifetime_tx = book.lifetime_rx, book.lifetime_tx
-        if current:
-            period_rx = book.earlier_rx + lifetime_rx - book.period_base_rx
-            period_tx = book.earlier_tx + lifetime_tx - book.period_base_tx
-        else:
-            period_rx, period_tx = book.earlier_rx, book.earlier_tx
-        if open_day is None:
-            day_rx = day_tx = 0
-        else:
-            day_rx, day_tx = lifetime_rx - book.day_base_rx, lifetime_tx - book.day_base_tx
+        period_rx, period_tx = period_usage(book)
+        day_rx, day_tx = (0, 0) if open_day is None else book.running_day
         if closed is not None:
             day_rx, day_tx = _closed(
                 book, books, closed[index], current_start=start, open_day=open_day, day=(day_rx, day_tx), out=page
@@ -174,7 +165,7 @@ def page_rows(
         rows.append(
             f"{book.interface}\t{book.public_key}\t{null if label is None else text(label)}\t"
             f"{'t' if book.present else 'f'}\t{line[3] or null if line is not None else null}\t"
-            f"{book.first_seen_unix}\t{lifetime_rx}\t{lifetime_tx}\t{period_rx}\t{period_tx}\t{day_rx}\t{day_tx}\t"
+            f"{book.first_seen_unix}\t{book.lifetime_rx}\t{book.lifetime_tx}\t{period_rx}\t{period_tx}\t{day_rx}\t{day_tx}\t"
             f"{','.join(settings.blocked)}\t{null if plan is None else change_rows.plan_field(plan_json(plan))}"
         )
     return page

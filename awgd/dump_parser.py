@@ -21,6 +21,7 @@ import re
 from bisect import bisect_right
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import cache
 from itertools import compress, count
 from operator import itemgetter, ne
 from typing import NamedTuple
@@ -177,9 +178,10 @@ class DumpParser:
             layout = _reread(lines, last, ascii_text)
             reordered = layout is None and _reordered(lines, last)
         if layout is None:
-            layout = _parse_all(lines, last.memo(), self._ranks)  # a failed parse raises and keeps the old layout
+            ranks = cache(self._ranks)  # asked once per interface, by both below
+            layout = _parse_all(lines, last.memo(), ranks)  # a failed parse raises and keeps the old layout
             if reordered:
-                layout = layout.ordered(self._ranks, afresh=not last.reordered)
+                layout = layout.ordered(ranks, afresh=not last.reordered)
             layout.interfaces = _with_changes(layout.interfaces, last.interfaces)
         self._last = layout
         return layout.interfaces

@@ -99,15 +99,17 @@ async def read_system(
     """Run the dump and `ip -o link show` (in one shell through `exec_prefix`, else side by
     side) and read the boot id."""
     taken_at = datetime.now(UTC)
-    ran = await _run_through_prefix(tools, exec_prefix, timeout) if exec_prefix else None
+    ran = await _run_dump(tools, exec_prefix, timeout, with_links=True) if exec_prefix else None
     if ran is not None:
         tool, output, links_output = ran
         interfaces, unread, warnings = interpret_dump(tool, output, parse)
         links, link_warning = _links(links_output)
-    else:
+    else:  # no prefix, or no sh through it
         links_task = asyncio.ensure_future(_read_links(exec_prefix, timeout))
         try:
-            tool, output = await _run_dump(tools, exec_prefix, timeout)
+            found = await _run_dump(tools, exec_prefix, timeout, with_links=False)
+            assert found is not None  # only a run with links can find no sh
+            tool, output, _ = found
             interfaces, unread, warnings = interpret_dump(tool, output, parse)
         except BaseException:
             links_task.cancel()
@@ -124,29 +126,33 @@ async def read_system(
 # than one (tests/bench/NOTES.md). $1, new each time, marks where the tool's output ends and
 # gives its exit status; ip's errors follow on stdout, so that stderr stays the tool's alone.
 _DUMP_THEN_LINKS = '"$0" show all dump; status=$?; printf "\\n%s %d\\n" "$1" "$status"; exec ip -o link show 2>&1'
+# What ip's output is taken to be when the shell never got to it.
+_NO_LINKS = ToolOutput(1, b"", b"")
 
 
-async def _run_through_prefix(
-    tools: Sequence[str], exec_prefix: Sequence[str], timeout: float
+async def _run_dump(
+    tools: Sequence[str], exec_prefix: Sequence[str], timeout: float, *, with_links: bool
 ) -> tuple[str, ToolOutput, ToolOutput] | None:
-    """(tool, its output, ip's) from one shell through the prefix per tool tried; None when
-    there is no `sh` to run it in (then the two run on their own, side by side)."""
+    """(tool, its output, ip's) from the first of `tools` found, ip's only `with_links` (and
+    _NO_LINKS otherwise): then both in one shell, and None when there is no `sh` to run it in."""
     last = ""
     for tool in tools:
-        marker = "awgd-" + os.urandom(8).hex()
+        marker = "awgd-" + os.urandom(8).hex() if with_links else ""
+        argv = ["sh", "-c", _DUMP_THEN_LINKS, tool, marker] if with_links else [tool, "show", "all", "dump"]
         try:
-            output = await run_command([*exec_prefix, "sh", "-c", _DUMP_THEN_LINKS, tool, marker], timeout)
+            output = await run_command([*exec_prefix, *argv], timeout)
         except ToolError as exc:
             raise SamplingError(str(exc)) from None
-        dump, links = split_dump_and_links(output, marker.encode())
-        if links is None:
-            if output.returncode in _NOT_FOUND_STATUSES:
+        links = _NO_LINKS
+        if with_links:
+            output, split = split_dump_and_links(output, marker.encode())
+            if split is None and output.returncode in _NOT_FOUND_STATUSES:
                 return None  # no sh through the prefix
-            return os.path.basename(tool), dump, ToolOutput(1, b"", b"")
-        if len(tools) > 1 and dump.returncode in _NOT_FOUND_STATUSES:
+            links = split or _NO_LINKS
+        if exec_prefix and len(tools) > 1 and output.returncode in _NOT_FOUND_STATUSES:
             last = f"{tool} not found through {exec_prefix[0]}"
             continue
-        return os.path.basename(tool), dump, links
+        return os.path.basename(tool), output, links
     raise SamplingError(f"neither awg nor wg found ({last})")
 
 
@@ -170,20 +176,6 @@ def _links(output: ToolOutput) -> tuple[Mapping[str, Link] | None, str | None]:
     if output.returncode != 0:
         return None, f"interface states unknown: ip exited with status {output.returncode}"
     return parse_ip_link(output.stdout.decode("utf-8", "replace")), None
-
-
-async def _run_dump(tools: Sequence[str], exec_prefix: Sequence[str], timeout: float) -> tuple[str, ToolOutput]:
-    last = ""
-    for tool in tools:
-        try:
-            output = await run_command([*exec_prefix, tool, "show", "all", "dump"], timeout)
-        except ToolError as exc:
-            raise SamplingError(str(exc)) from None
-        if exec_prefix and len(tools) > 1 and output.returncode in _NOT_FOUND_STATUSES:
-            last = f"{tool} not found through {exec_prefix[0]}"
-            continue
-        return os.path.basename(tool), output
-    raise SamplingError(f"neither awg nor wg found ({last})")
 
 
 async def _read_links(exec_prefix: Sequence[str], timeout: float) -> tuple[Mapping[str, Link] | None, str | None]:

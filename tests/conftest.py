@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import stat
 import sys
@@ -121,6 +122,21 @@ class ScriptedTool:
 @pytest.fixture
 def scripted_tool(tmp_path: Path) -> ScriptedTool:
     return ScriptedTool(tmp_path / "tool")
+
+
+def prefix_without(tmp_path: Path, missing: str | None) -> Path:
+    """An exec_prefix into a place whose PATH has sh, cat, sleep and stat (what the scripted
+    tool and the names reader need) and ip, but for `missing`; it logs each command it runs
+    (its first word) to tmp_path/prefix.log."""
+    bin_dir = tmp_path / f"bin-without-{missing}"
+    bin_dir.mkdir()
+    for name in ("sh", "cat", "sleep", "stat", "ip"):
+        if name != missing:
+            (bin_dir / name).symlink_to(shutil.which(name) or f"/bin/{name}")
+    prefix = tmp_path / f"inside-without-{missing}"
+    prefix.write_text(f'#!/bin/sh\necho "$1" >> "{tmp_path}/prefix.log"\nPATH="{bin_dir}" exec "$@"\n')
+    prefix.chmod(0o755)
+    return prefix
 
 
 def key(char: str) -> str:

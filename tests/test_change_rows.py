@@ -1,62 +1,77 @@
 """traffic.changes rows (awgd_client.change_rows): PostgreSQL's COPY text format, one line
-per peer. The daemon writes them in awgd.change_feed; every row decodes to what was put in,
-whatever the label or plan holds. That PostgreSQL reads them alike is tests/test_fleet.py's."""
+per peer. Every row the daemon writes (awgd.change_feed, from real books) decodes to the books'
+figures, whatever the label or plan holds. That PostgreSQL reads them alike is
+tests/test_fleet.py's."""
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import UTC, date, datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from awgd import change_feed
+from awgd.books import Books, Settings, day_number
+from awgd.dump_parser import Peer
+from awgd.periods import period_containing
+from awgd.plans import plan_json
+from awgd.quota import Plan
 from awgd_client import change_rows
 
+ZONE = ZoneInfo("UTC")
+AT = datetime(2026, 11, 20, 12, tzinfo=UTC)
 labels = st.none() | st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40)
-plans = st.none() | st.dictionaries(st.text(max_size=8), st.integers() | st.text(max_size=8) | st.none(), max_size=4)
-
-
-def row_of(values: dict[str, Any]) -> str:
-    """A row as awgd.change_feed writes it (with its helpers)."""
-    null, text = change_rows.NULL, change_rows.text
-    handshake = values["latest_handshake"]
-    fields = [
-        text(values["interface"]),
-        text(values["public_key"]),
-        text(values["label"]),
-        "t" if values["present"] else "f",
-        null if handshake is None else str(handshake),
-        *(str(values[name]) for name in change_rows.COLUMNS[5:12]),
-        ",".join(values["blocked"]),
-        change_rows.plan_field(values["plan"]),
-    ]
-    return "\t".join(fields)
+plans = st.sampled_from(
+    [None, Plan(10**9, "month", date(2026, 11, 1)), Plan(None, "none", date(2026, 1, 1), expires_at=1_800_000_000)]
+)
 
 
 @given(
     label=labels,
     plan=plans,
-    handshake=st.none() | st.integers(1, 2**40),
-    counters=st.lists(st.integers(0, 2**63 - 1), min_size=7, max_size=7),
+    handshake=st.integers(0, 2**40),
+    counters=st.lists(st.integers(0, 2**50), min_size=6, max_size=6),
     blocked=st.lists(st.sampled_from(["admin", "expired", "quota"]), unique=True),
     present=st.booleans(),
+    open_day=st.booleans(),
 )
-def test_every_row_decodes_to_what_was_put_in(  # type: ignore[no-untyped-def]
-    label, plan, handshake, counters, blocked, present
+def test_every_row_the_daemon_writes_decodes_to_its_books_figures(  # type: ignore[no-untyped-def]
+    label, plan, handshake, counters, blocked, present, open_day
 ) -> None:
-    values = {
+    books = Books(period_containing(AT, "0 0 1 * *", ZONE))
+    books.open_period = books.period_bounds
+    books.open_day = day_number(AT.date()) if open_day else None
+    public_key = "A" * 43 + "="
+    book = books.settle("awg0", public_key, Settings(label, ("10.0.0.2/32",), tuple(sorted(blocked)), plan), AT)
+    assert book is not None
+    # Lifetimes at or above every base, as the books keep them.
+    book.lifetime_rx, book.lifetime_tx = counters[0] + 2**50, counters[1] + 2**50
+    book.period_base_rx, book.period_base_tx, book.day_base_rx, book.day_base_tx = counters[2:]
+    book.present = present
+    book.line = Peer(public_key, None, ("10.0.0.2/32",), handshake, 1, 2, None)
+
+    (row,) = change_feed.page_rows([book], books).rows
+    assert "\n" not in row and "\r" not in row and row.count("\t") == len(change_rows.COLUMNS) - 1
+    period_rx, period_tx = books.period_usage(book)
+    day_rx, day_tx = book.running_day if open_day else (0, 0)
+    assert change_rows.decode(row) == {
         "interface": "awg0",
-        "public_key": "A" * 43 + "=",
+        "public_key": public_key,
         "label": label,
         "present": present,
-        "latest_handshake": handshake,
-        **dict(zip(change_rows.COLUMNS[5:12], counters, strict=True)),
+        "latest_handshake": handshake or None,
+        "first_seen": int(AT.timestamp()),
+        "lifetime_rx": book.lifetime_rx,
+        "lifetime_tx": book.lifetime_tx,
+        "period_rx": period_rx,
+        "period_tx": period_tx,
+        "day_rx": day_rx,
+        "day_tx": day_tx,
         "blocked": sorted(blocked),
-        "plan": plan,
+        "plan": None if plan is None else plan_json(plan),
     }
-    row = row_of(values)
-    assert "\n" not in row and "\r" not in row and row.count("\t") == len(change_rows.COLUMNS) - 1
-    assert change_rows.decode(row) == values
 
 
 def test_text_fields_are_escaped_as_copy_reads_them() -> None:

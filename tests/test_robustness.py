@@ -21,7 +21,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import PRIVATE_KEY, ScriptedTool, assert_no_secrets, dump, key
+from conftest import PRIVATE_KEY, ScriptedTool, assert_no_secrets, dump, key, prefix_without
 from daemon import Awgd
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -459,14 +459,7 @@ def test_tool_exiting_with_stdout_held_open(daemons, scripted_tool: ScriptedTool
 
 def test_ip_missing(daemons, scripted_tool: ScriptedTool, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     scripted_tool.set(dump({"wg0": {A: (1, 1)}}))
-    # A place without ip: whatever runs through the prefix finds sh, cat, sleep and stat alone.
-    bin_dir = tmp_path / "bin-without-ip"
-    bin_dir.mkdir()
-    for name in ("sh", "cat", "sleep", "stat"):
-        (bin_dir / name).symlink_to(shutil.which(name) or f"/bin/{name}")
-    prefix = tmp_path / "no-ip"
-    prefix.write_text(f'#!/bin/sh\nPATH="{bin_dir}" exec "$@"\n')
-    prefix.chmod(0o755)
+    prefix = prefix_without(tmp_path, "ip")
     daemon = daemons(scripted_tool.path, wireguard={"exec_prefix": [str(prefix)]}).start()
     status = daemon.result("server.status")
     assert status["healthy"] is True and status["interfaces"][0]["up"] is True

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import time
 from pathlib import Path
 
 import pytest
-from conftest import CAPTURES, ScriptedTool
+from conftest import CAPTURES, ScriptedTool, prefix_without
 
 from awgd.ip_link import Link, parse_ip_link
 from awgd.system_reader import (
@@ -173,20 +172,6 @@ def test_failed_tool_is_a_sampling_error(scripted_tool: ScriptedTool) -> None:
         asyncio.run(read_system([str(scripted_tool.path)], [], 5))
 
 
-def prefix_without(tmp_path: Path, missing: str) -> Path:
-    """A prefix into a place whose PATH has sh, cat and sleep (what the scripted tool needs),
-    and ip too unless it is `missing`; it logs each command it runs."""
-    bin_dir = tmp_path / f"no-{missing}"
-    bin_dir.mkdir()
-    for name in ("sh", "cat", "sleep", "ip"):
-        if name != missing:
-            (bin_dir / name).symlink_to(shutil.which(name) or f"/bin/{name}")
-    prefix = tmp_path / f"inside-without-{missing}"
-    prefix.write_text(f'#!/bin/sh\necho "$1" >> "{tmp_path}/prefix.log"\nPATH="{bin_dir}" exec "$@"\n')
-    prefix.chmod(0o755)
-    return prefix
-
-
 def test_missing_ip_leaves_states_unknown(scripted_tool: ScriptedTool, tmp_path: Path) -> None:
     scripted_tool.play(next(c for c in CAPTURES if c.name == "wg-1.0.20210914.all"))
     prefix = prefix_without(tmp_path, "ip")
@@ -201,7 +186,7 @@ def test_through_a_prefix_the_dump_and_ip_are_one_command(scripted_tool: Scripte
     # and said comes through whole, apart from ip's.
     capture = next(c for c in CAPTURES if c.name == "err.partial-permission")
     scripted_tool.play(capture)
-    prefix = prefix_without(tmp_path, "nothing")
+    prefix = prefix_without(tmp_path, None)
     reading = asyncio.run(read_system([str(scripted_tool.path)], [str(prefix)], 5))
     assert (tmp_path / "prefix.log").read_text() == "sh\n"
     assert [i.name for i in reading.interfaces] == ["awgrg1"]

@@ -315,7 +315,7 @@ class Mirror:
             n = fleet_schema.nodes.c
             cursor = conn.execute(sa.select(n.cursor).where(n.node == node).with_for_update()).scalar_one_or_none()
             moves = Moves()
-            counted = [0, 0, 0]
+            periods_written = days_written = 0
             online_window = None
             new_cursor = cursor
             first = True
@@ -331,14 +331,13 @@ class Mirror:
                 days = sorted(page["days"])
                 _batches(conn, _PERIODS, node, [dict(zip(_PERIOD_FIELDS, row, strict=True)) for row in periods])
                 _batches(conn, _DAYS, node, [dict(zip(_DAY_FIELDS, row, strict=True)) for row in days])
-                counted[1] += len(periods)
-                counted[2] += len(days)
+                periods_written += len(periods)
+                days_written += len(days)
             moves.write(conn, node)
-            counted[0] = moves.peers
             sampler = status["sampler"]
             health = (status["version"], status["healthy"], sampler["last_sample_at"], sampler["last_success_at"])
             now = time.monotonic()
-            idle = not counted[0] and new_cursor == cursor and health == self._last_status
+            idle = not moves.peers and new_cursor == cursor and health == self._last_status
             if idle and now - self._heartbeat_at < HEARTBEAT_SECONDS:
                 return Round(0, 0, 0, wrote=False)
             values = {
@@ -353,7 +352,7 @@ class Mirror:
             statement = insert(fleet_schema.nodes).values(node=node, **values)
             conn.execute(statement.on_conflict_do_update(index_elements=["node"], set_=values))
         self._last_status, self._heartbeat_at = health, now
-        return Round(counted[0], counted[1], counted[2], wrote=True)
+        return Round(moves.peers, periods_written, days_written, wrote=True)
 
     def _pages(self, cursor: str | None) -> Iterator[dict[str, Any]]:
         after = None
