@@ -78,6 +78,7 @@ class Daemon:
             lambda: self._config,
             self.sampler.join_or_start,
             lambda: self.sampler.health.tool,
+            changes=self.sampler.changes,
             publish=self._feed.publish,
         )
         self.sampler.after = self._admin.enforce

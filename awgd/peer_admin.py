@@ -105,9 +105,14 @@ class PeerAdmin:
         sample: Callable[[], Awaitable[datetime]],
         tool: Callable[[], str | None],
         *,
+        changes: asyncio.Lock,
         publish: Callable[[list[Event]], None] = lambda events: None,
     ) -> None:
         self._books = books
+        # The sampler's lock over the books and the ledger: a peer's settings are read and
+        # written under it, so a sample's verdict (a quota block) can never fall between an
+        # admin change's read and its write, nor an admin's change drop the sample's.
+        self._changes = changes
         self._ledger = ledger
         self._config = config
         self._sample = sample
@@ -161,8 +166,13 @@ class PeerAdmin:
                 await self._undo(interface, ["peer", public_key, "remove"])
                 raise
             await self._edit_clients(lambda text: set_client(text, public_key, label, datetime.now()))
-            settings = Settings(label, allowed_ips, ())
-            await self._settle(interface, public_key, settings, [self._event("peer.added", interface, public_key)])
+            # A peer that was removed behind awgd's back keeps its plan and blocks when re-added.
+            await self._settle(
+                interface,
+                public_key,
+                lambda kept: replace(kept, label=label, allowed_ips=allowed_ips),
+                [self._event("peer.added", interface, public_key)],
+            )
             await self._fresh()
             return Added(self._books.peers[(interface, public_key)], persisted)
 
@@ -225,12 +235,12 @@ class PeerAdmin:
                 )
             if set_label:
                 await self._edit_clients(lambda text: set_client(text, public_key, label, datetime.now()))
-            new = Settings(
-                label if set_label else settings.label,
-                allowed_ips if allowed_ips is not None else (settings.allowed_ips or book.allowed_ips),
-                settings.blocked,
-            )
-            await self._settle(interface, public_key, new, [])
+            own = allowed_ips if allowed_ips is not None else (settings.allowed_ips or book.allowed_ips)
+
+            def updated(kept: Settings) -> Settings:
+                return replace(kept, label=label if set_label else kept.label, allowed_ips=own)
+
+            await self._settle(interface, public_key, updated, [])
             await self._fresh()
             return self._books.peers[(interface, public_key)]
 
@@ -246,7 +256,12 @@ class PeerAdmin:
                     own = book.line.allowed_ips
                     await self._set(interface, ["peer", public_key, "allowed-ips", ""])
                 event = self._event("peer.blocked", interface, public_key, reason=reason, reasons=list(reasons))
-                await self._settle(interface, public_key, Settings(settings.label, own, reasons), [event])
+                await self._settle(
+                    interface,
+                    public_key,
+                    lambda kept: replace(kept, allowed_ips=own, blocked=tuple(sorted({*kept.blocked, reason}))),
+                    [event],
+                )
                 await self._fresh()
             return self._books.peers[(interface, public_key)]
 
@@ -263,7 +278,10 @@ class PeerAdmin:
                         await self._set(interface, ["peer", public_key, "allowed-ips", ",".join(settings.allowed_ips)])
                     events.append(self._event("peer.unblocked", interface, public_key, reason=reason))
                 await self._settle(
-                    interface, public_key, Settings(settings.label, settings.allowed_ips, reasons), events
+                    interface,
+                    public_key,
+                    lambda kept: replace(kept, blocked=tuple(r for r in kept.blocked if r != reason)),
+                    events,
                 )
                 await self._fresh()
             return self._books.peers[(interface, public_key)]
@@ -302,10 +320,14 @@ class PeerAdmin:
     ) -> PeerBook:
         """Store the peer's new plan (None: none), its verdict and progress, in one
         transaction; then make the live interface follow."""
-        judged = Judged.nothing()
-        judged.settled[book.key] = decide(book, replace(book.settings, plan=plan), found, at, judged)
-        judged.states[book.key] = state
-        await self._store(judged)
+
+        def judge() -> Judged:
+            judged = Judged.nothing()
+            judged.settled[book.key] = decide(book, replace(book.settings, plan=plan), found, at, judged)
+            judged.states[book.key] = state
+            return judged
+
+        await self._store(judge)
         await self._enforce()
         return self._books.peers[book.key]
 
@@ -379,7 +401,7 @@ class PeerAdmin:
             if book is None or not book.present or book.line is None or not book.line.allowed_ips:
                 continue
             if not book.settings.allowed_ips:  # first seen while blocked: keep what it has
-                await self._settle(*key, replace(book.settings, allowed_ips=book.line.allowed_ips), [])
+                await self._settle(*key, _keeping(book.line.allowed_ips), [])
             await self._enforced(book, "")
         for key in list(books.restoring):
             book = books.peers.get(key)
@@ -511,15 +533,31 @@ class PeerAdmin:
                 raise ToolRefused(str(exc)) from None
         raise ToolRefused(f"{path} kept changing while awgd edited it; try again")
 
-    async def _settle(self, interface: str, public_key: str, settings: Settings | None, events: list[Event]) -> None:
-        """The ledger first; the books only once it has them."""
-        stored = await asyncio.to_thread(self._ledger.settle, (interface, public_key), settings, events)
-        self._books.settle(interface, public_key, settings, datetime.now(UTC))
+    async def _settle(
+        self,
+        interface: str,
+        public_key: str,
+        change: Callable[[Settings], Settings] | None,
+        events: list[Event],
+    ) -> None:
+        """Change the peer's settings (None: remove them) by `change`, applied to what they
+        are when the write happens: settings are replaced field by field, never rebuilt, so
+        a change keeps what it does not name (a plan, another reason's block). The ledger
+        first; the books only once it has them."""
+        key = (interface, public_key)
+        async with self._changes:
+            book = self._books.peers.get(key)
+            settings = None if change is None else change(NO_SETTINGS if book is None else book.settings)
+            stored = await asyncio.to_thread(self._ledger.settle, key, settings, events)
+            self._books.settle(interface, public_key, settings, datetime.now(UTC))
         self._publish(stored)
 
-    async def _store(self, judged: Judged) -> None:
-        judged.events[:] = await asyncio.to_thread(self._ledger.store, judged)
-        self._books.apply(judged)
+    async def _store(self, judge: Callable[[], Judged]) -> None:
+        """Store what `judge` decides, judged under the sampler's lock (see _settle)."""
+        async with self._changes:
+            judged = judge()
+            judged.events[:] = await asyncio.to_thread(self._ledger.store, judged)
+            self._books.apply(judged)
         self._publish(judged.events)
 
     @staticmethod
@@ -530,6 +568,11 @@ class PeerAdmin:
         if self._complaints.get(str(key)) != message:
             self._complaints[str(key)] = message
             log.warning("%s", message)
+
+
+def _keeping(live: tuple[str, ...]) -> Callable[[Settings], Settings]:
+    """Settings that keep `live` as the peer's own allowed IPs unless they have some."""
+    return lambda kept: replace(kept, allowed_ips=kept.allowed_ips or live)
 
 
 def _reason(stderr: bytes) -> str:

@@ -1,0 +1,121 @@
+"""Admin changes on a peer with a plan, through a real awgd on real amneziawg-go 3.1 in
+namespaces: every admin method keeps the plan (in the answer, the books and the ledger,
+across a restart), also while samples run back to back, and a quota block outlives an
+admin's pause and resume."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import wgbed
+from test_peers import Server, pings
+from wgbed import AMNEZIAWG, TestBed
+
+pytestmark = [pytest.mark.wireguard]
+
+LIMIT = 10 * 2**30
+# Enough changes beside running samples that a write racing a sample's would show (the
+# review saw 46 of 150 come back wrong).
+CHANGES_BESIDE_SAMPLES = 60
+
+
+@pytest.fixture
+def bed() -> Iterator[TestBed]:
+    problem = wgbed.available(AMNEZIAWG)
+    if problem is not None:
+        pytest.skip(problem)
+    with TestBed(clients=2, flavor=AMNEZIAWG) as made:
+        yield made
+
+
+def plan_of(answer: dict[str, Any]) -> tuple[object, ...] | None:
+    plan = answer["plan"]
+    return None if plan is None else (plan["limit_bytes"], plan["reset"], tuple(plan["warn_at"]))
+
+
+def test_every_admin_method_keeps_the_plan(daemons, bed: TestBed) -> None:  # type: ignore[no-untyped-def]
+    server = Server(daemons, bed, on_server=(1, 2))
+    user, other = bed.peers[0], bed.peers[1]
+    key = user.tunnel.public_key
+    planned = plan_of(server.result("plan.set", public_key=key, limit_bytes=LIMIT, warn_at=[0.5]))
+    assert planned == (LIMIT, "period", (0.5,))
+    own = f"{user.tunnel.address}/32"
+    changes: list[tuple[str, dict[str, Any]]] = [
+        ("peer.block", {}),
+        ("peer.update", {"label": "Dave's phone"}),  # while blocked: only the ledger and the file
+        ("peer.unblock", {}),
+        ("peer.update", {"label": "Dave"}),
+        ("peer.update", {"persistent_keepalive": 25}),
+        ("peer.update", {"allowed_ips": [own]}),
+        ("peer.block", {}),
+        ("peer.unblock", {}),
+    ]
+    for method, params in changes:
+        answer = server.result(method, public_key=key, **params)
+        assert plan_of(answer) == planned, (method, params, answer["plan"])
+        assert plan_of(server.result("traffic.get", public_key=key)) == planned, (method, params)
+    assert pings(bed, user) and pings(bed, other)
+    server.daemon.stop()  # the ledger has it too
+    server.daemon.start()
+    after = server.result("traffic.get", public_key=key)
+    assert plan_of(after) == planned and after["label"] == "Dave" and after["blocked"] == []
+
+
+def test_a_quota_block_outlives_a_pause_and_a_resume(daemons, bed: TestBed) -> None:  # type: ignore[no-untyped-def]
+    server = Server(daemons, bed, on_server=(1, 2))
+    user = bed.peers[0]
+    key = user.tunnel.public_key
+    assert server.result("plan.set", public_key=key, limit_bytes=0)["blocked"] == ["quota"]
+    assert server.result("peer.block", public_key=key)["blocked"] == ["admin", "quota"]
+    resumed = server.result("peer.unblock", public_key=key)
+    assert resumed["blocked"] == ["quota"] and plan_of(resumed) == (0, "period", (0.8,))
+    assert server.live_ips(user) == "(none)" and not pings(bed, user)
+    # The plan is still there to lift its own reason: a top-up gives the VPN back.
+    assert server.result("plan.set", public_key=key, limit_bytes=LIMIT)["blocked"] == []
+    assert pings(bed, user)
+
+
+def test_admin_changes_beside_back_to_back_samples_keep_plans_and_blocks(daemons, bed: TestBed) -> None:  # type: ignore[no-untyped-def]
+    server = Server(daemons, bed, on_server=(1, 2))
+    user, other = bed.peers[0], bed.peers[1]
+    key, quota_key = user.tunnel.public_key, other.tunnel.public_key
+    planned = plan_of(server.result("plan.set", public_key=key, limit_bytes=LIMIT))
+    # A peer held by its quota beside it: no admin change of the other peer may lift that.
+    assert server.result("plan.set", public_key=quota_key, limit_bytes=0)["blocked"] == ["quota"]
+    stop = threading.Event()
+    samples = [0]
+
+    def sampling() -> None:
+        while not stop.is_set():
+            assert "result" in server.daemon.call("traffic.sample")
+            samples[0] += 1
+
+    sampler = threading.Thread(target=sampling, daemon=True)
+    sampler.start()
+    wrong: list[str] = []
+    try:
+        for n in range(CHANGES_BESIDE_SAMPLES):
+            method, params = [
+                ("peer.block", {}),
+                ("peer.update", {"label": f"user {n}"}),
+                ("peer.unblock", {}),
+            ][n % 3]
+            answer = server.result(method, public_key=key, **params)
+            if plan_of(answer) != planned:
+                wrong.append(f"{n} {method}: plan {answer['plan']}")
+            expected = ["admin"] if method != "peer.unblock" else []
+            if answer["blocked"] != expected:
+                wrong.append(f"{n} {method}: blocked {answer['blocked']}")
+    finally:
+        stop.set()
+        sampler.join(60)
+    assert not wrong, wrong
+    assert samples[0] > 0
+    held = server.result("traffic.get", public_key=quota_key)
+    assert held["blocked"] == ["quota"] and plan_of(held) == (0, "period", (0.8,))
+    server.daemon.stop()
+    server.daemon.start()
+    assert plan_of(server.result("traffic.get", public_key=key)) == planned
