@@ -22,6 +22,12 @@ MAX_V6_CANDIDATES = 1 << 20
 MAX_ALLOWED_IPS = 64
 
 
+# What a CIDR is written with. Python's ipaddress also takes an IPv6 scope id ("fe80::1%eth0"),
+# whose text is anything at all (newlines and config sections included), and surrounding
+# blanks; a peer's allowed IP is neither, and its text goes into the interface's config file.
+_CIDR_CHARS = frozenset("0123456789abcdefABCDEF.:/")
+
+
 class AddressError(ValueError):
     """A CIDR that cannot be used; the message names it and says why."""
 
@@ -66,8 +72,11 @@ def normalize_cidrs(values: Iterable[str]) -> tuple[str, ...]:
     for value in values:
         if not isinstance(value, str) or not value or len(value) > 64 or not value.isascii():
             raise AddressError("an allowed IP must be a CIDR string such as 10.8.0.7/32 or fd00::7/128")
+        if not _CIDR_CHARS.issuperset(value):
+            shown = value if value.isprintable() else "(unprintable)"
+            raise AddressError(f"{shown!r} is not a CIDR (digits, '.', ':' and one '/' only; no scope id)")
         try:
-            network = ipaddress.ip_network(value.strip(), strict=False)
+            network = ipaddress.ip_network(value, strict=False)
         except ValueError:
             shown = value if value.isprintable() else "(unprintable)"
             raise AddressError(f"{shown!r} is not a CIDR") from None

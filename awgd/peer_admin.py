@@ -48,7 +48,7 @@ from awgd.plans import Judged, PlanState, decide, lifetime, verdict, window_at
 from awgd.quota import Plan, Progress, Verdict, after_reset, carried, start
 from awgd.server_files import FileChanged, FileError, read_text, replace_text, with_stdin
 from awgd.tool_runner import ToolError, run_command
-from awgd.wg_config import add_peer, config_path, remove_peer, update_peer
+from awgd.wg_config import UnsafeText, add_peer, config_path, remove_peer, update_peer
 from awgd_client.names import KEY_PATTERN
 
 log = logging.getLogger("awgd")
@@ -529,7 +529,7 @@ class PeerAdmin:
                 return True
             except FileChanged:
                 continue
-            except FileError as exc:
+            except (FileError, UnsafeText) as exc:
                 raise ToolRefused(str(exc)) from None
         raise ToolRefused(f"{path} kept changing while awgd edited it; try again")
 

@@ -24,6 +24,7 @@ holds blocks): a config file never locks a user out on its own.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from awgd.config import Config
@@ -39,6 +40,44 @@ MAX_LABEL_CHARS = 64
 _NAME_COMMENT_RE = re.compile(r"#\s*(?:friendly_name|name)\s*[=:]\s*(.*?)\s*", re.IGNORECASE)
 _HEADER_RE = re.compile(r"\[\s*([A-Za-z]+)\s*\]")
 _SETTING_RE = re.compile(r"([A-Za-z0-9_]+)\s*=\s*(.*?)\s*")
+
+
+# What the writer refuses in a value awg-quick reads (a `Key = Value` line): a line break
+# would start a new line (a section, a PreUp run as root), `#` ends the value, `[` and `=`
+# are read as a header or a key. Labels go into a comment, where only a line break matters.
+_UNSAFE_IN_VALUE = frozenset("#[]=")
+
+
+class UnsafeText(ValueError):
+    """A value or label the writer will not put into a config file, whoever asked: a second
+    wall behind the API's checks of params."""
+
+
+# Line breaks and other controls, as the API refuses them in labels (awgd.api).
+_CONTROLS = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+
+
+def _controls(text: str) -> bool:
+    return any(unicodedata.category(ch) in _CONTROLS for ch in text)
+
+
+def _value(key: str, value: str) -> str:
+    if any(ch in _UNSAFE_IN_VALUE for ch in value) or _controls(value) or value != value.strip():
+        raise UnsafeText(f"refused to write {key}: its value holds a character that would change the file's meaning")
+    return value
+
+
+def _key(key: str, value: str) -> str:
+    """A key is base64 of 32 bytes: its padding `=` is the only one a value may hold."""
+    if not is_public_key(value):
+        raise UnsafeText(f"refused to write {key}: not a 44-character base64 key")
+    return value
+
+
+def _label(label: str) -> str:
+    if _controls(label) or len(label) > MAX_LABEL_CHARS:
+        raise UnsafeText("refused to write a label: it holds a control character or is too long")
+    return label
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,15 +182,16 @@ def add_peer(
     keepalive: int | None = None,
     label: str | None = None,
 ) -> str:
-    """The file with the peer's section appended (replacing any section it already had)."""
-    body = [f"# Name = {label}"] if label else []
-    body += ["[Peer]", f"PublicKey = {public_key}"]
+    """The file with the peer's section appended (replacing any section it already had).
+    Raises UnsafeText."""
+    body = [f"# Name = {_label(label)}"] if label else []
+    body += ["[Peer]", f"PublicKey = {_key('PublicKey', public_key)}"]
     if preshared_key:
-        body.append(f"PresharedKey = {preshared_key}")
+        body.append(f"PresharedKey = {_key('PresharedKey', preshared_key)}")
     if allowed_ips:
-        body.append(f"AllowedIPs = {', '.join(allowed_ips)}")
+        body.append(f"AllowedIPs = {_value('AllowedIPs', ', '.join(allowed_ips))}")
     if keepalive:
-        body.append(f"PersistentKeepalive = {keepalive}")
+        body.append(f"PersistentKeepalive = {_value('PersistentKeepalive', str(int(keepalive)))}")
     kept = _without(text, public_key)
     if kept and not kept.endswith("\n"):
         kept += "\n"
@@ -176,7 +216,11 @@ def update_peer(
 ) -> str:
     """The file with the peer's AllowedIPs, PersistentKeepalive (0 = off) or name comment
     changed in place; a setting it lacked is added after its PublicKey line. Unchanged when
-    the file has no section for the peer."""
+    the file has no section for the peer. Raises UnsafeText."""
+    if allowed_ips is not None:
+        _value("AllowedIPs", ", ".join(allowed_ips))
+    if label is not None and set_label:
+        _label(label)
     lines = text.splitlines(keepends=True)
     spans = _spans(text, public_key)
     for start, head, end in reversed(spans):
@@ -184,7 +228,7 @@ def update_peer(
         if allowed_ips is not None:
             section = _set(section, "AllowedIPs", ", ".join(allowed_ips) if allowed_ips else None)
         if keepalive is not None:
-            section = _set(section, "PersistentKeepalive", str(keepalive) if keepalive else None)
+            section = _set(section, "PersistentKeepalive", str(int(keepalive)) if keepalive else None)
         lead = lines[start:head]
         if set_label:
             lead = [line for line in lead if not _NAME_COMMENT_RE.fullmatch(line.strip())]

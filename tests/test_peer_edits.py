@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from awgd.addresses import AddressError, next_free, normalize_cidrs, owners, parse_ip_addr, taken_by
 from awgd.clients_table import parse_clients_table, remove_client, set_client
 from awgd.server_files import FileChanged, read_text, replace_text, with_stdin
-from awgd.wg_config import add_peer, parse_config, peer_names, remove_peer, update_peer
+from awgd.wg_config import UnsafeText, add_peer, parse_config, peer_names, remove_peer, update_peer
 
 keys = st.binary(min_size=32, max_size=32).map(lambda raw: base64.b64encode(raw).decode())
 comment = st.text(alphabet="abc xyz=#", max_size=20).map(lambda text: "# " + text)
@@ -150,10 +150,41 @@ def test_cidrs_are_normalised_and_owners_found() -> None:
         "10.8.1.0/24",
         "fd00::7/128",
     )
-    for bad in ["10.8.1.300/32", "", "10.8.1.0/33", "x", 7, None]:
+    for bad in ["10.8.1.300/32", "", "10.8.1.0/33", "x", 7, None, *INJECTIONS, "fe80::1%eth0/128", " 10.8.1.7/32"]:
         with pytest.raises(AddressError):
             normalize_cidrs([bad])  # type: ignore[list-item]
     assert owners([("K1", ["10.8.1.7/32"]), ("K2", ["10.8.1.0/24"])]) == {"10.8.1.7/32": "K1", "10.8.1.0/24": "K2"}
+
+
+# The review's D6: Python's ipaddress takes an IPv6 scope id holding anything, so this was a
+# valid "CIDR" that wrote a PreUp, run as root at the next awg-quick up.
+INJECTIONS = [
+    "::%\n[Interface]\nPreUp = touch /tmp/owned\n/128",
+    "::%x/128",
+    "10.8.1.7/32\n[Peer]",
+    "10.8.1.7/32 # x",
+]
+UNSAFE = st.text(min_size=1).filter(lambda t: any(c in t for c in "#[]=\n\r\x85\u2028\u2029\x00"))
+
+
+@given(junk=UNSAFE)
+def test_the_writer_refuses_what_would_change_the_files_meaning(junk: str) -> None:
+    """A second wall behind the API's checks: whoever calls it, no value with a line break,
+    `#`, `[`, `]` or `=`, and no label with a line break, reaches a config file."""
+    text = "[Interface]\nPrivateKey = x\n\n[Peer]\nPublicKey = K\nAllowedIPs = 10.8.1.2/32\n"
+    with pytest.raises(UnsafeText):
+        add_peer(text, "K2", allowed_ips=(junk,))
+    with pytest.raises(UnsafeText):
+        add_peer(text, "K2", allowed_ips=("10.8.1.3/32",), preshared_key=junk)
+    with pytest.raises(UnsafeText):
+        add_peer(text, junk, allowed_ips=("10.8.1.3/32",))
+    with pytest.raises(UnsafeText):
+        update_peer(text, "K", allowed_ips=(junk,))
+    if any(c in junk for c in "\n\r\x85\u2028\u2029\x00"):
+        with pytest.raises(UnsafeText):
+            update_peer(text, "K", label=junk, set_label=True)
+        with pytest.raises(UnsafeText):
+            add_peer(text, "K2", allowed_ips=("10.8.1.3/32",), label=junk)
 
 
 def test_docker_exec_gets_its_stdin_flag() -> None:

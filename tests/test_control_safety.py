@@ -1,0 +1,62 @@
+"""The review's defects of control (issue 26) against a real awgd on real amneziawg-go 3.1
+in namespaces: what a member of the socket's group or an admin can send must never reach
+root's files or commands, or the daemon's memory, beyond what it is for."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import wgbed
+from conftest import key
+from test_peers import Server
+from wgbed import AMNEZIAWG, TestBed
+
+pytestmark = [pytest.mark.wireguard]
+
+# D6: Python's ipaddress took this as an IPv6 network; awgd wrote it into the config file of
+# a blocked or absent peer, and the next awg-quick up ran the PreUp as root.
+SCOPE_PAYLOAD = "::%\n[Interface]\nPreUp = touch /tmp/awgd-owned\n/128"
+
+
+@pytest.fixture
+def bed() -> Iterator[TestBed]:
+    problem = wgbed.available(AMNEZIAWG)
+    if problem is not None:
+        pytest.skip(problem)
+    with TestBed(clients=2, flavor=AMNEZIAWG) as made:
+        yield made
+
+
+def test_an_ipv6_scope_id_never_reaches_the_config_file(daemons, bed: TestBed) -> None:  # type: ignore[no-untyped-def]
+    server = Server(daemons, bed, on_server=(1, 2))
+    blocked, absent = bed.peers[0].tunnel.public_key, bed.peers[1].tunnel.public_key
+    server.result("peer.block", public_key=blocked)  # a blocked peer's update never asks the tool
+    server.result("peer.update", public_key=absent, label="gone")  # its settings stay in the ledger
+    server.tunnel.wg("set", server.ifname, "peer", absent, "remove")  # gone behind awgd's back
+    server.daemon.result("traffic.sample")
+    before = server.conf.read_text()
+    for payload in (SCOPE_PAYLOAD, "fe80::1%eth0/128", "10.8.1.9/32\nPreUp = id"):
+        for target in (blocked, absent):
+            answer = server.call("peer.update", public_key=target, allowed_ips=[payload])
+            assert answer["error"]["code"] == -32602, (target, answer)
+        answer = server.call("peer.add", public_key=key("n"), allowed_ips=[payload])
+        assert answer["error"]["code"] == -32602, answer
+        assert server.conf.read_text() == before
+    assert "PreUp" not in server.conf.read_text()
+    assert key("n") not in server.live_keys()
+    # The peers are as they were: the blocked one is still blocked, and unblocks.
+    assert server.result("peer.unblock", public_key=blocked)["blocked"] == []
+
+
+def connect(path: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(path)
+    sock.settimeout(30)
+    return sock
+
+
+def request(method: str, request_id: int, **params: Any) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
