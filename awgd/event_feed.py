@@ -75,8 +75,13 @@ class EventFeed:
 
     def publish(self, events: list[Event]) -> None:
         if events:
+            dropped = []
             for subscriber in self._subscribers:
                 subscriber.offer(events)
+                if subscriber.dropped:
+                    dropped.append(subscriber)
+            # Its connection is closed as its pusher finds out; it takes nothing meanwhile.
+            self._subscribers.difference_update(dropped)
 
     @property
     def subscribers(self) -> int:

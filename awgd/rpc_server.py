@@ -29,7 +29,7 @@ from collections import Counter
 from typing import Any
 
 from awgd.api import Api, Caller, RpcError, Streamed, Subscription, is_admin
-from awgd.event_feed import Dropped
+from awgd.event_feed import Dropped, Subscriber
 from awgd.trusted_path import ensure_trusted_directory
 from awgd_client import protocol as rpc
 
@@ -156,7 +156,12 @@ class Connection:
         self._idle_timeout = float(os.environ.get(IDLE_TIMEOUT_ENV) or IDLE_TIMEOUT_SECONDS)
         self._write_timeout = float(os.environ.get(WRITE_TIMEOUT_ENV) or WRITE_TIMEOUT_SECONDS)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._pusher: asyncio.Task[None] | None = None  # events.subscribe's notifications
+        # events.subscribe: the connection's one subscriber and the task that pushes its
+        # events. The subscriber is unsubscribed here, on replacement and on close, never
+        # only in the pusher's `finally`: a task cancelled before it first ran never runs
+        # its body, and a batch of subscribes replaced each one so (the review's D7).
+        self._subscriber: Subscriber | None = None
+        self._pusher: asyncio.Task[None] | None = None
         writer.transport.set_write_buffer_limits(high=OUTPUT_HIGH_WATER_BYTES)
 
     async def serve(self) -> None:
@@ -218,8 +223,8 @@ class Connection:
         finally:
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._unsubscribe()
             if self._pusher is not None:
-                self._pusher.cancel()
                 await asyncio.gather(self._pusher, return_exceptions=True)
 
     async def _answer(self, items: list[rpc.Request | dict[str, Any]], batch: bool) -> None:
@@ -240,9 +245,16 @@ class Connection:
 
     def _subscribe(self, subscription: Subscription) -> None:
         """Start pushing events; a new subscription on the connection replaces the old."""
+        self._unsubscribe()
+        self._subscriber = subscription.subscriber
+        self._pusher = asyncio.ensure_future(self._push(subscription))
+
+    def _unsubscribe(self) -> None:
         if self._pusher is not None:
             self._pusher.cancel()
-        self._pusher = asyncio.ensure_future(self._push(subscription))
+        if self._subscriber is not None:
+            self._api.view.feed.unsubscribe(self._subscriber)
+            self._subscriber = None
 
     async def _push(self, subscription: Subscription) -> None:
         view = self._api.view
