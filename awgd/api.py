@@ -301,7 +301,14 @@ class Api:
             shown = name if len(name) <= 64 and name.isprintable() else "(unprintable)"
             raise RpcError(rpc.METHOD_NOT_FOUND, f"method not found: {shown}")
         if method.admin and not is_admin(caller, self.view.admin_gids):
-            raise RpcError(rpc.PERMISSION_DENIED, "permission denied: admin method", {"method": request.method})
+            # Says which setting grants what: the socket's group reads, rpc.admin_groups manages.
+            groups = list(self.view.config.admin_groups)
+            raise RpcError(
+                rpc.PERMISSION_DENIED,
+                f"permission denied: {request.method} manages the server; root and members of "
+                f"rpc.admin_groups ({', '.join(groups) or 'none set'}) may call it, the socket's group only reads",
+                {"method": request.method, "admin_groups": groups},
+            )
         return method, Params(request.params, method.params)
 
     async def dispatch(self, request: rpc.Request, caller: Caller) -> Any:

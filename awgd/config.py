@@ -27,6 +27,8 @@ DEFAULT_PATH = "/etc/awgd/awgd.toml"
 # kept at least as long as the longest renewing window (a month).
 MIN_DAY_RETENTION_DAYS = 31
 EX_CONFIG = 78
+# The managing role's group (docs/API.md "Access"): the package creates it, empty.
+DEFAULT_ADMIN_GROUP = "awgd-admin"
 _GROUP_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?")
 
 
@@ -79,7 +81,7 @@ class Config:
     maintenance_schedule: str = "17 3 * * *"
     socket: str = "/run/awgd/awgd.sock"
     group: str = "awgd"
-    admin_groups: tuple[str, ...] = ()
+    admin_groups: tuple[str, ...] = (DEFAULT_ADMIN_GROUP,)
     max_connections_per_uid: int = 64
     zone: ZoneInfo = field(default_factory=system_zone)
 

@@ -25,7 +25,7 @@ from awgd import __version__
 from awgd.api import Api, BucketRows, LedgerHealth
 from awgd.books import Books, PeerBook
 from awgd.change_feed import new_instance
-from awgd.config import Config, ConfigError, load
+from awgd.config import DEFAULT_ADMIN_GROUP, Config, ConfigError, load
 from awgd.event_feed import EventFeed
 from awgd.events import Event
 from awgd.ledger import Bucket, Ledger
@@ -287,7 +287,9 @@ def resolve_groups(names: tuple[str, ...]) -> frozenset[int]:
         try:
             gids.add(grp.getgrnam(name).gr_gid)
         except KeyError:
-            log.warning("admin group %s does not exist", name)
+            # The default group is made by the package; elsewhere its absence is no mistake.
+            level = logging.INFO if name == DEFAULT_ADMIN_GROUP else logging.WARNING
+            log.log(level, "admin group %s does not exist", name)
     return frozenset(gids)
 
 

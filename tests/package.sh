@@ -154,6 +154,18 @@ set -e
 echo "  bob: exit $code: $refused"
 [ "$code" -eq 3 ] || fail "a user outside group awgd was not refused (exit $code)"
 
+step "a member of awgd-admin manages; a member of awgd only reads, and is told which setting grants it"
+inside useradd -M -G awgd,awgd-admin carol
+nobody_key=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=
+set +e
+denied=$(inside runuser -u alice -- awgctl plan clear "$nobody_key" 2>&1)
+managed=$(inside runuser -u carol -- awgctl plan clear "$nobody_key" 2>&1)
+set -e
+echo "  alice: $denied"
+echo "  carol: $managed"
+case "$denied" in *"rpc.admin_groups (awgd-admin)"*) ;; *) fail "alice's refusal does not name rpc.admin_groups" ;; esac
+case "$managed" in *"unknown peer"*) ;; *) fail "a member of awgd-admin could not manage: $managed" ;; esac
+
 step "systemctl reload awgd"
 inside systemctl reload awgd
 inside systemctl is-active awgd

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +27,7 @@ from aiogram.client.session.aiohttp import AiohttpSession  # noqa: E402
 from aiogram.client.telegram import TelegramAPIServer  # noqa: E402
 from test_aiogram_router import FakeTelegram, command, telegram  # noqa: E402
 
-from awgd_client import AsyncClient  # noqa: E402
+from awgd_client import AsyncClient, DaemonUnavailable, methods  # noqa: E402
 from awgd_client.aiogram_notifications import LastIdFile, PlanNotifier  # noqa: E402
 from awgd_client.aiogram_router import monitoring_router  # noqa: E402
 from awgd_client.models import Event  # noqa: E402
@@ -174,3 +175,32 @@ def test_an_unreadable_last_id_stops_the_notifier_with_a_clear_log_line(
         "plan notifications stopped" in r.getMessage() and "does not hold an event id" in r.getMessage()
         for r in caplog.records
     )
+
+
+def test_a_socket_that_stays_away_is_logged_and_retried(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 26, item 3: subscribe() raises instead of waiting in silence, and the notifier
+    says so in a clear line and keeps trying (a socket that comes back is followed)."""
+    monkeypatch.setattr(methods, "RESUBSCRIBE_GIVE_UP_SECONDS", 0.5)
+    missing = str(tmp_path / "no.sock")
+    store = tmp_path / "id"
+    store.write_text("0")
+
+    async def scenario() -> None:
+        with pytest.raises(DaemonUnavailable, match="is awgd running"):
+            async with asyncio.timeout(10):
+                async for _ in AsyncClient(missing).subscribe(0):
+                    pass
+        notifier = PlanNotifier(AsyncClient(missing), None, lambda key: ALICE, store)  # type: ignore[arg-type]
+        await notifier.start()
+        async with asyncio.timeout(20):
+            while not any("cannot follow awgd's events" in r.getMessage() for r in caplog.records):
+                await asyncio.sleep(0.05)
+        assert notifier._task is not None and not notifier._task.done()  # still trying
+        await notifier.stop()
+
+    with caplog.at_level(logging.ERROR, logger="awgd_client"):
+        asyncio.run(scenario())
+    line = next(r.getMessage() for r in caplog.records if "cannot follow" in r.getMessage())
+    assert missing in line and "is awgd running" in line

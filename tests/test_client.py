@@ -101,6 +101,39 @@ def test_daemon_unavailable(tmp_path: Path) -> None:
         asyncio.run(go())
 
 
+def test_subscribe_gives_up_on_a_socket_that_stays_away_and_not_on_a_restart(daemon, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Issue 26, item 3: never a silent wait forever; but a restart is followed."""
+
+    async def follow(path: str, give_up: float) -> None:
+        async with asyncio.timeout(30):
+            async for _ in AsyncClient(path).subscribe(0, give_up=give_up):
+                pass
+
+    with pytest.raises(DaemonUnavailable, match="is awgd running"):
+        asyncio.run(follow(str(tmp_path / "none.sock"), 1.0))
+    # A daemon that goes away for less than give_up: the iterator is still there when it is back.
+    got: list[int] = []
+
+    async def across_a_restart() -> None:
+        async with AsyncClient(daemon.socket) as client:
+            first = (await client.events(limit=1)).last_id
+
+        async def take() -> None:
+            async for event in AsyncClient(daemon.socket).subscribe(first, give_up=60):
+                got.append(event.id)
+                return
+
+        taking = asyncio.ensure_future(take())
+        await asyncio.to_thread(daemon.stop)
+        await asyncio.sleep(1.5)  # longer than the first reconnect delays: they fail meanwhile
+        await asyncio.to_thread(daemon.start)
+        await asyncio.to_thread(daemon.result, "peer.block", interface="wg0", public_key=A)
+        await asyncio.wait_for(taking, 30)
+
+    asyncio.run(across_a_restart())
+    assert len(got) == 1
+
+
 def test_timeout_and_late_answer_never_misdelivered(daemon, scripted_tool: ScriptedTool) -> None:  # type: ignore[no-untyped-def]
     (scripted_tool.dir / "sleep").write_text("2")
     client = Client(daemon.socket, timeout=0.5)

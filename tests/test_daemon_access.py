@@ -113,10 +113,12 @@ def test_socket_access_and_admin_methods(daemons, scripted_tool: ScriptedTool, a
         assert accounts.ask(accounts.stranger, sock, status) == "EACCES"
         assert "result" in json.loads(accounts.ask(accounts.member, sock, status))
         denied = json.loads(accounts.ask(accounts.member, sock, reset))["error"]
+        # The refusal says which setting grants what (issue 26, item 4).
         assert denied == {
             "code": -32002,
-            "message": "permission denied: admin method",
-            "data": {"method": "traffic.reset"},
+            "message": f"permission denied: traffic.reset manages the server; root and members of "
+            f"rpc.admin_groups ({accounts.admin_group}) may call it, the socket's group only reads",
+            "data": {"method": "traffic.reset", "admin_groups": [accounts.admin_group]},
         }
         # Every method that changes the server's peers is admin only, whatever its params.
         methods = ("peer.add", "peer.remove", "peer.update", "peer.block", "peer.unblock", "plan.set", "plan.clear")
@@ -154,7 +156,34 @@ def test_socket_access_and_admin_methods(daemons, scripted_tool: ScriptedTool, a
             check=False,
         )
         assert refused.returncode == 3
-        assert refused.stderr.strip() == f"awgctl: no permission to use {sock}: add your user to group awgd"
+        # The socket's own group, whatever it is called.
+        wanted = f"awgctl: no permission to use {sock}: add your user to group {accounts.socket_group}"
+        assert refused.stderr.strip() == wanted
+        # An events subscription refused by the kernel raises at once, never waits in silence.
+        subscribe = "import asyncio, sys\nfrom awgd_client import AsyncClient\n" + (
+            "async def main():\n    async for _ in AsyncClient(sys.argv[1]).subscribe(0):\n        pass\n"
+            "try:\n    asyncio.run(asyncio.wait_for(main(), 20))\n"
+            "except Exception as exc:\n    print(type(exc).__name__, exc)\n"
+        )
+        raised = subprocess.run(
+            [
+                "setpriv",
+                f"--reuid={accounts.stranger}",
+                f"--regid={accounts.stranger}",
+                "--init-groups",
+                "env",
+                f"PYTHONPATH={client_copy}",
+                "/usr/bin/python3",
+                "-c",
+                subscribe,
+                sock,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        assert raised.stdout.strip() == f"SocketPermissionDenied {wanted.removeprefix('awgctl: ')}"
         # Removed from the admin group: no longer admin at the next connection.
         subprocess.run(["gpasswd", "-d", accounts.admin, accounts.admin_group], check=True, capture_output=True)
         assert json.loads(accounts.ask(accounts.admin, sock, reset))["error"]["code"] == -32002

@@ -136,9 +136,18 @@ class PlanNotifier:
         if since is None:  # the first run: from now on, not the server's whole history
             since = await self._retrying("read the last event id", self._newest_id)
             await maybe_await(self._save(since))
-        async for event in self._client.subscribe(since, list(NOTIFIED)):
-            await self.notify(event)
-            await maybe_await(self._save(event.id))
+        delay = RETRY_FIRST_DELAY
+        while True:
+            try:
+                async for event in self._client.subscribe(since, list(NOTIFIED)):
+                    await self.notify(event)
+                    await maybe_await(self._save(event.id))
+                    since, delay = event.id, RETRY_FIRST_DELAY
+            except AwgdError as exc:
+                # A socket that refuses this user or stays away: users are not being told.
+                log.error("plan notifications cannot follow awgd's events (again in %g s): %s", delay, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_DELAY)
 
     async def _newest_id(self) -> int:
         return (await self._client.events(limit=1)).last_id

@@ -158,7 +158,7 @@ def monitoring_router(
 
 def _log_unavailable(what: str, exc: AwgdError) -> None:
     if isinstance(exc, SocketPermissionDenied):
-        log.error("%s: awgd refused the bot (%s): add the bot's user to group awgd", what, exc)
+        log.error("%s: awgd refused the bot: %s", what, exc)
     elif isinstance(exc, DaemonUnavailable):
         log.error("%s: awgd is unavailable (%s)", what, exc)
     else:

@@ -5,13 +5,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import time
 from collections.abc import AsyncIterator
 from datetime import date, datetime
 from typing import Any
 
 from awgd_client import methods
 from awgd_client import protocol as rpc
-from awgd_client.errors import AwgdError, AwgdTimeout, DaemonUnavailable, ProtocolError, from_error
+from awgd_client.errors import (
+    AwgdError,
+    AwgdTimeout,
+    DaemonUnavailable,
+    ProtocolError,
+    SocketPermissionDenied,
+    from_error,
+)
 from awgd_client.models import (
     AddedPeer,
     Event,
@@ -167,17 +175,36 @@ class AsyncClient:
         given = methods.params(since=since, limit=limit, types=types)
         return EventList.from_json(await self.call("events.list", **given))
 
-    async def subscribe(self, since: int | None = None, types: list[str] | None = None) -> AsyncIterator[Event]:
+    async def subscribe(
+        self,
+        since: int | None = None,
+        types: list[str] | None = None,
+        *,
+        give_up: float | None = None,
+    ) -> AsyncIterator[Event]:
         """events.subscribe as an async iterator: the stored events after `since` (if given),
         then each new one as it happens. On its own connection; when that is lost (awgd
         restarted, the client dropped for not reading) it reconnects by itself and resumes
         after the last id it yielded, so no event is lost or repeated. A refusal (bad params)
-        raises."""
+        raises; so does a socket that refuses this user (SocketPermissionDenied, at once) or
+        that stays missing or refusing for `give_up` seconds (DaemonUnavailable; by default
+        methods.RESUBSCRIBE_GIVE_UP_SECONDS)."""
+        give_up = methods.RESUBSCRIBE_GIVE_UP_SECONDS if give_up is None else give_up
         last = since
         delay = methods.RESUBSCRIBE_FIRST_DELAY
+        failing_since: float | None = None  # when connecting began to fail
         while True:
             try:
-                reader, writer = await asyncio.open_unix_connection(self.socket_path, limit=MAX_ANSWER_BYTES)
+                try:
+                    reader, writer = await asyncio.open_unix_connection(self.socket_path, limit=MAX_ANSWER_BYTES)
+                except OSError as exc:
+                    error = connect_error(self.socket_path, exc)
+                    now = time.monotonic()
+                    failing_since = now if failing_since is None else failing_since
+                    if isinstance(error, SocketPermissionDenied) or now - failing_since >= give_up:
+                        raise error from None
+                    raise
+                failing_since = None
                 try:
                     request = rpc.request_message(1, "events.subscribe", methods.params(since=last, types=types))
                     writer.write(rpc.encode(request))

@@ -24,6 +24,10 @@ CHANGE_TIMEOUT = 30.0
 # awgd stays away (a restart takes a few seconds; an outage should not cost a busy loop).
 RESUBSCRIBE_FIRST_DELAY = 0.5
 RESUBSCRIBE_MAX_DELAY = 10.0
+# ... but a socket that stays missing or refusing this long is not a restart: subscribe()
+# raises, so the caller (the notifier) says so instead of waiting in silence. A permission
+# refusal raises at once: group membership does not change under a running process.
+RESUBSCRIBE_GIVE_UP_SECONDS = 120.0
 
 
 class Unset:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import grp
 import itertools
+import os
 import socket
 import threading
 import time
@@ -37,12 +39,23 @@ class _ConnectionLost(Exception):
 def connect_error(path: str, exc: OSError) -> Exception:
     """The exception for a failed connect, with what to do about it."""
     if exc.errno in (errno.EACCES, errno.EPERM):
+        group = socket_group(path)
         return SocketPermissionDenied(
-            -32002, f"no permission to use {path}: add your user to group awgd", {"socket": path}
+            -32002, f"no permission to use {path}: add your user to group {group}", {"socket": path, "group": group}
         )
     if exc.errno in (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTSOCK):
         return DaemonUnavailable(f"awgd is not answering on {path}: is awgd running?")
     return DaemonUnavailable(f"cannot connect to {path}: {exc.strerror}")
+
+
+def socket_group(path: str) -> str:
+    """The group whose members may connect: the socket file's own (the daemon's
+    `rpc.group`), or "awgd" where it cannot be read."""
+    try:
+        gid = os.stat(path).st_gid
+        return grp.getgrgid(gid).gr_name
+    except (OSError, KeyError):
+        return "awgd"
 
 
 class Client:
