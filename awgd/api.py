@@ -399,6 +399,7 @@ class Api:
                 "rx_bytes": period_rx,
                 "tx_bytes": period_tx,
                 "total_bytes": period_rx + period_tx,
+                "blocked_bytes": book.blocked_bytes,
             },
             "lifetime": {
                 "since": self._iso(book.first_seen, zone),

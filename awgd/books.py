@@ -105,6 +105,9 @@ class PeerBook:
     # clock that jumped between periods, or a changed schedule, leaves something here).
     earlier_rx: int = 0
     earlier_tx: int = 0
+    # Of its usage in the current period, what was booked while it was blocked (rx + tx):
+    # its device kept sending, and WireGuard counts before it drops (API v3, section 2).
+    blocked_bytes: int = 0
     # Books.changes when a figure of it that awgd-mirror copies last changed (traffic.changes).
     stamp: int = 0
     # Its place in the order books were made in (Books.peers keeps them in it): traffic.changes
@@ -192,6 +195,8 @@ class Entry:
     - moved: (rx, tx, drx, dtx, peer_id) for each present peer booked before whose checkpoint
       changed (its counters moved, or it came back);
     - back: (peer_id,) for each of those that was not present at its checkpoint (it came back);
+    - blocked: (peer_id, rx + tx) for each booked peer that was blocked (blocked_books: the
+      same with its book), booked to the target period's blocked_usage row;
     - gone: (peer_id,) for each peer that was present at its checkpoint and is not now;
     - close_period / close_day: the open period (start, end) / day to close first, if any;
     - open_period / open_day: what the running totals belong to afterwards.
@@ -214,6 +219,8 @@ class Entry:
     moved: list[tuple[int, int, int, int, int]] = field(default_factory=list)
     moved_books: list[PeerBook] = field(default_factory=list)
     back: list[tuple[int]] = field(default_factory=list)
+    blocked: list[tuple[int, int]] = field(default_factory=list)
+    blocked_books: list[tuple[PeerBook, int]] = field(default_factory=list)
     gone: list[tuple[int]] = field(default_factory=list)
     gone_books: list[PeerBook] = field(default_factory=list)
     interfaces: dict[str, InterfaceCheckpoint] = field(default_factory=dict)
@@ -323,13 +330,16 @@ class Books:
         tracking_since: datetime | None,
         last_booked_at: datetime | None,
         earlier: Mapping[int, tuple[int, int]],
+        blocked: Mapping[int, int] | None = None,
         settings: Mapping[PeerKey, Settings] | None = None,
         plans: Mapping[PeerKey, PlanState] | None = None,
         ups: Mapping[str, bool | None] | None = None,
         last_closed_day: int = 0,
     ) -> Books:
         """The books as the ledger left them. `earlier` is the current period's closed usage
-        by peer id (Ledger.closed_period_usage). Nobody is present until a reading shows it."""
+        by peer id (Ledger.closed_period_usage), `blocked` what of the current period was
+        booked while blocked (Ledger.blocked_usage). Nobody is present until a reading shows it."""
+        blocked = blocked or {}
         books = cls(period)
         books.open_period, books.open_day = open_period, open_day
         books.last_closed_day = last_closed_day
@@ -342,6 +352,7 @@ class Books:
             book.period_base_rx, book.period_base_tx = row.lifetime_rx - row.period_rx, row.lifetime_tx - row.period_tx
             book.day_base_rx, book.day_base_tx = row.lifetime_rx - row.day_rx, row.lifetime_tx - row.day_tx
             book.earlier_rx, book.earlier_tx = earlier.get(row.id, (0, 0))
+            book.blocked_bytes = blocked.get(row.id, 0)
             books._next_id = max(books._next_id, row.id + 1)
         for name, checkpoint in interfaces.items():
             books.interfaces[name] = InterfaceBook(name, checkpoint)
@@ -547,6 +558,8 @@ class Books:
             for book in self.members[name].values():
                 self._absent(entry, book, taken)
         entry.in_step = frozenset(i.name for i in read)
+        if self.blocking:
+            self._take_blocked(entry)
         if entry.movers:
             bounds, day = target.bounds, day_number(target.day)
             if self.open_period != bounds:
@@ -654,6 +667,18 @@ class Books:
                     self._absent(entry, book, taken)
         return next_id
 
+    def _take_blocked(self, entry: Entry) -> None:
+        """The bookings of blocked peers: a pass in C over the booked peers, a loop over the
+        few that are blocked."""
+        held = {book for key in self.blocking if (book := self.peers.get(key)) is not None}
+        booked = list(chain(entry.new_books, entry.moved_books))
+        rows = chain(entry.new_counters, entry.moved)
+        for book, row in compress(zip(booked, rows, strict=True), map(held.__contains__, booked)):
+            amount = row[2] + row[3]
+            if amount:
+                entry.blocked.append((row[4], amount))
+                entry.blocked_books.append((book, amount))
+
     def _absent(self, entry: Entry, book: PeerBook, taken: datetime) -> None:
         if book.present or book.seen_at is None:
             book.present = False
@@ -725,6 +750,9 @@ class Books:
         for book in entry.gone_books:
             book.checkpoint_present = False
             book.stamp = change
+        if entry.target.bounds == self.period_bounds:
+            for book, amount in entry.blocked_books:
+                book.blocked_bytes += amount
         for name, checkpoint in entry.interfaces.items():
             self.interfaces.setdefault(name, InterfaceBook(name)).checkpoint = checkpoint
         if entry.judged or entry.plans_due:
@@ -750,14 +778,16 @@ class Books:
 
     # ---- the rollover -------------------------------------------------------------------
 
-    def roll(self, period: Period, earlier: Mapping[int, tuple[int, int]]) -> None:
+    def roll(self, period: Period, earlier: Mapping[int, tuple[int, int]], blocked: Mapping[int, int]) -> None:
         """Enter a new current period. `earlier` is what the ledger already holds for it, by
-        peer id, outside its running totals (Ledger.closed_period_usage): normally nothing."""
+        peer id, outside its running totals (Ledger.closed_period_usage), `blocked` what of
+        it was booked while blocked (Ledger.blocked_usage): normally nothing."""
         self._period = period
         self._period_bounds = (unix(period.start), unix(period.end))
         change = self._change()
         for book in self.peers.values():
             book.earlier_rx, book.earlier_tx = earlier.get(book.id, (0, 0)) if book.id is not None else (0, 0)
+            book.blocked_bytes = blocked.get(book.id, 0) if book.id is not None else 0
             book.stamp = change
         self.version += 1
 
@@ -777,6 +807,7 @@ class Books:
         running totals if they belong to it."""
         if period == self.period_bounds:
             book.earlier_rx = book.earlier_tx = 0
+            book.blocked_bytes = 0
         if period == self.open_period:
             book.period_base_rx, book.period_base_tx = book.lifetime_rx, book.lifetime_tx
         book.stamp = self._change()

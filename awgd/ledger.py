@@ -39,6 +39,7 @@ from awgd.events import Event
 from awgd.ledger_schema import (
     MIGRATIONS,
     SCHEMA_VERSION,
+    blocked_usage,
     day_usage,
     events,
     interfaces,
@@ -169,6 +170,7 @@ class Ledger:
             tracking_since=contents.tracking_since,
             last_booked_at=contents.last_booked_at,
             earlier=self.closed_period_usage(int(period.start.timestamp())),
+            blocked=self.blocked_usage(int(period.start.timestamp())),
             settings=contents.settings,
             plans=plans,
             ups=contents.ups,
@@ -206,6 +208,7 @@ class Ledger:
                     tuple(json.loads(kept.warned)),
                     bool(kept.exceeded),
                     bool(kept.expired),
+                    kept.blocked,
                 )
                 for kept in conn.execute(sa.select(plan_progress))
                 if (key := (kept.interface, kept.public_key)) in settings and settings[key].plan is not None
@@ -273,6 +276,11 @@ class Ledger:
                 # the parser keeps Go-order dumps in), so the sort costs a pass; it orders the
                 # rest (a peer re-added, a ledger of an older awgd: tests/bench/NOTES.md).
                 conn.exec_driver_sql(_UPDATE_MOVED, sorted(entry.moved, key=_PEER_ID))
+            if entry.blocked:
+                start = entry.target.bounds[0]
+                conn.execute(
+                    _UPSERT_BLOCKED, [{"peer_id": book_id, "start": start, "bytes": n} for book_id, n in entry.blocked]
+                )
             if entry.back:
                 conn.exec_driver_sql(_UPDATE_BACK, entry.back)
             if entry.gone:
@@ -291,7 +299,8 @@ class Ledger:
                 (entry.at, entry.at if entry.first else None, *(entry.open_period or (None, None)), entry.open_day),
             )
             written += 2 * len(entry.new) + len(entry.moved) + len(entry.gone) + len(entry.interfaces) + 1
-            written += len(entry.ups) + len(entry.judged.settled) + len(entry.judged.states) + len(entry.judged.events)
+            written += len(entry.blocked) + len(entry.ups)
+            written += len(entry.judged.settled) + len(entry.judged.states) + len(entry.judged.events)
         return written
 
     # ---- queries -------------------------------------------------------------------
@@ -439,12 +448,21 @@ class Ledger:
                 rx, tx = rx + open_rx, tx + open_tx
                 conn.execute(peer_counters.update().where(_c.peer_id == peer_id).values(period_rx=0, period_tx=0))
             conn.execute(period_usage.update().where(where).values(rx=0, tx=0))
+            _b = blocked_usage.c
+            conn.execute(blocked_usage.delete().where(_b.peer_id == peer_id, _b.start == start))
             record = {"peer_id": peer_id, "at": int(at.timestamp()), "period_start": start, "rx": rx, "tx": tx}
             conn.execute(resets.insert().values(**record))
             if judge is not None:  # the peer's plan, in the same transaction (awgd.quota.after_reset)
                 judged = judge(rx + tx)
                 judged.events[:] = _store(conn, judged)
         return rx, tx
+
+    def blocked_usage(self, start: int) -> dict[int, int]:
+        """What each peer had booked while blocked in the period starting at `start`."""
+        with self._read() as conn:
+            _b = blocked_usage.c
+            rows = conn.execute(sa.select(_b.peer_id, _b.bytes).where(_b.start == start))
+            return {peer_id: int(amount) for peer_id, amount in rows}
 
     def window_usage(self, peer_id: int, first_day: int, since: int) -> tuple[int, int]:
         """The peer's closed day buckets from `first_day` (YYYYMMDD) on, and what resets
@@ -552,6 +570,7 @@ def _store(conn: Connection, judged: Judged) -> list[Event]:
                     warned=json.dumps(list(progress.warned)),
                     exceeded=progress.exceeded,
                     expired=progress.expired,
+                    blocked=progress.blocked,
                 )
             )
     stored = []
@@ -660,4 +679,8 @@ _UPSERT_UP = _up_insert.on_conflict_do_update(index_elements=["name"], set_={"up
 _UPSERT_INTERFACE = _interface_insert.on_conflict_do_update(
     index_elements=["name"],
     set_={"ifindex": _interface_insert.excluded.ifindex, "boot_id": _interface_insert.excluded.boot_id},
+)
+_blocked_insert = sqlite_insert(blocked_usage)
+_UPSERT_BLOCKED = _blocked_insert.on_conflict_do_update(
+    index_elements=["peer_id", "start"], set_={"bytes": blocked_usage.c.bytes + _blocked_insert.excluded.bytes}
 )

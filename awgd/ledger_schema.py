@@ -23,7 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 metadata = MetaData()
 
@@ -157,7 +157,22 @@ plan_progress = Table(
     Column("warned", Text, nullable=False),  # JSON list of thresholds
     Column("exceeded", Boolean, nullable=False),
     Column("expired", Boolean, nullable=False),
+    Column("blocked", BigInteger, nullable=False, server_default="0"),  # booked while blocked (schema 6)
     PrimaryKeyConstraint("interface", "public_key"),
+)
+
+# Per peer and billing period: what was booked while the peer was blocked (its device kept
+# sending; WireGuard counts before it drops). Part of period_usage all the same (the ledger
+# equals the wire); a plan's usage leaves it out. A row only for a peer that moved while
+# blocked, so a sample of unblocked peers writes nothing here.
+blocked_usage = Table(
+    "blocked_usage",
+    metadata,
+    Column("peer_id", Integer, nullable=False),
+    Column("start", BigInteger, nullable=False),  # the period's start
+    Column("bytes", BigInteger, nullable=False),  # rx + tx
+    PrimaryKeyConstraint("peer_id", "start"),
+    sqlite_with_rowid=False,
 )
 
 # What a bot may tell a user about (docs/API.md, "Events"): ids only grow, kept 30 days.
@@ -211,5 +226,11 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         " warned TEXT NOT NULL, exceeded BOOLEAN NOT NULL, expired BOOLEAN NOT NULL,"
         " PRIMARY KEY (interface, public_key))",
         "ALTER TABLE interfaces ADD COLUMN up BOOLEAN",
+    ),
+    # 6: what was booked while blocked, per period and in a plan's window (API v3, section 2).
+    6: (
+        "ALTER TABLE plan_progress ADD COLUMN blocked BIGINT DEFAULT '0' NOT NULL",
+        "CREATE TABLE blocked_usage (peer_id INTEGER NOT NULL, start BIGINT NOT NULL, bytes BIGINT NOT NULL,"
+        " PRIMARY KEY (peer_id, start)) WITHOUT ROWID",
     ),
 }

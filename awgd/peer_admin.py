@@ -372,8 +372,8 @@ class PeerAdmin:
         """What the ledger booked in the window before the plan was set, and what resets
         removed in it (docs/API.md: earlier usage in the window counts)."""
         books = self._books
-        if plan.reset == "period":
-            return sum(books.period_usage(book)), 0  # resets already taken off
+        if plan.reset == "period":  # resets already taken off; traffic while blocked is no usage
+            return sum(books.period_usage(book)) - book.blocked_bytes, 0
         if book.id is None:
             return 0, 0
         zone = self._config().zone

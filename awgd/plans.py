@@ -97,6 +97,13 @@ def judge_entry(books: Books, entry: Entry, instant: datetime, zone: ZoneInfo, s
         return
     at = int(instant.timestamp())
     judged = entry.judged
+    # What blocked peers' devices sent is booked, and is not usage: their progress says so
+    # first, and any verdict below starts from that (awgd.quota.Progress.blocked).
+    states: dict[tuple[str, str], PlanState] = {}
+    for book, amount in entry.blocked_books:
+        state = books.plans.get(book.key)
+        if book.settings.plan is not None and state is not None:
+            states[book.key] = judged.states[book.key] = PlanState(state.progress.booked_blocked(amount), state.window)
     due = books.plan_due is not None and at >= books.plan_due
     booked = chain(
         zip(entry.new_books, entry.new_counters, strict=True), zip(entry.moved_books, entry.moved, strict=True)
@@ -112,7 +119,7 @@ def judge_entry(books: Books, entry: Entry, instant: datetime, zone: ZoneInfo, s
         ]
     for book, total in candidates:
         plan = book.settings.plan
-        state = books.plans.get(book.key)
+        state = states.get(book.key) or books.plans.get(book.key)
         if plan is None or state is None:
             continue
         found, after = verdict(plan, state, total, instant, zone=zone, schedule=schedule)

@@ -10,8 +10,10 @@ and recording that it was emitted are one step (the ledger writes both in one tr
 so every event is emitted exactly once.
 
 Usage in a window is the peer's lifetime total now minus its lifetime total when the window
-began (`start_lifetime`), minus what resets removed in it: the lifetime total only grows
-and counts every booked byte once, so the window's usage does too.
+began (`start_lifetime`), minus what resets removed in it, minus what was booked while the
+peer was blocked (`blocked`: its device keeps sending, WireGuard counts those packets before
+it drops them, and they are no service): the lifetime total only grows and counts every
+booked byte once, so the window's usage does too.
 
 Time only moves windows forward: an instant in a window earlier than the progress's (the
 clock jumped back) counts in the window already reached, so a jump never renews a window
@@ -57,9 +59,14 @@ class Progress:
     warned: tuple[float, ...] = ()  # thresholds announced in this window
     exceeded: bool = False  # quota.exceeded announced in this window
     expired: bool = False  # plan.expired announced (for this plan, in any window)
+    blocked: int = 0  # booked in this window while the peer was blocked: not usage
 
     def used(self, lifetime: int) -> int:
-        return max(0, lifetime - self.start_lifetime - self.removed)
+        return max(0, lifetime - self.start_lifetime - self.removed - self.blocked)
+
+    def booked_blocked(self, amount: int) -> Progress:
+        """`amount` more bytes booked while the peer was blocked."""
+        return replace(self, blocked=self.blocked + amount)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +170,7 @@ def trigger(plan: Plan, progress: Progress, lifetime: int) -> int | None:
     pending = [math.ceil(f * limit) for f in plan.warn_at if f not in progress.warned]
     if progress.used(lifetime) < limit:  # not blocked for it now (announced or not)
         pending.append(limit)
-    return progress.start_lifetime + progress.removed + min(pending) if pending else None
+    return progress.start_lifetime + progress.removed + progress.blocked + min(pending) if pending else None
 
 
 def next_instant(plan: Plan, progress: Progress, window: Window) -> int | None:

@@ -207,8 +207,10 @@ class Sampler:
 
     async def roll(self, period: Period) -> None:
         """Enter a new current period, with whatever the ledger already holds for it."""
-        earlier = await asyncio.to_thread(self.ledger.closed_period_usage, int(period.start.timestamp()))
-        self.books.roll(period, earlier)
+        start = int(period.start.timestamp())
+        earlier = await asyncio.to_thread(self.ledger.closed_period_usage, start)
+        blocked = await asyncio.to_thread(self.ledger.blocked_usage, start)
+        self.books.roll(period, earlier, blocked)
         log.info("new period %s .. %s", period.start.isoformat(), period.end.isoformat())
 
 

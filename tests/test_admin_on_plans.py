@@ -119,3 +119,53 @@ def test_admin_changes_beside_back_to_back_samples_keep_plans_and_blocks(daemons
     server.daemon.stop()
     server.daemon.start()
     assert plan_of(server.result("traffic.get", public_key=key)) == planned
+
+
+def usage_of(server: Server, key: str) -> tuple[int, int, int]:
+    """(period total, of it booked while blocked, the plan's used bytes), after a sample."""
+    server.daemon.result("traffic.sample")
+    peer = server.result("traffic.get", public_key=key)
+    return peer["period"]["total_bytes"], peer["period"]["blocked_bytes"], peer["plan"]["used_bytes"]
+
+
+def test_what_a_blocked_device_sends_is_booked_but_never_billed(daemons, bed: TestBed) -> None:  # type: ignore[no-untyped-def]
+    """Issue 26, item 2 (API v3, section 2): the ledger still equals the wire, a plan's usage
+    leaves out what was booked while blocked, and a top-up to used + N gives exactly N."""
+    server = Server(daemons, bed, on_server=(1, 2))
+    user = bed.peers[0]
+    key = user.tunnel.public_key
+    bed.ping(user, 2)
+    server.daemon.result("traffic.sample")
+    server.result("plan.set", public_key=key, limit_bytes=LIMIT)
+    total, blocked, used = usage_of(server, key)
+    assert blocked == 0 and used == total > 0
+    # Paused by an admin: the device keeps sending; WireGuard counts it, then drops it.
+    server.result("peer.block", public_key=key)
+    assert not pings(bed, user, 10)
+    paused_total, paused_blocked, paused_used = usage_of(server, key)
+    assert paused_total - total >= 10 * 128, "the server's rx counts what a blocked device sends"
+    assert paused_blocked == paused_total - total and paused_used == used
+    # Resumed: usage again.
+    server.result("peer.unblock", public_key=key)
+    bed.ping(user, 4)
+    resumed_total, resumed_blocked, resumed_used = usage_of(server, key)
+    assert resumed_blocked == paused_blocked and resumed_used - used == resumed_total - paused_total > 0
+    # Over the quota: cut off at the sample that sees it; what the device sends afterwards
+    # is not usage either, so "used of limit" stays where the block put it.
+    server.result("plan.set", public_key=key, limit_bytes=resumed_used + 600)
+    bed.ping(user, 10)
+    server.daemon.result("traffic.sample")
+    cut = server.result("traffic.get", public_key=key)
+    assert cut["blocked"] == ["quota"]
+    at_block = cut["plan"]["used_bytes"]
+    assert not pings(bed, user, 10)
+    total_now, blocked_now, used_now = usage_of(server, key)
+    assert used_now == at_block and blocked_now - resumed_blocked == total_now - cut["period"]["total_bytes"] > 0
+    # A top-up to used + N gives exactly N, across a restart too.
+    topped = server.result("plan.set", public_key=key, limit_bytes=used_now + 5000)
+    assert topped["blocked"] == [] and topped["plan"]["remaining_bytes"] == 5000
+    server.daemon.stop()
+    server.daemon.start()
+    kept = server.result("traffic.get", public_key=key)
+    assert kept["period"]["blocked_bytes"] == blocked_now and kept["plan"]["used_bytes"] == used_now
+    assert pings(bed, user)

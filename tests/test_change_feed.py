@@ -148,7 +148,9 @@ def test_a_reader_applying_every_answer_holds_what_the_ledger_holds(tmp_path: Pa
             went_back |= hours < 0
             period = period_containing(at, DAILY, ZONE)
             if period != booking.books.period:  # what the scheduler does at a period's end
-                booking.books.roll(period, booking.ledger.closed_period_usage(int(period.start.timestamp())))
+                begins = int(period.start.timestamp())
+                ledger = booking.ledger
+                booking.books.roll(period, ledger.closed_period_usage(begins), ledger.blocked_usage(begins))
             present = {}
             for public, move in zip(KEYS, moves, strict=True):
                 if move is None:

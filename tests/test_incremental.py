@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from awgd import dump_parser
 from awgd.accounting import Booking, Checkpoint, InterfaceCheckpoint, Observation, account
-from awgd.books import Books, Entry
+from awgd.books import Books, Entry, Settings
 from awgd.dump_parser import DumpError, DumpParser, Interface, parse_dump
 from awgd.ip_link import Link
 from awgd.periods import period_containing
@@ -422,12 +422,27 @@ def test_the_books_book_what_the_rules_say(seed: int, steps: int, size: int, wat
     period = period_containing(T0, MONTHLY, UTC_ZONE)
     incremental, everyone, reference = Books(period), Books(period), Reference()
     took_fast_path = False
+    blocked: set[tuple[str, str]] = set()  # what an admin has blocked
+    booked_blocked: dict[tuple[str, str], int] = {}  # what the rules book while it was
     for reading in readings(rng, steps, size):
+        for peer_key in list(incremental.peers):  # an admin blocks or unblocks a few peers
+            if rng.random() < 0.15:
+                blocked ^= {peer_key}
+                settings = Settings(blocked=("admin",) if peer_key in blocked else ())
+                for books in (incremental, everyone):
+                    books.settle(*peer_key, settings, T0)
         commits = rng.random() > 0.1  # sometimes the ledger write fails
         entry = take(incremental, reading, watched, commits)
         take(everyone, full(reading), watched, commits)
         booking = reference.book(reading, watched, commits)
         assert deltas(entry) == booking.deltas
+        held = {k: rx + tx for k, (rx, tx) in booking.deltas.items() if k in blocked and rx + tx}
+        assert {book.key: n for book, n in entry.blocked_books} == held
+        assert sorted(n for _, n in entry.blocked) == sorted(held.values())
+        if commits:
+            for peer_key, n in held.items():
+                booked_blocked[peer_key] = booked_blocked.get(peer_key, 0) + n
+        assert {b.key: b.blocked_bytes for b in incremental if b.blocked_bytes} == booked_blocked
         assert entry.interfaces == booking.interfaces
         assert checkpoints(incremental) == reference.peers
         assert shown(incremental) == shown(everyone)

@@ -288,7 +288,7 @@ def test_a_version_1_ledger_is_migrated_and_keeps_every_byte(tmp_path: Path) -> 
         conn.execute("INSERT INTO day_usage VALUES (1, 20261120, 700, 900)")
     harness = Harness(path)
     with harness.ledger.engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT schema_version FROM meta")).scalar_one() == SCHEMA_VERSION == 5
+        assert conn.execute(sa.text("SELECT schema_version FROM meta")).scalar_one() == SCHEMA_VERSION == 6
         columns = {row[1] for row in conn.execute(sa.text("PRAGMA table_info(peers)"))}
     assert columns == {"id", "interface", "public_key", "first_seen"}  # the counters moved out
     fresh = tmp_path / "fresh.sqlite3"
@@ -372,6 +372,9 @@ def test_buckets_equal_the_sum_of_what_was_booked_to_them(
                 period = period_containing(start, MONTHLY, ZONE)
                 assert harness.usage(key, period) == (n, 0)
                 # The books, rolled into that period, show the same.
-                harness.books.roll(period, harness.ledger.closed_period_usage(int(period.start.timestamp())))
+                begins = int(period.start.timestamp())
+                harness.books.roll(
+                    period, harness.ledger.closed_period_usage(begins), harness.ledger.blocked_usage(begins)
+                )
                 assert harness.books.period_usage(harness.peer(key)) == (n, 0)
     harness.ledger.close()

@@ -1,4 +1,5 @@
-"""The quota rule (awgd.quota), against a model: random histories of traffic, time passing,
+"""The quota rule (awgd.quota), against a model: random histories of traffic (also traffic
+booked while blocked, which is not usage), time passing,
 clock jumps back, resets, restarts (the progress stored and read back) and the limit changed
 by a new plan within the window, day windows."""
 
@@ -21,6 +22,7 @@ T0 = datetime(2026, 11, 27, 12, tzinfo=UTC)
 steps = st.lists(
     st.one_of(
         st.tuples(st.just("traffic"), st.integers(0, 600)),
+        st.tuples(st.just("blocked traffic"), st.integers(0, 600)),
         st.tuples(st.just("advance"), st.integers(1, 40 * 3600)),
         st.tuples(st.just("back"), st.integers(1, 30 * 3600)),
         st.tuples(st.just("reset"), st.integers(0, 2000)),
@@ -69,6 +71,9 @@ def test_the_block_state_and_every_event_follow_the_rules(
         if kind == "traffic":
             lifetime += amount
             usage[reached] += amount
+        elif kind == "blocked traffic":  # booked while blocked: on the wire, not usage
+            lifetime += amount
+            progress = progress.booked_blocked(amount)
         elif kind == "advance":
             clock += timedelta(seconds=amount)
         elif kind == "back":

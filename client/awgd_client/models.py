@@ -158,6 +158,8 @@ class PeriodUsage(Model):
     rx_bytes: int
     tx_bytes: int
     total_bytes: int
+    # API v3: of total_bytes, what was booked while the peer was blocked (not plan usage).
+    blocked_bytes: int = 0
 
     @classmethod
     def read(cls, fields: Fields) -> Self:
@@ -167,6 +169,7 @@ class PeriodUsage(Model):
             fields.integer("rx_bytes"),
             fields.integer("tx_bytes"),
             fields.integer("total_bytes"),
+            fields.optional_integer("blocked_bytes") or 0,
         )
 
 
