@@ -571,7 +571,7 @@ class Api:
     def _after(raw: Any) -> int | None:
         if raw is None:
             return None
-        if isinstance(raw, bool) or not isinstance(raw, int) or raw < 0:
+        if isinstance(raw, bool) or not isinstance(raw, int) or not 0 <= raw < 2**63:
             raise invalid("after must be null or the `next` of the page before")
         return raw
 

@@ -21,6 +21,7 @@ ledger's rows) is passed in.
 from __future__ import annotations
 
 import os
+import re
 from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,6 +36,10 @@ from awgd_client import change_rows
 # random hex digits, new at every start of the daemon.
 INSTANCE_HEX = 16
 MAX_CURSOR_CHARS = 80
+# Its parts as traffic.changes writes them: ASCII only (str.isdigit also takes "²" and
+# Arabic-Indic digits, which int() then refuses), and numbers SQLite can bind (a 40-digit
+# one is an OverflowError at the ledger).
+_CURSOR_RE = re.compile(r"([0-9a-f]{1,32})\.([0-9]{1,18})\.([0-9]{1,18})\.([0-9]{1,8})", re.ASCII)
 
 
 class BadCursor(ValueError):
@@ -53,10 +58,10 @@ class Cursor:
 
     @classmethod
     def parse(cls, text: str) -> Cursor:
-        parts = text.split(".") if len(text) <= MAX_CURSOR_CHARS else []
-        if len(parts) != 4 or not all(part.isdigit() for part in parts[1:]) or not parts[0].isalnum():
+        found = _CURSOR_RE.fullmatch(text) if len(text) <= MAX_CURSOR_CHARS else None
+        if found is None:
             raise BadCursor("cursor must be one that traffic.changes returned")
-        return cls(parts[0], int(parts[1]), int(parts[2]), int(parts[3]))
+        return cls(found[1], int(found[2]), int(found[3]), int(found[4]))
 
 
 def new_instance() -> str:

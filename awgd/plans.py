@@ -167,6 +167,8 @@ def parse_plan(params: dict[str, Any], today: date) -> Plan:
             raise BadPlan("anchor must be a date YYYY-MM-DD") from None
         if len(anchor_text) != 10:
             raise BadPlan("anchor must be a date YYYY-MM-DD")
+        if not EARLIEST_ANCHOR <= anchor <= LATEST_ANCHOR:
+            raise BadPlan(f"anchor must be from {EARLIEST_ANCHOR} to {LATEST_ANCHOR}")
     expires = params.get("expires_at")
     expires_at = None
     if expires is not None:
@@ -178,7 +180,12 @@ def parse_plan(params: dict[str, Any], today: date) -> Plan:
             raise BadPlan("expires_at must be an ISO 8601 time with an offset, or null") from None
         if when.tzinfo is None:
             raise BadPlan("expires_at must have an offset (e.g. +03:00 or Z)")
-        expires_at = int(when.astimezone(UTC).timestamp())
+        try:
+            expires_at = int(when.astimezone(UTC).timestamp())
+        except (OverflowError, ValueError):
+            expires_at = LATEST_INSTANT + 1
+        if not 0 <= expires_at <= LATEST_INSTANT:
+            raise BadPlan(f"expires_at must be from 1970 to {datetime.fromtimestamp(LATEST_INSTANT, UTC).date()}")
     warn = params.get("warn_at", [0.8])
     if not isinstance(warn, list) or len(warn) > MAX_WARN_AT:
         raise BadPlan(f"warn_at must be a list of at most {MAX_WARN_AT} fractions")
@@ -205,10 +212,17 @@ def plan_from_json(data: dict[str, Any]) -> Plan:
         data["limit_bytes"],
         data["reset"],
         date.fromisoformat(data["anchor"]),
-        None if expires is None else int(datetime.fromisoformat(expires).timestamp()),
+        # A ledger written before instants were bounded may hold one no zone can show.
+        None if expires is None else min(int(datetime.fromisoformat(expires).timestamp()), LATEST_INSTANT),
         tuple(data["warn_at"]),
     )
 
 
 # 2**60 bytes (an exbibyte): beyond anything a peer moves, and far inside SQLite's integers.
 MAX_LIMIT_BYTES = 2**60
+# Instants and dates a plan may name. Every one must be shown in any zone and its windows
+# reckoned: "9999-12-31T23:59:59Z" east of UTC is in year 10000, which datetime cannot hold,
+# and was stored, after which every traffic.list broke off mid-line (the review's D13).
+LATEST_INSTANT = int(datetime(2200, 1, 1, tzinfo=UTC).timestamp())
+EARLIEST_ANCHOR = date(1970, 1, 2)
+LATEST_ANCHOR = date(2199, 12, 31)
