@@ -35,6 +35,7 @@ from awgd.periods import local_day, period_containing
 from awgd.rpc_server import RpcServer, prepare_socket_path
 from awgd.sampling import Health, Sampler, SamplingFailed
 from awgd.scheduler import Schedule
+from awgd.trusted_clock import TrustedClock
 
 T = TypeVar("T")
 
@@ -64,6 +65,7 @@ class Daemon:
         self._feed = EventFeed()
         self._books.watch(frozenset(config.interfaces))
         self.notifier = Notifier()
+        self.clock = TrustedClock()
         self.sampler = Sampler(
             self._books,
             ledger,
@@ -71,6 +73,7 @@ class Daemon:
             on_sample=self._status,
             on_ledger_failure=self._ledger_failed,
             publish=self._feed.publish,
+            clock=self.clock.now,
         )
         self._admin = PeerAdmin(
             self._books,
@@ -80,9 +83,10 @@ class Daemon:
             lambda: self.sampler.health.tool,
             changes=self.sampler.changes,
             publish=self._feed.publish,
+            clock=self.clock.now,
         )
         self.sampler.after = self._admin.enforce
-        self.schedule = Schedule(self.sampler, self._books, lambda: self._config, self._maintain)
+        self.schedule = Schedule(self.sampler, self._books, lambda: self._config, self._maintain, clock=self.clock.now)
         self.server = RpcServer(Api(self), config.socket, config.group)
         self._stop = asyncio.Event()
         self._last_ledger_check = -float("inf")

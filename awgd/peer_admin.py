@@ -107,7 +107,9 @@ class PeerAdmin:
         *,
         changes: asyncio.Lock,
         publish: Callable[[list[Event]], None] = lambda events: None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        self._clock = clock  # plans are judged by it (awgd.trusted_clock)
         self._books = books
         # The sampler's lock over the books and the ledger: a peer's settings are read and
         # written under it, so a sample's verdict (a quota block) can never fall between an
@@ -294,7 +296,7 @@ class PeerAdmin:
             await self._fresh()
             book = self._known(interface, public_key)
             config = self._config()
-            now = datetime.now(UTC)
+            now = self._clock()
             window = window_at(plan, now, config.zone, config.periods_schedule)
             total = lifetime(book)
             old, kept = book.settings.plan, self._books.plans.get(book.key)
@@ -342,7 +344,7 @@ class PeerAdmin:
                 yield None
                 return
             config = self._config()
-            now = datetime.now(UTC)
+            now = self._clock()
             total = lifetime(book)
             made: list[Judged] = []
 

@@ -59,8 +59,10 @@ class Sampler:
         on_sample: Callable[[], None] = lambda: None,
         on_ledger_failure: Callable[[], None] = lambda: None,
         publish: Callable[[list[Event]], None] = lambda events: None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.books = books
+        self._clock = clock  # plans are judged by it (awgd.trusted_clock)
         self.ledger = ledger
         self.health = Health()
         # Held while a sample or an admin's change (traffic.reset) changes the books and the
@@ -179,9 +181,8 @@ class Sampler:
             target = target or books.target(reading.taken_at, config.periods_schedule, config.zone)
             entry = books.take(reading, watched=frozenset(config.interfaces), target=target)
             if books.plans:  # judged_at reckons a local day: not worth it on a server without plans
-                judge_entry(
-                    books, entry, judged_at(reading.taken_at, target, config), config.zone, config.periods_schedule
-                )
+                instant = judged_at(min(reading.taken_at, self._clock()), target, config)
+                judge_entry(books, entry, instant, config.zone, config.periods_schedule)
             self.health.tool = reading.tool
             try:
                 written = await asyncio.to_thread(self.ledger.write, entry)

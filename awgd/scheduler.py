@@ -42,7 +42,12 @@ class Schedule:
         books: Books,
         config: Callable[[], Config],
         maintain: Callable[[], Awaitable[None]],
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        # "Now" for every decision here: awgd.trusted_clock's (a wall clock that jumped ahead
+        # is not believed at once), so a plan's instant is never taken early.
+        self._clock = clock
         self._sampler = sampler
         self._books = books
         self._config = config
@@ -58,7 +63,7 @@ class Schedule:
     async def run(self) -> None:
         while True:
             config = self._config()
-            now = datetime.now(UTC)
+            now = self._clock()
             sample_at = next_fire(now, config.sampling_schedule, config.zone)
             maintain_at = next_fire(now, config.maintenance_schedule, config.zone)
             boundary = self._books.period.end
@@ -72,7 +77,7 @@ class Schedule:
             wake_at = min(sample_at, maintain_at, boundary, plan_at or boundary)
             if not await self._sleep_until(wake_at):
                 continue  # woken by a reload, or a slice passed: recompute
-            now = datetime.now(UTC)
+            now = self._clock()
             if now >= boundary:
                 await self._boundary(boundary, now)
             if plan_at is not None and now >= plan_at:
@@ -112,7 +117,7 @@ class Schedule:
             except Exception as exc:
                 log.warning("sample at a plan's window start failed: %s", exc)
         due = self._books.plan_due
-        if due is not None and due <= int(datetime.now(UTC).timestamp()):
+        if due is not None and due <= int(self._clock().timestamp()):
             try:
                 await self._sampler.boundary(None)  # its own, never joined to an earlier one
             except Exception as exc:
@@ -122,7 +127,7 @@ class Schedule:
         """True once `target` has come; False after one slice, or when woken by `wake()`,
         so that the fire times are computed again from the wall clock's new "now" (it may
         have jumped either way meanwhile)."""
-        remaining = (target - datetime.now(UTC)).total_seconds()
+        remaining = (target - self._clock()).total_seconds()
         if remaining <= 0:
             return True
         self._wake.clear()
@@ -131,4 +136,4 @@ class Schedule:
                 await self._wake.wait()
             return False
         except TimeoutError:
-            return datetime.now(UTC) >= target
+            return self._clock() >= target
