@@ -224,7 +224,8 @@ class PeerAdmin:
             if allowed_ips is not None and not settings.blocked:
                 argv += ["allowed-ips", ",".join(allowed_ips)]
             if keepalive is not None:
-                argv += ["persistent-keepalive", str(keepalive) if keepalive else "off"]
+                # 0, not "off": awg 3.1 refuses "off" (the review); every tool takes 0 as off.
+                argv += ["persistent-keepalive", str(keepalive)]
             if len(argv) > 2 and book.present:
                 await self._set(interface, argv)
             if allowed_ips is not None or keepalive is not None or set_label:

@@ -4,9 +4,7 @@ root's files or commands, or the daemon's memory, beyond what it is for."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import wgbed
@@ -51,12 +49,16 @@ def test_an_ipv6_scope_id_never_reaches_the_config_file(daemons, bed: TestBed) -
     assert server.result("peer.unblock", public_key=blocked)["blocked"] == []
 
 
-def connect(path: str) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.connect(path)
-    sock.settimeout(30)
-    return sock
+def test_keepalive_zero_turns_it_off_on_awg_3(daemons, bed: TestBed) -> None:  # type: ignore[no-untyped-def]
+    server = Server(daemons, bed, on_server=(1, 2))
+    user = bed.peers[0].tunnel.public_key
 
+    def live() -> str:
+        shown = server.tunnel.wg("show", server.ifname, "persistent-keepalive")
+        return dict(line.split("\t") for line in shown.splitlines())[user]
 
-def request(method: str, request_id: int, **params: Any) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
+    server.result("peer.update", public_key=user, persistent_keepalive=25)
+    assert live() == "25"
+    server.result("peer.update", public_key=user, persistent_keepalive=0)
+    assert live() == "off"
+    assert "PersistentKeepalive" not in server.conf.read_text().split(user)[1].split("[Peer]")[0]
