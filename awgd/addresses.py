@@ -86,6 +86,27 @@ def normalize_cidrs(values: Iterable[str]) -> tuple[str, ...]:
     return tuple(seen)
 
 
+def outside(own: Iterable[Address], allowed_ips: Iterable[str]) -> list[str]:
+    """The allowed IPs a peer should not hold on an interface with addresses `own`: any that
+    is not inside one of its subnets, or that holds one of its own addresses. awg-quick adds
+    a route for every allowed IP, so 0.0.0.0/0 on a server's peer sends the server's own
+    traffic to that client. Nothing is outside an interface without addresses (nothing to
+    compare with)."""
+    own = tuple(own)
+    if not own:
+        return []
+    found = []
+    for cidr in allowed_ips:
+        network = ipaddress.ip_network(cidr, strict=False)
+        inside = any(
+            network.version == address.version and network.subnet_of(address.network)  # type: ignore[arg-type]
+            for address in own
+        )
+        if not inside or any(address.ip in network for address in own if address.version == network.version):
+            found.append(cidr)
+    return found
+
+
 def taken_by(allowed_ips: Iterable[Iterable[str]]) -> Taken:
     """What the peers hold, from each peer's allowed IPs."""
     hosts: set[int] = set()

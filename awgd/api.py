@@ -704,6 +704,7 @@ class Api:
             preshared_key=params.optional_key("preshared_key"),
             keepalive=params.keepalive(1),
             label=params.label(),
+            outside_subnets=params.boolean("outside_subnets", False),
         )
         return {**self.peer_traffic(added.book, time.time()), "persisted": added.persisted}
 
@@ -721,6 +722,7 @@ class Api:
             set_label="label" in params.raw,
             allowed_ips=params.allowed_ips(),
             keepalive=params.keepalive(0),
+            outside_subnets=params.boolean("outside_subnets", False),
         )
         return self.peer_traffic(book, time.time())
 
@@ -841,12 +843,14 @@ METHODS: dict[str, Method] = {
     "traffic.reset": Method(Api.traffic_reset, ("public_key", "interface"), admin=True),
     "peer.add": Method(
         Api.peer_add,
-        ("interface", "public_key", "allowed_ips", "preshared_key", "persistent_keepalive", "label"),
+        ("interface", "public_key", "allowed_ips", "preshared_key", "persistent_keepalive", "label", "outside_subnets"),
         admin=True,
     ),
     "peer.remove": Method(Api.peer_remove, ("public_key", "interface"), admin=True),
     "peer.update": Method(
-        Api.peer_update, ("public_key", "interface", "label", "allowed_ips", "persistent_keepalive"), admin=True
+        Api.peer_update,
+        ("public_key", "interface", "label", "allowed_ips", "persistent_keepalive", "outside_subnets"),
+        admin=True,
     ),
     "peer.block": Method(Api.peer_block, ("public_key", "interface"), admin=True),
     "peer.unblock": Method(Api.peer_unblock, ("public_key", "interface"), admin=True),

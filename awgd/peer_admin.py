@@ -34,7 +34,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from awgd.addresses import next_free, owners, taken_by
+from awgd.addresses import Address, next_free, outside, owners, taken_by
 from awgd.books import NO_SETTINGS, Books, PeerBook, Settings, day_number
 from awgd.clients_table import remove_client, set_client
 from awgd.config import Config
@@ -134,6 +134,7 @@ class PeerAdmin:
         preshared_key: str | None,
         keepalive: int | None,
         label: str | None,
+        outside_subnets: bool = False,
     ) -> Added:
         async with self._lock:
             await self._fresh()
@@ -145,6 +146,8 @@ class PeerAdmin:
                 allowed_ips = await self._free_address(interface)
             else:
                 self._check_free(interface, public_key, allowed_ips)
+                if not outside_subnets:
+                    await self._check_inside(interface, allowed_ips)
             argv = ["peer", public_key]
             if preshared_key:
                 argv += ["preshared-key", "/dev/stdin"]
@@ -213,6 +216,7 @@ class PeerAdmin:
         set_label: bool,
         allowed_ips: tuple[str, ...] | None,
         keepalive: int | None,
+        outside_subnets: bool = False,
     ) -> PeerBook:
         async with self._lock:
             await self._fresh()
@@ -220,6 +224,8 @@ class PeerAdmin:
             settings = book.settings
             if allowed_ips is not None:
                 self._check_free(interface, public_key, allowed_ips)
+                if not outside_subnets:
+                    await self._check_inside(interface, allowed_ips)
             argv = ["peer", public_key]
             if allowed_ips is not None and not settings.blocked:
                 argv += ["allowed-ips", ",".join(allowed_ips)]
@@ -460,13 +466,28 @@ class PeerAdmin:
                     f"allowed IP {cidr} belongs to another peer of {interface}", {"allowed_ip": cidr, "owner": owner}
                 )
 
-    async def _free_address(self, interface: str) -> tuple[str, ...]:
+    async def _own_addresses(self, interface: str) -> tuple[Address, ...]:
         config = self._config()
         try:
             found = await read_addresses(config.exec_prefix, config.tool_timeout, [interface])
         except ToolError as exc:
             raise ToolRefused(f"cannot read the interface's addresses: {exc}") from None
-        own = found[interface]
+        return found[interface]
+
+    async def _check_inside(self, interface: str, allowed_ips: tuple[str, ...]) -> None:
+        own = await self._own_addresses(interface)
+        refused = outside(own, allowed_ips)
+        if refused:
+            subnets = [str(a.network) for a in own]
+            raise BadChange(
+                f"invalid params: allowed IP {refused[0]} is not inside {interface}'s subnets "
+                f"({', '.join(subnets)}) or holds the interface's own address; "
+                "pass outside_subnets: true if the peer is meant to route it",
+                {"allowed_ip": refused[0], "subnets": subnets},
+            )
+
+    async def _free_address(self, interface: str) -> tuple[str, ...]:
+        own = await self._own_addresses(interface)
         chosen = next_free(own, taken_by(ips for _, ips in self._held(interface, "")))
         if chosen is None:
             shown = ", ".join(str(a.network) for a in own) or "none"

@@ -62,3 +62,18 @@ def test_keepalive_zero_turns_it_off_on_awg_3(daemons, bed: TestBed) -> None:  #
     server.result("peer.update", public_key=user, persistent_keepalive=0)
     assert live() == "off"
     assert "PersistentKeepalive" not in server.conf.read_text().split(user)[1].split("[Peer]")[0]
+
+
+def test_a_route_outside_the_interfaces_subnets_needs_the_admins_word(daemons, bed: TestBed) -> None:  # type: ignore[no-untyped-def]
+    """0.0.0.0/0 on a server's peer: awg-quick would route the server's own traffic to it."""
+    server = Server(daemons, bed, on_server=(1, 2))
+    user = bed.peers[0].tunnel.public_key
+    before = server.conf.read_text()
+    for wrong in ("0.0.0.0/0", "10.77.0.0/16", f"{server.tunnel.address}/32"):
+        answer = server.call("peer.add", public_key=key("o"), allowed_ips=[wrong])
+        assert answer["error"]["code"] == -32602 and answer["error"]["data"]["allowed_ip"] == wrong, answer
+        answer = server.call("peer.update", public_key=user, allowed_ips=[wrong])
+        assert answer["error"]["code"] == -32602, answer
+    assert server.conf.read_text() == before and key("o") not in server.live_keys()
+    site = server.result("peer.add", public_key=key("o"), allowed_ips=["10.77.0.0/16"], outside_subnets=True)
+    assert site["allowed_ips"] == ["10.77.0.0/16"] and key("o") in server.live_keys()

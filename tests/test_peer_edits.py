@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from awgd.addresses import AddressError, next_free, normalize_cidrs, owners, parse_ip_addr, taken_by
+from awgd.addresses import AddressError, next_free, normalize_cidrs, outside, owners, parse_ip_addr, taken_by
 from awgd.clients_table import parse_clients_table, remove_client, set_client
 from awgd.server_files import FileChanged, read_text, replace_text, with_stdin
 from awgd.wg_config import UnsafeText, add_peer, parse_config, peer_names, remove_peer, update_peer
@@ -185,6 +185,15 @@ def test_the_writer_refuses_what_would_change_the_files_meaning(junk: str) -> No
             update_peer(text, "K", label=junk, set_label=True)
         with pytest.raises(UnsafeText):
             add_peer(text, "K2", allowed_ips=("10.8.1.3/32",), label=junk)
+
+
+def test_allowed_ips_outside_the_interfaces_subnets() -> None:
+    own = (ipaddress.ip_interface("10.8.1.1/24"), ipaddress.ip_interface("fd00::1/64"))
+    inside = ["10.8.1.7/32", "10.8.1.8/31", "fd00::7/128"]
+    assert outside(own, inside) == []
+    wrong = ["0.0.0.0/0", "::/0", "10.8.1.0/24", "10.8.1.1/32", "10.9.0.7/32", "fd01::7/128", "10.8.0.0/16"]
+    assert outside(own, wrong) == wrong
+    assert outside((), ["0.0.0.0/0"]) == []  # an interface without addresses: nothing to compare
 
 
 def test_docker_exec_gets_its_stdin_flag() -> None:

@@ -222,6 +222,7 @@ def test_update_changes_the_interface_and_the_file(daemons, bed: TestBed) -> Non
         label="Laptop",
         allowed_ips=[f"{client.tunnel.address}/32", "10.99.7.0/24"],
         persistent_keepalive=25,
+        outside_subnets=True,  # a site behind the client
     )
     assert updated["label"] == "Laptop" and updated["allowed_ips"] == [f"{client.tunnel.address}/32", "10.99.7.0/24"]
     assert server.live_ips(client) == f"{client.tunnel.address}/32 10.99.7.0/24"
@@ -284,7 +285,9 @@ def test_two_adds_racing_for_an_address_get_different_ones(daemons, bed: TestBed
 def test_a_full_subnet_is_a_conflict(daemons, bed: TestBed) -> None:  # type: ignore[no-untyped-def]
     server = Server(daemons, bed, on_server=(1,))
     # Every other address of the /24 taken by one peer's wide allowed IPs.
-    server.result("peer.update", public_key=bed.peers[0].tunnel.public_key, allowed_ips=["10.99.0.0/24"])
+    server.result(
+        "peer.update", public_key=bed.peers[0].tunnel.public_key, allowed_ips=["10.99.0.0/24"], outside_subnets=True
+    )
     full = server.call("peer.add", public_key=bed.peers[1].tunnel.public_key)
     assert full["error"]["code"] == -32005 and full["error"]["data"]["interface"] == server.ifname
 

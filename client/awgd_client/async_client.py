@@ -104,9 +104,11 @@ class AsyncClient:
         preshared_key: str | None = None,
         persistent_keepalive: int | None = None,
         label: str | None = None,
+        outside_subnets: bool = False,
     ) -> AddedPeer:
         """peer.add; without allowed_ips the daemon picks the next free address. Raises
-        Conflict (-32005) or ToolFailed (-32006)."""
+        Conflict (-32005), ToolFailed (-32006), or InvalidParams for allowed IPs outside the
+        interface's subnets unless `outside_subnets` (the peer routes them: a site)."""
         given = methods.add_params(
             interface,
             public_key,
@@ -114,6 +116,7 @@ class AsyncClient:
             preshared_key=preshared_key,
             persistent_keepalive=persistent_keepalive,
             label=label,
+            outside_subnets=outside_subnets,
         )
         return AddedPeer.from_json(await self.change("peer.add", given))
 
@@ -129,9 +132,12 @@ class AsyncClient:
         label: str | methods.Unset | None = methods.UNSET,
         allowed_ips: list[str] | None = None,
         persistent_keepalive: int | None = None,
+        outside_subnets: bool = False,
     ) -> PeerTraffic:
         """peer.update: only what is given changes; label=None removes the label."""
-        given = methods.update_params(public_key, interface, label, allowed_ips, persistent_keepalive)
+        given = methods.update_params(
+            public_key, interface, label, allowed_ips, persistent_keepalive, outside_subnets=outside_subnets
+        )
         return PeerTraffic.from_json(await self.change("peer.update", given))
 
     async def block_peer(self, interface: str, public_key: str) -> PeerTraffic:

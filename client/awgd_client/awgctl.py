@@ -98,6 +98,11 @@ def parser() -> argparse.ArgumentParser:
     peer.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
     peer.add_argument("--interface", "-i")
     peer.add_argument("--allowed-ips", help="add: comma-separated CIDRs (default: the next free address)")
+    peer.add_argument(
+        "--outside-subnets",
+        action="store_true",
+        help="add: allowed IPs outside the interface's subnets are meant (the peer routes them)",
+    )
     peer.add_argument("--preshared-key-file", metavar="FILE", help="add: read the preshared key from FILE (- = stdin)")
     peer.add_argument("--keepalive", type=int, help="add: persistent keepalive, seconds")
     peer.add_argument("--label", help="add: the peer's label")
@@ -222,6 +227,7 @@ def change_peer(client: Client, args: argparse.Namespace, as_json: bool, style: 
                 **({"preshared_key": read_key(args.preshared_key_file)} if args.preshared_key_file else {}),
                 **({"persistent_keepalive": args.keepalive} if args.keepalive is not None else {}),
                 **({"label": args.label} if args.label is not None else {}),
+                **({"outside_subnets": True} if args.outside_subnets else {}),
             },
         )
         added = AddedPeer.from_json(raw)

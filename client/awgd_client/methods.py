@@ -50,9 +50,17 @@ def params(**values: Any) -> dict[str, Any]:
 
 
 def update_params(
-    public_key: str, interface: str, label: Any, allowed_ips: list[str] | None, persistent_keepalive: int | None
+    public_key: str,
+    interface: str,
+    label: Any,
+    allowed_ips: list[str] | None,
+    persistent_keepalive: int | None,
+    *,
+    outside_subnets: bool = False,
 ) -> dict[str, Any]:
     given = params(public_key=public_key, interface=interface, allowed_ips=allowed_ips)
+    if outside_subnets:
+        given["outside_subnets"] = True
     if persistent_keepalive is not None:
         given["persistent_keepalive"] = persistent_keepalive
     if not isinstance(label, Unset):
@@ -90,6 +98,7 @@ def add_params(
     preshared_key: str | None,
     persistent_keepalive: int | None,
     label: str | None,
+    outside_subnets: bool = False,
 ) -> dict[str, Any]:
     return params(
         interface=interface,
@@ -98,4 +107,5 @@ def add_params(
         preshared_key=preshared_key,
         persistent_keepalive=persistent_keepalive,
         label=label,
+        outside_subnets=outside_subnets or None,
     )

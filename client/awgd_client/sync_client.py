@@ -125,9 +125,11 @@ class Client:
         preshared_key: str | None = None,
         persistent_keepalive: int | None = None,
         label: str | None = None,
+        outside_subnets: bool = False,
     ) -> AddedPeer:
         """peer.add; without allowed_ips the daemon picks the next free address. Raises
-        Conflict (-32005) or ToolFailed (-32006)."""
+        Conflict (-32005), ToolFailed (-32006), or InvalidParams for allowed IPs outside the
+        interface's subnets unless `outside_subnets` (the peer routes them: a site)."""
         given = methods.add_params(
             interface,
             public_key,
@@ -135,6 +137,7 @@ class Client:
             preshared_key=preshared_key,
             persistent_keepalive=persistent_keepalive,
             label=label,
+            outside_subnets=outside_subnets,
         )
         return AddedPeer.from_json(self.change("peer.add", given))
 
@@ -149,9 +152,12 @@ class Client:
         label: str | methods.Unset | None = methods.UNSET,
         allowed_ips: list[str] | None = None,
         persistent_keepalive: int | None = None,
+        outside_subnets: bool = False,
     ) -> PeerTraffic:
         """peer.update: only what is given changes; label=None removes the label."""
-        given = methods.update_params(public_key, interface, label, allowed_ips, persistent_keepalive)
+        given = methods.update_params(
+            public_key, interface, label, allowed_ips, persistent_keepalive, outside_subnets=outside_subnets
+        )
         return PeerTraffic.from_json(self.change("peer.update", given))
 
     def block_peer(self, interface: str, public_key: str) -> PeerTraffic:
