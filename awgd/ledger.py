@@ -16,6 +16,7 @@ under a lock: the daemon is the ledger's only writer and calls it from a worker 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -55,6 +56,7 @@ from awgd.ledger_schema import (
 from awgd.periods import Period
 from awgd.plans import Judged, PlanState, plan_from_json, plan_json, window_at
 from awgd.quota import Progress
+from awgd.trusted_path import UntrustedPath, check_trusted_directory
 
 # How long a write waits for a lock held by another process (a backup, an operator's
 # sqlite3 shell) before the sample is reported as failed and retried at the next one.
@@ -116,6 +118,7 @@ class Ledger:
     @classmethod
     def open(cls, url: str) -> Ledger:
         """Open (creating or migrating) the ledger, or raise LedgerError with a clear reason."""
+        _check_place(url)
         try:
             engine = _engine(url)
         except (SQLAlchemyError, sqlite3.Error, ValueError) as exc:
@@ -588,6 +591,27 @@ def _store(conn: Connection, judged: Judged) -> list[Event]:
         assert key_id is not None
         stored.append(replace(event, id=int(key_id[0])))
     return stored
+
+
+def _check_place(url: str) -> None:
+    """A ledger file's directory is root's alone, and the file is no link (the review's D10:
+    root wrote the ledger through a link a user had put in its directory). SQLite creates
+    its -wal and -journal files beside it, so the directory is what must be trusted."""
+    try:
+        path = sa.engine.make_url(url).database
+    except (SQLAlchemyError, ValueError):
+        return  # _engine says what is wrong with it
+    if not path or path == ":memory:" or path.startswith("file:") or os.geteuid() != 0:
+        return
+    path = os.path.abspath(path)
+    try:
+        check_trusted_directory(os.path.dirname(path))
+    except UntrustedPath as exc:
+        raise LedgerError(f"ledger {url}: {exc}") from None
+    except OSError:
+        return  # a missing directory: SQLite says so in its own words
+    if os.path.islink(path):
+        raise LedgerError(f"ledger {url}: the ledger file is a symbolic link; refusing to write through it")
 
 
 def _engine(url: str) -> Engine:

@@ -46,7 +46,7 @@ from awgd.periods import local_day
 from awgd.plan_windows import Window
 from awgd.plans import Judged, PlanState, decide, lifetime, verdict, window_at
 from awgd.quota import Plan, Progress, Verdict, after_reset, carried, start
-from awgd.server_files import FileChanged, FileError, read_text, replace_text, with_stdin
+from awgd.server_files import FileChanged, FileError, ensure_stdin, read_text, replace_text, with_stdin
 from awgd.tool_runner import ToolError, run_command
 from awgd.wg_config import UnsafeText, add_peer, config_path, remove_peer, update_peer
 from awgd_client.names import KEY_PATTERN
@@ -502,6 +502,11 @@ class PeerAdmin:
         # The binary the samples run: the configured one, or what "auto" found (awg or wg).
         tool = config.tool if config.tool != "auto" else (self._tool() or "awg")
         prefix = with_stdin(config.exec_prefix) if stdin is not None else list(config.exec_prefix)
+        if stdin is not None:  # a preshared key must arrive, or the peer gets none
+            try:
+                await ensure_stdin(config.exec_prefix, config.tool_timeout)
+            except FileError as exc:
+                raise ToolRefused(str(exc)) from None
         command = [*prefix, tool, "set", interface, *argv]
         try:
             output = await run_command(

@@ -161,6 +161,13 @@ def read_trusted_file(path: str, *, check: bool = True, limit: int = 1024 * 1024
     return data
 
 
+def check_trusted_directory(path: str) -> None:
+    """Check that `path` and every directory above it are trusted (nothing is created);
+    raises UntrustedPath naming the first that is not, or FileNotFoundError."""
+    with _walk(path, check=True, create=False, final_is_file=False):
+        pass
+
+
 def ensure_trusted_directory(path: str) -> None:
     """Create `path` like `mkdir -p` (mode 0755) where it is missing, and check that it and
     every directory above it are trusted; raises UntrustedPath naming the first that is not."""

@@ -138,6 +138,11 @@ boot_warning=$(inside journalctl -u awgd --no-pager -o cat | grep "boot id unkno
 [ -z "$boot_warning" ] || fail "awgd cannot read the boot id under its unit: $boot_warning"
 echo "  (read)"
 
+step "awgd dumps no core (it holds keys during an edit)"
+core=$(inside systemctl show -p LimitCORE awgd)
+echo "  $core"
+[ "$core" = "LimitCORE=0" ] || fail "awgd.service does not set LimitCORE=0: $core"
+
 step "the socket is srw-rw---- root awgd"
 perms=$(inside stat -c '%A %U %G' /run/awgd/awgd.sock)
 echo "  $perms"

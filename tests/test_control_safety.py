@@ -77,3 +77,30 @@ def test_a_route_outside_the_interfaces_subnets_needs_the_admins_word(daemons, b
     assert server.conf.read_text() == before and key("o") not in server.live_keys()
     site = server.result("peer.add", public_key=key("o"), allowed_ips=["10.77.0.0/16"], outside_subnets=True)
     assert site["allowed_ips"] == ["10.77.0.0/16"] and key("o") in server.live_keys()
+
+
+def test_a_prefix_without_standard_input_is_refused_before_anything_changes(daemons, bed: TestBed) -> None:  # type: ignore[no-untyped-def]
+    """The review's D9: with a prefix awgd does not know (not docker/podman exec), the config
+    file was emptied (189 bytes, server key included, to 0) and the answer said persisted."""
+    server = Server(daemons, bed, on_server=(1, 2))
+    server.daemon.stop()
+    # awgd on the host; the tool, ip and the file edits reach into the namespace through a
+    # prefix that, like `kubectl exec` without -i, gives the command no standard input.
+    dropping = bed.dir / "exec-without-stdin"
+    inside = " ".join(f"'{a}'" for a in bed.server.argv())
+    dropping.write_text(f'#!/bin/sh\nexec {inside} "$@" < /dev/null\n')
+    dropping.chmod(0o755)
+    config = {"exec_prefix": [str(dropping)], "config_dir": str(server.conf_dir)}
+    daemon = daemons("auto", wireguard=config, env=bed.path_env()).start()
+    before = server.conf.read_text()
+    user = bed.peers[0].tunnel.public_key
+    psk = "P" * 42 + "A="
+    for method, params in (
+        ("peer.update", {"public_key": user, "label": "Dave"}),
+        ("peer.add", {"public_key": key("d"), "preshared_key": psk}),
+    ):
+        answer = daemon.call(method, interface=server.ifname, **params)
+        assert answer["error"]["code"] == -32006, answer
+        assert "does not pass standard input" in answer["error"]["data"]["reason"]
+    assert server.conf.read_text() == before
+    assert key("d") not in server.live_keys()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -378,3 +379,20 @@ def test_buckets_equal_the_sum_of_what_was_booked_to_them(
                 )
                 assert harness.books.period_usage(harness.peer(key)) == (n, 0)
     harness.ledger.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the check applies to a root awgd")
+def test_a_ledger_in_a_directory_others_can_write_or_behind_a_link_is_refused(tmp_path: Path) -> None:
+    """The review's D10: root wrote the ledger through a user's link in a writable directory."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(LedgerError, match="writable by group or others"):
+        Ledger.open(f"sqlite:///{shared}/ledger.sqlite3")
+    assert list(shared.iterdir()) == []
+    victim = tmp_path / "victim"
+    victim.write_text("not the ledger's")
+    (tmp_path / "ledger.sqlite3").symlink_to(victim)
+    with pytest.raises(LedgerError, match="symbolic link"):
+        Ledger.open(f"sqlite:///{tmp_path}/ledger.sqlite3")
+    assert victim.read_text() == "not the ledger's"

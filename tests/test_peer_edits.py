@@ -8,6 +8,7 @@ import asyncio
 import base64
 import ipaddress
 import json
+import os
 from datetime import datetime
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 
 from awgd.addresses import AddressError, next_free, normalize_cidrs, outside, owners, parse_ip_addr, taken_by
 from awgd.clients_table import parse_clients_table, remove_client, set_client
-from awgd.server_files import FileChanged, read_text, replace_text, with_stdin
+from awgd.server_files import FileChanged, FileError, read_text, replace_text, with_stdin
 from awgd.wg_config import UnsafeText, add_peer, parse_config, peer_names, remove_peer, update_peer
 
 keys = st.binary(min_size=32, max_size=32).map(lambda raw: base64.b64encode(raw).decode())
@@ -217,6 +218,85 @@ def test_an_edit_someone_made_meanwhile_is_never_overwritten(tmp_path: Path) -> 
         assert path.read_text() == "[Interface]\n# the Amnezia app was here\n"
         assert await read_text(str(tmp_path / "missing.conf"), [], 10) is None
         await replace_text(str(path), [], 10, was=path.read_text(), text="new\n")
-        assert path.read_text() == "new\n" and (path.stat().st_mode & 0o777) == 0o600
+        assert path.read_text() == "new\n" and (path.stat().st_mode & 0o777) == 0o644  # its own mode kept
+        fresh = tmp_path / "wg1.conf"
+        await replace_text(str(fresh), [], 10, was=None, text="made\n")
+        assert fresh.read_text() == "made\n" and (fresh.stat().st_mode & 0o777) == 0o600
 
     asyncio.run(run())
+
+
+def test_an_edit_keeps_a_link_the_files_owner_and_mode(tmp_path: Path) -> None:
+    """Issue 26: edits turned a linked config into a regular file and reset owner and mode."""
+    real_dir = tmp_path / "kept"
+    real_dir.mkdir()
+    real = real_dir / "awg0.conf"
+    real.write_text("[Interface]\n")
+    os.chown(real, 0, 4)  # a group of the operator's (adm)
+    real.chmod(0o640)
+    link = tmp_path / "awg0.conf"
+    link.symlink_to(real)
+
+    async def run() -> None:
+        await replace_text(str(link), [], 10, was="[Interface]\n", text="[Interface]\n[Peer]\n")
+
+    asyncio.run(run())
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    assert real.read_text() == "[Interface]\n[Peer]\n"
+    info = real.stat()
+    assert (info.st_uid, info.st_gid, info.st_mode & 0o777) == (0, 4, 0o640)
+    assert sorted(p.name for p in real_dir.iterdir()) == ["awg0.conf"]  # no temporary file left
+
+
+def test_a_directory_others_can_write_to_is_refused(tmp_path: Path) -> None:
+    """The review's D10: root wrote through an attacker's file in a directory she could write."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    target = shared / "wg0.conf"
+    target.write_text("[Interface]\n")
+
+    async def run(prefix: list[str]) -> None:
+        await replace_text(str(target), prefix, 10, was="[Interface]\n", text="[Interface]\nPrivateKey = x\n")
+
+    with pytest.raises(FileError, match="writable by group or others"):
+        asyncio.run(run([]))
+    # Through a prefix (a container awgd cannot walk), the script checks the directory itself.
+    with pytest.raises(FileError, match="not root's alone"):
+        asyncio.run(run(["env"]))
+    assert target.read_text() == "[Interface]\n"
+
+
+def test_a_prefix_that_drops_standard_input_never_empties_the_file(tmp_path: Path) -> None:
+    """The review's D9: `kubectl exec` without -i emptied wg0.conf and said persisted."""
+    dropping = tmp_path / "no-stdin"
+    dropping.write_text('#!/bin/sh\nexec "$@" < /dev/null\n')
+    dropping.chmod(0o755)
+    target = tmp_path / "wg0.conf"
+    target.write_text("[Interface]\nPrivateKey = kept\n")
+    target.chmod(0o600)
+
+    async def run() -> None:
+        await replace_text(str(target), [str(dropping)], 10, was=target.read_text(), text="[Interface]\n[Peer]\n")
+
+    with pytest.raises(FileError, match="does not pass standard input"):
+        asyncio.run(run())
+    assert target.read_text() == "[Interface]\nPrivateKey = kept\n"
+
+
+def test_content_that_arrives_garbled_is_not_renamed_into_place(tmp_path: Path) -> None:
+    """A prefix that passes the probe and then loses part of the content: the SHA-256 check."""
+    cutting = tmp_path / "cutting"
+    # Passes what `cat` alone reads (the probe); cuts the content of the write to 5 bytes.
+    cutting.write_text('#!/bin/sh\nif [ "$1" = cat ]; then exec "$@"; fi\nhead -c 5 | "$@"\n')
+    cutting.chmod(0o755)
+    target = tmp_path / "wg0.conf"
+    target.write_text("[Interface]\n")
+
+    async def run() -> None:
+        await replace_text(str(target), [str(cutting)], 10, was=target.read_text(), text="[Interface]\n[Peer]\n")
+
+    with pytest.raises(FileError, match="not what awgd sent"):
+        asyncio.run(run())
+    assert target.read_text() == "[Interface]\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cutting", "wg0.conf"]
