@@ -5,7 +5,9 @@ tests/test_fleet.py's."""
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, date, datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -84,3 +86,19 @@ def test_text_fields_are_escaped_as_copy_reads_them() -> None:
 def test_a_row_with_other_fields_is_refused(row: str) -> None:
     with pytest.raises(ValueError, match="fields"):
         change_rows.decode(row)
+
+
+def test_the_mirror_warns_of_a_password_file_others_may_read(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from awgd_client.mirror import MirrorConfig
+
+    secret = tmp_path / "fleet-password"
+    secret.write_text("s3cret\n")
+    config = MirrorConfig("postgresql://de-1@db.example/awgd", "de-1", "/run/awgd/awgd.sock", str(secret))
+    secret.chmod(0o600)
+    with caplog.at_level(logging.WARNING, logger="awgd-mirror"):
+        assert config.engine_url().password == "s3cret"
+    assert not caplog.records
+    secret.chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="awgd-mirror"):
+        config.engine_url()
+    assert "LoadCredential=fleet-password" in caplog.records[0].getMessage() and "s3cret" not in caplog.text

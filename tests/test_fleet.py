@@ -356,7 +356,7 @@ class NodeRowsHeld:
         self.pg = pg
         self.engine = sa.create_engine(with_driver(pg.url()), future=True)
         self.admin = self.engine.connect()
-        self.admin.execute(sa.text("LOCK TABLE awgd_nodes IN SHARE MODE"))
+        self.admin.execute(sa.text("LOCK TABLE awgd.awgd_nodes IN SHARE MODE"))
 
     def wait_stuck(self, role: str, mirror: Mirror) -> None:
         """Until the role's round has written and waits on the lock: a kill now is mid-write."""
@@ -611,7 +611,7 @@ def test_the_schema_is_idempotent_and_the_mirror_checks_it(  # type: ignore[no-u
     ).stdout
     assert printed == fleet_schema.schema_sql()
     pg.psql(printed)  # again, over the fixture's: a no-op that also re-makes the views and policies
-    assert pg.query("SELECT version FROM awgd_schema") == [[str(fleet_schema.SCHEMA_VERSION)]]
+    assert pg.query("SELECT max(version) FROM awgd_schema") == [[str(fleet_schema.SCHEMA_VERSION)]]
     indexes = {row[0] for row in pg.query("SELECT indexname FROM pg_indexes WHERE tablename LIKE 'awgd_%'")}
     assert {"awgd_peers_by_key", "awgd_periods_by_key", "awgd_days_by_key", "awgd_peers_pkey"} <= indexes
 
@@ -635,3 +635,128 @@ def test_the_schema_is_idempotent_and_the_mirror_checks_it(  # type: ignore[no-u
     right = mirror_for("node-z", node.daemon)
     done = right.once()
     assert done.returncode == 2 and "version 99" in done.stderr, done.stderr
+
+
+# ---- the schema's own hardening (issue 26, D8) --------------------------------------------------
+
+# Functions a node's role plants in `public` where PostgreSQL 14 and older let PUBLIC create
+# (CVE-2018-1058's pattern): each has a closer argument type than pg_catalog's, so an
+# unqualified call on a path holding `public` would run it as the caller, and it says so.
+PLANTED = """
+CREATE TABLE public.pwned (who text, what text);
+GRANT INSERT, SELECT ON public.pwned TO PUBLIC;
+CREATE FUNCTION public.to_timestamp(bigint) RETURNS timestamptz LANGUAGE sql AS
+    $$ INSERT INTO public.pwned VALUES (current_user, 'to_timestamp'); SELECT pg_catalog.now() $$;
+CREATE FUNCTION public.make_interval(secs integer) RETURNS interval LANGUAGE sql AS
+    $$ INSERT INTO public.pwned VALUES (current_user, 'make_interval'); SELECT interval '1 hour' $$;
+CREATE FUNCTION public.format(text, name) RETURNS text LANGUAGE sql AS
+    $$ INSERT INTO public.pwned VALUES (current_user, 'format'); SELECT 'SELECT 1' $$;
+"""
+
+
+def test_functions_planted_in_public_never_run(  # type: ignore[no-untyped-def]
+    daemons, pg: postgres.Postgres, mirror_for, tmp_path: Path
+) -> None:
+    pg.psql("GRANT CREATE ON SCHEMA public TO PUBLIC")  # PostgreSQL 14's default, and any upgraded from it
+    b = ScriptedNode(daemons, tmp_path / "tool-b")
+    c = ScriptedNode(daemons, tmp_path / "tool-c")
+    b.set({key("B"): (100, 100)})
+    c.set({key("C"): (300, 300)})
+    b.sample()
+    c.sample()
+    mb, mc = mirror_for("node-b", b.daemon), mirror_for("node-c", c.daemon)
+    assert mb.once().returncode == 0
+    planted = pg.psql(PLANTED, user="node-b", password=mb.password, check=False)
+    assert planted.returncode == 0, planted.stderr  # what the review did on PostgreSQL 14
+    c.set({key("C"): (400, 450)})
+    c.sample()
+    assert mc.once().returncode == 0  # another node's mirror
+    pg.psql(fleet_schema.schema_sql())  # the owner's migration, run again
+    pg.psql("CREATE ROLE bot LOGIN PASSWORD 'bot-secret' IN ROLE awgd_reader;")
+    reading = FleetClient(pg.url("bot", "bot-secret"))
+    assert reading.traffic(key("C")).lifetime_total == 850 and reading.nodes()
+    reading.close()
+    # The views and the mirror's writes reached only pg_catalog's functions.
+    assert pg.query("SELECT who, what FROM public.pwned") == []
+    assert pg.query("SELECT count(*) FROM awgd.awgd_fleet_peers WHERE online IS NOT NULL") == [["2"]]
+    # Nothing of the fleet's is in `public`; in `awgd` only its owner may create.
+    assert (
+        pg.query(
+            "SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE nspname = 'public' AND relname LIKE 'awgd%'"
+        )
+        == []
+    )
+    assert pg.query("SELECT has_schema_privilege('public', 'awgd', 'CREATE')") == [["f"]]
+
+
+def test_the_mirror_refuses_a_path_where_public_may_create(  # type: ignore[no-untyped-def]
+    daemons, pg: postgres.Postgres, mirror_for, tmp_path: Path
+) -> None:
+    node = ScriptedNode(daemons, tmp_path / "tool")
+    node.set({key("B"): (1, 1)})
+    node.sample()
+    pg.psql("GRANT CREATE ON SCHEMA awgd TO PUBLIC")
+    done = mirror_for("node-b", node.daemon).once()
+    assert done.returncode == 2 and "REVOKE CREATE ON SCHEMA awgd FROM PUBLIC" in done.stderr, done.stderr
+    assert pg.query("SELECT count(*) FROM awgd.awgd_peers") == [["0"]]
+
+
+# The schema SQL of version 1, as awgd-mirror --print-schema printed it (tables in `public`).
+SCHEMA_V1 = (ROOT / "tests" / "data" / "fleet_schema_v1.sql").read_text()
+
+
+def test_a_version_1_database_moves_into_its_own_schema(tmp_path: Path) -> None:
+    made = postgres.Postgres(tmp_path / "pg1")
+    try:
+        made.psql("SET search_path = public;\n" + SCHEMA_V1)  # as the last release made it, with a row
+        made.psql(
+            "INSERT INTO public.awgd_days (node, interface, public_key, day, rx, tx)"
+            " VALUES ('n', 'wg0', 'K', '2026-11-01', 5, 6)"
+        )
+        made.psql(fleet_schema.schema_sql())
+        assert made.query("SELECT node, rx, tx FROM awgd.awgd_fleet_days") == [["n", "5", "6"]]
+        assert made.query("SELECT version FROM awgd.awgd_schema ORDER BY 1") == [["1"], ["2"]]
+        gone = "SELECT to_regclass('public.awgd_days') IS NULL, to_regclass('public.awgd_schema') IS NULL"
+        assert made.query(gone) == [["t", "t"]]
+        policies = made.query("SELECT count(*) FROM pg_policies WHERE schemaname = 'awgd'")
+        assert policies == [[str(len(fleet_schema.TABLES))]]
+    finally:
+        made.remove()
+
+
+def test_a_node_holding_a_table_lock_stalls_nobody_for_long(  # type: ignore[no-untyped-def]
+    daemons, pg: postgres.Postgres, mirror_for, tmp_path: Path
+) -> None:
+    """The review's D11: a node's role took ACCESS EXCLUSIVE on awgd_peers, and another node's
+    round and the bot's read waited the full 29 s. Now each gives up after its lock_timeout."""
+    b = ScriptedNode(daemons, tmp_path / "tool-b")
+    c = ScriptedNode(daemons, tmp_path / "tool-c")
+    b.set({key("B"): (100, 100)})
+    c.set({key("C"): (300, 300)})
+    b.sample()
+    c.sample()
+    mb, mc = mirror_for("node-b", b.daemon), mirror_for("node-c", c.daemon)
+    assert mb.once().returncode == 0 and mc.once().returncode == 0
+    pg.psql("CREATE ROLE bot LOGIN PASSWORD 'bot-secret' IN ROLE awgd_reader;")
+    engine = sa.create_engine(with_driver(pg.url("node-b", mb.password)), future=True)
+    holder = engine.connect()
+    try:
+        holder.execute(sa.text("LOCK TABLE awgd.awgd_peers IN ACCESS EXCLUSIVE MODE"))
+        c.set({key("C"): (400, 400)})
+        c.sample()
+        started = time.monotonic()
+        done = mc.once()
+        waited = time.monotonic() - started
+        assert done.returncode == 1 and "lock timeout" in done.stderr, done.stderr
+        assert waited < 20, waited
+        started = time.monotonic()
+        with pytest.raises(sa.exc.OperationalError, match="lock timeout"):
+            FleetClient(pg.url("bot", "bot-secret")).traffic(key("C"))
+        assert time.monotonic() - started < 15
+    finally:
+        holder.rollback()
+        holder.close()
+        engine.dispose()
+    assert mc.once().returncode == 0  # and once the lock is gone, the round goes through
+    assert FleetClient(pg.url("bot", "bot-secret")).traffic(key("C")).lifetime_total == 800

@@ -14,14 +14,42 @@ psycopg 3, or any driver the URL names.
 from __future__ import annotations
 
 import importlib.util
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from awgd_client import fleet_schema
 
 # How long connecting may take before a read fails, rather than a bot's handler hanging.
 CONNECT_TIMEOUT_SECONDS = 10
+# A read waits at most this long for a lock, and runs at most this long: a node's role that
+# locks a table must not hang the bot (the review's D11).
+LOCK_TIMEOUT_SECONDS = 5
+STATEMENT_TIMEOUT_SECONDS = 30
+
+log = logging.getLogger("awgd_client.fleet")
+
+
+def session_options(lock_timeout: int, statement_timeout: int) -> str:
+    """libpq's `options` for every connection to the fleet's database: the search path
+    pinned (awgd_client.fleet_schema.SEARCH_PATH, never `public`), and the timeouts."""
+    path = fleet_schema.SEARCH_PATH.replace(" ", "")
+    return f"-c search_path={path} -c lock_timeout={lock_timeout}s -c statement_timeout={statement_timeout}s"
+
+
+def open_schemas(conn: Connection) -> list[str]:
+    """The schemas on the connection's search path in which PUBLIC may create objects."""
+    found = conn.execute(
+        sa.text(
+            "SELECT s FROM pg_catalog.unnest(pg_catalog.current_schemas(false)) AS s"
+            " WHERE pg_catalog.has_schema_privilege('public', s, 'CREATE')"
+        )
+    )
+    return [row[0] for row in found]
 
 
 def with_driver(url: str | sa.engine.URL) -> sa.engine.URL:
@@ -120,11 +148,11 @@ class FleetNode:
 _TRAFFIC = sa.text(
     "SELECT node, interface, public_key, label, present, online, latest_handshake, period_start, period_end,"
     " period_rx, period_tx, lifetime_rx, lifetime_tx, blocked, mirrored_at"
-    " FROM awgd_fleet_peers WHERE public_key = :public_key ORDER BY node, interface"
+    " FROM awgd.awgd_fleet_peers WHERE public_key = :public_key ORDER BY node, interface"
 )
 _NODES = sa.text(
     "SELECT node, version, healthy, last_sample_at, last_success_at, mirrored_at,"
-    " extract(epoch FROM now() - mirrored_at) AS stale_seconds FROM awgd_fleet_nodes ORDER BY node"
+    " extract(epoch FROM pg_catalog.now() - mirrored_at) AS stale_seconds FROM awgd.awgd_fleet_nodes ORDER BY node"
 )
 
 
@@ -153,17 +181,32 @@ class FleetClient:
         options: dict[str, Any] = {"pool_pre_ping": True, "future": True, **engine_options}
         made = with_driver(url)
         if made.get_backend_name() == "postgresql":
-            options.setdefault("connect_args", {"connect_timeout": CONNECT_TIMEOUT_SECONDS})
+            pinned = session_options(LOCK_TIMEOUT_SECONDS, STATEMENT_TIMEOUT_SECONDS)
+            options.setdefault("connect_args", {"connect_timeout": CONNECT_TIMEOUT_SECONDS, "options": pinned})
         self.engine = sa.create_engine(made, **options)
+        self._checked = made.get_backend_name() != "postgresql"
+
+    def _connect(self) -> Connection:
+        conn = self.engine.connect()
+        if not self._checked:  # once: says so in the log, reads all the same
+            self._checked = True
+            for schema in open_schemas(conn):
+                log.warning(
+                    "PUBLIC may create objects in schema %s, on the search path:"
+                    " REVOKE CREATE ON SCHEMA %s FROM PUBLIC",
+                    schema,
+                    schema,
+                )
+        return conn
 
     def traffic(self, public_key: str) -> FleetTraffic:
         """The peer's figures on every node that has it (none: an empty `nodes`)."""
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             found = conn.execute(_TRAFFIC, {"public_key": public_key}).all()
         return FleetTraffic(public_key, tuple(_node_traffic(row) for row in found))
 
     def nodes(self) -> list[FleetNode]:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             found = conn.execute(_NODES).all()
         return [
             FleetNode(

@@ -7,15 +7,28 @@ its row in `awgd_schema`; the roles, grants, policies and views after them are (
 every time. The tables belong to whoever runs it (the operator's admin role); each node
 writes through its own role, a member of `awgd_node`, and row-level security keeps it to
 the rows whose `node` is its role's name. Readers (`awgd_reader`) get the views alone.
+
+Everything lives in its own schema, `awgd`, in which only its owner may create. On
+PostgreSQL 14 and older (and databases upgraded from them) PUBLIC may create in `public`,
+and a function planted there with a closer argument type than pg_catalog's (CVE-2018-1058's
+pattern) would run as whoever calls the name unqualified: one node's role ran code as
+another's mirror, and as the owner's migration (the review's D8). So `public` is never on
+the path: the script runs with `search_path = awgd, pg_catalog` (awgd first, so what it
+creates lands there), every connection of the mirror and of FleetClient pins
+`pg_catalog, awgd` (SEARCH_PATH), and every function called is written pg_catalog-qualified.
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+SCHEMA = "awgd"
 NODE_ROLE = "awgd_node"
 READER_ROLE = "awgd_reader"
+# What the mirror's and FleetClient's connections pin (libpq `options`): pg_catalog first,
+# then the fleet's own schema; never `public`.
+SEARCH_PATH = f"pg_catalog, {SCHEMA}"
 
 # (version, SQL): run once each, in order. A new version appends; none is ever edited.
 MIGRATIONS: tuple[tuple[int, str], ...] = (
@@ -80,6 +93,22 @@ CREATE TABLE awgd_days (
 CREATE INDEX awgd_days_by_key ON awgd_days (public_key, day);
 """,
     ),
+    (
+        2,
+        # Version 1 made its tables in `public` (the path then); they move into `awgd` with
+        # their indexes, policies and rows. On a new database version 1 already made them
+        # there, and this finds nothing to move.
+        """
+IF pg_catalog.to_regclass('public.awgd_nodes') IS NOT NULL THEN
+    DROP VIEW IF EXISTS public.awgd_fleet_nodes, public.awgd_fleet_peers, public.awgd_fleet_periods,
+        public.awgd_fleet_days;
+    ALTER TABLE public.awgd_nodes SET SCHEMA awgd;
+    ALTER TABLE public.awgd_peers SET SCHEMA awgd;
+    ALTER TABLE public.awgd_periods SET SCHEMA awgd;
+    ALTER TABLE public.awgd_days SET SCHEMA awgd;
+END IF;
+""",
+    ),
 )
 
 TABLES = ("awgd_nodes", "awgd_peers", "awgd_periods", "awgd_days")
@@ -87,14 +116,31 @@ TABLES = ("awgd_nodes", "awgd_peers", "awgd_periods", "awgd_days")
 _ROLES = """
 DO $$
 BEGIN
-    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'awgd_node') THEN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'awgd_node') THEN
         CREATE ROLE awgd_node NOLOGIN;
     END IF;
-    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'awgd_reader') THEN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'awgd_reader') THEN
         CREATE ROLE awgd_reader NOLOGIN;
     END IF;
 END
 $$;
+"""
+
+# The schema, only its owner creating in it; the version table of a version 1 database
+# moves into it first, so that the migrations below find what ran.
+_SCHEMA = """
+CREATE SCHEMA IF NOT EXISTS awgd;
+REVOKE ALL ON SCHEMA awgd FROM PUBLIC;
+GRANT USAGE ON SCHEMA awgd TO awgd_node, awgd_reader;
+DO $$
+BEGIN
+    IF pg_catalog.to_regclass('public.awgd_schema') IS NOT NULL
+            AND pg_catalog.to_regclass('awgd.awgd_schema') IS NULL THEN
+        ALTER TABLE public.awgd_schema SET SCHEMA awgd;
+    END IF;
+END
+$$;
+SET LOCAL search_path = awgd, pg_catalog;
 """
 
 # A peer's current period and open day live in its awgd_peers row, which a round rewrites
@@ -110,7 +156,7 @@ CREATE OR REPLACE VIEW awgd_fleet_nodes AS
 CREATE OR REPLACE VIEW awgd_fleet_peers AS
     SELECT p.node, p.interface, p.public_key, p.label, p.present,
            (p.present AND p.latest_handshake IS NOT NULL AND n.last_sample_at IS NOT NULL
-            AND p.latest_handshake >= n.last_sample_at - make_interval(secs => n.online_window)) AS online,
+            AND p.latest_handshake >= n.last_sample_at - pg_catalog.make_interval(secs => n.online_window)) AS online,
            p.latest_handshake, p.period_start, p.period_end, p.period_rx, p.period_tx,
            p.lifetime_rx, p.lifetime_tx, p.blocked, p.mirrored_at, p.first_seen, p.plan
     FROM awgd_peers p LEFT JOIN awgd_nodes n ON n.node = p.node;
@@ -155,7 +201,8 @@ def _access() -> str:
     # A round's peers go through a temporary table (awgd-mirror's COPY): PostgreSQL grants
     # TEMPORARY to every role by default, and a hardened database may have revoked it.
     lines.append(
-        f"DO $$ BEGIN EXECUTE format('GRANT TEMPORARY ON DATABASE %I TO {NODE_ROLE}', current_database()); END $$;"
+        "DO $$ BEGIN EXECUTE pg_catalog.format("
+        f"'GRANT TEMPORARY ON DATABASE %I TO {NODE_ROLE}', pg_catalog.current_database()); END $$;"
     )
     lines += [f"REVOKE ALL ON {view} FROM PUBLIC;" for view in VIEWS]
     lines += [f"GRANT SELECT ON {view} TO {READER_ROLE};" for view in VIEWS]
@@ -168,7 +215,9 @@ def schema_sql() -> str:
         f"-- awgd fleet schema, version {SCHEMA_VERSION} (awgd-mirror --print-schema). Idempotent: running it\n"
         "-- again migrates an older schema. Run it as the role that is to own the tables.\n"
         "BEGIN;\n",
+        "SET LOCAL search_path = pg_catalog;\n",
         _ROLES,
+        _SCHEMA,
         "CREATE TABLE IF NOT EXISTS awgd_schema (\n"
         "    version integer PRIMARY KEY,\n    applied_at timestamptz NOT NULL DEFAULT now()\n);\n",
         *(_migration(version, body) for version, body in MIGRATIONS),
@@ -194,4 +243,5 @@ nodes = sa.Table(
     sa.Column("online_window", sa.Integer),
     sa.Column("cursor", sa.Text),
     sa.Column("mirrored_at", sa.DateTime(timezone=True)),
+    schema=SCHEMA,
 )

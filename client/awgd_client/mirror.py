@@ -45,7 +45,7 @@ from sqlalchemy.exc import ProgrammingError, SQLAlchemyError
 
 from awgd_client import change_rows, fleet_schema, methods
 from awgd_client.errors import AwgdError
-from awgd_client.fleet import with_driver
+from awgd_client.fleet import open_schemas, session_options, with_driver
 from awgd_client.sync_client import Client
 
 log = logging.getLogger("awgd-mirror")
@@ -73,6 +73,11 @@ RETRY_MAX_SECONDS = 30.0
 RPC_TIMEOUT_SECONDS = 60.0
 # How long connecting to the database may take before the round counts as failed.
 CONNECT_TIMEOUT_SECONDS = 10
+# A round waits at most this long for a lock, and a statement runs at most this long: a
+# node role that holds a table lock (the review's D11) fails the others' rounds, which are
+# retried, instead of stalling them. A 50,000-peer round's longest statement takes 0.3 s.
+LOCK_TIMEOUT_SECONDS = 5
+STATEMENT_TIMEOUT_SECONDS = 60
 
 
 class MirrorError(Exception):
@@ -123,8 +128,18 @@ class MirrorConfig:
         if secret is not None:
             try:
                 password = Path(secret).read_text().strip()
+                mode = os.stat(secret).st_mode
             except OSError as exc:
                 raise MirrorError(f"cannot read the password file {secret}: {exc.strerror}") from None
+            if secret == self.password_file and mode & 0o077:
+                log.warning(
+                    "the password file %s may be read by others than its owner (mode %o): give it to the unit"
+                    " as a credential (LoadCredential=%s:%s) and chmod 600 it",
+                    secret,
+                    mode & 0o777,
+                    CREDENTIAL,
+                    secret,
+                )
             url = url.set(password=password)
         return url
 
@@ -147,38 +162,39 @@ def _iso(text: str | None) -> datetime | None:
 # the others, if any. An upsert per row, or one upsert from JSON, cost several times as much
 # (tests/bench/NOTES.md). Instants travel as Unix seconds and days as ISO dates.
 _MOVES = """
-CREATE TEMPORARY TABLE IF NOT EXISTS awgd_moves (
+CREATE TEMPORARY TABLE IF NOT EXISTS pg_temp.awgd_moves (
     interface text, public_key text, label text, present boolean, latest_handshake bigint, first_seen bigint,
     lifetime_rx bigint, lifetime_tx bigint, period_rx bigint, period_tx bigint, day_rx bigint, day_tx bigint,
     blocked text, plan text, period_start bigint, period_end bigint, day date
 ) ON COMMIT DELETE ROWS
 """
-_COPY_MOVES = "COPY awgd_moves FROM STDIN"
+_COPY_MOVES = "COPY pg_temp.awgd_moves FROM STDIN"
 _UPDATE_PEERS = sa.text(
     """
-UPDATE awgd_peers AS p SET
-    label = m.label, present = m.present, latest_handshake = to_timestamp(m.latest_handshake),
-    first_seen = to_timestamp(m.first_seen), period_start = to_timestamp(m.period_start),
-    period_end = to_timestamp(m.period_end), period_rx = m.period_rx, period_tx = m.period_tx,
+UPDATE awgd.awgd_peers AS p SET
+    label = m.label, present = m.present, latest_handshake = pg_catalog.to_timestamp(m.latest_handshake),
+    first_seen = pg_catalog.to_timestamp(m.first_seen), period_start = pg_catalog.to_timestamp(m.period_start),
+    period_end = pg_catalog.to_timestamp(m.period_end), period_rx = m.period_rx, period_tx = m.period_tx,
     lifetime_rx = m.lifetime_rx, lifetime_tx = m.lifetime_tx,
     day = CASE WHEN m.day_rx <> 0 OR m.day_tx <> 0 THEN m.day END, day_rx = m.day_rx, day_tx = m.day_tx,
-    blocked = string_to_array(m.blocked, ','), plan = CAST(m.plan AS jsonb), mirrored_at = now()
-FROM awgd_moves AS m
+    blocked = pg_catalog.string_to_array(m.blocked, ','), plan = CAST(m.plan AS jsonb), mirrored_at = pg_catalog.now()
+FROM pg_temp.awgd_moves AS m
 WHERE p.node = CAST(:node AS text) AND p.interface = m.interface AND p.public_key = m.public_key
 """
 )
 _INSERT_PEERS = sa.text(
     """
-INSERT INTO awgd_peers (node, interface, public_key, label, present, latest_handshake, first_seen,
+INSERT INTO awgd.awgd_peers (node, interface, public_key, label, present, latest_handshake, first_seen,
     period_start, period_end, period_rx, period_tx, lifetime_rx, lifetime_tx, day, day_rx, day_tx,
     blocked, plan, mirrored_at)
-SELECT CAST(:node AS text), m.interface, m.public_key, m.label, m.present, to_timestamp(m.latest_handshake),
-    to_timestamp(m.first_seen), to_timestamp(m.period_start), to_timestamp(m.period_end), m.period_rx,
+SELECT CAST(:node AS text), m.interface, m.public_key, m.label, m.present, pg_catalog.to_timestamp(m.latest_handshake),
+    pg_catalog.to_timestamp(m.first_seen), pg_catalog.to_timestamp(m.period_start),
+    pg_catalog.to_timestamp(m.period_end), m.period_rx,
     m.period_tx, m.lifetime_rx, m.lifetime_tx, CASE WHEN m.day_rx <> 0 OR m.day_tx <> 0 THEN m.day END,
-    m.day_rx, m.day_tx, string_to_array(m.blocked, ','), CAST(m.plan AS jsonb), now()
-FROM awgd_moves AS m
+    m.day_rx, m.day_tx, pg_catalog.string_to_array(m.blocked, ','), CAST(m.plan AS jsonb), pg_catalog.now()
+FROM pg_temp.awgd_moves AS m
 WHERE NOT EXISTS (
-    SELECT FROM awgd_peers AS p
+    SELECT FROM awgd.awgd_peers AS p
     WHERE p.node = CAST(:node AS text) AND p.interface = m.interface AND p.public_key = m.public_key
 )
 """
@@ -187,19 +203,20 @@ WHERE NOT EXISTS (
 # kind is one INSERT ... SELECT FROM json_to_recordset(one JSON text) ... ON CONFLICT per batch.
 _PERIODS = sa.text(
     """
-INSERT INTO awgd_periods (node, interface, public_key, start, "end", rx, tx, mirrored_at)
-SELECT CAST(:node AS text), i, k, to_timestamp(s), to_timestamp(e), rx, tx, now()
-FROM json_to_recordset(CAST(:rows AS json)) AS t(i text, k text, s bigint, e bigint, rx bigint, tx bigint)
+INSERT INTO awgd.awgd_periods (node, interface, public_key, start, "end", rx, tx, mirrored_at)
+SELECT CAST(:node AS text), i, k, pg_catalog.to_timestamp(s), pg_catalog.to_timestamp(e), rx, tx, pg_catalog.now()
+FROM pg_catalog.json_to_recordset(CAST(:rows AS json)) AS t(i text, k text, s bigint, e bigint, rx bigint, tx bigint)
 ON CONFLICT (node, interface, public_key, start) DO UPDATE SET
-    "end" = excluded."end", rx = excluded.rx, tx = excluded.tx, mirrored_at = now()
+    "end" = excluded."end", rx = excluded.rx, tx = excluded.tx, mirrored_at = pg_catalog.now()
 """
 )
 _DAYS = sa.text(
     """
-INSERT INTO awgd_days (node, interface, public_key, day, rx, tx, mirrored_at)
-SELECT CAST(:node AS text), i, k, d, rx, tx, now()
-FROM json_to_recordset(CAST(:rows AS json)) AS t(i text, k text, d date, rx bigint, tx bigint)
-ON CONFLICT (node, interface, public_key, day) DO UPDATE SET rx = excluded.rx, tx = excluded.tx, mirrored_at = now()
+INSERT INTO awgd.awgd_days (node, interface, public_key, day, rx, tx, mirrored_at)
+SELECT CAST(:node AS text), i, k, d, rx, tx, pg_catalog.now()
+FROM pg_catalog.json_to_recordset(CAST(:rows AS json)) AS t(i text, k text, d date, rx bigint, tx bigint)
+ON CONFLICT (node, interface, public_key, day) DO UPDATE SET
+    rx = excluded.rx, tx = excluded.tx, mirrored_at = pg_catalog.now()
 """
 )
 
@@ -265,7 +282,11 @@ class Mirror:
         self.engine: Engine = sa.create_engine(
             config.engine_url(),
             pool_pre_ping=True,
-            connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS, "application_name": "awgd-mirror"},
+            connect_args={
+                "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+                "application_name": "awgd-mirror",
+                "options": session_options(LOCK_TIMEOUT_SECONDS, STATEMENT_TIMEOUT_SECONDS),
+            },
             future=True,  # SQLAlchemy 1.4's 2.0-style API; the default on 2.x
         )
         self.client = Client(config.socket, timeout=RPC_TIMEOUT_SECONDS)
@@ -287,12 +308,19 @@ class Mirror:
                 f' role, named like the node (CREATE ROLE "{self.config.node}" LOGIN ... IN ROLE awgd_node)'
             )
         try:
-            version = conn.execute(sa.text("SELECT max(version) FROM awgd_schema")).scalar_one()
+            version = conn.execute(sa.text("SELECT pg_catalog.max(version) FROM awgd.awgd_schema")).scalar_one()
         except ProgrammingError:  # no such table, or no right to read it (a lost connection is retried)
             raise MirrorError(
                 "the fleet schema is not in this database (or this role may not read it):"
                 " run `awgd-mirror --print-schema | psql` as the database's owner"
             ) from None
+        creators = open_schemas(conn)
+        if creators:
+            raise MirrorError(
+                f"PUBLIC may create objects in schema {', '.join(creators)}, on this connection's search path:"
+                " anyone could plant a function there that the mirror would run (REVOKE CREATE ON SCHEMA"
+                f" {creators[0]} FROM PUBLIC)"
+            )
         if version != fleet_schema.SCHEMA_VERSION:
             raise MirrorError(
                 f"the fleet schema is at version {version}, this mirror writes version"
@@ -347,7 +375,7 @@ class Mirror:
                 "last_success_at": _iso(sampler["last_success_at"]),
                 "online_window": online_window,
                 "cursor": new_cursor,
-                "mirrored_at": sa.func.now(),
+                "mirrored_at": sa.literal_column("pg_catalog.now()"),
             }
             statement = insert(fleet_schema.nodes).values(node=node, **values)
             conn.execute(statement.on_conflict_do_update(index_elements=["node"], set_=values))

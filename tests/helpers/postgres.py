@@ -125,7 +125,10 @@ class Postgres:
         self, sql: str, *, user: str = ADMIN, password: str | None = None, database: str = DATABASE, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
         secret = self.password if password is None and user == ADMIN else password
-        env = {**os.environ, "PGPASSWORD": secret or "", "PGCONNECT_TIMEOUT": "10"}
+        # The fleet's objects live in schema awgd: a session finds them as an operator's would
+        # (docs/FLEET.md), with the path the mirror pins.
+        path = "-c search_path=pg_catalog,awgd"
+        env = {**os.environ, "PGPASSWORD": secret or "", "PGCONNECT_TIMEOUT": "10", "PGOPTIONS": path}
         command = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-h", "127.0.0.1", "-p", str(self.port)]
         return subprocess.run(
             [*command, "-U", user, "-d", database],
