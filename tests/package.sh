@@ -219,16 +219,20 @@ else
     step "docker exec under the unit: skipped ($amnezia_missing)"
 fi
 
-step "awgd-exporter: disabled as installed; started, it serves awgd's metrics to curl"
+step "awgd-exporter: disabled as installed; started, it serves awgd's metrics to curl with its token"
 enabled=$(inside systemctl is-enabled awgd-exporter 2>/dev/null || true)
 [ "$enabled" = disabled ] || fail "awgd-exporter.service is $enabled, not disabled"
+token_perms=$(inside stat -c '%a %U' /etc/awgd/exporter-token)
+[ "$token_perms" = "600 root" ] || fail "the exporter's token is $token_perms, not 600 root"
 inside systemctl start awgd-exporter
 scraped=
 for _ in $(seq 100); do
-    scraped=$(inside curl -fsS http://127.0.0.1:9586/metrics 2>/dev/null || true)
+    scraped=$(inside sh -c 'curl -fsS -H "Authorization: Bearer $(cat /etc/awgd/exporter-token)" http://127.0.0.1:9586/metrics' 2>/dev/null || true)
     [ -n "$scraped" ] && break
     sleep 0.1
 done
+code=$(inside curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:9586/metrics || true)
+[ "$code" = 401 ] || fail "awgd-exporter answered $code to a request without the token, not 401"
 echo "$scraped" | grep -qx 'awgd_up 1.0' || { echo "$scraped" | head; inside journalctl -u awgd-exporter --no-pager | tail; \
     fail "awgd-exporter did not serve awgd_up 1"; }
 echo "$scraped" | grep -E '^(awgd_up|awgd_healthy|awgd_info)' | sed 's/^/  /'

@@ -48,15 +48,25 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def get(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=10) as answer:
+def get(url: str, token: str | None = None) -> str:
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as answer:
         return str(answer.read().decode())
 
 
 class Exporter:
-    def __init__(self, socket_path: str, tmp_path: Path, *extra: str) -> None:
+    """The exporter as its own process, with a token (as the packaged unit has) unless told
+    `token=False`."""
+
+    def __init__(self, socket_path: str, tmp_path: Path, *extra: str, token: bool = True) -> None:
         self.port = free_port()
         self.log = tmp_path / f"exporter-{self.port}.log"
+        self.token: str | None = None
+        if token:
+            self.token = "t0k-" + os.urandom(12).hex()
+            self.token_file = tmp_path / f"token-{self.port}"
+            self.token_file.write_text(self.token + "\n")
+            extra = (*extra, "--token-file", str(self.token_file))
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "client")])}
         command = [sys.executable, "-m", "awgd_client.exporter", "--listen", f"127.0.0.1:{self.port}"]
         with open(self.log, "wb") as log:
@@ -69,7 +79,7 @@ class Exporter:
         self.url = f"http://127.0.0.1:{self.port}/metrics"
 
     def scrape(self) -> str:
-        return get(self.url)
+        return get(self.url, self.token)
 
     def stop(self) -> None:
         self.process.terminate()
@@ -80,8 +90,8 @@ class Exporter:
 def exporter_for(tmp_path: Path) -> Iterator[Any]:
     made: list[Exporter] = []
 
-    def make(socket_path: str, *extra: str) -> Exporter:
-        made.append(Exporter(socket_path, tmp_path, *extra))
+    def make(socket_path: str, *extra: str, token: bool = True) -> Exporter:
+        made.append(Exporter(socket_path, tmp_path, *extra, token=token))
         return made[-1]
 
     yield make
@@ -178,7 +188,11 @@ def test_prometheus_scrapes_the_ledgers_figures(daemons, bed: TestBed, exporter_
             {
                 "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
                 "scrape_configs": [
-                    {"job_name": "awgd", "static_configs": [{"targets": [f"127.0.0.1:{exporter.port}"]}]}
+                    {
+                        "job_name": "awgd",
+                        "authorization": {"credentials_file": str(exporter.token_file)},
+                        "static_configs": [{"targets": [f"127.0.0.1:{exporter.port}"]}],
+                    }
                 ],
             }
         )
@@ -229,12 +243,16 @@ def test_awgd_down_gives_awgd_up_0_and_nothing_else(daemons, bed: TestBed, expor
     exporter = exporter_for(server.daemon.socket)
     assert samples(exporter.scrape())["awgd_up"] == 1
     server.daemon.stop()
-    down = exporter.scrape()
+    deadline = time.monotonic() + 10  # a scrape within a second of the last shares its answer
+    while samples(down := exporter.scrape()).get("awgd_up") != 0:
+        assert time.monotonic() < deadline, down
     assert samples(down) == {"awgd_up": 0.0}
     promtool_check(down)
     assert awgctl("metrics", "--socket", server.daemon.socket).stdout.strip().splitlines()[-1] == "awgd_up 0.0"
     server.daemon.start()  # the exporter lives on and reads the restarted daemon
-    back = samples(exporter.scrape())
+    deadline = time.monotonic() + 10
+    while (back := samples(exporter.scrape())).get("awgd_up") != 1:
+        assert time.monotonic() < deadline, back
     assert back["awgd_up"] == 1 and any(s.startswith("wireguard_received_bytes_total{") for s in back)
 
 
@@ -286,3 +304,86 @@ def test_the_dashboard_queries_only_what_the_exporter_exports(daemons, scripted_
         "blocked",
     ):
         assert subject in titles, subject
+
+
+# ---- what it serves to whom, and how it holds up (issue 26, D12) -------------------------------
+
+
+def raw_request(port: int, data: bytes, *, half_close: bool = True) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(data)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+        return received
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_only_a_token_holder_reads_peers_and_idle_clients_cost_nothing(
+    daemons, scripted_tool: ScriptedTool, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    scripted_tool.set(dump({"wg0": {key("A"): (100, 200)}}))
+    daemon = daemons(scripted_tool.path).start()
+    daemon.result("traffic.sample")
+    exporter = Exporter(daemon.socket, tmp_path)
+    try:
+        # No token, a wrong one: 401, nothing of awgd's.
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {exporter.token}"}):
+            request = urllib.request.Request(exporter.url, headers=headers)
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=10)
+            assert refused.value.code == 401 and b"awgd" not in refused.value.read()
+        assert key("A") in exporter.scrape()
+        # A request that never finishes is answered 400 and closed, within the timeout.
+        started = time.monotonic()
+        unfinished = raw_request(exporter.port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n", half_close=False)
+        assert unfinished.startswith(b"HTTP/1.1 400 ") and time.monotonic() - started < 15
+        # 300 idle connections: past the cap each is answered 503 at once, the others 400 at the
+        # request timeout; the loop does not spin meanwhile, and scrapes go through after.
+        before = cpu_seconds(exporter.process.pid)
+        idle = [socket.create_connection(("127.0.0.1", exporter.port), timeout=30) for _ in range(300)]
+        try:
+            busy = [sock for sock in idle if sock.recv(64).startswith(b"HTTP/1.1 503")]
+            assert len(busy) == 300 - 64
+            assert key("A") in exporter.scrape()
+        finally:
+            for sock in idle:
+                sock.close()
+        assert cpu_seconds(exporter.process.pid) - before < 2.0
+    finally:
+        exporter.process.kill()
+        exporter.process.wait()
+    # Without a token nothing per peer is served at all.
+    open_exporter = Exporter(daemon.socket, tmp_path, token=False)
+    try:
+        served = open_exporter.scrape()
+        assert samples(served)["awgd_up"] == 1 and key("A") not in served and "awgd_peer" not in served
+        assert "per-peer series are left out" in open_exporter.log.read_text()
+    finally:
+        open_exporter.process.kill()
+        open_exporter.process.wait()
+
+
+def test_requests_within_a_second_share_one_scrape() -> None:
+    import asyncio
+
+    from awgd_client.exporter import SharedScrape
+
+    calls = []
+
+    def scrape() -> bytes:
+        calls.append(time.monotonic())
+        time.sleep(0.2)
+        return str(len(calls)).encode()
+
+    async def flood() -> list[bytes]:
+        shared = SharedScrape(scrape)
+        return list(await asyncio.gather(*(shared.get() for _ in range(100))))
+
+    assert asyncio.run(flood()) == [b"1"] * 100 and len(calls) == 1
