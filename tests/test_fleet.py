@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -567,18 +568,27 @@ def test_one_nodes_role_cannot_touch_another_nodes_rows(  # type: ignore[no-unty
         "INSERT INTO awgd_peers (node, interface, public_key, present, first_seen, period_start, period_end,"
         f" period_rx, period_tx, lifetime_rx, lifetime_tx) VALUES ('node-c', {row})"
     )
-    assert inserted.returncode != 0 and "row-level security" in inserted.stderr
+    assert inserted.returncode != 0 and "permission denied" in inserted.stderr
     for table in fleet_schema.TABLES:
         changed = as_b(
             f"UPDATE {table} SET mirrored_at = now() - interval '1 day' WHERE node = 'node-c' RETURNING node"
         )
-        assert changed.returncode == 0 and changed.stdout.strip() == "", (table, changed)
+        assert changed.returncode != 0 and "permission denied" in changed.stderr, (table, changed)
         deleted = as_b(f"DELETE FROM {table} WHERE node = 'node-c' RETURNING node")
-        assert deleted.returncode == 0 and deleted.stdout.strip() == "", (table, deleted)
+        assert deleted.returncode != 0 and "permission denied" in deleted.stderr, (table, deleted)
         seen = as_b(f"SELECT count(*) FROM {table} WHERE node = 'node-c'")
         assert seen.stdout.strip() == "0"  # not even read
+        # D11: no lock that blocks anyone's writes (ACCESS SHARE, which only reading takes, blocks none).
+        for mode in ("ACCESS EXCLUSIVE", "EXCLUSIVE", "SHARE", "SHARE ROW EXCLUSIVE"):
+            locked = as_b(f"BEGIN; LOCK TABLE {table} IN {mode} MODE; COMMIT;")
+            assert locked.returncode != 0 and "permission denied" in locked.stderr, (table, mode, locked)
     moved = as_b("UPDATE awgd_peers SET node = 'node-c' WHERE node = 'node-b'")
-    assert moved.returncode != 0 and "row-level security" in moved.stderr
+    assert moved.returncode != 0 and "permission denied" in moved.stderr
+    # The write functions write the caller's own rows, whatever the rows say.
+    row = json.dumps([{"i": "wg0", "k": key("C"), "d": "2026-01-01", "rx": 7, "tx": 7}])
+    assert as_b(f"SELECT awgd.mirror_days('{row}')").returncode == 0
+    assert pg.query("SELECT node FROM awgd_days WHERE day = '2026-01-01'") == [["node-b"]]
+    pg.psql("DELETE FROM awgd_days WHERE day = '2026-01-01'")
     assert {
         table: pg.query(f"SELECT * FROM {table} WHERE node = 'node-c' ORDER BY 1, 2, 3")
         for table in fleet_schema.TABLES
@@ -716,7 +726,7 @@ def test_a_version_1_database_moves_into_its_own_schema(tmp_path: Path) -> None:
         )
         made.psql(fleet_schema.schema_sql())
         assert made.query("SELECT node, rx, tx FROM awgd.awgd_fleet_days") == [["n", "5", "6"]]
-        assert made.query("SELECT version FROM awgd.awgd_schema ORDER BY 1") == [["1"], ["2"]]
+        assert made.query("SELECT version FROM awgd.awgd_schema ORDER BY 1") == [["1"], ["2"], ["3"]]
         gone = "SELECT to_regclass('public.awgd_days') IS NULL, to_regclass('public.awgd_schema') IS NULL"
         assert made.query(gone) == [["t", "t"]]
         policies = made.query("SELECT count(*) FROM pg_policies WHERE schemaname = 'awgd'")
@@ -725,11 +735,13 @@ def test_a_version_1_database_moves_into_its_own_schema(tmp_path: Path) -> None:
         made.remove()
 
 
-def test_a_node_holding_a_table_lock_stalls_nobody_for_long(  # type: ignore[no-untyped-def]
+def test_a_table_lock_stalls_nobody_for_long(  # type: ignore[no-untyped-def]
     daemons, pg: postgres.Postgres, mirror_for, tmp_path: Path
 ) -> None:
     """The review's D11: a node's role took ACCESS EXCLUSIVE on awgd_peers, and another node's
-    round and the bot's read waited the full 29 s. Now each gives up after its lock_timeout."""
+    round and the bot's read waited the full 29 s. A node's role can no longer take it (the
+    test above); a lock someone else holds (the owner's maintenance) costs each a few
+    seconds: it gives up after its lock_timeout."""
     b = ScriptedNode(daemons, tmp_path / "tool-b")
     c = ScriptedNode(daemons, tmp_path / "tool-c")
     b.set({key("B"): (100, 100)})
@@ -739,7 +751,7 @@ def test_a_node_holding_a_table_lock_stalls_nobody_for_long(  # type: ignore[no-
     mb, mc = mirror_for("node-b", b.daemon), mirror_for("node-c", c.daemon)
     assert mb.once().returncode == 0 and mc.once().returncode == 0
     pg.psql("CREATE ROLE bot LOGIN PASSWORD 'bot-secret' IN ROLE awgd_reader;")
-    engine = sa.create_engine(with_driver(pg.url("node-b", mb.password)), future=True)
+    engine = sa.create_engine(with_driver(pg.url()), future=True)  # the owner
     holder = engine.connect()
     try:
         holder.execute(sa.text("LOCK TABLE awgd.awgd_peers IN ACCESS EXCLUSIVE MODE"))
@@ -760,3 +772,31 @@ def test_a_node_holding_a_table_lock_stalls_nobody_for_long(  # type: ignore[no-
         engine.dispose()
     assert mc.once().returncode == 0  # and once the lock is gone, the round goes through
     assert FleetClient(pg.url("bot", "bot-secret")).traffic(key("C")).lifetime_total == 800
+
+
+def test_rows_a_node_publishes_for_a_key_bound_elsewhere_are_not_summed(  # type: ignore[no-untyped-def]
+    daemons, pg: postgres.Postgres, mirror_for, tmp_path: Path
+) -> None:
+    """The review's D16: a node published rows for another node's key, and the fleet's sums
+    believed them. The owner binds a key to its nodes (awgd_keys); other nodes' rows of it
+    are shown bound = false and left out of FleetClient's sums."""
+    b = ScriptedNode(daemons, tmp_path / "tool-b")
+    c = ScriptedNode(daemons, tmp_path / "tool-c")
+    b.set({key("U"): (100, 100)})
+    c.set({key("U"): (5000, 5000)})  # node-c claims the key too: a hostile or mistaken node
+    b.sample()
+    c.sample()
+    assert mirror_for("node-b", b.daemon).once().returncode == 0
+    assert mirror_for("node-c", c.daemon).once().returncode == 0
+    pg.psql("CREATE ROLE bot LOGIN PASSWORD 'bot-secret' IN ROLE awgd_reader;")
+    fleet = FleetClient(pg.url("bot", "bot-secret"))
+    open_key = fleet.traffic(key("U"))
+    assert open_key.lifetime_total == 10200 and {n.bound for n in open_key.nodes} == {None}  # not bound: both count
+    pg.psql(f"INSERT INTO awgd_keys (public_key, node) VALUES ('{key('U')}', 'node-b')")
+    bound = fleet.traffic(key("U"))
+    assert {n.node: n.bound for n in bound.nodes} == {"node-b": True, "node-c": False}
+    assert bound.lifetime_total == 200 and bound.period_total == 200
+    fleet.close()
+    # Only the owner keeps the bindings.
+    refused = pg.psql("INSERT INTO awgd_keys VALUES ('x', 'node-c')", user="bot", password="bot-secret", check=False)
+    assert refused.returncode != 0 and "permission denied" in refused.stderr

@@ -83,6 +83,9 @@ class NodeTraffic:
     lifetime_tx: int
     blocked: tuple[str, ...]
     mirrored_at: datetime
+    # Whether the owner bound the key to this node (awgd_keys): True, False (the key is bound
+    # to other nodes: these rows are left out of FleetTraffic's sums), None (not bound).
+    bound: bool | None = None
 
     @property
     def period_total(self) -> int:
@@ -96,26 +99,32 @@ class NodeTraffic:
 @dataclass(frozen=True, slots=True)
 class FleetTraffic:
     """A public key across the fleet: each node it is on, and the sums. A node's "period"
-    is its own billing period; the sum adds each node's current one."""
+    is its own billing period; the sum adds each node's current one. Rows of a node the key
+    is not bound to (`bound` False: the owner bound it to others) are in `nodes` but not in
+    the sums: a node cannot add usage to a key that lives elsewhere."""
 
     public_key: str
     nodes: tuple[NodeTraffic, ...]
 
     @property
+    def counted(self) -> tuple[NodeTraffic, ...]:
+        return tuple(node for node in self.nodes if node.bound is not False)
+
+    @property
     def period_rx(self) -> int:
-        return sum(node.period_rx for node in self.nodes)
+        return sum(node.period_rx for node in self.counted)
 
     @property
     def period_tx(self) -> int:
-        return sum(node.period_tx for node in self.nodes)
+        return sum(node.period_tx for node in self.counted)
 
     @property
     def lifetime_rx(self) -> int:
-        return sum(node.lifetime_rx for node in self.nodes)
+        return sum(node.lifetime_rx for node in self.counted)
 
     @property
     def lifetime_tx(self) -> int:
-        return sum(node.lifetime_tx for node in self.nodes)
+        return sum(node.lifetime_tx for node in self.counted)
 
     @property
     def period_total(self) -> int:
@@ -127,7 +136,7 @@ class FleetTraffic:
 
     @property
     def online(self) -> bool:
-        return any(node.online for node in self.nodes)
+        return any(node.online for node in self.counted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +156,7 @@ class FleetNode:
 
 _TRAFFIC = sa.text(
     "SELECT node, interface, public_key, label, present, online, latest_handshake, period_start, period_end,"
-    " period_rx, period_tx, lifetime_rx, lifetime_tx, blocked, mirrored_at"
+    " period_rx, period_tx, lifetime_rx, lifetime_tx, blocked, mirrored_at, bound"
     " FROM awgd.awgd_fleet_peers WHERE public_key = :public_key ORDER BY node, interface"
 )
 _NODES = sa.text(
@@ -173,6 +182,7 @@ def _node_traffic(row: Any) -> NodeTraffic:
         lifetime_tx=int(row.lifetime_tx),
         blocked=tuple(row.blocked or ()),
         mirrored_at=row.mirrored_at,
+        bound=row.bound,
     )
 
 

@@ -5,8 +5,13 @@ table as SQLAlchemy Core sees it for awgd-mirror.
 again is also how an existing database is migrated: each migration runs once, guarded by
 its row in `awgd_schema`; the roles, grants, policies and views after them are (re)made
 every time. The tables belong to whoever runs it (the operator's admin role); each node
-writes through its own role, a member of `awgd_node`, and row-level security keeps it to
-the rows whose `node` is its role's name. Readers (`awgd_reader`) get the views alone.
+writes through its own role, a member of `awgd_node`, which may only read its own rows
+(row-level security) and write through the functions below: they run as the tables' owner
+(SECURITY DEFINER, with a fixed search_path) and write only rows whose `node` is the
+session's role. With no INSERT, UPDATE or DELETE right a node's role cannot lock a table
+beyond ACCESS SHARE, which blocks no one's writes (the review's D11: a node's ACCESS
+EXCLUSIVE stalled every other round and the bot's reads). Readers (`awgd_reader`) get the
+views alone.
 
 Everything lives in its own schema, `awgd`, in which only its owner may create. On
 PostgreSQL 14 and older (and databases upgraded from them) PUBLIC may create in `public`,
@@ -22,7 +27,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA = "awgd"
 NODE_ROLE = "awgd_node"
 READER_ROLE = "awgd_reader"
@@ -109,6 +114,20 @@ IF pg_catalog.to_regclass('public.awgd_nodes') IS NOT NULL THEN
 END IF;
 """,
     ),
+    (
+        3,
+        # Which nodes a public key belongs to, kept by the owner (the review's D16: a node could
+        # publish rows for another node's key, and a fleet sum believed them). A key with rows
+        # here is bound: rows of it from other nodes are shown `bound = false`, and FleetClient
+        # leaves them out of its sums. A key with none is open (every node's rows count).
+        """
+CREATE TABLE awgd_keys (
+    public_key text NOT NULL,
+    node text NOT NULL,
+    PRIMARY KEY (public_key, node)
+);
+""",
+    ),
 )
 
 TABLES = ("awgd_nodes", "awgd_peers", "awgd_periods", "awgd_days")
@@ -158,7 +177,10 @@ CREATE OR REPLACE VIEW awgd_fleet_peers AS
            (p.present AND p.latest_handshake IS NOT NULL AND n.last_sample_at IS NOT NULL
             AND p.latest_handshake >= n.last_sample_at - pg_catalog.make_interval(secs => n.online_window)) AS online,
            p.latest_handshake, p.period_start, p.period_end, p.period_rx, p.period_tx,
-           p.lifetime_rx, p.lifetime_tx, p.blocked, p.mirrored_at, p.first_seen, p.plan
+           p.lifetime_rx, p.lifetime_tx, p.blocked, p.mirrored_at, p.first_seen, p.plan,
+           CASE WHEN EXISTS (SELECT FROM awgd_keys k WHERE k.public_key = p.public_key)
+                THEN EXISTS (SELECT FROM awgd_keys k WHERE k.public_key = p.public_key AND k.node = p.node)
+           END AS bound
     FROM awgd_peers p LEFT JOIN awgd_nodes n ON n.node = p.node;
 CREATE OR REPLACE VIEW awgd_fleet_periods AS
     SELECT q.node, q.interface, q.public_key, q.start, q."end", q.rx, q.tx
@@ -174,6 +196,89 @@ CREATE OR REPLACE VIEW awgd_fleet_days AS
     SELECT node, interface, public_key, day, day_rx, day_tx FROM awgd_peers WHERE day IS NOT NULL;
 """
 VIEWS = ("awgd_fleet_nodes", "awgd_fleet_peers", "awgd_fleet_periods", "awgd_fleet_days")
+
+
+# How nodes write (awgd-mirror): as the tables' owner, each only its own rows (session_user:
+# the role it logged in as, which SET ROLE does not change). A round's peers come through
+# the session's temporary table pg_temp.awgd_moves, which the node grants SELECT on (no
+# other session can reach another's temporary tables).
+_FUNCTIONS = """
+CREATE OR REPLACE FUNCTION awgd.mirror_cursor() RETURNS text
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, awgd AS $f$
+    SELECT "cursor" FROM awgd.awgd_nodes WHERE node = CAST(session_user AS text) FOR UPDATE
+$f$;
+CREATE OR REPLACE FUNCTION awgd.mirror_peers(moved bigint) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, awgd SET enable_nestloop = off AS $f$
+DECLARE
+    me text := CAST(session_user AS text);
+    updated bigint;
+BEGIN
+    UPDATE awgd.awgd_peers AS p SET
+        label = m.label, present = m.present, latest_handshake = pg_catalog.to_timestamp(m.latest_handshake),
+        first_seen = pg_catalog.to_timestamp(m.first_seen), period_start = pg_catalog.to_timestamp(m.period_start),
+        period_end = pg_catalog.to_timestamp(m.period_end), period_rx = m.period_rx, period_tx = m.period_tx,
+        lifetime_rx = m.lifetime_rx, lifetime_tx = m.lifetime_tx,
+        day = CASE WHEN m.day_rx <> 0 OR m.day_tx <> 0 THEN m.day END, day_rx = m.day_rx, day_tx = m.day_tx,
+        blocked = pg_catalog.string_to_array(m.blocked, ','), plan = CAST(m.plan AS jsonb),
+        mirrored_at = pg_catalog.now()
+    FROM pg_temp.awgd_moves AS m
+    WHERE p.node = me AND p.interface = m.interface AND p.public_key = m.public_key;
+    GET DIAGNOSTICS updated = ROW_COUNT;
+    IF updated <> moved THEN  -- peers new to the database (or a node's first round)
+        INSERT INTO awgd.awgd_peers (node, interface, public_key, label, present, latest_handshake, first_seen,
+            period_start, period_end, period_rx, period_tx, lifetime_rx, lifetime_tx, day, day_rx, day_tx,
+            blocked, plan, mirrored_at)
+        SELECT me, m.interface, m.public_key, m.label, m.present, pg_catalog.to_timestamp(m.latest_handshake),
+            pg_catalog.to_timestamp(m.first_seen), pg_catalog.to_timestamp(m.period_start),
+            pg_catalog.to_timestamp(m.period_end), m.period_rx, m.period_tx, m.lifetime_rx, m.lifetime_tx,
+            CASE WHEN m.day_rx <> 0 OR m.day_tx <> 0 THEN m.day END, m.day_rx, m.day_tx,
+            pg_catalog.string_to_array(m.blocked, ','), CAST(m.plan AS jsonb), pg_catalog.now()
+        FROM pg_temp.awgd_moves AS m
+        WHERE NOT EXISTS (
+            SELECT FROM awgd.awgd_peers AS p
+            WHERE p.node = me AND p.interface = m.interface AND p.public_key = m.public_key
+        );
+    END IF;
+    RETURN updated;
+END
+$f$;
+CREATE OR REPLACE FUNCTION awgd.mirror_periods(rows json) RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, awgd AS $f$
+    INSERT INTO awgd.awgd_periods (node, interface, public_key, start, "end", rx, tx, mirrored_at)
+    SELECT CAST(session_user AS text), i, k, pg_catalog.to_timestamp(s), pg_catalog.to_timestamp(e), rx, tx,
+        pg_catalog.now()
+    FROM pg_catalog.json_to_recordset(rows) AS t(i text, k text, s bigint, e bigint, rx bigint, tx bigint)
+    ON CONFLICT (node, interface, public_key, start) DO UPDATE SET
+        "end" = excluded."end", rx = excluded.rx, tx = excluded.tx, mirrored_at = pg_catalog.now()
+$f$;
+CREATE OR REPLACE FUNCTION awgd.mirror_days(rows json) RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, awgd AS $f$
+    INSERT INTO awgd.awgd_days (node, interface, public_key, day, rx, tx, mirrored_at)
+    SELECT CAST(session_user AS text), i, k, d, rx, tx, pg_catalog.now()
+    FROM pg_catalog.json_to_recordset(rows) AS t(i text, k text, d date, rx bigint, tx bigint)
+    ON CONFLICT (node, interface, public_key, day) DO UPDATE SET
+        rx = excluded.rx, tx = excluded.tx, mirrored_at = pg_catalog.now()
+$f$;
+CREATE OR REPLACE FUNCTION awgd.mirror_node(
+    version text, healthy boolean, last_sample_at timestamptz, last_success_at timestamptz,
+    online_window integer, new_cursor text
+) RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, awgd AS $f$
+    INSERT INTO awgd.awgd_nodes (node, version, healthy, last_sample_at, last_success_at, online_window,
+        "cursor", mirrored_at)
+    VALUES (CAST(session_user AS text), $1, $2, $3, $4, COALESCE($5, 180), $6, pg_catalog.now())
+    ON CONFLICT (node) DO UPDATE SET version = excluded.version, healthy = excluded.healthy,
+        last_sample_at = excluded.last_sample_at, last_success_at = excluded.last_success_at,
+        online_window = excluded.online_window, "cursor" = excluded."cursor", mirrored_at = excluded.mirrored_at
+$f$;
+"""
+FUNCTIONS = (
+    "mirror_cursor()",
+    "mirror_peers(bigint)",
+    "mirror_periods(json)",
+    "mirror_days(json)",
+    "mirror_node(text, boolean, timestamptz, timestamptz, integer, text)",
+)
 
 
 def _migration(version: int, body: str) -> str:
@@ -195,8 +300,15 @@ def _access() -> str:
             f"CREATE POLICY awgd_own_rows ON {table} TO {NODE_ROLE}"
             " USING (node = current_user) WITH CHECK (node = current_user);",
             f"REVOKE ALL ON {table} FROM PUBLIC;",
-            f"GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO {NODE_ROLE};",
+            f"REVOKE ALL ON {table} FROM {NODE_ROLE};",  # version 1 granted writes
+            f"GRANT SELECT ON {table} TO {NODE_ROLE};",
         ]
+    for function in FUNCTIONS:
+        lines += [
+            f"REVOKE ALL ON FUNCTION awgd.{function} FROM PUBLIC;",
+            f"GRANT EXECUTE ON FUNCTION awgd.{function} TO {NODE_ROLE};",
+        ]
+    lines += ["REVOKE ALL ON awgd_keys FROM PUBLIC;", f"GRANT SELECT ON awgd_keys TO {READER_ROLE};"]
     lines += ["REVOKE ALL ON awgd_schema FROM PUBLIC;", f"GRANT SELECT ON awgd_schema TO {NODE_ROLE}, {READER_ROLE};"]
     # A round's peers go through a temporary table (awgd-mirror's COPY): PostgreSQL grants
     # TEMPORARY to every role by default, and a hardened database may have revoked it.
@@ -222,6 +334,7 @@ def schema_sql() -> str:
         "    version integer PRIMARY KEY,\n    applied_at timestamptz NOT NULL DEFAULT now()\n);\n",
         *(_migration(version, body) for version, body in MIGRATIONS),
         _VIEWS,
+        _FUNCTIONS,
         _access(),
         "COMMIT;\n",
     ]

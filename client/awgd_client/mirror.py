@@ -13,9 +13,9 @@ health and the new cursor, in one PostgreSQL transaction:
 - after an outage the daemon answers the old cursor with everything since it, from its
   ledger, so nothing is lost (awgd.change_feed).
 
-The node writes as its own role, named like the node; row-level security keeps it to its own
-rows. Times written are the node's; `mirrored_at` is the database's clock (`now()`), which is
-what staleness is measured on.
+The node writes as its own role, named like the node, through the schema's functions, which
+write only its own rows (awgd_client.fleet_schema). Times written are the node's;
+`mirrored_at` is the database's clock (`now()`), which is what staleness is measured on.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ from types import FrameType
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ProgrammingError, SQLAlchemyError
 
@@ -169,55 +168,15 @@ CREATE TEMPORARY TABLE IF NOT EXISTS pg_temp.awgd_moves (
 ) ON COMMIT DELETE ROWS
 """
 _COPY_MOVES = "COPY pg_temp.awgd_moves FROM STDIN"
-_UPDATE_PEERS = sa.text(
-    """
-UPDATE awgd.awgd_peers AS p SET
-    label = m.label, present = m.present, latest_handshake = pg_catalog.to_timestamp(m.latest_handshake),
-    first_seen = pg_catalog.to_timestamp(m.first_seen), period_start = pg_catalog.to_timestamp(m.period_start),
-    period_end = pg_catalog.to_timestamp(m.period_end), period_rx = m.period_rx, period_tx = m.period_tx,
-    lifetime_rx = m.lifetime_rx, lifetime_tx = m.lifetime_tx,
-    day = CASE WHEN m.day_rx <> 0 OR m.day_tx <> 0 THEN m.day END, day_rx = m.day_rx, day_tx = m.day_tx,
-    blocked = pg_catalog.string_to_array(m.blocked, ','), plan = CAST(m.plan AS jsonb), mirrored_at = pg_catalog.now()
-FROM pg_temp.awgd_moves AS m
-WHERE p.node = CAST(:node AS text) AND p.interface = m.interface AND p.public_key = m.public_key
-"""
-)
-_INSERT_PEERS = sa.text(
-    """
-INSERT INTO awgd.awgd_peers (node, interface, public_key, label, present, latest_handshake, first_seen,
-    period_start, period_end, period_rx, period_tx, lifetime_rx, lifetime_tx, day, day_rx, day_tx,
-    blocked, plan, mirrored_at)
-SELECT CAST(:node AS text), m.interface, m.public_key, m.label, m.present, pg_catalog.to_timestamp(m.latest_handshake),
-    pg_catalog.to_timestamp(m.first_seen), pg_catalog.to_timestamp(m.period_start),
-    pg_catalog.to_timestamp(m.period_end), m.period_rx,
-    m.period_tx, m.lifetime_rx, m.lifetime_tx, CASE WHEN m.day_rx <> 0 OR m.day_tx <> 0 THEN m.day END,
-    m.day_rx, m.day_tx, pg_catalog.string_to_array(m.blocked, ','), CAST(m.plan AS jsonb), pg_catalog.now()
-FROM pg_temp.awgd_moves AS m
-WHERE NOT EXISTS (
-    SELECT FROM awgd.awgd_peers AS p
-    WHERE p.node = CAST(:node AS text) AND p.interface = m.interface AND p.public_key = m.public_key
-)
-"""
-)
+# The node's role writes through the schema's functions alone (awgd_client.fleet_schema).
+_PEERS = sa.text("SELECT awgd.mirror_peers(:moved)")
 # Other periods and days (a mirror that fell behind across a day or a period): few, so each
 # kind is one INSERT ... SELECT FROM json_to_recordset(one JSON text) ... ON CONFLICT per batch.
-_PERIODS = sa.text(
-    """
-INSERT INTO awgd.awgd_periods (node, interface, public_key, start, "end", rx, tx, mirrored_at)
-SELECT CAST(:node AS text), i, k, pg_catalog.to_timestamp(s), pg_catalog.to_timestamp(e), rx, tx, pg_catalog.now()
-FROM pg_catalog.json_to_recordset(CAST(:rows AS json)) AS t(i text, k text, s bigint, e bigint, rx bigint, tx bigint)
-ON CONFLICT (node, interface, public_key, start) DO UPDATE SET
-    "end" = excluded."end", rx = excluded.rx, tx = excluded.tx, mirrored_at = pg_catalog.now()
-"""
-)
-_DAYS = sa.text(
-    """
-INSERT INTO awgd.awgd_days (node, interface, public_key, day, rx, tx, mirrored_at)
-SELECT CAST(:node AS text), i, k, d, rx, tx, pg_catalog.now()
-FROM pg_catalog.json_to_recordset(CAST(:rows AS json)) AS t(i text, k text, d date, rx bigint, tx bigint)
-ON CONFLICT (node, interface, public_key, day) DO UPDATE SET
-    rx = excluded.rx, tx = excluded.tx, mirrored_at = pg_catalog.now()
-"""
+_PERIODS = sa.text("SELECT awgd.mirror_periods(CAST(:rows AS json))")
+_DAYS = sa.text("SELECT awgd.mirror_days(CAST(:rows AS json))")
+_CURSOR = sa.text("SELECT awgd.mirror_cursor()")
+_NODE = sa.text(
+    "SELECT awgd.mirror_node(:version, :healthy, :last_sample_at, :last_success_at, :online_window, :cursor)"
 )
 
 
@@ -243,18 +202,17 @@ class Moves:
         self.parts.append(tail.join(rows) + tail)  # each row, then its tail: one C-level join
         self.peers += len(rows)
 
-    def write(self, conn: Connection, node: str) -> None:
+    def write(self, conn: Connection) -> None:
         if not self.peers:
             return
         conn.execute(sa.text(_MOVES))
+        # The function reads it as the tables' owner; no other session can reach it.
+        conn.execute(sa.text("GRANT SELECT ON pg_temp.awgd_moves TO PUBLIC"))
         _copy(conn, _COPY_MOVES, "".join(self.parts))
-        # A hash join, whatever the planner believes: on statistics of awgd_peers taken before
-        # a node's first round it would take that node's rows for one, and join 500 moves to
-        # 50,000 peers by scanning them all for each move (a second, against 20 ms).
-        conn.execute(sa.text("SET LOCAL enable_nestloop = off"))
-        updated = conn.execute(_UPDATE_PEERS, {"node": node}).rowcount
-        if updated != self.peers:  # peers new to the database (or a round's first)
-            conn.execute(_INSERT_PEERS, {"node": node})
+        # It joins by hash, whatever the planner believes (enable_nestloop off): on statistics
+        # of awgd_peers taken before a node's first round it would take that node's rows for
+        # one, and join 500 moves to 50,000 peers by scanning them all for each move.
+        conn.execute(_PEERS, {"moved": self.peers})
 
 
 def _copy(conn: Connection, statement: str, text: str) -> None:
@@ -271,9 +229,9 @@ def _copy(conn: Connection, statement: str, text: str) -> None:
         cursor.close()
 
 
-def _batches(conn: Connection, statement: sa.TextClause, node: str, rows: list[dict[str, Any]]) -> None:
+def _batches(conn: Connection, statement: sa.TextClause, rows: list[dict[str, Any]]) -> None:
     for at in range(0, len(rows), ROWS_PER_STATEMENT):
-        conn.execute(statement, {"node": node, "rows": json.dumps(rows[at : at + ROWS_PER_STATEMENT])})
+        conn.execute(statement, {"rows": json.dumps(rows[at : at + ROWS_PER_STATEMENT])})
 
 
 class Mirror:
@@ -330,7 +288,6 @@ class Mirror:
 
     def run_round(self) -> Round:
         """One round: everything changed since the stored cursor, in one transaction."""
-        node = self.config.node
         status = self.client.call("server.status")
         self._next_sample_at = _iso(status["sampler"]["next_sample_at"])
         with self.engine.begin() as conn:
@@ -340,8 +297,7 @@ class Mirror:
             if not self._checked:
                 self.check(conn)
                 self._checked = True
-            n = fleet_schema.nodes.c
-            cursor = conn.execute(sa.select(n.cursor).where(n.node == node).with_for_update()).scalar_one_or_none()
+            cursor = conn.execute(_CURSOR).scalar_one_or_none()
             moves = Moves()
             periods_written = days_written = 0
             online_window = None
@@ -357,11 +313,11 @@ class Mirror:
                 # keys: in the order the daemon pages in, day rows took a fifth more room.
                 periods = sorted(page["periods"])
                 days = sorted(page["days"])
-                _batches(conn, _PERIODS, node, [dict(zip(_PERIOD_FIELDS, row, strict=True)) for row in periods])
-                _batches(conn, _DAYS, node, [dict(zip(_DAY_FIELDS, row, strict=True)) for row in days])
+                _batches(conn, _PERIODS, [dict(zip(_PERIOD_FIELDS, row, strict=True)) for row in periods])
+                _batches(conn, _DAYS, [dict(zip(_DAY_FIELDS, row, strict=True)) for row in days])
                 periods_written += len(periods)
                 days_written += len(days)
-            moves.write(conn, node)
+            moves.write(conn)
             sampler = status["sampler"]
             health = (status["version"], status["healthy"], sampler["last_sample_at"], sampler["last_success_at"])
             now = time.monotonic()
@@ -375,10 +331,8 @@ class Mirror:
                 "last_success_at": _iso(sampler["last_success_at"]),
                 "online_window": online_window,
                 "cursor": new_cursor,
-                "mirrored_at": sa.literal_column("pg_catalog.now()"),
             }
-            statement = insert(fleet_schema.nodes).values(node=node, **values)
-            conn.execute(statement.on_conflict_do_update(index_elements=["node"], set_=values))
+            conn.execute(_NODE, values)
         self._last_status, self._heartbeat_at = health, now
         return Round(moves.peers, periods_written, days_written, wrote=True)
 
