@@ -6,13 +6,12 @@ admin's pause and resume."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import wgbed
+import test_plans
 from test_peers import Server, pings
-from wgbed import AMNEZIAWG, TestBed
+from wgbed import TestBed
 
 pytestmark = [pytest.mark.wireguard]
 
@@ -22,13 +21,7 @@ LIMIT = 10 * 2**30
 CHANGES_BESIDE_SAMPLES = 60
 
 
-@pytest.fixture
-def bed() -> Iterator[TestBed]:
-    problem = wgbed.available(AMNEZIAWG)
-    if problem is not None:
-        pytest.skip(problem)
-    with TestBed(clients=2, flavor=AMNEZIAWG) as made:
-        yield made
+bed = test_plans.bed  # two clients on real amneziawg-go 3.1
 
 
 def plan_of(answer: dict[str, Any]) -> tuple[object, ...] | None:

@@ -4,13 +4,11 @@ root's files or commands, or the daemon's memory, beyond what it is for."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-import wgbed
+import test_plans
 from conftest import key
 from test_peers import Server
-from wgbed import AMNEZIAWG, TestBed
+from wgbed import TestBed
 
 pytestmark = [pytest.mark.wireguard]
 
@@ -19,13 +17,7 @@ pytestmark = [pytest.mark.wireguard]
 SCOPE_PAYLOAD = "::%\n[Interface]\nPreUp = touch /tmp/awgd-owned\n/128"
 
 
-@pytest.fixture
-def bed() -> Iterator[TestBed]:
-    problem = wgbed.available(AMNEZIAWG)
-    if problem is not None:
-        pytest.skip(problem)
-    with TestBed(clients=2, flavor=AMNEZIAWG) as made:
-        yield made
+bed = test_plans.bed  # two clients on real amneziawg-go 3.1
 
 
 def test_an_ipv6_scope_id_never_reaches_the_config_file(daemons, bed: TestBed) -> None:  # type: ignore[no-untyped-def]

@@ -135,26 +135,14 @@ def test_socket_access_and_admin_methods(daemons, scripted_tool: ScriptedTool, a
         shutil.copytree(Path(awgd_client.__file__).parent, client_copy / "awgd_client")
         for path in [public_dir, *client_copy.rglob("*")]:
             path.chmod(0o755 if path.is_dir() else 0o644)
-        refused = subprocess.run(
-            [
-                "setpriv",
-                f"--reuid={accounts.stranger}",
-                f"--regid={accounts.stranger}",
-                "--init-groups",
-                "env",
-                f"PYTHONPATH={client_copy}",
-                "/usr/bin/python3",
-                "-m",
-                "awgd_client",
-                "--socket",
-                sock,
-                "status",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+
+        def as_stranger(*python_args: str) -> subprocess.CompletedProcess[str]:
+            """Debian's python3 with the client library alone, as a user outside every group."""
+            user = [f"--reuid={accounts.stranger}", f"--regid={accounts.stranger}", "--init-groups"]
+            command = ["setpriv", *user, "env", f"PYTHONPATH={client_copy}", "/usr/bin/python3", *python_args]
+            return subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+
+        refused = as_stranger("-m", "awgd_client", "--socket", sock, "status")
         assert refused.returncode == 3
         # The socket's own group, whatever it is called.
         wanted = f"awgctl: no permission to use {sock}: add your user to group {accounts.socket_group}"
@@ -165,24 +153,7 @@ def test_socket_access_and_admin_methods(daemons, scripted_tool: ScriptedTool, a
             "try:\n    asyncio.run(asyncio.wait_for(main(), 20))\n"
             "except Exception as exc:\n    print(type(exc).__name__, exc)\n"
         )
-        raised = subprocess.run(
-            [
-                "setpriv",
-                f"--reuid={accounts.stranger}",
-                f"--regid={accounts.stranger}",
-                "--init-groups",
-                "env",
-                f"PYTHONPATH={client_copy}",
-                "/usr/bin/python3",
-                "-c",
-                subscribe,
-                sock,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        )
+        raised = as_stranger("-c", subscribe, sock)
         assert raised.stdout.strip() == f"SocketPermissionDenied {wanted.removeprefix('awgctl: ')}"
         # Removed from the admin group: no longer admin at the next connection.
         subprocess.run(["gpasswd", "-d", accounts.admin, accounts.admin_group], check=True, capture_output=True)

@@ -153,6 +153,21 @@ class ScriptedNode:
         self.daemon.result("traffic.sample")
 
 
+def two_nodes(  # type: ignore[no-untyped-def]
+    daemons, mirror_for, tmp_path: Path, b_counters: dict[str, tuple[int, int]], c_counters: dict[str, tuple[int, int]]
+) -> tuple[ScriptedNode, ScriptedNode, Mirror, Mirror]:
+    """Nodes node-b and node-c with these counters, sampled and mirrored once each."""
+    b = ScriptedNode(daemons, tmp_path / "tool-b")
+    c = ScriptedNode(daemons, tmp_path / "tool-c")
+    b.set(b_counters)
+    c.set(c_counters)
+    b.sample()
+    c.sample()
+    mb, mc = mirror_for("node-b", b.daemon), mirror_for("node-c", c.daemon)
+    assert mb.once().returncode == 0 and mc.once().returncode == 0
+    return b, c, mb, mc
+
+
 # ---- reading both sides ------------------------------------------------------------------------
 
 
@@ -547,14 +562,7 @@ def test_the_daemon_restarting_and_periods_rolling_while_the_mirror_is_away(  # 
 def test_one_nodes_role_cannot_touch_another_nodes_rows(  # type: ignore[no-untyped-def]
     daemons, pg: postgres.Postgres, mirror_for, tmp_path: Path
 ) -> None:
-    b = ScriptedNode(daemons, tmp_path / "tool-b")
-    c = ScriptedNode(daemons, tmp_path / "tool-c")
-    b.set({key("B"): (100, 100)})
-    c.set({key("C"): (300, 300)})
-    b.sample()
-    c.sample()
-    mb, mc = mirror_for("node-b", b.daemon), mirror_for("node-c", c.daemon)
-    assert mb.once().returncode == 0 and mc.once().returncode == 0
+    _b, _c, mb, _mc = two_nodes(daemons, mirror_for, tmp_path, {key("B"): (100, 100)}, {key("C"): (300, 300)})
     before = {
         table: pg.query(f"SELECT * FROM {table} WHERE node = 'node-c' ORDER BY 1, 2, 3")
         for table in fleet_schema.TABLES
@@ -668,14 +676,7 @@ def test_functions_planted_in_public_never_run(  # type: ignore[no-untyped-def]
     daemons, pg: postgres.Postgres, mirror_for, tmp_path: Path
 ) -> None:
     pg.psql("GRANT CREATE ON SCHEMA public TO PUBLIC")  # PostgreSQL 14's default, and any upgraded from it
-    b = ScriptedNode(daemons, tmp_path / "tool-b")
-    c = ScriptedNode(daemons, tmp_path / "tool-c")
-    b.set({key("B"): (100, 100)})
-    c.set({key("C"): (300, 300)})
-    b.sample()
-    c.sample()
-    mb, mc = mirror_for("node-b", b.daemon), mirror_for("node-c", c.daemon)
-    assert mb.once().returncode == 0
+    _b, c, mb, mc = two_nodes(daemons, mirror_for, tmp_path, {key("B"): (100, 100)}, {key("C"): (300, 300)})
     planted = pg.psql(PLANTED, user="node-b", password=mb.password, check=False)
     assert planted.returncode == 0, planted.stderr  # what the review did on PostgreSQL 14
     c.set({key("C"): (400, 450)})
@@ -742,14 +743,7 @@ def test_a_table_lock_stalls_nobody_for_long(  # type: ignore[no-untyped-def]
     round and the bot's read waited the full 29 s. A node's role can no longer take it (the
     test above); a lock someone else holds (the owner's maintenance) costs each a few
     seconds: it gives up after its lock_timeout."""
-    b = ScriptedNode(daemons, tmp_path / "tool-b")
-    c = ScriptedNode(daemons, tmp_path / "tool-c")
-    b.set({key("B"): (100, 100)})
-    c.set({key("C"): (300, 300)})
-    b.sample()
-    c.sample()
-    mb, mc = mirror_for("node-b", b.daemon), mirror_for("node-c", c.daemon)
-    assert mb.once().returncode == 0 and mc.once().returncode == 0
+    _b, c, _mb, mc = two_nodes(daemons, mirror_for, tmp_path, {key("B"): (100, 100)}, {key("C"): (300, 300)})
     pg.psql("CREATE ROLE bot LOGIN PASSWORD 'bot-secret' IN ROLE awgd_reader;")
     engine = sa.create_engine(with_driver(pg.url()), future=True)  # the owner
     holder = engine.connect()
@@ -780,14 +774,8 @@ def test_rows_a_node_publishes_for_a_key_bound_elsewhere_are_not_summed(  # type
     """The review's D16: a node published rows for another node's key, and the fleet's sums
     believed them. The owner binds a key to its nodes (awgd_keys); other nodes' rows of it
     are shown bound = false and left out of FleetClient's sums."""
-    b = ScriptedNode(daemons, tmp_path / "tool-b")
-    c = ScriptedNode(daemons, tmp_path / "tool-c")
-    b.set({key("U"): (100, 100)})
-    c.set({key("U"): (5000, 5000)})  # node-c claims the key too: a hostile or mistaken node
-    b.sample()
-    c.sample()
-    assert mirror_for("node-b", b.daemon).once().returncode == 0
-    assert mirror_for("node-c", c.daemon).once().returncode == 0
+    # node-c claims the key too: a hostile or mistaken node.
+    two_nodes(daemons, mirror_for, tmp_path, {key("U"): (100, 100)}, {key("U"): (5000, 5000)})
     pg.psql("CREATE ROLE bot LOGIN PASSWORD 'bot-secret' IN ROLE awgd_reader;")
     fleet = FleetClient(pg.url("bot", "bot-secret"))
     open_key = fleet.traffic(key("U"))
