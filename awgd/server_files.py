@@ -46,6 +46,9 @@ _REPLACE = (
     '[ ! -e "$r" ] || [ -f "$r" ] || exit 1; '
     'if [ -e "$r" ]; then h=$(sha256sum < "$r") || exit 1; h=${h%% *}; else h=none; fi; '
     '[ "$h" = "$2" ] || exit 4; '
+    # A writer killed between mktemp and mv left its file: in a directory only root writes
+    # to, and with edits one at a time, any such file is a leftover.
+    'for o in "$r".awgd-??????; do [ ! -f "$o" ] || rm -f "$o"; done; '
     'umask 077; t=$(mktemp "$r.awgd-XXXXXX") || exit 1; '
     'cat > "$t" && n=$(sha256sum < "$t") || { rm -f "$t"; exit 1; }; '
     '[ "${n%% *}" = "$3" ] || { rm -f "$t"; exit 5; }; '
