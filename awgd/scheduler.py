@@ -45,8 +45,9 @@ class Schedule:
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        # "Now" for every decision here: awgd.trusted_clock's (a wall clock that jumped ahead
-        # is not believed at once), so a plan's instant is never taken early.
+        # "Now" for plans' instants: awgd.trusted_clock's (a wall clock that jumped ahead is
+        # not believed at once), so an expiry or a window's start is never taken early. Samples,
+        # periods and maintenance follow the wall clock, as the ledger books by it.
         self._clock = clock
         self._sampler = sampler
         self._books = books
@@ -63,7 +64,7 @@ class Schedule:
     async def run(self) -> None:
         while True:
             config = self._config()
-            now = self._clock()
+            now = datetime.now(UTC)
             sample_at = next_fire(now, config.sampling_schedule, config.zone)
             maintain_at = next_fire(now, config.maintenance_schedule, config.zone)
             boundary = self._books.period.end
@@ -73,15 +74,18 @@ class Schedule:
             due = self._books.plan_due
             # An instant already handled (its sample failed) waits for the next scheduled sample.
             plan_at = datetime.fromtimestamp(due, UTC) if due is not None and due != self._handled_due else None
+            # The wall clock ahead of the trusted one: a plan's instant comes that much later.
+            ahead = max(now - self._clock(), timedelta(0))
             self.next_sample_at = sample_at
-            wake_at = min(sample_at, maintain_at, boundary, plan_at or boundary)
+            wake_at = min(sample_at, maintain_at, boundary, plan_at + ahead if plan_at else boundary)
             if not await self._sleep_until(wake_at):
                 continue  # woken by a reload, or a slice passed: recompute
-            now = self._clock()
+            now = datetime.now(UTC)
             if now >= boundary:
                 await self._boundary(boundary, now)
-            if plan_at is not None and now >= plan_at:
-                await self._plan_instant(plan_at, now)
+            trusted = self._clock()
+            if plan_at is not None and trusted >= plan_at:
+                await self._plan_instant(plan_at, trusted)
             if now >= sample_at and sample_at != boundary:
                 try:
                     await self._sampler.join_or_start()
@@ -127,7 +131,7 @@ class Schedule:
         """True once `target` has come; False after one slice, or when woken by `wake()`,
         so that the fire times are computed again from the wall clock's new "now" (it may
         have jumped either way meanwhile)."""
-        remaining = (target - self._clock()).total_seconds()
+        remaining = (target - datetime.now(UTC)).total_seconds()
         if remaining <= 0:
             return True
         self._wake.clear()
@@ -136,4 +140,4 @@ class Schedule:
                 await self._wake.wait()
             return False
         except TimeoutError:
-            return self._clock() >= target
+            return datetime.now(UTC) >= target

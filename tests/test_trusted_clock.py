@@ -68,7 +68,7 @@ def test_a_forward_excursion_never_expires_a_plan_early(daemons, scripted_tool: 
     daemon = daemons(scripted_tool.path, env=env).start()
     daemon.result("traffic.sample")
     feed = Subscription(daemon.socket, types=["plan.expired"])
-    expires = datetime.now(UTC) + timedelta(seconds=6)
+    expires = (datetime.now(UTC) + timedelta(seconds=6)).replace(microsecond=0)  # plans count whole seconds
     planned = daemon.result("plan.set", interface="wg0", public_key=A, limit_bytes=None, expires_at=expires.isoformat())
     assert planned["blocked"] == []
     offset.write_text("+60\n")  # a minute ahead, for a moment
