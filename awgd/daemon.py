@@ -23,6 +23,7 @@ from typing import TypeVar
 
 from awgd import __version__
 from awgd.api import Api, BucketRows, LedgerHealth
+from awgd.bookkeeper import Bookkeeper
 from awgd.books import Books, PeerBook
 from awgd.change_feed import new_instance
 from awgd.config import DEFAULT_ADMIN_GROUP, Config, ConfigError, load
@@ -57,18 +58,19 @@ class Daemon:
         self._instance = new_instance()
         self._admin_gids = resolve_groups(config.admin_groups)
         self._ledger_health = LedgerHealth()
-        self._books = ledger.load_books(
+        self.bookkeeper = Bookkeeper.load(
+            ledger,
             period_containing(self._started_at, config.periods_schedule, config.zone),
             config.zone,
             config.periods_schedule,
+            watched=frozenset(config.interfaces),
         )
+        self._books = self.bookkeeper.books  # read by the API; changed only by the bookkeeper
         self._feed = EventFeed()
-        self._books.watch(frozenset(config.interfaces))
         self.notifier = Notifier()
         self.clock = TrustedClock()
         self.sampler = Sampler(
-            self._books,
-            ledger,
+            self.bookkeeper,
             lambda: self._config,
             on_sample=self._status,
             on_ledger_failure=self._ledger_failed,
@@ -76,12 +78,10 @@ class Daemon:
             clock=self.clock.now,
         )
         self._admin = PeerAdmin(
-            self._books,
-            ledger,
+            self.bookkeeper,
             lambda: self._config,
             self.sampler.join_or_start,
             lambda: self.sampler.health.tool,
-            changes=self.sampler.changes,
             publish=self._feed.publish,
             clock=self.clock.now,
         )
@@ -136,42 +136,19 @@ class Daemon:
         return await (self.sampler.fresh() if rate_limited else self.sampler.join_or_start())
 
     async def history(self, book: PeerBook, granularity: str, limit: int) -> list[Bucket]:
-        assert book.id is not None
-        books = self._books
-        async with self.sampler.changes:  # the open period and day as the ledger has them
-            return await asyncio.to_thread(
-                self.ledger.history,
-                book.id,
-                granularity,
-                limit,
-                open_period=books.open_period,
-                open_day=books.open_day,
-            )
+        return await self.bookkeeper.history(book, granularity, limit)
 
     async def closed_buckets(
         self, peer_ids: list[int], first_start: int, first_day: int, then: Callable[[BucketRows, BucketRows], T]
     ) -> T:
-        async with self.sampler.changes:
-            periods, days = await asyncio.to_thread(self.ledger.closed_buckets, peer_ids, first_start, first_day)
-            return then(periods, days)
+        return await self.bookkeeper.closed_buckets(peer_ids, first_start, first_day, then)
 
     @property
     def instance(self) -> str:
         return self._instance
 
     async def reset(self, book: PeerBook) -> tuple[datetime, tuple[int, int]]:
-        books = self._books
-        async with self._admin.resetting(book) as judge, self.sampler.changes:
-            at = datetime.now(UTC)
-            removed = (0, 0)  # seen by a reading but never booked: nothing to remove
-            period = books.period_bounds
-            if book.id is not None:
-                running = books.open_period == period
-                removed = await asyncio.to_thread(
-                    self.ledger.reset, book.id, period, running=running, at=at, judge=judge
-                )
-            books.reset(book, period)
-        return at, removed
+        return await self._admin.reset(book)
 
     # ---- status and the ledger's health ----------------------------------------------------
 
@@ -276,7 +253,7 @@ class Daemon:
                 log.warning("%s changed: takes effect at the next restart", what)
         self._config = new
         self._admin_gids = resolve_groups(new.admin_groups)
-        self._books.watch(frozenset(new.interfaces))
+        await self.bookkeeper.watch(frozenset(new.interfaces))
         if (new.periods_schedule, new.zone) != (old.periods_schedule, old.zone):
             await self.sampler.roll(period_containing(datetime.now(UTC), new.periods_schedule, new.zone))
         self.schedule.wake()

@@ -26,7 +26,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from operator import itemgetter
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -35,7 +34,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
 from awgd.accounting import InterfaceCheckpoint, PeerKey
-from awgd.books import Books, Entry, LoadedPeer, Settings, day_number
+from awgd.books import Entry, LoadedPeer, Settings, day_number
 from awgd.events import Event
 from awgd.ledger_schema import (
     MIGRATIONS,
@@ -53,8 +52,7 @@ from awgd.ledger_schema import (
     plan_progress,
     resets,
 )
-from awgd.periods import Period
-from awgd.plans import Judged, PlanState, plan_from_json, plan_json, window_at
+from awgd.plans import Judged, plan_from_json, plan_json
 from awgd.quota import Progress
 from awgd.trusted_path import UntrustedPath, check_trusted_directory
 
@@ -154,31 +152,6 @@ class Ledger:
                 for statement in MIGRATIONS[step]:
                     conn.exec_driver_sql(statement)
                 conn.execute(meta.update().where(meta.c.id == 1).values(schema_version=step))
-
-    def load_books(self, period: Period, zone: ZoneInfo, schedule: str) -> Books:
-        """The books as this ledger left them, with `period` as the current period (of
-        `schedule` in `zone`: plans' windows are reckoned in them too)."""
-        contents = self.load()
-        plans = {}
-        for key, progress in contents.progress.items():
-            plan = contents.settings[key].plan
-            assert plan is not None  # load() keeps only those
-            plans[key] = PlanState(progress, window_at(plan, _dt(progress.window_start), zone, schedule))
-        return Books.load(
-            period=period,
-            peers=contents.peers,
-            interfaces=contents.interfaces,
-            open_period=contents.open_period,
-            open_day=contents.open_day,
-            tracking_since=contents.tracking_since,
-            last_booked_at=contents.last_booked_at,
-            earlier=self.closed_period_usage(int(period.start.timestamp())),
-            blocked=self.blocked_usage(int(period.start.timestamp())),
-            settings=contents.settings,
-            plans=plans,
-            ups=contents.ups,
-            last_closed_day=self.last_closed_day(),
-        )
 
     def last_closed_day(self) -> int:
         """The latest day with a closed row (YYYYMMDD), 0 for none (Books.day_reopened)."""

@@ -26,21 +26,21 @@ again, and an unblocked one whose restore did not happen gets them back.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 from awgd.addresses import Address, next_free, outside, owners, taken_by
+from awgd.bookkeeper import Bookkeeper, WindowUsage
 from awgd.books import NO_SETTINGS, Books, PeerBook, Settings, day_number
 from awgd.clients_table import remove_client, set_client
 from awgd.config import Config
 from awgd.events import Event
 from awgd.interface_addresses import read_addresses
-from awgd.ledger import Ledger
 from awgd.peer_names import AMNEZIA_CLIENTS_TABLE
 from awgd.periods import local_day
 from awgd.plan_windows import Window
@@ -99,27 +99,24 @@ class Added:
 class PeerAdmin:
     def __init__(
         self,
-        books: Books,
-        ledger: Ledger,
+        bookkeeper: Bookkeeper,
         config: Callable[[], Config],
         sample: Callable[[], Awaitable[datetime]],
         tool: Callable[[], str | None],
         *,
-        changes: asyncio.Lock,
         publish: Callable[[list[Event]], None] = lambda events: None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._clock = clock  # plans are judged by it (awgd.trusted_clock)
-        self._books = books
-        # The sampler's lock over the books and the ledger: a peer's settings are read and
-        # written under it, so a sample's verdict (a quota block) can never fall between an
-        # admin change's read and its write, nor an admin's change drop the sample's.
-        self._changes = changes
-        self._ledger = ledger
+        # The books and the ledger are the bookkeeper's: every change to them is decided
+        # under its lock (_settle, _store, reset), from the books as they are then.
+        self._bookkeeper = bookkeeper
         self._config = config
         self._sample = sample
         self._tool = tool
         self._publish = publish
+        # Serialises changes to the server itself: the live interface, its config file and
+        # clientsTable (two peer.add calls racing for an address get different ones).
         self._lock = asyncio.Lock()
         self._complaints: dict[str, str] = {}
 
@@ -301,97 +298,84 @@ class PeerAdmin:
         """Replace the peer's plan; it takes effect at once (blocks or unblocks)."""
         async with self._lock:
             await self._fresh()
-            book = self._known(interface, public_key)
+            key = self._known(interface, public_key).key
             config = self._config()
             now = self._clock()
-            window = window_at(plan, now, config.zone, config.periods_schedule)
-            total = lifetime(book)
-            old, kept = book.settings.plan, self._books.plans.get(book.key)
-            if old is not None and kept is not None and kept.window == window:
-                progress = carried(old, plan, kept.progress)
-            else:
-                booked, removed = await self._window_usage(book, plan, window)
-                progress = start(window, total, booked, removed)
-            found, after = verdict(
-                plan, PlanState(progress, window), total, now, zone=config.zone, schedule=config.periods_schedule
-            )
-            return await self._replan(book, plan, found, after, int(now.timestamp()))
+
+            async def judge(books: Books, window_usage: WindowUsage) -> Judged:
+                book = books.peers[key]
+                window = window_at(plan, now, config.zone, config.periods_schedule)
+                total = lifetime(book)
+                old, kept = book.settings.plan, books.plans.get(key)
+                if old is not None and kept is not None and kept.window == window:
+                    progress = carried(old, plan, kept.progress)
+                else:
+                    booked, removed = await _window_before(
+                        books, book, plan, window, zone=config.zone, window_usage=window_usage
+                    )
+                    progress = start(window, total, booked, removed)
+                found, after = verdict(
+                    plan, PlanState(progress, window), total, now, zone=config.zone, schedule=config.periods_schedule
+                )
+                return _replanned(book, plan, found, after, int(now.timestamp()))
+
+            return await self._replan(key, judge)
 
     async def clear_plan(self, interface: str, public_key: str) -> PeerBook:
         async with self._lock:
             await self._fresh()
-            book = self._known(interface, public_key)
+            key = self._known(interface, public_key).key
             nothing = Verdict(Progress(0, 0), frozenset())  # no reason held, nothing announced
-            return await self._replan(book, None, nothing, None, int(time.time()))
 
-    async def _replan(
-        self, book: PeerBook, plan: Plan | None, found: Verdict, state: PlanState | None, at: int
-    ) -> PeerBook:
-        """Store the peer's new plan (None: none), its verdict and progress, in one
-        transaction; then make the live interface follow."""
+            async def judge(books: Books, window_usage: WindowUsage) -> Judged:
+                return _replanned(books.peers[key], None, nothing, None, int(time.time()))
 
-        def judge() -> Judged:
-            judged = Judged.nothing()
-            judged.settled[book.key] = decide(book, replace(book.settings, plan=plan), found, at, judged)
-            judged.states[book.key] = state
-            return judged
+            return await self._replan(key, judge)
 
-        await self._store(judge)
+    async def _replan(self, key: tuple[str, str], judge: Callable[[Books, WindowUsage], Awaitable[Judged]]) -> PeerBook:
+        """Store the peer's new plan, its verdict and progress, in one transaction; then make
+        the live interface follow."""
+        judged = await self._bookkeeper.store(judge)
+        self._publish(judged.events)
         await self._enforce()
-        return self._books.peers[book.key]
+        return self._books.peers[key]
 
-    @contextlib.asynccontextmanager
-    async def resetting(self, book: PeerBook) -> AsyncIterator[Callable[[int], Judged] | None]:
-        """Around a `traffic.reset` of the peer: yields what its plan makes of the bytes the
-        reset removed (to store in the reset's own transaction, awgd.ledger.Ledger.reset),
-        or None without a plan; applies it and enforces afterwards."""
+    async def reset(self, book: PeerBook) -> tuple[datetime, tuple[int, int]]:
+        """`traffic.reset`: zero the peer's usage this period; what its plan makes of the
+        bytes removed is stored in the reset's own transaction. When, and what it removed."""
         async with self._lock:
-            plan, state = book.settings.plan, self._books.plans.get(book.key)
-            if plan is None or state is None:
-                yield None
-                return
             config = self._config()
             now = self._clock()
-            total = lifetime(book)
-            made: list[Judged] = []
+            at = datetime.now(UTC)
 
-            def judge(removed: int) -> Judged:
-                progress = after_reset(state.progress, total, removed)
-                found, after = verdict(
-                    plan,
-                    PlanState(progress, state.window),
-                    total,
-                    now,
-                    zone=config.zone,
-                    schedule=config.periods_schedule,
-                )
-                judged = Judged.nothing()
-                decide(book, book.settings, found, int(now.timestamp()), judged)
-                judged.states[book.key] = after
-                made.append(judged)
-                return judged
+            def judge_for(books: Books) -> Callable[[int], Judged] | None:
+                plan, state = book.settings.plan, books.plans.get(book.key)
+                if plan is None or state is None:
+                    return None
+                total = lifetime(book)
 
-            yield judge
-            for judged in made:
-                self._books.apply(judged)
+                def judge(removed: int) -> Judged:
+                    progress = after_reset(state.progress, total, removed)
+                    found, after = verdict(
+                        plan,
+                        PlanState(progress, state.window),
+                        total,
+                        now,
+                        zone=config.zone,
+                        schedule=config.periods_schedule,
+                    )
+                    judged = Judged.nothing()
+                    decide(book, book.settings, found, int(now.timestamp()), judged)
+                    judged.states[book.key] = after
+                    return judged
+
+                return judge
+
+            removed, judged = await self._bookkeeper.reset(book, judge_for, at)
+            if judged is not None:
                 self._publish(judged.events)
-            await self._enforce()
-
-    async def _window_usage(self, book: PeerBook, plan: Plan, window: Window) -> tuple[int, int]:
-        """What the ledger booked in the window before the plan was set, and what resets
-        removed in it (docs/API.md: earlier usage in the window counts)."""
-        books = self._books
-        if plan.reset == "period":  # resets already taken off; traffic while blocked is no usage
-            return sum(books.period_usage(book)) - book.blocked_bytes, 0
-        if book.id is None:
-            return 0, 0
-        zone = self._config().zone
-        first = day_number(local_day(window.start, zone))
-        closed, removed = await asyncio.to_thread(
-            self._ledger.window_usage, book.id, first, int(window.start.timestamp())
-        )
-        running = sum(book.running_day) if books.open_day is not None and books.open_day >= first else 0
-        return closed + running, removed
+                await self._enforce()
+        return at, removed
 
     # ---- enforcement after every sample --------------------------------------------------------
 
@@ -417,7 +401,7 @@ class PeerAdmin:
             if book is None or not book.present or book.line is None:
                 continue
             if book.line.allowed_ips:
-                books.restored(book)
+                await self._bookkeeper.restored(book)
             else:
                 await self._enforced(book, ",".join(book.settings.allowed_ips))
 
@@ -432,6 +416,10 @@ class PeerAdmin:
             log.info("%sed peer %s on %s, as the ledger says", what, book.public_key, book.interface)
 
     # ---- parts -------------------------------------------------------------------------------
+
+    @property
+    def _books(self) -> Books:
+        return self._bookkeeper.books
 
     async def _fresh(self) -> None:
         await self._sample()
@@ -569,25 +557,11 @@ class PeerAdmin:
         change: Callable[[Settings], Settings] | None,
         events: list[Event],
     ) -> None:
-        """Change the peer's settings (None: remove them) by `change`, applied to what they
-        are when the write happens: settings are replaced field by field, never rebuilt, so
-        a change keeps what it does not name (a plan, another reason's block). The ledger
-        first; the books only once it has them."""
-        key = (interface, public_key)
-        async with self._changes:
-            book = self._books.peers.get(key)
-            settings = None if change is None else change(NO_SETTINGS if book is None else book.settings)
-            stored = await asyncio.to_thread(self._ledger.settle, key, settings, events)
-            self._books.settle(interface, public_key, settings, datetime.now(UTC))
-        self._publish(stored)
-
-    async def _store(self, judge: Callable[[], Judged]) -> None:
-        """Store what `judge` decides, judged under the sampler's lock (see _settle)."""
-        async with self._changes:
-            judged = judge()
-            judged.events[:] = await asyncio.to_thread(self._ledger.store, judged)
-            self._books.apply(judged)
-        self._publish(judged.events)
+        """Change the peer's settings (None: remove them) by `change`, applied by the
+        bookkeeper to what they are when the write happens: settings are replaced field by
+        field, never rebuilt, so a change keeps what it does not name (a plan, another
+        reason's block)."""
+        self._publish(await self._bookkeeper.settle((interface, public_key), change, events))
 
     @staticmethod
     def _event(kind: str, interface: str, public_key: str, **data: object) -> Event:
@@ -597,6 +571,29 @@ class PeerAdmin:
         if self._complaints.get(str(key)) != message:
             self._complaints[str(key)] = message
             log.warning("%s", message)
+
+
+def _replanned(book: PeerBook, plan: Plan | None, found: Verdict, state: PlanState | None, at: int) -> Judged:
+    """The peer's new plan (None: none), its verdict and progress, as one decision."""
+    judged = Judged.nothing()
+    judged.settled[book.key] = decide(book, replace(book.settings, plan=plan), found, at, judged)
+    judged.states[book.key] = state
+    return judged
+
+
+async def _window_before(
+    books: Books, book: PeerBook, plan: Plan, window: Window, *, zone: ZoneInfo, window_usage: WindowUsage
+) -> tuple[int, int]:
+    """What the ledger booked in the window before the plan was set, and what resets removed
+    in it (docs/API.md: earlier usage in the window counts)."""
+    if plan.reset == "period":  # resets already taken off; traffic while blocked is no usage
+        return sum(books.period_usage(book)) - book.blocked_bytes, 0
+    if book.id is None:
+        return 0, 0
+    first = day_number(local_day(window.start, zone))
+    closed, removed = await window_usage(book.id, first, int(window.start.timestamp()))
+    running = sum(book.running_day) if books.open_day is not None and books.open_day >= first else 0
+    return closed + running, removed
 
 
 def _keeping(live: tuple[str, ...]) -> Callable[[Settings], Settings]:

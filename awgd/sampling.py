@@ -17,13 +17,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from awgd.bookkeeper import Bookkeeper
 from awgd.books import Books, Entry, Target
 from awgd.config import Config
 from awgd.dump_parser import DumpParser
 from awgd.events import Event
 from awgd.gc_policy import CollectorPolicy
 from awgd.interface_addresses import AddressReader
-from awgd.ledger import Ledger, LedgerError
+from awgd.ledger import LedgerError
 from awgd.peer_names import NameReader
 from awgd.periods import Period, day_bounds
 from awgd.plans import judge_entry
@@ -52,8 +53,7 @@ class Health:
 class Sampler:
     def __init__(
         self,
-        books: Books,
-        ledger: Ledger,
+        bookkeeper: Bookkeeper,
         config: Callable[[], Config],
         *,
         on_sample: Callable[[], None] = lambda: None,
@@ -61,18 +61,14 @@ class Sampler:
         publish: Callable[[list[Event]], None] = lambda events: None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self.books = books
+        self.bookkeeper = bookkeeper
         self._clock = clock  # plans are judged by it (awgd.trusted_clock)
-        self.ledger = ledger
         self.health = Health()
-        # Held while a sample or an admin's change (traffic.reset) changes the books and the
-        # ledger, so that neither sees the other half done.
-        self.changes = asyncio.Lock()
         self._config = config
         self._on_sample = on_sample
         self._on_ledger_failure = on_ledger_failure
         self._publish = publish
-        self._parser = DumpParser(books.order)
+        self._parser = DumpParser(bookkeeper.books.order)
         self._names = NameReader()
         self._addresses = AddressReader()
         self._warned: frozenset[str] = frozenset()  # the last sample's warnings, logged once
@@ -146,11 +142,9 @@ class Sampler:
         entry, written = await self.book(reading, target)
         read = [i.name for i in reading.interfaces if not config.interfaces or i.name in config.interfaces]
         names = await self._names.read(config, reading.tool, read)
-        if names is not None:
-            self.books.name_peers(names)
         addresses = await self._addresses.read(config.exec_prefix, config.tool_timeout, read)
-        if addresses is not None:
-            self.books.address_interfaces(addresses)
+        if names is not None or addresses is not None:
+            await self.bookkeeper.found(names, addresses)
         health = self.health
         health.last_sample_at = health.last_success_at = reading.taken_at
         health.consecutive_failures = 0
@@ -172,28 +166,35 @@ class Sampler:
         self._on_sample()
         return reading.taken_at
 
+    @property
+    def books(self) -> Books:
+        return self.bookkeeper.books
+
     async def book(self, reading: Reading, target: Target | None = None) -> tuple[Entry, int]:
-        """Show and book one reading: the books take it, the ledger writes it, the books
-        commit it. Returns the entry and the rows written; raises SamplingFailed when the
-        ledger could not write it (the books are then as they were, but for what it showed)."""
-        config, books = self._config(), self.books
-        async with self.changes:
-            target = target or books.target(reading.taken_at, config.periods_schedule, config.zone)
+        """Show and book one reading (awgd.bookkeeper). Returns the entry and the rows
+        written; raises SamplingFailed when the ledger could not write it (the books are
+        then as they were, but for what it showed)."""
+        config = self._config()
+        self.health.tool = reading.tool
+
+        def target_of(books: Books) -> Target:
+            return target or books.target(reading.taken_at, config.periods_schedule, config.zone)
+
+        def take(books: Books, target: Target) -> Entry:
             entry = books.take(reading, watched=frozenset(config.interfaces), target=target)
             if books.plans:  # judged_at reckons a local day: not worth it on a server without plans
                 instant = judged_at(min(reading.taken_at, self._clock()), target, config)
                 judge_entry(books, entry, instant, config.zone, config.periods_schedule)
-            self.health.tool = reading.tool
-            try:
-                written = await asyncio.to_thread(self.ledger.write, entry)
-            except LedgerError as exc:
-                books.failed()
-                reason = f"the ledger could not book the sample: {exc}"
-                self._failed(reason)
-                log.error("%s (the next sample books it)", reason)
-                self._on_ledger_failure()
-                raise SamplingFailed(reason) from None
-            books.commit(entry)
+            return entry
+
+        try:
+            entry, written = await self.bookkeeper.book(target_of, take)
+        except LedgerError as exc:
+            reason = f"the ledger could not book the sample: {exc}"
+            self._failed(reason)
+            log.error("%s (the next sample books it)", reason)
+            self._on_ledger_failure()
+            raise SamplingFailed(reason) from None
         self._publish(entry.judged.events)
         return entry, written
 
@@ -208,10 +209,7 @@ class Sampler:
 
     async def roll(self, period: Period) -> None:
         """Enter a new current period, with whatever the ledger already holds for it."""
-        start = int(period.start.timestamp())
-        earlier = await asyncio.to_thread(self.ledger.closed_period_usage, start)
-        blocked = await asyncio.to_thread(self.ledger.blocked_usage, start)
-        self.books.roll(period, earlier, blocked)
+        await self.bookkeeper.roll(period)
         log.info("new period %s .. %s", period.start.isoformat(), period.end.isoformat())
 
 

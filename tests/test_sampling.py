@@ -13,6 +13,7 @@ import pytest
 from booking import booked
 from conftest import CAPTURES, ScriptedTool, secrets_in_captures
 
+from awgd.bookkeeper import Bookkeeper
 from awgd.config import Config
 from awgd.ledger import Ledger
 from awgd.periods import period_containing
@@ -30,11 +31,10 @@ class Sampling:
         self.path = path
         self.ledger = Ledger.open(f"sqlite:///{path}")
         self.config = Config(tool=str(tool.path), interfaces=watched, zone=ZONE)
-        books = self.ledger.load_books(
-            period_containing(datetime.now(UTC), self.config.periods_schedule, ZONE), ZONE, self.config.periods_schedule
-        )
-        self.sampler = Sampler(books, self.ledger, lambda: self.config)
-        self.books = books
+        period = period_containing(datetime.now(UTC), self.config.periods_schedule, ZONE)
+        bookkeeper = Bookkeeper.load(self.ledger, period, ZONE, self.config.periods_schedule)
+        self.sampler = Sampler(bookkeeper, lambda: self.config)
+        self.books = bookkeeper.books
 
     def sample(self) -> datetime:
         return asyncio.run(self.sampler.join_or_start())

@@ -44,6 +44,7 @@ import postgres  # noqa: E402
 from daemon import Awgd  # noqa: E402
 from wgbed import AMNEZIAWG, WIREGUARD, Flavor, TestBed, available  # noqa: E402
 
+from awgd.bookkeeper import Bookkeeper  # noqa: E402
 from awgd.config import Config  # noqa: E402
 from awgd.dump_parser import DumpParser  # noqa: E402
 from awgd.gc_policy import CollectorPolicy  # noqa: E402
@@ -174,11 +175,8 @@ class Booker:
     def __init__(self, workdir: Path, at: datetime) -> None:
         self.ledger = Ledger.open(f"sqlite:///{workdir}/ledger.sqlite3")
         config = Config(zone=ZONE)
-        self.sampler = Sampler(
-            self.ledger.load_books(period_containing(at, config.periods_schedule, ZONE), ZONE, config.periods_schedule),
-            self.ledger,
-            lambda: config,
-        )
+        period = period_containing(at, config.periods_schedule, ZONE)
+        self.sampler = Sampler(Bookkeeper.load(self.ledger, period, ZONE, config.periods_schedule), lambda: config)
         self.parser = DumpParser(self.sampler.books.order)  # as the sampler makes its own
         self.loop = asyncio.new_event_loop()
         self.collector = CollectorPolicy()
@@ -202,8 +200,11 @@ class Booker:
             state = PlanState(start(window, lifetime(book)), window)
             judged.settled[book.key] = replace(book.settings, plan=plan)
             judged.states[book.key] = state
-        self.ledger.store(judged)
-        books.apply(judged)
+
+        async def decided(books: object, window_usage: object) -> Judged:
+            return judged
+
+        self.loop.run_until_complete(self.sampler.bookkeeper.store(decided))
 
     def close(self) -> None:
         self.loop.close()

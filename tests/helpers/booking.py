@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from awgd.bookkeeper import Bookkeeper
 from awgd.books import Books, Entry, Target
 from awgd.dump_parser import Interface, Peer
 from awgd.ip_link import Link
@@ -23,9 +24,9 @@ class Booking:
     def __init__(self, path: Path, zone: ZoneInfo, schedule: str = MONTHLY, at: datetime | None = None) -> None:
         self.ledger = Ledger.open(f"sqlite:///{path}")
         self.zone, self.schedule = zone, schedule
-        self.books: Books = self.ledger.load_books(
-            period_containing(at or datetime.now(zone), schedule, zone), zone, schedule
-        )
+        self.books: Books = Bookkeeper.load(
+            self.ledger, period_containing(at or datetime.now(zone), schedule, zone), zone, schedule
+        ).books
 
     def book(self, reading: Reading, *, watched: frozenset[str] = frozenset(), target: Target | None = None) -> Entry:
         """Take, write and commit one reading; a failed write leaves the books as they were."""
