@@ -23,8 +23,9 @@ from zoneinfo import ZoneInfo
 
 from awgd import __version__, change_feed
 from awgd.addresses import AddressError, normalize_cidrs
-from awgd.books import Books, PeerBook, day_number, online
+from awgd.books import Books, PeerBook, online
 from awgd.config import Config
+from awgd.entry import day_number
 from awgd.event_feed import EventFeed, Subscriber
 from awgd.events import MAX_LIST_LIMIT as MAX_EVENTS_LIMIT
 from awgd.events import TYPES as EVENT_TYPES
@@ -531,7 +532,7 @@ class Api:
         limit = params.integer("limit", DEFAULT_CHANGES_LIMIT, 1, MAX_LIST_LIMIT)
         view = self.view
         books, instance = self.books, view.instance
-        answer = change_feed.plan(cursor, instance, books)
+        answer = change_feed.scope(cursor, instance, books)
         position = change_feed.position(instance, books).encode()
         cached = self._changed
         if cached[:2] == (answer.since, books.changes):

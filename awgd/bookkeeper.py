@@ -25,16 +25,18 @@ from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 from awgd.accounting import PeerKey
-from awgd.books import NO_SETTINGS, Books, Entry, PeerBook, Settings, Target
+from awgd.books import Books, PeerBook
+from awgd.entry import Entry, Target
 from awgd.events import Event
 from awgd.ledger import Bucket, Ledger, LedgerError
 from awgd.peer_names import Names
+from awgd.peer_settings import NO_SETTINGS, Settings
 from awgd.periods import Period
 from awgd.plans import Judged, PlanState, window_at
 
 T = TypeVar("T")
 
-log = logging.getLogger("awgd.bookkeeper")
+log = logging.getLogger(__name__)
 
 # What a plan's change needs of the ledger while it is worked out: the closed day buckets
 # of peer id from a day (YYYYMMDD) on, and what resets removed since a Unix second.

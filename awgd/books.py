@@ -27,49 +27,25 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from itertools import chain, compress, count
 from operator import attrgetter
 from zoneinfo import ZoneInfo
 
 from awgd.accounting import InterfaceCheckpoint, PeerKey, restarted
 from awgd.dump_parser import Interface, Peer
+from awgd.entry import Entry, LoadedPeer, Target, day_number, unix
 from awgd.events import Event
 from awgd.peer_names import Names
+from awgd.peer_settings import NO_SETTINGS, Settings
 from awgd.periods import Period, local_day, period_containing
-from awgd.plans import Judged, PlanState, lifetime, next_due
-from awgd.quota import Plan, hot, trigger
+from awgd.plans import Judged, PlanState, decide, lifetime, next_due, verdict
+from awgd.quota import hot, trigger
 from awgd.system_reader import Reading
 
 # Changes of the open period or day remembered (Books.openings): one a day, so about three
 # years' worth; a reader further behind than that is sent its cursor's buckets on.
 OPENINGS_KEPT = 1000
-
-
-def day_number(day: date) -> int:
-    """A local day as the integer YYYYMMDD: compact, sortable, and readable in sqlite3."""
-    return day.year * 10000 + day.month * 100 + day.day
-
-
-def day_from_number(number: int) -> date:
-    return date(number // 10000, number // 100 % 100, number % 100)
-
-
-def unix(instant: datetime) -> int:
-    return int(instant.timestamp())
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """What an admin decided about a peer (awgd.peer_admin); the ledger keeps it."""
-
-    label: str | None = None
-    allowed_ips: tuple[str, ...] = ()  # its own: what unblocking restores
-    blocked: tuple[str, ...] = ()  # the reasons it is blocked, sorted; () = not blocked
-    plan: Plan | None = None  # awgd.quota
-
-
-NO_SETTINGS = Settings()
 
 
 @dataclass(slots=True, eq=False)
@@ -172,86 +148,6 @@ class InterfaceBook:
     addresses: tuple[str, ...] = ()  # its own (awgd.interface_addresses)
     awg: tuple[tuple[str, int | str], ...] | None = None  # AmneziaWG's parameters, as the dump has them
     was_up: bool | None = None  # as the ledger last recorded it (interface.up/down events)
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """Where a sample is booked: a billing period and a local day."""
-
-    period: Period
-    day: date
-
-    @property
-    def bounds(self) -> tuple[int, int]:
-        return (unix(self.period.start), unix(self.period.end))
-
-
-@dataclass(slots=True)
-class Entry:
-    """One sample's booking, in the shapes the ledger writes (awgd.ledger):
-
-    - new: (peer_id, interface, public_key, first_seen) for each peer booked the first time;
-    - new_counters: (rx, tx, drx, dtx, peer_id), their counters rows (present);
-    - moved: (rx, tx, drx, dtx, peer_id) for each present peer booked before whose checkpoint
-      changed (its counters moved, or it came back);
-    - back: (peer_id,) for each of those that was not present at its checkpoint (it came back);
-    - blocked: (peer_id, rx + tx) for each booked peer that was blocked (blocked_books: the
-      same with its book), booked to the target period's blocked_usage row;
-    - gone: (peer_id,) for each peer that was present at its checkpoint and is not now;
-    - close_period / close_day: the open period (start, end) / day to close first, if any;
-    - open_period / open_day: what the running totals belong to afterwards.
-
-    The running totals only move when something is booked (`moved`), so an idle sample, or
-    one that only records a peer's absence, closes nothing and writes no total.
-    """
-
-    taken_at: datetime
-    at: int
-    target: Target
-    first: bool  # the first booking of a new ledger: it sets tracking_since
-    open_period: tuple[int, int] | None = None
-    open_day: int | None = None
-    close_period: tuple[int, int] | None = None
-    close_day: int | None = None
-    new: list[tuple[int, str, str, int]] = field(default_factory=list)
-    new_counters: list[tuple[int, int, int, int, int]] = field(default_factory=list)
-    new_books: list[PeerBook] = field(default_factory=list)
-    moved: list[tuple[int, int, int, int, int]] = field(default_factory=list)
-    moved_books: list[PeerBook] = field(default_factory=list)
-    back: list[tuple[int]] = field(default_factory=list)
-    blocked: list[tuple[int, int]] = field(default_factory=list)
-    blocked_books: list[tuple[PeerBook, int]] = field(default_factory=list)
-    gone: list[tuple[int]] = field(default_factory=list)
-    gone_books: list[PeerBook] = field(default_factory=list)
-    interfaces: dict[str, InterfaceCheckpoint] = field(default_factory=dict)
-    movers: int = 0  # peers with a non-zero delta
-    in_step: frozenset[str] = frozenset()  # interfaces whose checkpoints then match the parser's dump
-    judged: Judged = field(default_factory=Judged.nothing)  # plans (awgd.plans), written with the rest
-    plans_due: bool = False  # every plan was judged: the books' plan_due moves on
-    ups: dict[str, bool] = field(default_factory=dict)  # interfaces whose up state changed
-
-    @property
-    def empty(self) -> bool:
-        return not (self.new or self.moved or self.gone or self.interfaces or self.first or self.judged or self.ups)
-
-
-@dataclass(frozen=True, slots=True)
-class LoadedPeer:
-    """A peer as the ledger holds it (awgd.ledger.Ledger.load)."""
-
-    id: int
-    interface: str
-    public_key: str
-    first_seen: int
-    present: bool
-    rx: int
-    tx: int
-    lifetime_rx: int
-    lifetime_tx: int
-    period_rx: int
-    period_tx: int
-    day_rx: int
-    day_tx: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -401,6 +297,49 @@ class Books:
             self.hot.add(key)
         else:
             self.hot.discard(key)
+
+    def judge(self, entry: Entry, instant: datetime, zone: ZoneInfo, schedule: str) -> None:
+        """Judge the planned peers this entry concerns, into the entry, by the plans' rules
+        (awgd.plans): a peer only when its booking carries it past its trigger, or every
+        planned peer once an instant at which some verdict changes by itself has passed."""
+        books = self
+        if not books.plans:
+            return
+        at = int(instant.timestamp())
+        judged = entry.judged
+        # What blocked peers' devices sent is booked, and is not usage: their progress says so
+        # first, and any verdict below starts from that (awgd.quota.Progress.blocked).
+        states: dict[tuple[str, str], PlanState] = {}
+        for book, amount in entry.blocked_books:
+            state = books.plans.get(book.key)
+            if book.settings.plan is not None and state is not None:
+                states[book.key] = judged.states[book.key] = PlanState(
+                    state.progress.booked_blocked(amount), state.window
+                )
+        due = books.plan_due is not None and at >= books.plan_due
+        booked = chain(
+            zip(entry.new_books, entry.new_counters, strict=True), zip(entry.moved_books, entry.moved, strict=True)
+        )
+        if due:
+            deltas = {id(book): row[2] + row[3] for book, row in booked if book.settings.plan is not None}
+            candidates = [(book, lifetime(book) + deltas.get(id(book), 0)) for book in books.planned()]
+        else:
+            candidates = [
+                (book, total)
+                for book, row in booked
+                if book.trigger is not None and (total := lifetime(book) + row[2] + row[3]) >= book.trigger
+            ]
+        for book, total in candidates:
+            plan = book.settings.plan
+            state = states.get(book.key) or books.plans.get(book.key)
+            if plan is None or state is None:
+                continue
+            found, after = verdict(plan, state, total, instant, zone=zone, schedule=schedule)
+            if found.events or after != state:
+                judged.states[book.key] = after
+            decide(book, book.settings, found, at, judged)
+        if due:
+            entry.plans_due = True
 
     def planned(self) -> list[PeerBook]:
         return [self.peers[key] for key in self.plans if key in self.peers]

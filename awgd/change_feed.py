@@ -27,7 +27,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from awgd.books import Books, PeerBook, day_from_number
+from awgd.books import Books, PeerBook
+from awgd.entry import day_from_number
 from awgd.ledger import Bucket
 from awgd.plans import plan_json
 from awgd_client import change_rows
@@ -69,7 +70,7 @@ def new_instance() -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Plan:
+class Scope:
     """How to answer one cursor (see the module's docstring)."""
 
     since: int  # the peers stamped after this
@@ -77,9 +78,9 @@ class Plan:
     first_day: int  # and closed days from this one on (YYYYMMDD)
 
 
-def plan(cursor: Cursor | None, instance: str, books: Books) -> Plan:
+def scope(cursor: Cursor | None, instance: str, books: Books) -> Scope:
     if cursor is None:
-        return Plan(0, 0, 0)
+        return Scope(0, 0, 0)
     since = cursor.change if cursor.instance == instance and cursor.change <= books.changes else 0
     same = cursor.period_start == books.period_bounds[0] and cursor.open_day == (books.open_day or 0)
     opened = books.openings and books.openings[-1][0] > since
@@ -87,7 +88,7 @@ def plan(cursor: Cursor | None, instance: str, books: Books) -> Plan:
     # it is the current one (after a rollover, until the first booking, it is not).
     open_current = books.open_period is None or books.open_period == books.period_bounds
     if since and same and open_current and not opened and not books.day_reopened:
-        return Plan(since, None, 0)
+        return Scope(since, None, 0)
     # From the cursor's period and day, and never after the ledger's open ones: their closed
     # rows (if any) are added to the running totals.
     first_start, first_day = cursor.period_start, cursor.open_day
@@ -99,7 +100,7 @@ def plan(cursor: Cursor | None, instance: str, books: Books) -> Plan:
         first_start = min(first_start, books.open_period[0])
     if books.open_day is not None:
         first_day = min(first_day, books.open_day)
-    return Plan(since, first_start, first_day)
+    return Scope(since, first_start, first_day)
 
 
 def position(instance: str, books: Books) -> Cursor:

@@ -15,7 +15,7 @@ from awgd.ledger import LedgerError
 from awgd.log import setup
 from awgd.rpc_server import SocketInUse
 
-log = logging.getLogger("awgd")
+log = logging.getLogger(__name__)
 
 EX_SOFTWARE = 70
 

@@ -40,7 +40,7 @@ from awgd.trusted_clock import TrustedClock
 
 T = TypeVar("T")
 
-log = logging.getLogger("awgd")
+log = logging.getLogger(__name__)
 
 # The last sample at shutdown gets at most this long beyond the tool's own timeout.
 FINAL_SAMPLE_SLACK_SECONDS = 5.0

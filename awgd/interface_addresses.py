@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from awgd.addresses import Address, parse_ip_addr
 from awgd.tool_runner import ToolError, run_command
 
-log = logging.getLogger("awgd")
+log = logging.getLogger(__name__)
 
 RECHECK_SECONDS = 60.0
 

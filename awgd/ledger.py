@@ -34,7 +34,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
 from awgd.accounting import InterfaceCheckpoint, PeerKey
-from awgd.books import Entry, LoadedPeer, Settings, day_number
+from awgd.entry import Entry, LoadedPeer, day_number
 from awgd.events import Event
 from awgd.ledger_schema import (
     MIGRATIONS,
@@ -52,6 +52,7 @@ from awgd.ledger_schema import (
     plan_progress,
     resets,
 )
+from awgd.peer_settings import Settings
 from awgd.plans import Judged, plan_from_json, plan_json
 from awgd.quota import Progress
 from awgd.trusted_path import UntrustedPath, check_trusted_directory

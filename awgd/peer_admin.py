@@ -36,12 +36,14 @@ from zoneinfo import ZoneInfo
 
 from awgd.addresses import Address, next_free, outside, owners, taken_by
 from awgd.bookkeeper import Bookkeeper, WindowUsage
-from awgd.books import NO_SETTINGS, Books, PeerBook, Settings, day_number
+from awgd.books import Books, PeerBook
 from awgd.clients_table import remove_client, set_client
 from awgd.config import Config
+from awgd.entry import day_number
 from awgd.events import Event
 from awgd.interface_addresses import read_addresses
 from awgd.peer_names import AMNEZIA_CLIENTS_TABLE
+from awgd.peer_settings import NO_SETTINGS, Settings
 from awgd.periods import local_day
 from awgd.plan_windows import Window
 from awgd.plans import Judged, PlanState, decide, lifetime, verdict, window_at
@@ -51,7 +53,7 @@ from awgd.tool_runner import ToolError, run_command
 from awgd.wg_config import UnsafeText, add_peer, config_path, remove_peer, update_peer
 from awgd_client.names import KEY_PATTERN
 
-log = logging.getLogger("awgd")
+log = logging.getLogger(__name__)
 
 ADMIN = "admin"
 # A config file edited by someone else between awgd's read and its write is read again and

@@ -25,7 +25,7 @@ from awgd.config import Config
 from awgd.tool_runner import ToolError, run_command
 from awgd.wg_config import config_path, peer_names
 
-log = logging.getLogger("awgd")
+log = logging.getLogger(__name__)
 
 AMNEZIA_CLIENTS_TABLE = "/opt/amnezia/awg/clientsTable"
 # Names change when an operator adds a client; a minute later is soon enough, and spares a

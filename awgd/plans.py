@@ -1,5 +1,7 @@
-"""Plans on the books: which peers have one, where each stands in its window, and what a
-sample or an admin's change does to them (the rule itself is awgd.quota's).
+"""Plans as pure rules: where a planned peer stands in its window, and what a sample or an
+admin's change decides about it (the arithmetic itself is awgd.quota's). Plain data in,
+decisions (`Judged`) out; the books apply them (awgd.books.Books.judge, Books.apply) and
+this module never sees the books.
 
 A sample judges a planned peer only when its booking carries it past its trigger (the
 next threshold or the limit, awgd.quota.trigger) or when an instant at which some verdict
@@ -17,16 +19,30 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
-from itertools import chain
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from awgd.events import Event
+from awgd.peer_settings import Settings
 from awgd.plan_windows import RESETS, Window, window_containing
 from awgd.quota import MAX_WARN_AT, PLAN_REASONS, Plan, Progress, Verdict, iso, judge, next_instant
 
-if TYPE_CHECKING:
-    from awgd.books import Books, Entry, PeerBook, Settings
+
+class Planned(Protocol):
+    """What the rules read of a peer (awgd.books.PeerBook has it)."""
+
+    @property
+    def interface(self) -> str: ...
+    @property
+    def public_key(self) -> str: ...
+    @property
+    def key(self) -> tuple[str, str]: ...
+    @property
+    def allowed_ips(self) -> tuple[str, ...]: ...
+    @property
+    def lifetime_rx(self) -> int: ...
+    @property
+    def lifetime_tx(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +68,7 @@ class Judged:
         return bool(self.settled or self.states or self.events)
 
 
-def lifetime(book: PeerBook) -> int:
+def lifetime(book: Planned) -> int:
     return book.lifetime_rx + book.lifetime_tx
 
 
@@ -70,7 +86,7 @@ def verdict(
     return found, PlanState(found.progress, window if moved_on else state.window)
 
 
-def decide(book: PeerBook, settings: Settings, found: Verdict, at: int, judged: Judged) -> Settings:
+def decide(book: Planned, settings: Settings, found: Verdict, at: int, judged: Judged) -> Settings:
     """Record a verdict: the block reasons it holds, its events, and the block events of
     the reasons it adds or lifts. Returns the settings after."""
     events = [Event(kind, at, book.interface, book.public_key, data) for kind, data in found.events]
@@ -89,45 +105,6 @@ def decide(book: PeerBook, settings: Settings, found: Verdict, at: int, judged: 
         judged.settled[book.key] = settings
     judged.events.extend(events)
     return settings
-
-
-def judge_entry(books: Books, entry: Entry, instant: datetime, zone: ZoneInfo, schedule: str) -> None:
-    """Judge the planned peers this entry concerns, into the entry (module doc)."""
-    if not books.plans:
-        return
-    at = int(instant.timestamp())
-    judged = entry.judged
-    # What blocked peers' devices sent is booked, and is not usage: their progress says so
-    # first, and any verdict below starts from that (awgd.quota.Progress.blocked).
-    states: dict[tuple[str, str], PlanState] = {}
-    for book, amount in entry.blocked_books:
-        state = books.plans.get(book.key)
-        if book.settings.plan is not None and state is not None:
-            states[book.key] = judged.states[book.key] = PlanState(state.progress.booked_blocked(amount), state.window)
-    due = books.plan_due is not None and at >= books.plan_due
-    booked = chain(
-        zip(entry.new_books, entry.new_counters, strict=True), zip(entry.moved_books, entry.moved, strict=True)
-    )
-    if due:
-        deltas = {id(book): row[2] + row[3] for book, row in booked if book.settings.plan is not None}
-        candidates = [(book, lifetime(book) + deltas.get(id(book), 0)) for book in books.planned()]
-    else:
-        candidates = [
-            (book, total)
-            for book, row in booked
-            if book.trigger is not None and (total := lifetime(book) + row[2] + row[3]) >= book.trigger
-        ]
-    for book, total in candidates:
-        plan = book.settings.plan
-        state = states.get(book.key) or books.plans.get(book.key)
-        if plan is None or state is None:
-            continue
-        found, after = verdict(plan, state, total, instant, zone=zone, schedule=schedule)
-        if found.events or after != state:
-            judged.states[book.key] = after
-        decide(book, book.settings, found, at, judged)
-    if due:
-        entry.plans_due = True
 
 
 def next_due(planned: Iterable[tuple[Plan, PlanState]]) -> int | None:

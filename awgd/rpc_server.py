@@ -33,7 +33,7 @@ from awgd.event_feed import Dropped, Subscriber
 from awgd.trusted_path import ensure_trusted_directory
 from awgd_client import protocol as rpc
 
-log = logging.getLogger("awgd.rpc")
+log = logging.getLogger(__name__)
 
 # docs/API.md "Limits".
 MAX_CONNECTIONS = 256

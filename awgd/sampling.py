@@ -18,19 +18,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from awgd.bookkeeper import Bookkeeper
-from awgd.books import Books, Entry, Target
+from awgd.books import Books
 from awgd.config import Config
 from awgd.dump_parser import DumpParser
+from awgd.entry import Entry, Target
 from awgd.events import Event
 from awgd.gc_policy import CollectorPolicy
 from awgd.interface_addresses import AddressReader
 from awgd.ledger import LedgerError
 from awgd.peer_names import NameReader
 from awgd.periods import Period, day_bounds
-from awgd.plans import judge_entry
 from awgd.system_reader import Reading, SamplingError, read_system, tool_candidates
 
-log = logging.getLogger("awgd")
+log = logging.getLogger(__name__)
 
 # docs/API.md: fresh takes a sample "unless one finished in the last 5 s".
 FRESH_INTERVAL_SECONDS = 5.0
@@ -184,7 +184,7 @@ class Sampler:
             entry = books.take(reading, watched=frozenset(config.interfaces), target=target)
             if books.plans:  # judged_at reckons a local day: not worth it on a server without plans
                 instant = judged_at(min(reading.taken_at, self._clock()), target, config)
-                judge_entry(books, entry, instant, config.zone, config.periods_schedule)
+                books.judge(entry, instant, config.zone, config.periods_schedule)
             return entry
 
         try:

@@ -19,12 +19,13 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
-from awgd.books import Books, Target
+from awgd.books import Books
 from awgd.config import Config
+from awgd.entry import Target
 from awgd.periods import local_day, next_fire, period_containing
 from awgd.sampling import Sampler
 
-log = logging.getLogger("awgd.scheduler")
+log = logging.getLogger(__name__)
 
 # Sleep in slices no longer than this, so a wall-clock jump (NTP, a VM resumed) is noticed
 # within that time and the schedule resumes from the new "now".

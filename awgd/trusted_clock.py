@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-log = logging.getLogger("awgd")
+log = logging.getLogger(__name__)
 
 # Slewing (NTP's adjtime) moves the wall clock by at most 0.5 ms a second, and the anchor
 # follows every reading that agrees: only a step shows as more than this.

@@ -16,8 +16,9 @@ from zoneinfo import ZoneInfo
 from helpers.booking import reading
 
 from awgd.bookkeeper import Bookkeeper, WindowUsage
-from awgd.books import Books, Entry
+from awgd.books import Books
 from awgd.config import Config
+from awgd.entry import Entry
 from awgd.events import Event
 from awgd.ledger import Ledger
 from awgd.periods import period_containing

@@ -80,7 +80,7 @@ class Reader:
         after: int | None = None
         first: str | None = None
         while True:
-            answer = change_feed.plan(cursor, instance, books)
+            answer = change_feed.scope(cursor, instance, books)
             position = change_feed.position(instance, books).encode()
             first = first or position
             found = change_feed.changed(books, answer.since)
@@ -186,7 +186,7 @@ def test_a_reader_applying_every_answer_holds_what_the_ledger_holds(tmp_path: Pa
         # Caught up: nothing is listed again until something changes.
         before = reader.rounds_full
         books = booking.books
-        answer = change_feed.plan(Cursor.parse(reader.cursor or ""), instance, books)
+        answer = change_feed.scope(Cursor.parse(reader.cursor or ""), instance, books)
         assert change_feed.changed(books, answer.since) == [] and reader.rounds_full == before
     finally:
         booking.close()

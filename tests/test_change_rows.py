@@ -15,8 +15,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from awgd import change_feed
-from awgd.books import Books, Settings, day_number
+from awgd.books import Books
 from awgd.dump_parser import Peer
+from awgd.entry import day_number
+from awgd.peer_settings import Settings
 from awgd.periods import period_containing
 from awgd.plans import plan_json
 from awgd.quota import Plan
@@ -95,10 +97,10 @@ def test_the_mirror_warns_of_a_password_file_others_may_read(tmp_path: Path, cap
     secret.write_text("s3cret\n")
     config = MirrorConfig("postgresql://de-1@db.example/awgd", "de-1", "/run/awgd/awgd.sock", str(secret))
     secret.chmod(0o600)
-    with caplog.at_level(logging.WARNING, logger="awgd-mirror"):
+    with caplog.at_level(logging.WARNING, logger=MirrorConfig.__module__):
         assert config.engine_url().password == "s3cret"
     assert not caplog.records
     secret.chmod(0o644)
-    with caplog.at_level(logging.WARNING, logger="awgd-mirror"):
+    with caplog.at_level(logging.WARNING, logger=MirrorConfig.__module__):
         config.engine_url()
     assert "LoadCredential=fleet-password" in caplog.records[0].getMessage() and "s3cret" not in caplog.text

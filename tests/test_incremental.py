@@ -23,9 +23,11 @@ from hypothesis import strategies as st
 
 from awgd import dump_parser
 from awgd.accounting import Booking, Checkpoint, InterfaceCheckpoint, Observation, account
-from awgd.books import Books, Entry, Settings
+from awgd.books import Books
 from awgd.dump_parser import DumpError, DumpParser, Interface, parse_dump
+from awgd.entry import Entry
 from awgd.ip_link import Link
+from awgd.peer_settings import Settings
 from awgd.periods import period_containing
 from awgd.system_reader import Reading
 

@@ -14,7 +14,8 @@ from booking import Booking, reading
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from awgd.books import PeerBook, day_from_number, day_number
+from awgd.books import PeerBook
+from awgd.entry import day_from_number, day_number
 from awgd.ledger import Bucket, Ledger, LedgerError
 from awgd.ledger_schema import SCHEMA_VERSION
 from awgd.periods import Period, period_containing

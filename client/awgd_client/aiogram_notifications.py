@@ -44,7 +44,7 @@ from awgd_client.errors import AwgdError
 from awgd_client.formatting import format_bytes
 from awgd_client.models import Event, PeerTraffic
 
-log = logging.getLogger("awgd_client.aiogram_notifications")
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 NOTIFIED = ("quota.warning", "quota.exceeded", "plan.renewed", "plan.expired")

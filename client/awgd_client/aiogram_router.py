@@ -29,7 +29,7 @@ from awgd_client.errors import AmbiguousPeer, AwgdError, DaemonUnavailable, Sock
 from awgd_client.formatting import format_ago, format_bytes
 from awgd_client.models import PeerTraffic, ServerStatus
 
-log = logging.getLogger("awgd_client.aiogram_router")
+log = logging.getLogger(__name__)
 
 REFRESH = "awgd:status:refresh"
 

@@ -31,7 +31,7 @@ CONNECT_TIMEOUT_SECONDS = 10
 LOCK_TIMEOUT_SECONDS = 5
 STATEMENT_TIMEOUT_SECONDS = 30
 
-log = logging.getLogger("awgd_client.fleet")
+log = logging.getLogger(__name__)
 
 
 def session_options(lock_timeout: int, statement_timeout: int) -> str:

@@ -47,7 +47,7 @@ from awgd_client.errors import AwgdError
 from awgd_client.fleet import open_schemas, session_options, with_driver
 from awgd_client.sync_client import Client
 
-log = logging.getLogger("awgd-mirror")
+log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = "/etc/awgd/mirror.toml"
 # The systemd credential the password may come in (LoadCredential=fleet-password:...).

@@ -10,8 +10,9 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from awgd.bookkeeper import Bookkeeper
-from awgd.books import Books, Entry, Target
+from awgd.books import Books
 from awgd.dump_parser import Interface, Peer
+from awgd.entry import Entry, Target
 from awgd.ip_link import Link
 from awgd.ledger import Ledger, LedgerError
 from awgd.periods import period_containing

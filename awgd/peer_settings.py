@@ -1,0 +1,21 @@
+"""A peer's settings: what an admin decided about it (awgd.peer_admin), which the ledger
+keeps and the plans' rules read (awgd.plans)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from awgd.quota import Plan
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What an admin decided about a peer (awgd.peer_admin); the ledger keeps it."""
+
+    label: str | None = None
+    allowed_ips: tuple[str, ...] = ()  # its own: what unblocking restores
+    blocked: tuple[str, ...] = ()  # the reasons it is blocked, sorted; () = not blocked
+    plan: Plan | None = None  # awgd.quota
+
+
+NO_SETTINGS = Settings()
