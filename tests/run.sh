@@ -7,8 +7,18 @@
 #   2. Debian 12's own python3-sqlalchemy (1.4.46), python3-croniter (1.3.5),
 #      python3-sdnotify and python3-psycopg2 under /usr/bin/python3: pytest.
 # Extra arguments go to pytest in both legs, e.g. `bash tests/run.sh -k ledger`.
+#
+# `bash tests/run.sh --quick -k ledger`: leg 1's pytest alone, on the virtualenv as it is
+# (made first if there is none): no apt, no ruff or mypy, no leg 2, no fuzzing, no packaging.
+# Plain `.venv/bin/pytest -k ledger` works too (pyproject.toml sets pytest's pythonpath).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+QUICK=
+if [ "${1:-}" = --quick ]; then
+    QUICK=1
+    shift
+fi
 
 say() { printf '\n=== %s\n' "$*"; }
 
@@ -23,6 +33,12 @@ PYPI_PACKAGES=(
 VENV=${AWGD_TEST_VENV:-.venv}
 PYTEST_TIMEOUT=${AWGD_PYTEST_TIMEOUT:-1500}
 
+export PYTHONPATH="$PWD:$PWD/client:$PWD/fleet"
+export PYTHONDONTWRITEBYTECODE=1
+if [ -n "$QUICK" ] && [ -x "${AWGD_TEST_VENV:-.venv}/bin/python" ]; then
+    exec "${AWGD_TEST_VENV:-.venv}/bin/python" -m pytest -p no:cacheprovider "$@"
+fi
+
 # shellcheck source=tests/install.sh
 . tests/install.sh
 ensure_apt "${APT_PACKAGES[@]}" "${WIREGUARD_PACKAGES[@]}"
@@ -32,8 +48,9 @@ printf '\n=== virtualenv %s with the newest releases\n' "$VENV"
 ensure_venv "$VENV" "${PYPI_PACKAGES[@]}"
 "$VENV/bin/python" -m pip list 2>/dev/null | grep -iE '^(sqlalchemy|croniter|sdnotify|orjson|pytest|hypothesis|psycopg) '
 
-export PYTHONPATH="$PWD:$PWD/client"
-export PYTHONDONTWRITEBYTECODE=1
+if [ -n "$QUICK" ]; then
+    exec "$VENV/bin/python" -m pytest -p no:cacheprovider "$@"
+fi
 
 say "leg 1: ruff"
 "$VENV/bin/ruff" check .

@@ -91,7 +91,7 @@ def test_a_row_with_other_fields_is_refused(row: str) -> None:
 
 
 def test_the_mirror_warns_of_a_password_file_others_may_read(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from awgd_client.mirror import MirrorConfig
+    from awgd_fleet.mirror import MirrorConfig
 
     secret = tmp_path / "fleet-password"
     secret.write_text("s3cret\n")

@@ -243,9 +243,12 @@ def test_client_installs_and_works_without_the_daemon_dependencies(daemon, tmp_p
     # Exactly what the README tells a bot developer to run.
     subprocess.run([str(python), "-m", "pip", "install", "-q", str(build)], check=True, timeout=300)
     script = f"""
-import importlib.util, sys
+import importlib.metadata, importlib.util, sys
 assert importlib.util.find_spec("sqlalchemy") is None, "the bot's venv must not have SQLAlchemy"
 assert importlib.util.find_spec("awgd") is None, "nor the daemon"
+assert importlib.util.find_spec("awgd_fleet") is None, "nor the fleet"
+installed = {{d.metadata["Name"].lower() for d in importlib.metadata.distributions()}}
+assert installed - {{"pip", "setuptools", "wheel"}} == {{"awgd-client"}}, installed
 from awgd_client import Client, format_bytes
 with Client({daemon.socket!r}) as awgd:
     peer = awgd.traffic({A!r})
@@ -265,3 +268,30 @@ with Client({daemon.socket!r}) as awgd:
         check=False,
     )
     assert awgctl.returncode == 0 and "healthy" in awgctl.stdout
+
+
+@pytest.mark.skipif(not (ROOT / "fleet" / "pyproject.toml").exists(), reason="needs the source tree's fleet/")
+def test_the_fleet_installs_as_its_own_distribution(tmp_path: Path) -> None:
+    venv = tmp_path / "fleetvenv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    sources = []
+    for part in ("client", "fleet"):
+        sources.append(tmp_path / f"{part}-src")
+        shutil.copytree(ROOT / part, sources[-1], ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build"))
+    subprocess.run([str(python), "-m", "pip", "install", "-q", *map(str, sources)], check=True, timeout=600)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    printed = subprocess.run(
+        [str(venv / "bin" / "awgd-mirror"), "--print-schema"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=tmp_path,
+        check=True,
+    ).stdout
+    from awgd_fleet.schema import schema_sql
+
+    assert printed == schema_sql()
+    check = "import importlib.util; assert importlib.util.find_spec('awgd') is None; from awgd_fleet import FleetClient"
+    subprocess.run([str(python), "-c", check], env=env, cwd=tmp_path, check=True, timeout=60)

@@ -32,8 +32,8 @@ from wgbed import TestBed
 if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is None:
     pytest.skip("needs psycopg or psycopg2 (Debian's python3-psycopg2)", allow_module_level=True)
 
-from awgd_client import fleet_schema
-from awgd_client.fleet import FleetClient, with_driver
+from awgd_fleet import schema as fleet_schema
+from awgd_fleet.reader import FleetClient, with_driver
 
 _problem = postgres.problem()
 pytestmark = [
@@ -75,11 +75,11 @@ class Mirror:
         self.process: subprocess.Popen[bytes] | None = None
 
     def command(self, *extra: str) -> list[str]:
-        return [sys.executable, "-m", "awgd_client.mirror", "--config", str(self.config), "--verbose", *extra]
+        return [sys.executable, "-m", "awgd_fleet.mirror", "--config", str(self.config), "--verbose", *extra]
 
     @staticmethod
     def environment() -> dict[str, str]:
-        return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "client")])}
+        return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "client"), str(ROOT / "fleet")])}
 
     def once(self) -> subprocess.CompletedProcess[str]:
         return self.run("--once")
@@ -621,7 +621,7 @@ def test_the_schema_is_idempotent_and_the_mirror_checks_it(  # type: ignore[no-u
     daemons, pg: postgres.Postgres, mirror_for, tmp_path: Path
 ) -> None:
     printed = subprocess.run(
-        [sys.executable, "-m", "awgd_client.mirror", "--print-schema"],
+        [sys.executable, "-m", "awgd_fleet.mirror", "--print-schema"],
         env=Mirror.environment(),
         capture_output=True,
         text=True,

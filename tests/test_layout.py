@@ -10,6 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DAEMON = ROOT / "awgd"
 CLIENT = ROOT / "client" / "awgd_client"
+FLEET = ROOT / "fleet" / "awgd_fleet"
 
 # The books' methods that change them; only the books and the bookkeeper call them.
 MUTATORS = frozenset(
@@ -60,6 +61,12 @@ def test_only_the_books_and_the_bookkeeper_change_the_books() -> None:
     assert not offenders, offenders
 
 
-def test_the_client_never_imports_the_daemon() -> None:
+def test_the_client_imports_neither_the_daemon_nor_the_fleet() -> None:
     for path in sorted(CLIENT.rglob("*.py")):
-        assert not any(module == "awgd" or module.startswith("awgd.") for module in imports(path)), path
+        for module in imports(path):
+            assert module.split(".")[0] not in ("awgd", "awgd_fleet"), f"{path.name} imports {module}"
+
+
+def test_the_fleet_builds_on_the_client_alone() -> None:
+    for path in sorted(FLEET.rglob("*.py")):
+        assert not any(module.split(".")[0] == "awgd" for module in imports(path)), path

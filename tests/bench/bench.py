@@ -37,7 +37,7 @@ from zoneinfo import ZoneInfo
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "client"), str(HERE.parent / "helpers")]
+sys.path[:0] = [str(ROOT), str(ROOT / "client"), str(ROOT / "fleet"), str(HERE.parent / "helpers")]
 
 import amnezia  # noqa: E402
 import postgres  # noqa: E402
@@ -54,9 +54,9 @@ from awgd.plans import Judged, PlanState, lifetime, window_at  # noqa: E402
 from awgd.quota import Plan, start  # noqa: E402
 from awgd.sampling import Sampler  # noqa: E402
 from awgd.system_reader import Reading  # noqa: E402
-from awgd_client import fleet_schema  # noqa: E402
-from awgd_client.mirror import Mirror as FleetMirror  # noqa: E402
-from awgd_client.mirror import MirrorConfig  # noqa: E402
+from awgd_fleet import schema as fleet_schema  # noqa: E402
+from awgd_fleet.mirror import Mirror as FleetMirror  # noqa: E402
+from awgd_fleet.mirror import MirrorConfig  # noqa: E402
 
 ZONE = ZoneInfo("UTC")
 # Far above what any benchmark peer uses: the plans are judged, never hot, never blocking.
@@ -677,7 +677,7 @@ def bench_exporter(run: Run) -> None:
     scripted = ScriptedDaemon(run.workdir / "exporter", run.mid)
     scripted.daemon.start()
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "client")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "client"), str(ROOT / "fleet")])}
     exporter = subprocess.Popen(
         [
             sys.executable,
@@ -969,7 +969,7 @@ def startup_and_history(workdir: Path, n: int, days: int, repeats: int) -> None:
         "7. ledger bytes per peer-day (day buckets)", f"{per_peer_day:.1f} B", "", None, "<= 100 B", per_peer_day <= 100
     )
 
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "client")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "client"), str(ROOT / "fleet")])}
     imports = []
     for _ in range(repeats):
         started = time.perf_counter()

@@ -8,5 +8,6 @@ cd "$(dirname "$0")/../.."
 ensure_apt python3-venv python3-pip procps "${WIREGUARD_PACKAGES[@]}"
 ensure_apt_not_started "${DOCKER_PACKAGES[@]}" "${POSTGRES_PACKAGES[@]}"
 VENV=${AWGD_BENCH_VENV:-.venv}
-ensure_venv "$VENV" SQLAlchemy croniter sdnotify orjson 'psycopg[binary]'
+# Every section's needs: the daemon's, the fleet's (psycopg) and the exporter's (section 9).
+ensure_venv "$VENV" SQLAlchemy croniter sdnotify orjson 'psycopg[binary]' prometheus_client
 exec "$VENV/bin/python" tests/bench/bench.py "$@"

@@ -123,7 +123,7 @@ class Awgd:
     def environment(self) -> dict[str, str]:
         return {
             **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "client")]),
+            "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "client"), str(ROOT / "fleet")]),
             **self.env,
         }
 

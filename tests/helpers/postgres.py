@@ -163,8 +163,9 @@ def serve(info: Path) -> None:
     import sys
     import tempfile
 
-    sys.path[:0] = [str(Path(__file__).resolve().parents[2] / "client")]
-    from awgd_client.fleet_schema import schema_sql
+    root = Path(__file__).resolve().parents[2]
+    sys.path[:0] = [str(root / "client"), str(root / "fleet")]
+    from awgd_fleet.schema import schema_sql
 
     cluster = Postgres(Path(tempfile.mkdtemp(prefix="awgd-pg-")) / "pg")
     try:

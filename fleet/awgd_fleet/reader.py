@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from awgd_client import fleet_schema
+from awgd_fleet import schema as fleet_schema
 
 # How long connecting may take before a read fails, rather than a bot's handler hanging.
 CONNECT_TIMEOUT_SECONDS = 10

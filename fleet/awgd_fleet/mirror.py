@@ -42,10 +42,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ProgrammingError, SQLAlchemyError
 
-from awgd_client import change_rows, fleet_schema, methods
+from awgd_client import change_rows, methods
 from awgd_client.errors import AwgdError
-from awgd_client.fleet import open_schemas, session_options, with_driver
 from awgd_client.sync_client import Client
+from awgd_fleet import schema as fleet_schema
+from awgd_fleet.reader import open_schemas, session_options, with_driver
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ class MirrorConfig:
 
     def engine_url(self) -> sa.engine.URL:
         """The URL with its password from password_file or the systemd credential, if any,
-        and the installed driver (awgd_client.fleet.with_driver)."""
+        and the installed driver (awgd_fleet.reader.with_driver)."""
         url = with_driver(self.url)
         secret = self.password_file
         credentials = os.environ.get("CREDENTIALS_DIRECTORY")
