@@ -1,7 +1,7 @@
 """Parse `awg|wg show all dump` and `show IFACE dump` output into plain immutable data.
 
-`parse_dump` is pure: text in, data out. The rules are those of docs/FORMAT.md ("How awgd
-reads a dump"): lines split on TAB only, the first line of each interface is its interface
+`parse_dump` is pure: text in, data out. The rules are those of docs/FORMAT.md
+("How awgd reads a dump"): lines split on TAB only, the first line of each interface is its interface
 line whatever its length, peer lines have exactly 9 fields (8 without the interface name)
 and are validated strictly.
 

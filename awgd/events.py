@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-# docs/API.md: "kept at least 30 days".
+# docs/API.md ("events.list"): events are kept 30 days.
 RETENTION_DAYS = 30
 MAX_LIST_LIMIT = 1000
 TYPES = (

@@ -1,6 +1,6 @@
 """A plan's windows: the stretch of time whose usage counts against its limit. Pure.
 
-docs/API.md ("Plans: windows"), with `reset` one of:
+docs/API.md ("plan.set", its windows), with `reset` one of:
 
 - "period": the server's billing period (`periods.schedule`, awgd.periods);
 - "month": from 00:00 local time on the anchor's day of the month to the same day of the next

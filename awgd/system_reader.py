@@ -1,7 +1,7 @@
 """Read the counters off the system: the dump, `ip -o link show` and the boot id.
 
 The I/O is `read_system`; how the tool's exit status and stderr are understood
-(docs/FORMAT.md, "Exit status and stderr") is the pure `interpret_dump`.
+(docs/FORMAT.md, "Exit status and standard error") is the pure `interpret_dump`.
 """
 
 from __future__ import annotations
