@@ -21,7 +21,7 @@ from functools import lru_cache
 from typing import Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
-from awgd import __version__, change_feed
+from awgd import __version__, change_feed, openrpc
 from awgd.addresses import AddressError, normalize_cidrs
 from awgd.books import Books, PeerBook, online
 from awgd.config import Config
@@ -274,6 +274,8 @@ class Method:
     handler: Handler
     params: tuple[str, ...]
     admin: bool = False
+    required: tuple[str, ...] = ()  # of params: refused with -32602 when missing
+    summary: str = ""  # one line, for rpc.discover (awgd.openrpc)
     # Answered from memory alone, small, never waiting on the tool or the ledger, so the
     # server answers it in its read loop, without a task or a coroutine (unless asked for
     # `fresh` figures: then a sample is taken first).
@@ -292,6 +294,7 @@ class Api:
         self._orders: tuple[int, dict[tuple[str, str | None, bool], list[PeerBook]]] = (-1, {})
         self._status: tuple[tuple[Any, ...], dict[str, Any]] | None = None
         self._changed: tuple[int, int, list[PeerBook]] = (-1, -1, [])
+        self._discovered: dict[str, Any] | None = None
 
     # ---- dispatch -------------------------------------------------------------------------
 
@@ -673,6 +676,11 @@ class Api:
     def _bucket(self, start: datetime, end: datetime, rx: int, tx: int) -> dict[str, Any]:
         return {"start": self.iso(start), "end": self.iso(end), **usage(rx, tx)}
 
+    def rpc_discover(self, params: Params, caller: Caller) -> dict[str, Any]:
+        if self._discovered is None:
+            self._discovered = openrpc.document(METHODS, __version__)
+        return self._discovered
+
     async def traffic_sample(self, params: Params, caller: Caller) -> dict[str, Any]:
         # Root and admins order a sample now; anyone else gets fresh's rule (one tool run per
         # 5 s, joined), so a member of the socket's group cannot keep the tool running.
@@ -834,33 +842,98 @@ _ORDER: dict[str, Callable[[Books, PeerBook], Any]] = {
 }
 assert tuple(_ORDER) == LIST_SORTS
 
+_KEY = ("public_key",)
+_PEER = ("interface", "public_key")  # changes name the interface: a key may be on several
+
 METHODS: dict[str, Method] = {
-    "server.status": Method(Api.server_status, (), inline=True),
-    "traffic.get": Method(Api.traffic_get, ("public_key", "interface", "fresh"), inline=True),
-    "traffic.list": Method(Api.traffic_list, ("interface", "sort", "limit", "offset", "present_only")),
-    "traffic.changes": Method(Api.traffic_changes, ("cursor", "after", "limit")),
-    "traffic.history": Method(Api.traffic_history, ("public_key", "interface", "granularity", "limit")),
-    "traffic.sample": Method(Api.traffic_sample, ()),
-    "traffic.reset": Method(Api.traffic_reset, ("public_key", "interface"), admin=True),
+    "server.status": Method(
+        Api.server_status, (), inline=True, summary="The daemon, the sampler, the ledger, the period, each interface"
+    ),
+    "traffic.get": Method(
+        Api.traffic_get,
+        ("public_key", "interface", "fresh"),
+        inline=True,
+        required=_KEY,
+        summary="One peer: its session, period, day and lifetime usage, its plan, whether it is online",
+    ),
+    "traffic.list": Method(
+        Api.traffic_list,
+        ("interface", "sort", "limit", "offset", "present_only"),
+        summary="Every peer, sorted and paged",
+    ),
+    "traffic.changes": Method(
+        Api.traffic_changes,
+        ("cursor", "after", "limit"),
+        summary="What changed since a cursor, as rows (for awgd-mirror)",
+    ),
+    "traffic.history": Method(
+        Api.traffic_history,
+        ("public_key", "interface", "granularity", "limit"),
+        required=_KEY,
+        summary="A peer's usage per period or per day, newest first",
+    ),
+    "traffic.sample": Method(Api.traffic_sample, (), summary="Take a sample now (joining one already running)"),
+    "traffic.reset": Method(
+        Api.traffic_reset,
+        ("public_key", "interface"),
+        admin=True,
+        required=_KEY,
+        summary="Zero a peer's usage in the current period",
+    ),
     "peer.add": Method(
         Api.peer_add,
         ("interface", "public_key", "allowed_ips", "preshared_key", "persistent_keepalive", "label", "outside_subnets"),
         admin=True,
+        required=_PEER,
+        summary="Add a peer to the live interface and its config file",
     ),
-    "peer.remove": Method(Api.peer_remove, ("public_key", "interface"), admin=True),
+    "peer.remove": Method(
+        Api.peer_remove,
+        ("public_key", "interface"),
+        admin=True,
+        required=_PEER,
+        summary="Remove a peer; its history stays",
+    ),
     "peer.update": Method(
         Api.peer_update,
         ("public_key", "interface", "label", "allowed_ips", "persistent_keepalive", "outside_subnets"),
         admin=True,
+        required=_PEER,
+        summary="Change a peer's label, allowed IPs or keepalive",
     ),
-    "peer.block": Method(Api.peer_block, ("public_key", "interface"), admin=True),
-    "peer.unblock": Method(Api.peer_unblock, ("public_key", "interface"), admin=True),
-    "events.list": Method(Api.events_list, ("since", "limit", "types")),
-    "events.subscribe": Method(Api.events_subscribe, ("since", "types")),
+    "peer.block": Method(
+        Api.peer_block, ("public_key", "interface"), admin=True, required=_PEER, summary="Cut a peer off (reason admin)"
+    ),
+    "peer.unblock": Method(
+        Api.peer_unblock,
+        ("public_key", "interface"),
+        admin=True,
+        required=_PEER,
+        summary="Lift the admin's block; the peer passes again when no reason is left",
+    ),
+    "events.list": Method(
+        Api.events_list, ("since", "limit", "types"), summary="Stored events after an id, oldest first"
+    ),
+    "events.subscribe": Method(
+        Api.events_subscribe,
+        ("since", "types"),
+        summary="Receive each new event on this connection as a notification",
+    ),
     "plan.set": Method(
         Api.plan_set,
         ("public_key", "interface", "limit_bytes", "reset", "anchor", "expires_at", "warn_at"),
         admin=True,
+        required=_PEER,
+        summary="Replace a peer's plan (quota, window, expiry); it takes effect at once",
     ),
-    "plan.clear": Method(Api.plan_clear, ("public_key", "interface"), admin=True),
+    "plan.clear": Method(
+        Api.plan_clear,
+        ("public_key", "interface"),
+        admin=True,
+        required=_PEER,
+        summary="Remove a peer's plan, and the blocks it held",
+    ),
+    "rpc.discover": Method(
+        Api.rpc_discover, (), inline=True, summary="This API as an OpenRPC document, made from this table"
+    ),
 }

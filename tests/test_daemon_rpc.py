@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shutil
 import signal
 import socket
@@ -298,3 +299,36 @@ def test_fresh_finds_a_peer_added_since_the_last_sample(daemons, scripted_tool: 
     time.sleep(5.2)  # past the rate limit of the start-up sample: the rule is about elapsed time
     peer = daemon.result("traffic.get", public_key=new, fresh=True)
     assert peer["present"] is True and peer["interface"] == "wg0"
+
+
+# ---- rpc.discover ------------------------------------------------------------------------------
+
+# A valid value of each param a method may require, for the calls that leave one out.
+VALID = {"public_key": A, "interface": "wg0"}
+
+
+def test_rpc_discover_describes_the_daemon_it_runs_in(running) -> None:  # type: ignore[no-untyped-def]
+    from awgd_client import Client
+
+    found = running.result("rpc.discover")
+    assert found["openrpc"].startswith("1.2") and found["info"]["version"] == "0.1.0"
+    methods = {m["name"]: m for m in found["methods"]}
+    root = Path(__file__).resolve().parent.parent
+    if (root / "docs" / "API.md").exists():  # the docs name exactly these methods
+        documented = re.findall(r"^### `([a-z_.]+)`", (root / "docs" / "API.md").read_text(), re.MULTILINE)
+        assert sorted(documented) == sorted(methods)
+    assert methods["plan.set"]["x-admin"] is True and methods["traffic.get"]["x-admin"] is False
+    with Client(running.socket) as client:
+        assert client.discover() == found
+    # What the document says is required is what the daemon refuses without it, and nothing else.
+    for name, method in methods.items():
+        if name in ("events.subscribe", "rpc.discover"):
+            continue  # a subscription keeps the connection; discover has no params
+        required = [p["name"] for p in method["params"] if p["required"]]
+        for param in method["params"]:
+            given = {p: VALID[p] for p in required if p != param["name"]}
+            answer = running.call(name, **given)
+            missing = "error" in answer and f"{param['name']} is required" in answer["error"]["message"]
+            assert missing == param["required"], (name, param["name"], answer)
+            if param["required"]:
+                assert answer["error"]["code"] == -32602

@@ -63,6 +63,13 @@ class AsyncClient:
 
     # ---- one method per RPC method -------------------------------------------------------
 
+    async def discover(self) -> dict[str, Any]:
+        """rpc.discover: the daemon's API as an OpenRPC document (its methods and params)."""
+        found = await self.call("rpc.discover")
+        if not isinstance(found, dict) or not isinstance(found.get("methods"), list):
+            raise ProtocolError("rpc.discover did not answer an OpenRPC document")
+        return found
+
     async def server_status(self) -> ServerStatus:
         return ServerStatus.from_json(await self.call("server.status"))
 

@@ -15,7 +15,7 @@ SOCKET_ENV = "AWGD_SOCKET"
 DEFAULT_TIMEOUT = 5.0
 # Methods that may be sent again after a lost connection: they change nothing.
 IDEMPOTENT = frozenset(
-    {"server.status", "traffic.get", "traffic.list", "traffic.history", "traffic.sample", "events.list"}
+    {"server.status", "traffic.get", "traffic.list", "traffic.history", "traffic.sample", "events.list", "rpc.discover"}
 )
 # A change to the server's peers takes a sample before and after, and the tool and a file
 # write in between (through `docker exec` on Amnezia's servers): more than a read.

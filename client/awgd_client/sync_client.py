@@ -82,6 +82,13 @@ class Client:
 
     # ---- one method per RPC method -------------------------------------------------------
 
+    def discover(self) -> dict[str, Any]:
+        """rpc.discover: the daemon's API as an OpenRPC document (its methods and params)."""
+        found = self.call("rpc.discover")
+        if not isinstance(found, dict) or not isinstance(found.get("methods"), list):
+            raise ProtocolError("rpc.discover did not answer an OpenRPC document")
+        return found
+
     def server_status(self) -> ServerStatus:
         return ServerStatus.from_json(self.call("server.status"))
 
