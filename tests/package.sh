@@ -53,11 +53,23 @@ mkdir "$WORK/awgd"
 git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "$WORK/awgd"
 (cd "$WORK/awgd" && PATH=$SYSTEM_PATH dpkg-buildpackage -us -uc -b) >"$WORK/build.log" 2>&1 \
     || { cat "$WORK/build.log"; fail "dpkg-buildpackage failed"; }
-DEB=$(echo "$WORK"/awgd_*_all.deb)
-dpkg-deb -I "$DEB" | sed -n 's/^ \(Package\|Version\|Depends\|Recommends\|Suggests\):/  \1:/p'
+# One build, four packages, each with its own Depends (debian/control).
+PACKAGES=(awgd python3-awgd-client awgd-exporter awgd-mirror)
+DEBS=()
+for package in "${PACKAGES[@]}"; do
+    deb=$(echo "$WORK/${package}"_*_all.deb)
+    [ -f "$deb" ] || fail "dpkg-buildpackage made no $package package"
+    DEBS+=("$deb")
+    dpkg-deb -I "$deb" | sed -n 's/^ \(Package\|Depends\|Recommends\|Suggests\):/  \1:/p'
+done
+# Each part pulls only its own needs: the daemon neither Prometheus nor PostgreSQL's driver.
+daemon_depends=$(dpkg-deb -f "${DEBS[0]}" Depends)
+case "$daemon_depends" in *prometheus*|*psycopg*) fail "awgd depends on the exporter's or the mirror's needs: $daemon_depends" ;; esac
+client_depends=$(dpkg-deb -f "${DEBS[1]}" Depends)
+case "$client_depends" in *sqlalchemy*|*croniter*|*prometheus*) fail "the client library depends on $client_depends" ;; esac
 
 step "lintian: no errors, no warnings"
-lintian_out=$(lintian --fail-on error,warning "$DEB" 2>&1 | grep -v 'running with root privileges' || true)
+lintian_out=$(lintian --fail-on error,warning "${DEBS[@]}" 2>&1 | grep -v 'running with root privileges' || true)
 echo "${lintian_out:-  (clean)}"
 echo "$lintian_out" | grep -qE '^[EW]: ' && fail "lintian reported errors or warnings"
 
@@ -71,13 +83,13 @@ debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus bookworm "$ROO
     >"$WORK/debootstrap.log" 2>&1 || { tail -20 "$WORK/debootstrap.log"; fail "debootstrap failed"; }
 echo "deb $MIRROR bookworm main" >"$ROOTFS/etc/apt/sources.list"
 
-step "apt-get install ./awgd_*.deb inside (dependencies from Debian)"
-cp "$DEB" "$ROOTFS/root/"
+step "apt-get install the four packages inside (dependencies from Debian)"
+cp "${DEBS[@]}" "$ROOTFS/root/"
 nspawn sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    /root/$(basename "$DEB") wireguard-tools python3-pytest python3-hypothesis socat faketime iproute2 passwd curl \
+    $(printf '/root/%s ' "${DEBS[@]##*/}") wireguard-tools python3-pytest python3-hypothesis socat faketime iproute2 passwd curl \
     python3-psycopg2" \
     >"$WORK/install.log" 2>&1 || { tail -30 "$WORK/install.log"; fail "installing the package failed"; }
-grep -E "^Setting up awgd|Creating group" "$WORK/install.log" | sed 's/^/  /'
+grep -E "^Setting up (python3-)?awgd|Creating group" "$WORK/install.log" | sed 's/^/  /'
 
 step "systemd-analyze verify prints nothing"
 verify_out=$(systemd-analyze verify --root="$ROOTFS" --man=no awgd.service awgd-exporter.service awgd-mirror.service 2>&1 || true)
@@ -320,12 +332,18 @@ cp -r tests pyproject.toml "$ROOTFS/root/awgd-tests/"
 inside sh -c 'cd /root/awgd-tests && python3 -m pytest -q -p no:cacheprovider -x tests' | tail -5
 rm -rf "$ROOTFS/root/awgd-tests"
 
-step "apt-get purge awgd leaves no files behind"
+step "apt-get purge awgd takes the exporter and the mirror with it; then the library; nothing left"
 inside sh -c 'DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq awgd' >"$WORK/purge.log" 2>&1 \
     || { cat "$WORK/purge.log"; fail "purge failed"; }
+for package in awgd-exporter awgd-mirror; do
+    state=$(inside dpkg-query -W -f '${db:Status-Status}' "$package" 2>/dev/null || true)
+    [ -z "$state" ] || [ "$state" = not-installed ] || fail "$package is $state after purging awgd"
+done
+inside sh -c 'DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq python3-awgd-client' >>"$WORK/purge.log" 2>&1 \
+    || { cat "$WORK/purge.log"; fail "purging the client library failed"; }
 left=$(cd "$ROOTFS" && find . -xdev \( -path ./proc -o -path ./sys -o -path ./dev -o -path ./var/lib/dpkg \
     -o -path ./var/cache/apt -o -path ./var/lib/apt -o -path ./var/log \) -prune -o -iname '*awgd*' -print \
-    | grep -v "^./root/$(basename "$DEB")$" || true)
+    | grep -v "^./root/[a-z0-9-]*awgd[a-z-]*_[^/]*_all\.deb$" || true)
 [ -z "$left" ] || { echo "$left"; fail "files left after purge"; }
 echo "  (nothing left)"
 
