@@ -24,13 +24,14 @@ from zoneinfo import ZoneInfo
 from awgd import __version__, change_feed, openrpc
 from awgd.addresses import AddressError, normalize_cidrs
 from awgd.books import Books, PeerBook, online
+from awgd.buckets import Bucket
 from awgd.config import Config
 from awgd.entry import day_number
 from awgd.event_feed import EventFeed, Subscriber
 from awgd.events import MAX_LIST_LIMIT as MAX_EVENTS_LIMIT
 from awgd.events import TYPES as EVENT_TYPES
 from awgd.events import Event
-from awgd.ledger import Bucket, LedgerError
+from awgd.ledger import LedgerError
 from awgd.peer_admin import BadChange, ChangeError, Conflict, NotThere, PeerAdmin, ToolRefused
 from awgd.periods import Period, day_bounds, local_day
 from awgd.plans import BadPlan, lifetime, parse_plan, plan_json

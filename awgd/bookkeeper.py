@@ -26,9 +26,10 @@ from zoneinfo import ZoneInfo
 
 from awgd.accounting import PeerKey
 from awgd.books import Books, PeerBook
+from awgd.buckets import Bucket
 from awgd.entry import Entry, Target
 from awgd.events import Event
-from awgd.ledger import Bucket, Ledger, LedgerError
+from awgd.ledger import Ledger, LedgerError
 from awgd.peer_names import Names
 from awgd.peer_settings import NO_SETTINGS, Settings
 from awgd.periods import Period

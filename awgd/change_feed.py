@@ -25,11 +25,12 @@ import re
 from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 from awgd.books import Books, PeerBook
+from awgd.buckets import Bucket, with_running
 from awgd.entry import day_from_number
-from awgd.ledger import Bucket
 from awgd.plans import plan_json
 from awgd_client import change_rows
 
@@ -190,22 +191,19 @@ def _closed(
     """The book's closed rows, added to the page (the current period's left out: the row has
     it whole); returns its open day's usage, with that day's closed row if it has one."""
     key = (book.interface, book.public_key)
-    found: dict[int, list[Any]] = {}
-    for bucket in buckets[0]:
-        found[bucket.start] = [*key, bucket.start, bucket.end, bucket.rx, bucket.tx]
+    found = {bucket.start: bucket for bucket in buckets[0]}
     open_period = books.open_period
     if open_period is not None and open_period[0] != current_start:
-        running_rx, running_tx = book.running_period
-        if running_rx or running_tx:
-            row = found.setdefault(open_period[0], [*key, open_period[0], open_period[1], 0, 0])
-            row[4] += running_rx
-            row[5] += running_tx
+        running = book.running_period
+        if running != (0, 0):
+            found[open_period[0]] = with_running(found.get(open_period[0]), *open_period, running)
     found.pop(current_start, None)
-    out.periods += [found[start] for start in sorted(found)]
+    out.periods += [[*key, b.start, b.end, b.rx, b.tx] for b in sorted(found.values(), key=attrgetter("start"))]
     day_rx, day_tx = day
-    for bucket in sorted(buckets[1], key=lambda bucket: bucket.start):
+    for bucket in sorted(buckets[1], key=attrgetter("start")):
         if bucket.start == open_day:
-            day_rx, day_tx = day_rx + bucket.rx, day_tx + bucket.tx
+            merged = with_running(bucket, bucket.start, bucket.end, (day_rx, day_tx))
+            day_rx, day_tx = merged.rx, merged.tx
         else:
             out.days.append([*key, day_from_number(bucket.start).isoformat(), bucket.rx, bucket.tx])
     return day_rx, day_tx

@@ -25,11 +25,12 @@ from awgd import __version__
 from awgd.api import Api, BucketRows, LedgerHealth
 from awgd.bookkeeper import Bookkeeper
 from awgd.books import Books, PeerBook
+from awgd.buckets import Bucket
 from awgd.change_feed import new_instance
 from awgd.config import DEFAULT_ADMIN_GROUP, Config, ConfigError, load
 from awgd.event_feed import EventFeed
 from awgd.events import Event
-from awgd.ledger import Bucket, Ledger
+from awgd.ledger import Ledger
 from awgd.notify import Notifier
 from awgd.peer_admin import PeerAdmin
 from awgd.periods import local_day, period_containing

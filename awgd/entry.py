@@ -41,6 +41,13 @@ class Target:
         return (unix(self.period.start), unix(self.period.end))
 
 
+# A booked peer's counters row (Entry.new_counters, Entry.moved): the reading's counters, what
+# it books, and whose, in the order the ledger's statements bind them (?1..?5). Plain tuples,
+# one per moving peer per sample (a NamedTuple's construction shows in the benchmark), read
+# by these indexes.
+RX, TX, DRX, DTX, PEER_ID = range(5)
+
+
 @dataclass(slots=True)
 class Entry:
     """One sample's booking, in the shapes the ledger writes (awgd.ledger):

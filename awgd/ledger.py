@@ -34,7 +34,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
 from awgd.accounting import InterfaceCheckpoint, PeerKey
-from awgd.entry import Entry, LoadedPeer, day_number
+from awgd.buckets import Bucket, with_running
+from awgd.entry import PEER_ID, Entry, LoadedPeer, day_number
 from awgd.events import Event
 from awgd.ledger_schema import (
     MIGRATIONS,
@@ -92,14 +93,6 @@ class Contents:
     settings: dict[PeerKey, Settings]
     progress: dict[PeerKey, Progress]  # of the peers whose settings hold a plan
     ups: dict[str, bool | None]
-
-
-@dataclass(frozen=True, slots=True)
-class Bucket:
-    start: int  # Unix seconds for periods, YYYYMMDD for days
-    end: int  # Unix seconds for periods, YYYYMMDD of the day itself for days
-    rx: int
-    tx: int
 
 
 def _dt(ts: int) -> datetime:
@@ -325,14 +318,10 @@ class Ledger:
         with self._read() as conn:
             buckets = {row[0]: Bucket(*row) for row in conn.execute(query)}
             found = conn.execute(running.where(_c.peer_id == peer_id)).one_or_none()
-        open_rx, open_tx = found if found is not None else (0, 0)
-        if open_bucket is not None and (open_rx or open_tx):
+        totals = (found[0], found[1]) if found is not None else (0, 0)
+        if open_bucket is not None and totals != (0, 0):
             start, end = open_bucket
-            closed = buckets.get(start)
-            if closed is not None:
-                buckets[start] = Bucket(start, closed.end, closed.rx + open_rx, closed.tx + open_tx)
-            else:
-                buckets[start] = Bucket(start, end, open_rx, open_tx)
+            buckets[start] = with_running(buckets.get(start), start, end, totals)
         return sorted(buckets.values(), key=lambda bucket: bucket.start, reverse=True)[:limit]
 
     def closed_buckets(
@@ -649,7 +638,7 @@ _UPDATE_MOVED = (
     " period_rx = period_rx + ?3, period_tx = period_tx + ?4, day_rx = day_rx + ?3, day_tx = day_tx + ?4"
     " WHERE peer_id = ?5"
 )
-_PEER_ID = itemgetter(4)  # of a moved row
+_PEER_ID = itemgetter(PEER_ID)  # of a moved row
 _UPDATE_BACK = "UPDATE peer_counters SET present = 1 WHERE peer_id = ?"
 _UPDATE_GONE = "UPDATE peer_counters SET present = 0 WHERE peer_id = ?"
 # One statement for every sample's meta row, whatever changed: no per-variant compiling.

@@ -15,8 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from awgd.books import PeerBook
+from awgd.buckets import Bucket
 from awgd.entry import day_from_number, day_number
-from awgd.ledger import Bucket, Ledger, LedgerError
+from awgd.ledger import Ledger, LedgerError
 from awgd.ledger_schema import SCHEMA_VERSION
 from awgd.periods import Period, period_containing
 
