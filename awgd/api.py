@@ -23,8 +23,8 @@ from zoneinfo import ZoneInfo
 
 from awgd import __version__, change_feed, openrpc
 from awgd.addresses import AddressError, normalize_cidrs
+from awgd.bookkeeper import Bookkeeper, BucketRows
 from awgd.books import Books, PeerBook, online
-from awgd.buckets import Bucket
 from awgd.config import Config
 from awgd.entry import day_number
 from awgd.event_feed import EventFeed, Subscriber
@@ -43,7 +43,7 @@ from awgd_client.change_rows import COLUMNS
 from awgd_client.names import LIST_SORTS, interface_name_problem, is_public_key
 
 T = TypeVar("T")
-BucketRows = Mapping[int, list[Bucket]]  # by peer id
+
 
 MAX_LIST_LIMIT = 10000
 DEFAULT_CHANGES_LIMIT = 1000
@@ -116,20 +116,14 @@ class View(Protocol):
     async def sample(self, *, rate_limited: bool) -> datetime:
         """A sample now (joined), or, rate-limited, fresh's rule. Raises SamplingFailed."""
 
-    async def history(self, book: PeerBook, granularity: str, limit: int) -> list[Bucket]: ...
-
-    async def closed_buckets(
-        self, peer_ids: list[int], first_start: int, first_day: int, then: Callable[[BucketRows, BucketRows], T]
-    ) -> T:
-        """`then` over the ledger's closed period and day rows of these peers (by peer id),
-        run while no sample changes the books (so the running totals match the rows)."""
+    @property
+    def bookkeeper(self) -> Bookkeeper:
+        """The books with the ledger: history and closed buckets, read against the running
+        totals (awgd.bookkeeper)."""
 
     @property
     def instance(self) -> str:
         """This run of the daemon (traffic.changes' cursors name it)."""
-
-    async def reset(self, book: PeerBook) -> tuple[datetime, tuple[int, int]]:
-        """Zero the peer's usage this period; when, and what it removed."""
 
     @property
     def admin(self) -> PeerAdmin:
@@ -556,7 +550,7 @@ class Api:
             def shape(periods: BucketRows, days: BucketRows) -> change_feed.Page:
                 return change_feed.page_rows(chosen, books, change_feed.closed_rows(chosen, periods, days))
 
-            page = await view.closed_buckets(ids, first_start, answer.first_day, shape)
+            page = await view.bookkeeper.closed_buckets(ids, first_start, answer.first_day, shape)
         last = chosen[-1] if chosen and more else None
         return {
             "cursor": position,
@@ -640,7 +634,7 @@ class Api:
         granularity = params.choice("granularity", "period", ("period", "day"))
         limit = params.integer("limit", DEFAULT_HISTORY_LIMIT[granularity], 1, MAX_HISTORY_LIMIT)
         book = self.find(public_key, interface)
-        rows = await self.view.history(book, granularity, limit) if book.id is not None else []
+        rows = await self.view.bookkeeper.history(book, granularity, limit) if book.id is not None else []
         books, zone = self.view.books, self.view.config.zone
         buckets: list[dict[str, Any]] = []
         if granularity == "period":
@@ -695,7 +689,7 @@ class Api:
 
     async def traffic_reset(self, params: Params, caller: Caller) -> dict[str, Any]:
         book = self.find(params.key(), params.interface())
-        at, removed = await self.view.reset(book)
+        at, removed = await self.view.admin.reset(book)
         return {
             "interface": book.interface,
             "public_key": book.public_key,

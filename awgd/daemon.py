@@ -17,15 +17,13 @@ import grp
 import logging
 import signal
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TypeVar
 
 from awgd import __version__
-from awgd.api import Api, BucketRows, LedgerHealth
+from awgd.api import Api, LedgerHealth
 from awgd.bookkeeper import Bookkeeper
-from awgd.books import Books, PeerBook
-from awgd.buckets import Bucket
+from awgd.books import Books
 from awgd.change_feed import new_instance
 from awgd.config import DEFAULT_ADMIN_GROUP, Config, ConfigError, load
 from awgd.event_feed import EventFeed
@@ -136,20 +134,9 @@ class Daemon:
     async def sample(self, *, rate_limited: bool) -> datetime:
         return await (self.sampler.fresh() if rate_limited else self.sampler.join_or_start())
 
-    async def history(self, book: PeerBook, granularity: str, limit: int) -> list[Bucket]:
-        return await self.bookkeeper.history(book, granularity, limit)
-
-    async def closed_buckets(
-        self, peer_ids: list[int], first_start: int, first_day: int, then: Callable[[BucketRows, BucketRows], T]
-    ) -> T:
-        return await self.bookkeeper.closed_buckets(peer_ids, first_start, first_day, then)
-
     @property
     def instance(self) -> str:
         return self._instance
-
-    async def reset(self, book: PeerBook) -> tuple[datetime, tuple[int, int]]:
-        return await self._admin.reset(book)
 
     # ---- status and the ledger's health ----------------------------------------------------
 
