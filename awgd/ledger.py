@@ -163,10 +163,10 @@ class Ledger:
                 ups[name] = None if up is None else bool(up)
             settings = {
                 (row.interface, row.public_key): Settings(
-                    row.label,
-                    _split(row.allowed_ips),
-                    _split(row.blocked),
-                    None if row.plan is None else plan_from_json(json.loads(row.plan)),
+                    label=row.label,
+                    allowed_ips=_split(row.allowed_ips),
+                    blocked=_split(row.blocked),
+                    plan=None if row.plan is None else plan_from_json(json.loads(row.plan)),
                 )
                 for row in conn.execute(sa.select(peer_settings))
             }

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from awgd.quota import Plan
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     """What an admin decided about a peer (awgd.peer_admin); the ledger keeps it."""
 

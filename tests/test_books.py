@@ -102,11 +102,11 @@ def test_settle_none_drops_a_book_no_sample_saw_and_keeps_a_booked_one() -> None
     bed = Bed()
     bed.book({A: (0, 0)})
     bed.book({A: (10, 10)})
-    bed.books.settle("wg0", B, Settings("added"), T0)  # added by an admin, not yet sampled
+    bed.books.settle("wg0", B, Settings(label="added"), T0)  # added by an admin, not yet sampled
     assert ("wg0", B) in bed.books.peers
     bed.books.settle("wg0", B, None, T0)
     assert ("wg0", B) not in bed.books.peers and B not in bed.books.by_key
-    bed.books.settle("wg0", A, Settings("Dave", blocked=("admin",)), T0)
+    bed.books.settle("wg0", A, Settings(label="Dave", blocked=("admin",)), T0)
     assert ("wg0", A) in bed.books.blocking
     bed.books.settle("wg0", A, None, T0)
     book = bed.books.peers[("wg0", A)]  # booked: its history stays

@@ -48,7 +48,8 @@ def test_every_row_the_daemon_writes_decodes_to_its_books_figures(  # type: igno
     books.open_period = books.period_bounds
     books.open_day = day_number(AT.date()) if open_day else None
     public_key = "A" * 43 + "="
-    book = books.settle("awg0", public_key, Settings(label, ("10.0.0.2/32",), tuple(sorted(blocked)), plan), AT)
+    settings = Settings(label=label, allowed_ips=("10.0.0.2/32",), blocked=tuple(sorted(blocked)), plan=plan)
+    book = books.settle("awg0", public_key, settings, AT)
     assert book is not None
     # Lifetimes at or above every base, as the books keep them.
     book.lifetime_rx, book.lifetime_tx = counters[0] + 2**50, counters[1] + 2**50

@@ -40,7 +40,7 @@ reasons = st.sets(st.sampled_from(["admin", "quota", "expired", "abuse"]))
 @given(held=reasons, found=st.sets(st.sampled_from(sorted(PLAN_REASONS))), own=st.booleans())
 def test_a_verdict_sets_only_the_plans_reasons(held: set[str], found: set[str], own: bool) -> None:
     peer = Peer()
-    settings = Settings("Dave", peer.allowed_ips if own else (), tuple(sorted(held)))
+    settings = Settings(label="Dave", allowed_ips=peer.allowed_ips if own else (), blocked=tuple(sorted(held)))
     judged = Judged.nothing()
     after = decide(peer, settings, Verdict(Progress(0, 0), frozenset(found)), 100, judged)
     assert set(after.blocked) == (held - PLAN_REASONS) | found  # an admin's block is never lifted
