@@ -48,8 +48,8 @@ CATCH_UP_SECONDS = 60
 
 
 @pytest.fixture
-def pg(tmp_path: Path) -> Iterator[postgres.Postgres]:
-    made = postgres.Postgres(tmp_path / "pg")
+def pg() -> Iterator[postgres.Postgres]:
+    made = postgres.Postgres(postgres.own_root())
     try:
         made.psql(fleet_schema.schema_sql())
         yield made
@@ -718,7 +718,7 @@ SCHEMA_V1 = (ROOT / "tests" / "data" / "fleet_schema_v1.sql").read_text()
 
 
 def test_a_version_1_database_moves_into_its_own_schema(tmp_path: Path) -> None:
-    made = postgres.Postgres(tmp_path / "pg1")
+    made = postgres.Postgres(postgres.own_root())
     try:
         made.psql("SET search_path = public;\n" + SCHEMA_V1)  # as the last release made it, with a row
         made.psql(

@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,6 +38,13 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def own_root() -> Path:
+    """A place for a cluster outside pytest's tmp_path: pytest sets its own base directory to
+    0700 again whenever another pytest run starts, which would lock postgres out of a cluster
+    that is restarted mid-test. Postgres.remove() takes it away."""
+    return Path(tempfile.mkdtemp(prefix="awgd-pg-")) / "pg"
 
 
 class Postgres:
@@ -154,6 +162,8 @@ class Postgres:
         if self.running():
             self.kill()
         shutil.rmtree(self.root, ignore_errors=True)
+        if self.root.parent.name.startswith("awgd-pg-"):  # own_root's
+            shutil.rmtree(self.root.parent, ignore_errors=True)
 
 
 def serve(info: Path) -> None:
@@ -161,13 +171,12 @@ def serve(info: Path) -> None:
     its URL and password go to `info` (JSON); it is removed when stdin closes."""
     import json
     import sys
-    import tempfile
 
     root = Path(__file__).resolve().parents[2]
     sys.path[:0] = [str(root / "client"), str(root / "fleet")]
     from awgd_fleet.schema import schema_sql
 
-    cluster = Postgres(Path(tempfile.mkdtemp(prefix="awgd-pg-")) / "pg")
+    cluster = Postgres(own_root())
     try:
         cluster.psql(schema_sql())
         password = cluster.add_node("pkg-node")
