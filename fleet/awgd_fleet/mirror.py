@@ -14,7 +14,7 @@ health and the new cursor, in one PostgreSQL transaction:
   ledger, so nothing is lost (awgd.change_feed).
 
 The node writes as its own role, named like the node, through the schema's functions, which
-write only its own rows (awgd_client.fleet_schema). Times written are the node's;
+write only its own rows (awgd_fleet.schema). Times written are the node's;
 `mirrored_at` is the database's clock (`now()`), which is what staleness is measured on.
 """
 
@@ -169,7 +169,7 @@ CREATE TEMPORARY TABLE IF NOT EXISTS pg_temp.awgd_moves (
 ) ON COMMIT DELETE ROWS
 """
 _COPY_MOVES = "COPY pg_temp.awgd_moves FROM STDIN"
-# The node's role writes through the schema's functions alone (awgd_client.fleet_schema).
+# The node's role writes through the schema's functions alone (awgd_fleet.schema).
 _PEERS = sa.text("SELECT awgd.mirror_peers(:moved)")
 # Other periods and days (a mirror that fell behind across a day or a period): few, so each
 # kind is one INSERT ... SELECT FROM json_to_recordset(one JSON text) ... ON CONFLICT per batch.

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 def session_options(lock_timeout: int, statement_timeout: int) -> str:
     """libpq's `options` for every connection to the fleet's database: the search path
-    pinned (awgd_client.fleet_schema.SEARCH_PATH, never `public`), and the timeouts."""
+    pinned (awgd_fleet.schema.SEARCH_PATH, never `public`), and the timeouts."""
     path = fleet_schema.SEARCH_PATH.replace(" ", "")
     return f"-c search_path={path} -c lock_timeout={lock_timeout}s -c statement_timeout={statement_timeout}s"
 
