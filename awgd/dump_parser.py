@@ -434,32 +434,9 @@ def _reread(lines: list[str], last: _Layout, ascii_text: bool) -> _Layout | None
                 continue  # headers are compared below, once
             at = index - first
             old = before[at]
-            line = lines[index]
-            # _reread_line's common case written out here: once per moving peer, 50,000 times a
-            # sample on a busy server. Equal by construction, and checked against parse_dump.
-            # The line's first five fields (up to the handshake) are the old line's (which was
-            # read in full once), and so is its keepalive; only handshake and counters moved.
-            start, handshake, rx, tx, keepalive = line.rsplit("\t", 4)
-            old_line = old_lines[index]
-            cut = len(start)
-            if (
-                old_line.startswith(start)
-                and old_line[cut] == "\t"
-                and old_line.count("\t", cut) == 4
-                and old_line.startswith(handshake, cut + 1)
-                and old_line[cut + 1 + len(handshake)] == "\t"
-                and (old[6] is None if keepalive == "off" else old_line.endswith("\t" + keepalive))
-                and rx.isdigit()
-                and tx.isdigit()
-                and len(rx) <= 18
-                and len(tx) <= 18
-                and (ascii_text or (rx + tx).isascii())
-            ):
-                peer = tuple.__new__(Peer, (old[0], old[1], old[2], old[3], int(rx), int(tx), old[6]))
-            else:
-                peer = _reread_line(line, old_line, old, prefix, ascii_text)
-                if peer[0] != old[0]:
-                    raise _FullPath  # another key here: the order or the keys changed
+            peer = _reread_line(lines[index], old_lines[index], old, prefix, ascii_text)
+            if peer[0] != old[0]:
+                raise _FullPath  # another key here: the order or the keys changed
             if not peers:
                 peers = list(before)
             peers[at] = peer
