@@ -18,7 +18,6 @@ The ledger is persistence only; the books build themselves from what it loads (`
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -37,11 +36,9 @@ from awgd.plans import Judged, PlanState, window_at
 
 T = TypeVar("T")
 
-log = logging.getLogger(__name__)
-
+BucketRows = Mapping[int, list[Bucket]]  # by peer id
 # What a plan's change needs of the ledger while it is worked out: the closed day buckets
 # of peer id from a day (YYYYMMDD) on, and what resets removed since a Unix second.
-BucketRows = Mapping[int, list[Bucket]]  # by peer id
 WindowUsage = Callable[[int, int, int], Awaitable[tuple[int, int]]]
 
 
