@@ -362,49 +362,6 @@ def _same_headers(lines: list[str], last: _Layout) -> bool:
     return True
 
 
-def _reread_line(line: str, old_line: str, old: Peer, prefix: int, ascii_text: bool) -> Peer:
-    """The Peer of `line`, a peer line of the same interface as `old_line` (whose Peer is `old`).
-
-    Runs once per moving peer (50,000 times a sample on a busy server), so it is written for
-    speed: when the name, keys, endpoint, allowed IPs and keepalive are the text of the old
-    line, only the handshake and counters are read, by str methods that accept exactly what
-    the full path's regular expressions accept (tests/test_incremental.py checks both paths
-    against each other). Anything else is read in full. Raises _FullPath when the line
-    cannot be vouched for here.
-    """
-    # Unpacking raises ValueError unless there are 5 parts: at least 4 TABs.
-    start, handshake, rx, tx, keepalive = line.rsplit("\t", 4)
-    cut = len(start)
-    if (
-        old_line.startswith(start)
-        and old_line[cut] == "\t"
-        and old_line.endswith(keepalive)
-        and old_line[-len(keepalive) - 1] == "\t"
-        and old_line.count("\t", cut) == 4
-    ):
-        # Only handshake and counters moved. They must be what _U64 accepts, 1 to 20 ASCII
-        # digits: isdigit() alone also takes digits such as "²", and int() takes " 1", "+1"
-        # and "1_0"; an empty field makes int() raise ValueError. Up to 18 digits cannot
-        # exceed COUNTER_MAX.
-        if not (rx.isdigit() and tx.isdigit()) or (not ascii_text and not (rx + tx).isascii()):
-            raise _FullPath
-        if old_line.startswith(handshake, cut + 1) and old_line[cut + 1 + len(handshake)] == "\t":
-            handshake_ = old[3]  # often: WireGuard handshakes every two minutes
-        elif handshake.isdigit() and (ascii_text or handshake.isascii()):
-            handshake_ = int(handshake)
-        else:
-            raise _FullPath
-        rx_, tx_ = int(rx), int(tx)
-        if len(rx) > 18 or len(tx) > 18 or len(handshake) > 18:
-            too_long = len(rx) > 20 or len(tx) > 20 or len(handshake) > 20
-            if too_long or max(rx_, tx_, handshake_) > COUNTER_MAX:
-                raise _FullPath
-        return tuple.__new__(Peer, (old[0], old[1], old[2], handshake_, rx_, tx_, old[6]))
-    if line.count("\t") != PEER_FIELDS or not line.startswith(old_line[:prefix]):
-        raise _FullPath
-    return _parse_peer(line[prefix:], 0)
-
-
 def _reread(lines: list[str], last: _Layout, ascii_text: bool) -> _Layout | None:
     """Path 1: `last` with only the lines that differ re-read, or None. `lines` is changed
     (headers replaced by _HEADER) only when a layout is returned."""
@@ -433,10 +390,47 @@ def _reread(lines: list[str], last: _Layout, ascii_text: bool) -> _Layout | None
             if index == head:
                 continue  # headers are compared below, once
             at = index - first
-            old = before[at]
-            peer = _reread_line(lines[index], old_lines[index], old, prefix, ascii_text)
-            if peer[0] != old[0]:
-                raise _FullPath  # another key here: the order or the keys changed
+            old, line, old_line = before[at], lines[index], old_lines[index]
+            # Once per moving peer (50,000 times a sample on a busy server), so written out here
+            # and for speed: when the name, keys, endpoint, allowed IPs and keepalive are the
+            # old line's text (which was read in full once), only the handshake and counters
+            # are read, by str methods that accept exactly what the full path's regular
+            # expressions accept (tests/test_incremental.py checks both paths against each
+            # other). Anything else is read in full. Unpacking raises ValueError unless there
+            # are at least 4 TABs.
+            start, handshake, rx, tx, keepalive = line.rsplit("\t", 4)
+            cut = len(start)
+            if (
+                old_line.startswith(start)
+                and old_line[cut] == "\t"
+                and old_line.count("\t", cut) == 4
+                # "off" (nearly every server peer) by the old Peer, cheaper than by its text
+                and (old[6] is None if keepalive == "off" else old_line.endswith("\t" + keepalive))
+            ):
+                # Handshake and counters must be what _U64 accepts, 1 to 20 ASCII digits:
+                # isdigit() alone also takes digits such as "²", and int() takes " 1", "+1" and
+                # "1_0"; an empty field makes int() raise ValueError. Up to 18 digits cannot
+                # exceed COUNTER_MAX.
+                if not (rx.isdigit() and tx.isdigit()) or (not ascii_text and not (rx + tx).isascii()):
+                    raise _FullPath
+                if old_line.startswith(handshake, cut + 1) and old_line[cut + 1 + len(handshake)] == "\t":
+                    handshake_ = old[3]  # often: WireGuard handshakes every two minutes
+                elif handshake.isdigit() and (ascii_text or handshake.isascii()):
+                    handshake_ = int(handshake)
+                else:
+                    raise _FullPath
+                rx_, tx_ = int(rx), int(tx)
+                if len(rx) > 18 or len(tx) > 18 or len(handshake) > 18:
+                    too_long = len(rx) > 20 or len(tx) > 20 or len(handshake) > 20
+                    if too_long or max(rx_, tx_, handshake_) > COUNTER_MAX:
+                        raise _FullPath
+                peer = tuple.__new__(Peer, (old[0], old[1], old[2], handshake_, rx_, tx_, old[6]))
+            else:
+                if line.count("\t") != PEER_FIELDS or not line.startswith(old_line[:prefix]):
+                    raise _FullPath
+                peer = _parse_peer(line[prefix:], 0)
+                if peer[0] != old[0]:
+                    raise _FullPath  # another key here: the order or the keys changed
             if not peers:
                 peers = list(before)
             peers[at] = peer

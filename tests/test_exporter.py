@@ -125,7 +125,10 @@ def series(name: str, **labels: str) -> str:
 DASHBOARD = next(
     (
         path
-        for path in (ROOT / "grafana" / "awgd-dashboard.json", Path("/usr/share/awgd-exporter/grafana/awgd-dashboard.json"))
+        for path in (
+            ROOT / "grafana" / "awgd-dashboard.json",
+            Path("/usr/share/awgd-exporter/grafana/awgd-dashboard.json"),
+        )
         if path.exists()
     ),
     ROOT / "grafana" / "awgd-dashboard.json",
