@@ -678,6 +678,11 @@ def bench_exporter(run: Run) -> None:
     scripted.daemon.start()
     port = free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "client"), str(ROOT / "fleet")])}
+    # With its token, as the .deb runs it: without one it leaves the per-peer series out.
+    token = base64.b64encode(os.urandom(24)).decode()
+    token_file = run.workdir / "exporter-token"
+    token_file.write_text(token + "\n")
+    token_file.chmod(0o600)
     exporter = subprocess.Popen(
         [
             sys.executable,
@@ -687,12 +692,16 @@ def bench_exporter(run: Run) -> None:
             f"127.0.0.1:{port}",
             "--socket",
             scripted.daemon.socket,
+            "--token-file",
+            str(token_file),
         ],
         env=env,
         stderr=subprocess.PIPE,
     )
     try:
-        assert exporter.stderr is not None and b"serving" in exporter.stderr.readline()
+        assert exporter.stderr is not None
+        first = exporter.stderr.readline()
+        assert b"serving" in first, first
         scripted.counters = advance_counters(scripted.counters, 1.0, random.Random(1))
         scripted.write()
         scripted.daemon.result("traffic.sample")
@@ -706,7 +715,10 @@ def bench_exporter(run: Run) -> None:
                 assert len(read_peers(client)) == run.mid
             listing.append(time.perf_counter() - started)
             started = time.perf_counter()
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=60) as answer:
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {token}"}
+            )
+            with urllib.request.urlopen(request, timeout=60) as answer:
                 body = answer.read()
             scrape.append(time.perf_counter() - started)
             assert body.count(b"wireguard_sent_bytes_total{") == run.mid
