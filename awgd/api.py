@@ -407,6 +407,7 @@ class Api:
                 "total_bytes": lifetime_rx + lifetime_tx,
             },
             "rate": {"rx_bytes_per_second": rate_rx, "tx_bytes_per_second": rate_tx},
+            "replaced_by": book.replaced_by,
         }
 
     def _plan(self, book: PeerBook, plan: Plan) -> dict[str, Any]:
@@ -487,6 +488,7 @@ class Api:
                     "period": usage(figures.period_rx, figures.period_tx) if figures else usage(0, 0),
                     "address": list(iface.addresses),
                     "awg": None if iface.awg is None else dict(iface.awg),
+                    "client": config.clients.of(name).shown(iface.listen_port or 0),
                 }
             )
         ledger = view.ledger_health
@@ -717,6 +719,14 @@ class Api:
         at = await self.view.admin.remove(interface, public_key)
         return {"interface": interface, "public_key": public_key, "removed_at": self.iso(at)}
 
+    async def peer_rekey(self, params: Params, caller: Caller) -> dict[str, Any]:
+        interface, public_key = params.required_interface(), params.key()
+        new_public_key = params.optional_key("new_public_key")
+        if new_public_key is None:
+            raise invalid("new_public_key is required")
+        book = await self.view.admin.rekey(interface, public_key, new_public_key, params.optional_key("preshared_key"))
+        return self.peer_traffic(book, time.time())
+
     async def peer_update(self, params: Params, caller: Caller) -> dict[str, Any]:
         interface, public_key = params.required_interface(), params.key()
         book = await self.view.admin.update(
@@ -888,6 +898,13 @@ METHODS: dict[str, Method] = {
         admin=True,
         required=_PEER,
         summary="Remove a peer; its history stays",
+    ),
+    "peer.rekey": Method(
+        Api.peer_rekey,
+        ("interface", "public_key", "new_public_key", "preshared_key"),
+        admin=True,
+        required=(*_PEER, "new_public_key"),
+        summary="Give a peer new keys; everything else about it stays",
     ),
     "peer.update": Method(
         Api.peer_update,

@@ -26,13 +26,14 @@ from zoneinfo import ZoneInfo
 from awgd.accounting import PeerKey
 from awgd.books import Books, PeerBook
 from awgd.buckets import Bucket
-from awgd.entry import Entry, Target
+from awgd.entry import Entry, Target, unix
 from awgd.events import Event
 from awgd.ledger import Ledger, LedgerError
 from awgd.peer_names import Names
 from awgd.peer_settings import NO_SETTINGS, Settings
 from awgd.periods import Period
-from awgd.plans import Judged, PlanState, window_at
+from awgd.plans import Judged, PlanState, lifetime, window_at
+from awgd.quota import moved
 
 T = TypeVar("T")
 
@@ -79,6 +80,7 @@ class Bookkeeper:
             plans=plans,
             ups=contents.ups,
             last_closed_day=ledger.last_closed_day(),
+            replaced=contents.replaced,
         )
         books.watch(watched)
         return cls(books, ledger)
@@ -139,6 +141,29 @@ class Bookkeeper:
             stored = await asyncio.to_thread(self._ledger.settle, key, settings, events)
             self.books.settle(*key, settings, datetime.now(UTC))
         return stored
+
+    async def rekey(
+        self, key: PeerKey, new_public_key: str, change: Callable[[Settings], Settings], events: list[Event]
+    ) -> list[Event]:
+        """Move the peer's settings (changed by `change`) and its plan's progress to its new
+        key (peer.rekey), the window's usage carried over (awgd.quota.moved), in one
+        transaction; the old key's history stays under it. Returns the events as stored."""
+        async with self._lock:
+            books = self.books
+            old = books.peers.get(key)
+            new_key = (key[0], new_public_key)
+            new = books.peers.get(new_key)
+            settings = change(_settings_of(old))
+            states: dict[PeerKey, PlanState | None] = {}
+            state = books.plans.get(key)
+            if old is not None and state is not None and settings.plan is not None:
+                progress = moved(state.progress, lifetime(old), 0 if new is None else lifetime(new))
+                states[new_key] = PlanState(progress, state.window)
+            judged = Judged({new_key: settings}, states, events)
+            at = datetime.now(UTC)
+            judged.events[:] = await asyncio.to_thread(self._ledger.rekey, key, new_public_key, judged, unix(at))
+            books.rekeyed(key, new_public_key, judged, at)
+        return judged.events
 
     async def store(self, judge: Callable[[Books, WindowUsage], Awaitable[Judged]]) -> Judged:
         """Store what `judge` decides from the books as they are once the lock is held (it

@@ -87,6 +87,7 @@ class PeerBook:
     # Of its usage in the current period, what was booked while it was blocked (rx + tx):
     # its device kept sending, and WireGuard counts before it drops (API v3, section 2).
     blocked_bytes: int = 0
+    replaced_by: str | None = None  # the key that took its place (peer.rekey)
     # Books.changes when a figure of it that awgd-mirror copies last changed (traffic.changes).
     stamp: int = 0
     # Its place in the order books were made in (Books.peers keeps them in it): traffic.changes
@@ -234,6 +235,7 @@ class Books:
         plans: Mapping[PeerKey, PlanState] | None = None,
         ups: Mapping[str, bool | None] | None = None,
         last_closed_day: int = 0,
+        replaced: Mapping[PeerKey, str] | None = None,
     ) -> Books:
         """The books as the ledger left them. `earlier` is the current period's closed usage
         by peer id (Ledger.closed_period_usage), `blocked` what of the current period was
@@ -263,8 +265,24 @@ class Books:
         for name, up in (ups or {}).items():
             if up is not None and name in books.interfaces:
                 books.interfaces[name].was_up = up
+        for key, new_public_key in (replaced or {}).items():
+            if (old := books.peers.get(key)) is not None:
+                old.replaced_by = new_public_key
         books.apply(Judged({}, dict(plans or {}), []))
         return books
+
+    def rekeyed(self, key: PeerKey, new_public_key: str, judged: Judged, at: datetime) -> None:
+        """A peer's keys replaced (the ledger has it): its settings and plan progress left the
+        old key for the new one (in `judged`), and the old key names its successor."""
+        self.settle(*key, None, at)
+        old = self.peers.get(key)
+        if old is not None:
+            old.replaced_by = new_public_key
+            old.stamp = self._change()
+        new = self.peers.get((key[0], new_public_key))
+        if new is not None:
+            new.replaced_by = None
+        self.apply(judged)
 
     def apply(self, judged: Judged, *, every_plan: bool = False) -> None:
         """Decisions the ledger has stored (awgd.plans): settings, plans' progress.

@@ -52,6 +52,17 @@ def set_client(text: str, public_key: str, name: str | None, created: datetime) 
     return _dump(entries)
 
 
+def rekey_client(text: str, public_key: str, new_public_key: str) -> str:
+    """The table with the client's entry under its new key, its name and date kept."""
+    entries = _entries(text)
+    if entries is None:
+        return text  # not a table awgd understands: left alone
+    for entry in entries:
+        if isinstance(entry, dict) and entry.get("clientId") == public_key:
+            entry["clientId"] = new_public_key
+    return _dump(entries)
+
+
 def remove_client(text: str, public_key: str) -> str:
     entries = _entries(text)
     if entries is None:

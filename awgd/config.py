@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from awgd.client_settings import Clients, ClientSettingError, parse_clients
 from awgd.events import RETENTION_DAYS
 from awgd.periods import validate_schedule
 from awgd.trusted_path import UntrustedPath, read_trusted_file
@@ -84,6 +85,7 @@ class Config:
     admin_groups: tuple[str, ...] = (DEFAULT_ADMIN_GROUP,)
     max_connections_per_uid: int = 64
     zone: ZoneInfo = field(default_factory=system_zone)
+    clients: Clients = field(default_factory=Clients)  # [clients]: what users' devices are told
 
     @property
     def zone_name(self) -> str:
@@ -97,6 +99,7 @@ class Config:
                 value = getattr(self, name)
                 shown.setdefault(section, {})[key] = list(value) if isinstance(value, tuple) else value
         shown["periods"]["timezone"] = self.timezone or self.zone_name
+        shown.update(self.clients.effective())
         return shown
 
 
@@ -205,6 +208,8 @@ def _group_item(item: str) -> str | None:
     return _group(item) if item else "items must be non-empty group names"
 
 
+# Its own shape (defaults, and a table per interface): awgd.client_settings reads it.
+CLIENTS_SECTION = "clients"
 # section -> key -> (Config field, validator)
 SCHEMA: dict[str, dict[str, tuple[str, Callable[[Any], str | None]]]] = {
     "wireguard": {
@@ -237,6 +242,14 @@ SCHEMA: dict[str, dict[str, tuple[str, Callable[[Any], str | None]]]] = {
 def parse(data: dict[str, Any]) -> Config:
     values: dict[str, Any] = {}
     for section, content in data.items():
+        if section == CLIENTS_SECTION:
+            if not isinstance(content, dict):
+                raise ConfigError(section, "must be a table")
+            try:
+                values["clients"] = parse_clients(content)
+            except ClientSettingError as exc:
+                raise ConfigError(exc.key, exc.reason) from None
+            continue
         keys = SCHEMA.get(section)
         if keys is None:
             raise ConfigError(section, "unknown section")

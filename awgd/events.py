@@ -16,6 +16,7 @@ MAX_LIST_LIMIT = 1000
 TYPES = (
     "peer.added",
     "peer.removed",
+    "peer.rekeyed",
     "peer.blocked",
     "peer.unblocked",
     "quota.warning",

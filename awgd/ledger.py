@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from operator import itemgetter
 from typing import Any
@@ -51,6 +51,7 @@ from awgd.ledger_schema import (
     peers,
     period_usage,
     plan_progress,
+    rekeys,
     resets,
 )
 from awgd.peer_settings import Settings
@@ -93,6 +94,7 @@ class Contents:
     settings: dict[PeerKey, Settings]
     progress: dict[PeerKey, Progress]  # of the peers whose settings hold a plan
     ups: dict[str, bool | None]
+    replaced: dict[PeerKey, str] = field(default_factory=dict)  # rekeyed peers: the new key
 
 
 def _dt(ts: int) -> datetime:
@@ -183,6 +185,7 @@ class Ledger:
                 for kept in conn.execute(sa.select(plan_progress))
                 if (key := (kept.interface, kept.public_key)) in settings and settings[key].plan is not None
             }
+            replaced = {(row.interface, row.public_key): row.new_public_key for row in conn.execute(sa.select(rekeys))}
         return Contents(
             created_at=_dt(row.created_at),
             tracking_since=None if row.tracking_since is None else _dt(row.tracking_since),
@@ -194,6 +197,7 @@ class Ledger:
             settings=settings,
             progress=progress,
             ups=ups,
+            replaced=replaced,
         )
 
     @property
@@ -360,6 +364,24 @@ class Ledger:
                 conn.execute(plan_progress.delete().where(_progress_of(key)))
                 return _store(conn, Judged({}, {}, new_events))
             return _store(conn, Judged({key: settings}, {}, new_events))
+
+    def rekey(self, key: PeerKey, new_public_key: str, judged: Judged, at: int) -> list[Event]:
+        """A peer's keys replaced (peer.rekey), in one transaction: the old key's settings and
+        plan progress go, the new key's (in `judged`) come, with the events, and the old key
+        names its successor. Returns the events with their ids."""
+        interface, public_key = key
+        where = sa.and_(peer_settings.c.interface == interface, peer_settings.c.public_key == public_key)
+        with self._write() as conn:
+            conn.execute(peer_settings.delete().where(where))
+            conn.execute(plan_progress.delete().where(_progress_of(key)))
+            values = {"new_public_key": new_public_key, "at": at}
+            statement = sqlite_insert(rekeys).values(interface=interface, public_key=public_key, **values)
+            conn.execute(statement.on_conflict_do_update(index_elements=["interface", "public_key"], set_=values))
+            # A key that comes back after being replaced is no longer anybody's predecessor.
+            conn.execute(
+                rekeys.delete().where(sa.and_(rekeys.c.interface == interface, rekeys.c.public_key == new_public_key))
+            )
+            return _store(conn, judged)
 
     def store(self, judged: Judged) -> list[Event]:
         """Store what judgements decided (awgd.plans) in one transaction; returns the events

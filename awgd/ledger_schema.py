@@ -23,7 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 metadata = MetaData()
 
@@ -175,6 +175,18 @@ blocked_usage = Table(
     sqlite_with_rowid=False,
 )
 
+# Per rekeyed peer (peer.rekey): the key that took its place. The old key's history stays
+# under its own peer id; its settings and plan progress moved to the new key.
+rekeys = Table(
+    "rekeys",
+    metadata,
+    Column("interface", String(15), nullable=False),
+    Column("public_key", String(44), nullable=False),
+    Column("new_public_key", String(44), nullable=False),
+    Column("at", BigInteger, nullable=False),
+    PrimaryKeyConstraint("interface", "public_key"),
+)
+
 # What a bot may tell a user about (docs/API.md, "Events"): ids only grow, kept 30 days.
 events = Table(
     "events",
@@ -232,5 +244,10 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE plan_progress ADD COLUMN blocked BIGINT DEFAULT '0' NOT NULL",
         "CREATE TABLE blocked_usage (peer_id INTEGER NOT NULL, start BIGINT NOT NULL, bytes BIGINT NOT NULL,"
         " PRIMARY KEY (peer_id, start)) WITHOUT ROWID",
+    ),
+    # 7: rekeyed peers (API v3, section 1).
+    7: (
+        "CREATE TABLE rekeys (interface VARCHAR(15) NOT NULL, public_key VARCHAR(44) NOT NULL,"
+        " new_public_key VARCHAR(44) NOT NULL, at BIGINT NOT NULL, PRIMARY KEY (interface, public_key))",
     ),
 }

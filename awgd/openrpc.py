@@ -21,6 +21,7 @@ _TEXT_OR_NULL = {"type": ["string", "null"]}
 
 PARAM_SCHEMAS: dict[str, dict[str, Any]] = {
     "public_key": {**_KEY, "description": "the peer's public key (base64, 44 characters)"},
+    "new_public_key": {**_KEY, "description": "the key that replaces the peer's (peer.rekey)"},
     "interface": {"type": "string", "maxLength": 15, "description": "an interface name, e.g. awg0"},
     "fresh": {"type": "boolean", "description": "take a sample first (at most one per 5 s)"},
     "sort": {"enum": list(LIST_SORTS)},

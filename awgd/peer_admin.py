@@ -37,7 +37,7 @@ from zoneinfo import ZoneInfo
 from awgd.addresses import Address, next_free, outside, owners, taken_by
 from awgd.bookkeeper import Bookkeeper, WindowUsage
 from awgd.books import Books, PeerBook
-from awgd.clients_table import remove_client, set_client
+from awgd.clients_table import rekey_client, remove_client, set_client
 from awgd.config import Config
 from awgd.entry import day_number
 from awgd.events import Event
@@ -50,7 +50,7 @@ from awgd.plans import Judged, PlanState, decide, lifetime, verdict, window_at
 from awgd.quota import Plan, Progress, Verdict, after_reset, carried, start
 from awgd.server_files import FileChanged, FileError, ensure_stdin, read_text, replace_text, with_stdin
 from awgd.tool_runner import ToolError, run_command
-from awgd.wg_config import UnsafeText, add_peer, config_path, remove_peer, update_peer
+from awgd.wg_config import UnsafeText, add_peer, config_path, rekey_peer, remove_peer, update_peer
 from awgd_client.names import KEY_PATTERN
 
 log = logging.getLogger(__name__)
@@ -205,6 +205,59 @@ class PeerAdmin:
             await self._settle(interface, public_key, None, [self._event("peer.removed", interface, public_key)])
             await self._fresh()
             return datetime.now(UTC)
+
+    async def rekey(self, interface: str, public_key: str, new_public_key: str, preshared_key: str | None) -> PeerBook:
+        """`peer.rekey`: the peer's keys replaced, everything else about it kept (label,
+        allowed IPs, keepalive, blocks, plan and its window's usage). The old key leaves the
+        live interface, its config file and clientsTable; its history stays, naming the new
+        key. The file first (its old text is kept to put back), then the interface in one
+        `set`, so the two keys never hold the same addresses at once."""
+        async with self._lock:
+            await self._fresh()  # books what the old key used up to now
+            book = self._known(interface, public_key)
+            other = self._books.peers.get((interface, new_public_key))
+            if new_public_key == public_key or (
+                other is not None and (other.present or other.settings is not NO_SETTINGS)
+            ):
+                raise Conflict("the new key is already a peer of the interface", {"public_key": new_public_key})
+            settings = book.settings
+            own = settings.allowed_ips or book.allowed_ips
+            if book.present and book.line is not None and book.line.allowed_ips and not settings.blocked:
+                own = book.line.allowed_ips
+            read: list[str] = []
+
+            def rekeyed(text: str) -> str:
+                read.append(text)
+                return rekey_peer(text, public_key, new_public_key, preshared_key)
+
+            in_file = await self._edit_config(interface, rekeyed, only_if_changed=True)
+            if book.present:
+                argv = ["peer", public_key, "remove", "peer", new_public_key]
+                if preshared_key:
+                    argv += ["preshared-key", "/dev/stdin"]
+                # A blocked peer's new key gets no addresses either: it passes nothing from the start.
+                argv += ["allowed-ips", "" if settings.blocked else ",".join(own)]
+                keepalive = book.line.keepalive if book.line is not None else None
+                if keepalive is not None:
+                    low, high = keepalive
+                    argv += ["persistent-keepalive", str(low) if low == high else f"{low}-{high}"]
+                try:
+                    await self._set(interface, argv, stdin=f"{preshared_key}\n" if preshared_key else None)
+                except ToolRefused:
+                    if in_file:  # the file as it was, unless someone changed it since
+                        was, ours = read[-1], rekeyed(read[-1])
+                        await self._edit_config(interface, lambda text: was if text == ours else text)
+                    raise
+            await self._edit_clients(lambda text: rekey_client(text, public_key, new_public_key))
+            event = self._event("peer.rekeyed", interface, public_key, new_public_key=new_public_key)
+            self._publish(
+                await self._bookkeeper.rekey(
+                    (interface, public_key), new_public_key, lambda kept: replace(kept, allowed_ips=own), [event]
+                )
+            )
+            await self._fresh()
+            await self._enforce()
+            return self._books.peers[(interface, new_public_key)]
 
     async def update(
         self,

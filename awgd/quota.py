@@ -141,6 +141,14 @@ def carried(old: Plan, new: Plan, progress: Progress) -> Progress:
     return progress
 
 
+def moved(progress: Progress, lifetime: int, new_lifetime: int) -> Progress:
+    """The progress a rekeyed peer's plan carries to its new key, whose lifetime total is
+    `new_lifetime`: the window's usage stays what it was (a rekey never gives a quota back),
+    and what the announcements said stays said."""
+    used = progress.used(lifetime)
+    return replace(progress, start_lifetime=new_lifetime - used, removed=0, blocked=0)
+
+
 def after_reset(progress: Progress, lifetime: int, removed: int) -> Progress:
     """`traffic.reset` removed `removed` bytes from the peer's current period. What it took
     from this window is the part of it the window had used: all of the window's usage when

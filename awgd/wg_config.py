@@ -239,6 +239,20 @@ def update_peer(
     return "".join(lines)
 
 
+def rekey_peer(text: str, public_key: str, new_public_key: str, preshared_key: str | None) -> str:
+    """The file with the peer's section under its new key (peer.rekey): PublicKey replaced,
+    PresharedKey replaced (or removed when None), every other line of it as it was. Unchanged
+    when the file has no section for the peer. Raises UnsafeText."""
+    _key("PublicKey", new_public_key)
+    if preshared_key is not None:
+        _key("PresharedKey", preshared_key)
+    lines = text.splitlines(keepends=True)
+    for _, head, end in reversed(_spans(text, public_key)):
+        section = _set(lines[head:end], "PublicKey", new_public_key)
+        lines[head:end] = _set(section, "PresharedKey", preshared_key)
+    return "".join(lines)
+
+
 def _set(section: list[str], key: str, value: str | None) -> list[str]:
     newline = "\n"
     wanted = key.lower()

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from awgd.api import METHODS
+from awgd.client_settings import CLIENT_KEYS
 from awgd.config import SCHEMA, Config, parse
 from awgd_client.awgctl import parser as awgctl_parser
 
@@ -39,7 +40,15 @@ def test_every_config_key_is_documented_and_shipped() -> None:
             assert f".B {key}\n" in manual, f"{section}.{key} missing from awgd.toml(5)"
             assert f"#{key} = " in shipped, f"{section}.{key} missing from the shipped config"
             assert f"`{section}.{key}`" in reference, f"{section}.{key} missing from docs/config.md"
+    clients = manual.split(".SH [clients]", 1)[1].split(".SH ", 1)[0]
+    shipped_clients = shipped.split("[clients]", 1)[1]
+    for key in CLIENT_KEYS:  # [clients] has its own shape: no default for endpoint
+        assert f".B {key}\n" in clients, f"clients.{key} missing from awgd.toml(5)"
+        assert f"{key} = " in shipped_clients, f"clients.{key} missing from the shipped config"
+        assert f"`clients.{key}`" in reference, f"clients.{key} missing from docs/config.md"
     for section, key in re.findall(r"`([a-z]+)\.([a-z_]+)`", reference):
+        if section == "clients":
+            assert key in CLIENT_KEYS, f"docs/config.md names clients.{key}, which the config does not have"
         if section in SCHEMA and f"{section}.{key}" not in METHODS:
             assert key in SCHEMA[section], f"docs/config.md names {section}.{key}, which the config does not have"
 

@@ -17,9 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from awgd.addresses import AddressError, next_free, normalize_cidrs, outside, owners, parse_ip_addr, taken_by
-from awgd.clients_table import parse_clients_table, remove_client, set_client
+from awgd.clients_table import parse_clients_table, rekey_client, remove_client, set_client
 from awgd.server_files import FileChanged, FileError, read_text, replace_text, with_stdin
-from awgd.wg_config import UnsafeText, add_peer, parse_config, peer_names, remove_peer, update_peer
+from awgd.wg_config import UnsafeText, add_peer, parse_config, peer_names, rekey_peer, remove_peer, update_peer
 
 keys = st.binary(min_size=32, max_size=32).map(lambda raw: base64.b64encode(raw).decode())
 comment = st.text(alphabet="abc xyz=#", max_size=20).map(lambda text: "# " + text)
@@ -88,6 +88,28 @@ def test_removing_or_updating_a_peer_touches_only_its_section(
     assert mine.value("PersistentKeepalive") is None and key not in peer_names(off)
 
 
+@settings(max_examples=200)
+@given(config_files(), st.data(), keys, st.one_of(st.none(), keys))
+def test_a_rekey_changes_only_the_keys_of_the_peers_section(
+    drawn: tuple[str, list[str]], data: st.DataObject, new: str, preshared: str | None
+) -> None:
+    text, existing = drawn
+    if not existing or new in existing:
+        assert rekey_peer(text, "x" * 42 + "E=", new, preshared) == text
+        return
+    key = data.draw(st.sampled_from(existing))
+    rekeyed = rekey_peer(text, key, new, preshared)
+    assert sections_of(rekeyed, new) == sections_of(text, key)  # every other section as it was
+    (mine,) = [s for s in parse_config(rekeyed).peers() if s.public_key == new]
+    (was,) = [s for s in parse_config(text).peers() if s.public_key == key]
+    assert mine.value("PresharedKey") == preshared
+    kept = {k: v for k, v in was.settings().items() if k.lower() not in ("publickey", "presharedkey")}
+    assert {k: v for k, v in mine.settings().items() if k.lower() not in ("publickey", "presharedkey")} == kept
+    assert peer_names(rekeyed).get(new) == peer_names(text).get(key)
+    with pytest.raises(UnsafeText):
+        rekey_peer(text, key, new + "\nPostUp = x", preshared)
+
+
 def test_the_clients_table_is_kept_in_step_and_a_broken_one_left_alone() -> None:
     a, b = "A" * 43 + "=", "E" * 43 + "="
     table = json.dumps([{"clientId": a, "userData": {"clientName": "Phone", "creationDate": "x", "extra": 1}}])
@@ -99,6 +121,11 @@ def test_the_clients_table_is_kept_in_step_and_a_broken_one_left_alone() -> None
     assert set_client("{broken", a, "x", datetime.now()) == "{broken"
     assert remove_client("{broken", a) == "{broken"
     assert parse_clients_table(set_client("", a, "First", datetime.now())) == {a: "First"}
+    c = "I" * 43 + "="
+    rekeyed = rekey_client(added, a, c)  # the entry under its new key, name and date kept
+    assert parse_clients_table(rekeyed) == {c: "Phone", b: "Tablet"}
+    assert json.loads(rekeyed)[0]["userData"] == json.loads(added)[0]["userData"]
+    assert rekey_client("{broken", a, c) == "{broken"
 
 
 IP_ADDR = """\

@@ -49,7 +49,13 @@ class Server:
     """The bed's server interface with a config file, and awgd beside it."""
 
     def __init__(
-        self, daemons: Any, bed: TestBed, *, on_server: tuple[int, ...] = (1, 2, 3), env: dict[str, str] | None = None
+        self,
+        daemons: Any,
+        bed: TestBed,
+        *,
+        on_server: tuple[int, ...] = (1, 2, 3),
+        env: dict[str, str] | None = None,
+        clients: dict[str, Any] | None = None,
     ) -> None:
         self.bed = bed
         self.tunnel: Tunnel = bed.servers[0]
@@ -64,13 +70,15 @@ class Server:
         self.conf.write_text(self._file(on))
         self.conf.chmod(0o600)
         self.argv_log = bed.dir / "argv.log"
-        wrapper = bed.bin / "awg"
+        wrapper = bed.bin / bed.flavor.tool_name
         real = os.readlink(wrapper)
         wrapper.unlink()
         wrapper.write_text(f'#!/bin/sh\necho "$*" >> {self.argv_log}\nexec {real} "$@"\n')
         wrapper.chmod(0o755)
         env = {**bed.path_env(), **(env or {})}
-        self.daemon = daemons("auto", prefix=bed.server.argv(), env=env, wireguard={"config_dir": str(self.conf_dir)})
+        self.daemon = daemons(
+            "auto", prefix=bed.server.argv(), env=env, wireguard={"config_dir": str(self.conf_dir)}, clients=clients
+        )
         self.daemon.start()
 
     def _file(self, clients: list[Client]) -> str:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from awgd.peer_settings import Settings
 from awgd.plans import Judged, PlanState, decide, lifetime, verdict, window_at
-from awgd.quota import PLAN_REASONS, Plan, Progress, Verdict, start
+from awgd.quota import PLAN_REASONS, Plan, Progress, Verdict, moved, start
 
 ZONE = UTC
 MONTHLY = "0 0 1 * *"
@@ -72,3 +72,30 @@ def test_a_verdict_blocks_at_the_limit_and_a_new_window_lifts_it(used: int, limi
         assert "quota" not in found.reasons
         assert after.window == window_at(plan, instant, ZONE, MONTHLY) != window
         assert any(kind == "plan.renewed" for kind, _ in found.events)
+
+
+counts = st.integers(0, 2**50)
+
+
+@given(
+    progress=st.builds(
+        Progress, st.integers(0, 2**40), counts, counts, st.just(()), st.booleans(), st.booleans(), counts
+    ),
+    lifetime=counts,
+    new_lifetime=counts,
+    later=counts,
+)
+def test_a_rekey_carries_the_windows_usage_to_the_new_key(
+    progress: Progress, lifetime: int, new_lifetime: int, later: int
+) -> None:
+    """peer.rekey never gives a quota back: the new key's window starts where the old key's
+    stood, and every byte the new key moves later adds to it."""
+    carried = moved(progress, lifetime, new_lifetime)
+    assert carried.used(new_lifetime) == progress.used(lifetime)
+    assert carried.used(new_lifetime + later) == progress.used(lifetime) + later
+    assert (carried.window_start, carried.warned, carried.exceeded, carried.expired) == (
+        progress.window_start,
+        progress.warned,
+        progress.exceeded,
+        progress.expired,
+    )

@@ -147,6 +147,15 @@ class AsyncClient:
         )
         return PeerTraffic.from_json(await self.change("peer.update", given))
 
+    async def rekey_peer(
+        self, interface: str, public_key: str, new_public_key: str, *, preshared_key: str | None = None
+    ) -> PeerTraffic:
+        """peer.rekey: the peer's keys replaced, everything else kept; answers the new key's
+        figures. The old key's history answers `replaced_by`. Raises Conflict when the new
+        key is already a peer. For a user's new device config, see awgd_client.new_device."""
+        given = methods.rekey_params(interface, public_key, new_public_key, preshared_key)
+        return PeerTraffic.from_json(await self.change("peer.rekey", given))
+
     async def block_peer(self, interface: str, public_key: str) -> PeerTraffic:
         given = {"interface": interface, "public_key": public_key}
         return PeerTraffic.from_json(await self.change("peer.block", given))

@@ -91,13 +91,16 @@ def parser() -> argparse.ArgumentParser:
     peer = commands.add_parser(
         "peer",
         parents=[common],
-        help="everything about one peer; or change one: peer add|remove|label|block|unblock KEY",
-        usage="awgctl peer [add|remove|label|block|unblock] KEY [TEXT] [options]",
+        help="everything about one peer; or change one: peer add|rekey|remove|label|block|unblock KEY, peer new",
+        usage=(
+            "awgctl peer [add|rekey|remove|label|block|unblock] KEY [TEXT] [options]\n"
+            "       awgctl peer new -i IFACE --config-out FILE [options]"
+        ),
     )
     peer.add_argument("key", help="public key, or a unique prefix of at least 8 characters; or an action")
     peer.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
     peer.add_argument("--interface", "-i")
-    peer.add_argument("--allowed-ips", help="add: comma-separated CIDRs (default: the next free address)")
+    peer.add_argument("--allowed-ips", help="add, new: comma-separated CIDRs (default: the next free address)")
     peer.add_argument(
         "--outside-subnets",
         action="store_true",
@@ -105,8 +108,13 @@ def parser() -> argparse.ArgumentParser:
     )
     peer.add_argument("--preshared-key-file", metavar="FILE", help="add: read the preshared key from FILE (- = stdin)")
     peer.add_argument("--keepalive", type=int, help="add: persistent keepalive, seconds")
-    peer.add_argument("--label", help="add: the peer's label")
+    peer.add_argument("--label", help="add, new: the peer's label")
     peer.add_argument("--yes", "-y", action="store_true", help="remove: do not ask for confirmation")
+    peer.add_argument("--config-out", metavar="FILE", help="new, rekey: write the device's config to FILE (0600)")
+    peer.add_argument("--qr-out", metavar="FILE.png", help="new, rekey: write the config's QR code to FILE.png")
+    peer.add_argument("--qr", action="store_true", help="new, rekey: print the config's QR code on the terminal")
+    peer.add_argument("--link", action="store_true", help="new, rekey: print the AmneziaVPN app's vpn:// key")
+    peer.add_argument("--no-preshared-key", action="store_true", help="new, rekey: no preshared key")
     history = commands.add_parser("history", parents=[common], help="a peer's usage by period or by day")
     history.add_argument("key")
     history.add_argument("--interface", "-i")
@@ -190,10 +198,14 @@ def cmd_peers(client: Client, args: argparse.Namespace, as_json: bool, style: St
     return emit(raw) if as_json else show(render_peers(listing, style))
 
 
-PEER_ACTIONS = ("add", "remove", "label", "block", "unblock")
+PEER_ACTIONS = ("add", "new", "rekey", "remove", "label", "block", "unblock")
 
 
 def cmd_peer(client: Client, args: argparse.Namespace, as_json: bool, style: Style) -> int:
+    if args.key == "new":
+        if args.rest:
+            raise UsageError(f"awgctl peer new takes no key (it makes one): unexpected {' '.join(args.rest)!r}")
+        return devices(lambda d: d.cmd_new(client, args, as_json))
     if args.key in PEER_ACTIONS:
         return change_peer(client, args, as_json, style)
     if args.rest:
@@ -239,6 +251,8 @@ def change_peer(client: Client, args: argparse.Namespace, as_json: bool, style: 
     if interface is None:
         interface = PeerTraffic.from_json(client.call("traffic.get", public_key=key)).interface
     target = {"interface": interface, "public_key": key}
+    if action == "rekey":
+        return devices(lambda d: d.cmd_rekey(client, args, as_json, key, interface))
     if action == "remove":
         if not args.yes:
             ask(f"Remove {key} from {interface} (its config file too)? [y/N] ", "not removed")
@@ -254,6 +268,16 @@ def change_peer(client: Client, args: argparse.Namespace, as_json: bool, style: 
         return emit(raw)
     blocked = style.bad("blocked: " + ", ".join(peer.blocked)) if peer.blocked else style.good("not blocked")
     return show(f"{peer.public_key} on {peer.interface}: label {peer.label or '-'}; {blocked}")
+
+
+def devices(command: Callable[[Any], int]) -> int:
+    """Run a command of awgctl_devices, which needs the `config` extra only when it runs."""
+    from awgd_client import awgctl_devices
+
+    try:
+        return command(awgctl_devices)
+    except awgctl_devices.DeviceUsageError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def read_key(path: str) -> str:

@@ -90,6 +90,12 @@ def plan_params(
     )
 
 
+def rekey_params(interface: str, public_key: str, new_public_key: str, preshared_key: str | None) -> dict[str, Any]:
+    return params(
+        interface=interface, public_key=public_key, new_public_key=new_public_key, preshared_key=preshared_key
+    )
+
+
 def add_params(
     interface: str,
     public_key: str,

@@ -252,10 +252,12 @@ class PeerTraffic(Model):
     blocked: tuple[str, ...] = ()  # why it is blocked ("admin", "quota", "expired"); () = not blocked
     plan: Plan | None = None
     rate: Rate | None = None  # an awgd addition; absent from older daemons
+    replaced_by: str | None = None  # the key that took its place (peer.rekey)
 
     @classmethod
     def read(cls, fields: Fields) -> Self:
         return cls(
+            replaced_by=fields.optional_string("replaced_by"),
             interface=fields.string("interface"),
             public_key=fields.string("public_key"),
             label=fields.optional_string("label"),
@@ -275,6 +277,27 @@ class PeerTraffic(Model):
 
 
 @dataclass(frozen=True, slots=True)
+class DeviceDefaults(Model):
+    """What the operator's `[clients]` settings tell a user's device on this interface."""
+
+    endpoint: str | None  # host:port ([v6]:port); None: the operator set none
+    dns: tuple[str, ...]
+    mtu: int | None
+    allowed_ips: tuple[str, ...]
+    persistent_keepalive: int  # 0: off
+
+    @classmethod
+    def read(cls, fields: Fields) -> Self:
+        return cls(
+            endpoint=fields.optional_string("endpoint"),
+            dns=fields.strings("dns"),
+            mtu=fields.optional_integer("mtu"),
+            allowed_ips=fields.strings("allowed_ips"),
+            persistent_keepalive=fields.integer("persistent_keepalive"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class InterfaceStatus(Model):
     name: str
     exists: bool
@@ -286,6 +309,7 @@ class InterfaceStatus(Model):
     period: Usage
     address: tuple[str, ...] = ()  # its own addresses (API v2)
     awg: dict[str, int | str] | None = None  # AmneziaWG's obfuscation parameters; None on WireGuard
+    client: DeviceDefaults | None = None  # None from an awgd before API v3
 
     @classmethod
     def read(cls, fields: Fields) -> Self:
@@ -308,6 +332,7 @@ class InterfaceStatus(Model):
             peers=fields.integer("peers"),
             peers_online=fields.integer("peers_online"),
             period=fields.object("period", Usage.read),
+            client=fields.optional_object("client", DeviceDefaults.read),
         )
 
 

@@ -94,6 +94,7 @@ class Awgd:
         env: dict[str, str] | None = None,
         prefix: list[str] | None = None,
         ledger_dir: Path | None = None,
+        clients: dict[str, Any] | None = None,
     ) -> None:
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -109,6 +110,7 @@ class Awgd:
                 "periods": {"timezone": "Europe/Moscow", **(periods or {})},
                 "ledger": {"url": f"sqlite:///{self.ledger}"},
                 "rpc": {"group": "", **(rpc or {}), "socket": self.socket},
+                **({"clients": clients} if clients else {}),
             },
         )
         self.env = env or {}
