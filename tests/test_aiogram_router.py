@@ -44,7 +44,8 @@ class FakeTelegram:
     async def handle(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
         form = dict(await request.post())
-        params: dict[str, Any] = {k: str(v) for k, v in form.items()}
+        # Files (sendDocument, sendPhoto) as their bytes, everything else as text.
+        params: dict[str, Any] = {k: v.file.read() if isinstance(v, web.FileField) else str(v) for k, v in form.items()}
         result: Any = True
         if method == "getMe":
             result = BOT_USER
@@ -67,6 +68,14 @@ class FakeTelegram:
                 "from": BOT_USER,
                 "text": params["text"],
             }
+        elif method in ("sendDocument", "sendPhoto"):
+            result = {
+                "message_id": self.next_message_id,
+                "date": int(time.time()),
+                "chat": {"id": int(params["chat_id"]), "type": "private"},
+                "from": BOT_USER,
+            }
+            self.next_message_id += 1
         async with self.changed:
             if method != "getUpdates":
                 self.calls.append((method, params))

@@ -10,11 +10,13 @@ import os
 import signal
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import amnezia
 import pytest
 import wgbed
 from amnezia import SERVER_NAME, AmneziaServer, DockerEngine, build_image
+from test_awgctl import awgctl
 from wgbed import AMNEZIAWG, AMNEZIAWG_2024
 
 pytestmark = [pytest.mark.wireguard, pytest.mark.docker]
@@ -228,5 +230,50 @@ def test_peers_added_blocked_and_removed_through_docker_exec(
         assert newcomer.public_key not in server.file("wg0.conf")
         assert newcomer.public_key not in server.file("clientsTable")
         assert figures(daemon, newcomer)["present"] is False
+    finally:
+        server.down()
+
+
+@pytest.mark.parametrize("layout", [amnezia.LEGACY, amnezia.CURRENT], ids=["amnezia-awg-wg0", "amnezia-awg2-awg0"])
+def test_peer_new_through_docker_exec_in_both_layouts(  # type: ignore[no-untyped-def]
+    daemons, engine: DockerEngine, images: dict[str, str], layout: tuple[str, str], tmp_path: Path
+) -> None:
+    """`awgctl peer new` on Amnezia's container, as the app deploys it now (`amnezia-awg2`,
+    awg0.conf) and before (`amnezia-awg`, wg0.conf): the peer in the live interface, its config
+    file and clientsTable; a device made from exactly the file awgctl wrote connects, awgd
+    counts what the data plane counts, and the peer comes back after a container restart."""
+    server = AmneziaServer(engine, images["awg"], AMNEZIAWG, clients=1, on_server=0, layout=layout).up()
+    try:
+        options = {"exec_prefix": ["docker", "exec", server.name], "tool_timeout": 5}
+        clients = {"endpoint": "10.201.1.1", "persistent_keepalive": 0}
+        daemon = daemons("auto", wireguard=options, env=engine.env, clients=clients).start()
+        out = tmp_path / "phone.conf"
+        done = awgctl("--socket", daemon.socket, "peer", "new", "-i", server.iface, "--label", "Phone",
+                      "--config-out", str(out))  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        key = done.stdout.splitlines()[0]
+        text = out.read_text()
+        private = next(line for line in text.splitlines() if line.startswith("PrivateKey = ")).split(" = ")[1]
+        wgbed.SECRETS.add(private)
+        for name, value in AMNEZIAWG.obfuscation.items():
+            assert f"\n{name} = {value}\n" in text
+        assert "Endpoint = 10.201.1.1:51820\n" in text
+        assert f"PublicKey = {key}" in server.file(f"{server.iface}.conf")
+        assert private not in server.file(f"{server.iface}.conf")
+        rows = json.loads(server.file("clientsTable"))
+        assert {"clientId": key, "clientName": "Phone"} in [
+            {"clientId": row["clientId"], "clientName": row["userData"]["clientName"]} for row in rows
+        ]
+        device = server.peers[0]
+        server.become(device, text)
+        assert server.pings(device, 3)
+        daemon.result("traffic.sample")
+        got = daemon.result("traffic.get", interface=server.iface, public_key=key)
+        live = engine.docker("exec", server.name, "awg", "show", server.iface, "transfer").stdout
+        counted = next(line.split("\t")[1:] for line in live.splitlines() if line.startswith(key))
+        assert pair(got["period"]) == (int(counted[0]), int(counted[1])) and got["period"]["rx_bytes"] > 0
+        assert got["label"] == "Phone"
+        server.restart(server.name)  # the interface made again from its file: the peer is in it
+        assert key in engine.docker("exec", server.name, "awg", "show", server.iface, "peers").stdout
     finally:
         server.down()

@@ -17,6 +17,7 @@ import stat
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import wgbed
@@ -253,3 +254,99 @@ def test_the_client_library_makes_a_device_in_one_call(daemons, bed: TestBed) ->
         assert again.peer.label == "Tablet" and again.config.addresses == device.config.addresses
         assert again.public_key in server.live_keys() and device.public_key not in server.live_keys()
     assert_nowhere_in_awgd(server, device.private_key)
+
+
+def test_the_docs_bot_flow_buy_config_stats_renew(daemons, bed: TestBed) -> None:  # type: ignore[no-untyped-def]
+    """docs/examples/bot_flow.py as it is, with real aiogram against the stand-in Bot API: /buy
+    sends the config, its QR and the key; a device from that file connects; /stats shows the
+    plan; the quota runs out and the user is cut off; /renew gives it back; /lost rekeys."""
+    if bed.flavor is not AMNEZIAWG:
+        pytest.skip("the bot's flow is the same on every flavor")
+    pytest.importorskip("aiogram", reason="the bot extra (aiogram 3) is not installed")
+    import asyncio
+    import importlib.util
+
+    from aiogram import Bot, Dispatcher
+    from aiogram.client.session.aiohttp import AiohttpSession
+    from aiogram.client.telegram import TelegramAPIServer
+    from test_aiogram_router import FakeTelegram, command, telegram
+
+    from awgd_client import AsyncClient
+
+    spec = importlib.util.spec_from_file_location(
+        "bot_flow", Path(__file__).parent.parent / "docs/examples/bot_flow.py"
+    )
+    assert spec is not None and spec.loader is not None
+    bot_flow = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bot_flow)
+    server = Server(daemons, bed, on_server=(2, 3), clients=CLIENTS)
+    user, device = 4242, bed.peers[0]
+    limit = 3000  # a handful of pings' worth: the quota runs out within the test
+    users: dict[int, str] = {}
+
+    async def sent(fake: FakeTelegram, method: str, count: int) -> dict[str, Any]:
+        """The `count`-th call to `method` (an event, not a sleep), with its file's bytes."""
+        async with fake.changed:
+            calls = lambda: [params for name, params in fake.calls if name == method]  # noqa: E731
+            await asyncio.wait_for(fake.changed.wait_for(lambda: len(calls()) >= count), 30)
+        params = dict(calls()[count - 1])
+        for field in ("document", "photo"):
+            if str(params.get(field, "")).startswith("attach://"):
+                params[field] = params[params[field].removeprefix("attach://")]
+        return params
+
+    async def reply(fake: FakeTelegram, text: str) -> str:
+        before = len([name for name, _ in fake.calls if name == "sendMessage"])
+        await fake.push(command(user, text))
+        return str((await sent(fake, "sendMessage", before + 1))["text"])
+
+    async def scenario(fake: FakeTelegram) -> None:
+        await fake.push(command(user, "/buy"))
+        document = await sent(fake, "sendDocument", 1)
+        photo = await sent(fake, "sendPhoto", 1)
+        key = await sent(fake, "sendMessage", 1)
+        config = document["document"].decode()
+        path = bed.dir / "bought.conf"
+        path.write_text(config)
+        private_key_of(path)
+        png = bed.dir / "bought.png"
+        png.write_bytes(photo["photo"])
+        assert zbar(png) == config
+        link = str(key["text"]).removeprefix("<code>").removesuffix("</code>")
+        assert json.loads(decode_key(link)["containers"][0]["awg"]["last_config"])["config"] == config
+        bring_up(bed, device, path)
+        await asyncio.to_thread(bed.ping, device, 2)
+        assert (await reply(fake, "/stats")).startswith("Used ")
+        # Past the quota: awgd cuts the peer off (a sample books it and the plan blocks).
+        await asyncio.to_thread(pings, bed, device, 10)
+        await asyncio.to_thread(server.daemon.result, "traffic.sample")
+        assert "blocked: quota used up" in await reply(fake, "/stats")
+        assert not await asyncio.to_thread(pings, bed, device)
+        assert (await reply(fake, "/renew")).startswith("Renewed until ")
+        assert await asyncio.to_thread(pings, bed, device)
+        assert "active" in await reply(fake, "/stats")
+        old = users[user]
+        await fake.push(command(user, "/lost"))
+        document = await sent(fake, "sendDocument", 2)
+        assert users[user] != old and f"PrivateKey = {private_key_of(path)}" not in document["document"].decode()
+        path.write_bytes(document["document"])
+        private_key_of(path)
+
+    async def main() -> None:
+        async with telegram() as (fake, api):
+            bot = Bot("42:TEST", session=AiohttpSession(api=TelegramAPIServer.from_base(api)))
+            dispatcher = Dispatcher()
+            client = AsyncClient(server.daemon.socket)
+            dispatcher.include_router(bot_flow.build_router(client, server.ifname, users, limit_bytes=limit))
+            polling = asyncio.ensure_future(dispatcher.start_polling(bot, handle_signals=False, polling_timeout=1))
+            try:
+                await scenario(fake)
+            finally:
+                await dispatcher.stop_polling()
+                await asyncio.wait_for(polling, 30)
+                await client.aclose()
+                await bot.session.close()
+
+    asyncio.run(main())
+    peer = server.result("traffic.get", public_key=users[user])
+    assert peer["label"] == f"tg{user}" and peer["plan"]["limit_bytes"] == limit

@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 import tomllib
 from pathlib import Path
 
@@ -183,3 +184,15 @@ def test_the_configs_api_summary_names_exactly_the_daemons_methods() -> None:
 
 
 _PREFIXES = {name.split(".")[0] for name in METHODS}
+
+
+@needs_source
+def test_the_readme_and_the_bots_guide_show_the_bot_flow_the_suite_runs() -> None:
+    """Their bot example is docs/examples/bot_flow.py's own code (tests/test_devices.py runs it)."""
+    flow = text("docs/examples/bot_flow.py")
+    for path, heading in (("README.md", "## A bot's whole flow"), ("docs/bots.md", "## A new user's config")):
+        section = text(path).split(heading, 1)[1]
+        snippet = section.split("```python\n", 1)[1].split("```", 1)[0]
+        for command in ("buy", "stats", "renew"):
+            assert f'Command("{command}")' in snippet, (path, command)
+        assert textwrap.indent(snippet, "    ") in flow, f"{path}'s bot example is not bot_flow.py's code"

@@ -9,9 +9,10 @@ laid out as Amnezia's, and containers wired to each other.
   in userspace, the tool as `awg` (with `wg` a link to it, as in amneziawg-go's images) or only
   as `wg` (older images), the interface configured at start from /opt/amnezia/awg/wg0.conf, and
   the clients' names in /opt/amnezia/awg/clientsTable.
-- `AmneziaServer` runs the server container, named `amnezia-awg` as the Amnezia app names it,
-  and client containers, each linked to it by a veth pair the test makes (the containers have no
-  network of Docker's).
+- `AmneziaServer` runs the server container in one of the Amnezia app's two layouts (LEGACY:
+  `amnezia-awg` with `wg0.conf`; CURRENT: `amnezia-awg2` with `awg0.conf`, as the app deploys
+  it since AmneziaWG 2), and client containers, each linked to it by a veth pair the test makes
+  (the containers have no network of Docker's).
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ from wgbed import AMNEZIAWG, MADE, PREFIX, SECRETS, Flavor
 
 AMNEZIA_DIR = "/opt/amnezia/awg"
 SERVER_NAME = "amnezia-awg"
+# The Amnezia app's layouts: (container, interface, whose config file is INTERFACE.conf).
+LEGACY = ("amnezia-awg", "wg0")
+CURRENT = ("amnezia-awg2", "awg0")
 SERVER_ADDRESS = "10.8.1.1"
 UNUSED_ADDRESS = "10.8.1.254"  # in wg0's subnet, no peer's
 START_TIMEOUT = 60.0
@@ -42,7 +46,7 @@ START_TIMEOUT = 60.0
 # userspace, the interface configured from its config file (stripped of what only awg-quick
 # reads), its address from the file's Address line.
 START_SH = """#!/bin/sh
-IFACE=wg0
+IFACE=${1:-wg0}
 CONF=/opt/amnezia/awg/$IFACE.conf
 TOOL=$(command -v awg || command -v wg)
 mkdir -p /var/run/amneziawg
@@ -217,8 +221,10 @@ class AmneziaServer:
     clients: int = 2
     on_server: int | None = None  # how many of the clients wg0.conf lists (all by default)
     tag: str = field(default_factory=lambda: secrets.token_hex(3))
+    layout: tuple[str, str] = LEGACY  # the server's container and interface
 
     def __post_init__(self) -> None:
+        self.name, self.iface = self.layout
         self.private_key, self.public_key = _keypair()
         self.peers = [
             Peer(f"{PREFIX}{self.tag}c{n}", *_keypair(), f"10.8.1.{n + 1}", f"Client {n}")
@@ -264,10 +270,11 @@ class AmneziaServer:
 
     def up(self) -> AmneziaServer:
         try:
-            self._create(SERVER_NAME, {"wg0.conf": self.server_config(), "clientsTable": self.clients_table()})
+            files = {f"{self.iface}.conf": self.server_config(), "clientsTable": self.clients_table()}
+            self._create(self.name, files, self.iface)
             for index, peer in enumerate(self.peers, start=1):
                 self._create(peer.name, {"wg0.conf": self.client_config(peer, index)})
-            self.start(SERVER_NAME)
+            self.start(self.name)
             for peer in self.peers:
                 self.start(peer.name)
         except BaseException:
@@ -275,7 +282,7 @@ class AmneziaServer:
             raise
         return self
 
-    def _create(self, name: str, files: dict[str, str]) -> None:
+    def _create(self, name: str, files: dict[str, str], iface: str = "wg0") -> None:
         docker = self.engine.docker
         # Amnezia runs it --privileged; this machine's root lacks CAP_SYS_RESOURCE, which that
         # asks for, so the container gets what amneziawg-go needs: NET_ADMIN and the tun device.
@@ -296,12 +303,24 @@ class AmneziaServer:
             "/var/run/amneziawg",
             self.image,
             "/opt/amnezia/start.sh",
+            iface,
         )
         for file_name, text in files.items():
-            local = self.workdir / f"{name}-{file_name}"
-            local.write_text(text)
-            local.chmod(0o600)
-            docker("cp", str(local), f"{name}:{AMNEZIA_DIR}/{file_name}")
+            self._copy(name, file_name, text)
+
+    def _copy(self, name: str, file_name: str, text: str) -> None:
+        local = self.workdir / f"{name}-{file_name}"
+        local.write_text(text)
+        local.chmod(0o600)
+        self.engine.docker("cp", str(local), f"{name}:{AMNEZIA_DIR}/{file_name}")
+
+    def become(self, peer: Peer, config: str) -> None:
+        """The client container restarted as a device with exactly `config` as its file (the
+        container's start strips it as awg-quick does, and sets its address); a route to the
+        server's address through the tunnel, as awg-quick adds one for the allowed IPs."""
+        self._copy(peer.name, "wg0.conf", config)
+        self.restart(peer.name)
+        _in_netns(self.pid(peer.name), "ip", "route", "add", f"{SERVER_ADDRESS}/32", "dev", "wg0", check=True)
 
     def start(self, name: str) -> None:
         """Start a container (again), wait for its interface, and wire it to its peers."""
@@ -339,9 +358,9 @@ class AmneziaServer:
     def wire(self) -> None:
         """A veth pair between the server and each running client whose link is missing
         (a container's network namespace is new at every start)."""
-        if not self.running(SERVER_NAME):
+        if not self.running(self.name):
             return
-        server = self.pid(SERVER_NAME)
+        server = self.pid(self.name)
         for index, peer in enumerate(self.peers, start=1):
             if not self.running(peer.name):
                 continue
@@ -371,7 +390,7 @@ class AmneziaServer:
 
     def file(self, name: str) -> str:
         """A file of the server's /opt/amnezia/awg, as it is now."""
-        return self.engine.docker("exec", SERVER_NAME, "cat", f"{AMNEZIA_DIR}/{name}").stdout
+        return self.engine.docker("exec", self.name, "cat", f"{AMNEZIA_DIR}/{name}").stdout
 
     def ping(self, peer: Peer, count: int) -> None:
         """`count` pings from a client container to the server, every one answered."""
@@ -387,7 +406,7 @@ class AmneziaServer:
     def daemon_pid(self) -> int:
         """The host pid of amneziawg-go in the server container."""
         out = subprocess.run(
-            ["pgrep", "-P", str(self.pid(SERVER_NAME)), "-f", "amneziawg-go"],
+            ["pgrep", "-P", str(self.pid(self.name)), "-f", "amneziawg-go"],
             capture_output=True,
             text=True,
             check=True,
@@ -395,7 +414,7 @@ class AmneziaServer:
         return int(out.stdout.split()[0])
 
     def down(self) -> None:
-        for name in [SERVER_NAME, *(p.name for p in self.peers)]:
+        for name in [self.name, *(p.name for p in self.peers)]:
             self.engine.docker("rm", "-f", name, check=False)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
