@@ -215,6 +215,8 @@ class PeerAdmin:
         async with self._lock:
             await self._fresh()  # books what the old key used up to now
             book = self._known(interface, public_key)
+            if not book.present:  # gone from the interface (or replaced already): no device to move
+                raise NotThere("the peer is not on the interface", {"public_key": public_key})
             other = self._books.peers.get((interface, new_public_key))
             if new_public_key == public_key or (
                 other is not None and (other.present or other.settings is not NO_SETTINGS)
@@ -222,7 +224,7 @@ class PeerAdmin:
                 raise Conflict("the new key is already a peer of the interface", {"public_key": new_public_key})
             settings = book.settings
             own = settings.allowed_ips or book.allowed_ips
-            if book.present and book.line is not None and book.line.allowed_ips and not settings.blocked:
+            if book.line is not None and book.line.allowed_ips and not settings.blocked:
                 own = book.line.allowed_ips
             read: list[str] = []
 
@@ -231,23 +233,22 @@ class PeerAdmin:
                 return rekey_peer(text, public_key, new_public_key, preshared_key)
 
             in_file = await self._edit_config(interface, rekeyed, only_if_changed=True)
-            if book.present:
-                argv = ["peer", public_key, "remove", "peer", new_public_key]
-                if preshared_key:
-                    argv += ["preshared-key", "/dev/stdin"]
-                # A blocked peer's new key gets no addresses either: it passes nothing from the start.
-                argv += ["allowed-ips", "" if settings.blocked else ",".join(own)]
-                keepalive = book.line.keepalive if book.line is not None else None
-                if keepalive is not None:
-                    low, high = keepalive
-                    argv += ["persistent-keepalive", str(low) if low == high else f"{low}-{high}"]
-                try:
-                    await self._set(interface, argv, stdin=f"{preshared_key}\n" if preshared_key else None)
-                except ToolRefused:
-                    if in_file:  # the file as it was, unless someone changed it since
-                        was, ours = read[-1], rekeyed(read[-1])
-                        await self._edit_config(interface, lambda text: was if text == ours else text)
-                    raise
+            argv = ["peer", public_key, "remove", "peer", new_public_key]
+            if preshared_key:
+                argv += ["preshared-key", "/dev/stdin"]
+            # A blocked peer's new key gets no addresses either: it passes nothing from the start.
+            argv += ["allowed-ips", "" if settings.blocked else ",".join(own)]
+            keepalive = book.line.keepalive if book.line is not None else None
+            if keepalive is not None:
+                low, high = keepalive
+                argv += ["persistent-keepalive", str(low) if low == high else f"{low}-{high}"]
+            try:
+                await self._set(interface, argv, stdin=f"{preshared_key}\n" if preshared_key else None)
+            except ToolRefused:
+                if in_file:  # the file as it was, unless someone changed it since
+                    was, ours = read[-1], rekeyed(read[-1])
+                    await self._edit_config(interface, lambda text: was if text == ours else text)
+                raise
             await self._edit_clients(lambda text: rekey_client(text, public_key, new_public_key))
             event = self._event("peer.rekeyed", interface, public_key, new_public_key=new_public_key)
             self._publish(

@@ -234,15 +234,20 @@ def test_peers_added_blocked_and_removed_through_docker_exec(
         server.down()
 
 
-@pytest.mark.parametrize("layout", [amnezia.LEGACY, amnezia.CURRENT], ids=["amnezia-awg-wg0", "amnezia-awg2-awg0"])
+@pytest.mark.parametrize(
+    ("layout", "tool"),
+    [(amnezia.CURRENT, "awg"), (amnezia.LEGACY, "awg"), (amnezia.LEGACY, "wg")],
+    ids=["amnezia-awg2-awg0", "amnezia-awg-wg0", "amnezia-awg-wg0-2024"],
+)
 def test_peer_new_through_docker_exec_in_both_layouts(  # type: ignore[no-untyped-def]
-    daemons, engine: DockerEngine, images: dict[str, str], layout: tuple[str, str], tmp_path: Path
+    daemons, engine: DockerEngine, images: dict[str, str], layout: tuple[str, str], tool: str, tmp_path: Path
 ) -> None:
     """`awgctl peer new` on Amnezia's container, as the app deploys it now (`amnezia-awg2`,
     awg0.conf) and before (`amnezia-awg`, wg0.conf): the peer in the live interface, its config
     file and clientsTable; a device made from exactly the file awgctl wrote connects, awgd
     counts what the data plane counts, and the peer comes back after a container restart."""
-    server = AmneziaServer(engine, images["awg"], AMNEZIAWG, clients=1, on_server=0, layout=layout).up()
+    flavor = AMNEZIAWG if tool == "awg" else AMNEZIAWG_2024
+    server = AmneziaServer(engine, images[tool], flavor, clients=1, on_server=0, layout=layout).up()
     try:
         options = {"exec_prefix": ["docker", "exec", server.name], "tool_timeout": 5}
         clients = {"endpoint": "10.201.1.1", "persistent_keepalive": 0}
@@ -255,7 +260,7 @@ def test_peer_new_through_docker_exec_in_both_layouts(  # type: ignore[no-untype
         text = out.read_text()
         private = next(line for line in text.splitlines() if line.startswith("PrivateKey = ")).split(" = ")[1]
         wgbed.SECRETS.add(private)
-        for name, value in AMNEZIAWG.obfuscation.items():
+        for name, value in flavor.obfuscation.items():
             assert f"\n{name} = {value}\n" in text
         assert "Endpoint = 10.201.1.1:51820\n" in text
         assert f"PublicKey = {key}" in server.file(f"{server.iface}.conf")
@@ -269,11 +274,11 @@ def test_peer_new_through_docker_exec_in_both_layouts(  # type: ignore[no-untype
         assert server.pings(device, 3)
         daemon.result("traffic.sample")
         got = daemon.result("traffic.get", interface=server.iface, public_key=key)
-        live = engine.docker("exec", server.name, "awg", "show", server.iface, "transfer").stdout
+        live = engine.docker("exec", server.name, tool, "show", server.iface, "transfer").stdout
         counted = next(line.split("\t")[1:] for line in live.splitlines() if line.startswith(key))
         assert pair(got["period"]) == (int(counted[0]), int(counted[1])) and got["period"]["rx_bytes"] > 0
         assert got["label"] == "Phone"
         server.restart(server.name)  # the interface made again from its file: the peer is in it
-        assert key in engine.docker("exec", server.name, "awg", "show", server.iface, "peers").stdout
+        assert key in engine.docker("exec", server.name, tool, "show", server.iface, "peers").stdout
     finally:
         server.down()

@@ -213,10 +213,12 @@ def test_a_rekey_cuts_the_old_device_off_and_keeps_everything_else(daemons, bed:
     assert not pings(bed, found)
     third = bed.dir / "third.conf"
     done = awgctl(
-        "--socket", server.daemon.socket, "peer", "rekey", new_key, "-i", server.ifname, "--config-out", str(third)
-    )
+        "--socket", server.daemon.socket, "peer", "rekey", new_key[:10], "-i", server.ifname,
+        "--config-out", str(third), "--qr",
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
     newest = done.stdout.splitlines()[0]
+    assert done.stdout.count("█") > 100  # --qr: the config's code on the terminal
     private_key_of(third)
     bring_up(bed, found, third)
     assert server.result("traffic.get", public_key=newest)["blocked"] == ["admin"]
@@ -224,9 +226,15 @@ def test_a_rekey_cuts_the_old_device_off_and_keeps_everything_else(daemons, bed:
     server.result("peer.unblock", public_key=newest)
     assert pings(bed, found)
     assert server.result("traffic.get", public_key=newest)["allowed_ips"] == before["allowed_ips"]
-    # The new key already a peer: -32005, nothing changed.
+    # The new key already a peer: -32005; bad params -32602; an unknown peer -32001.
     clash = server.call("peer.rekey", public_key=newest, new_public_key=bed.peers[2].tunnel.public_key)
     assert clash["error"]["code"] == -32005
+    assert server.call("peer.rekey", public_key=newest)["error"]["code"] == -32602
+    bad = server.call("peer.rekey", public_key=newest, new_public_key="x\n[Peer]")
+    assert bad["error"]["code"] == -32602
+    unknown = server.call("peer.rekey", public_key=old_key, new_public_key=bed.peers[0].tunnel.public_key)
+    assert unknown["error"]["code"] == -32001
+    assert server.live_keys() == {newest, bed.peers[2].tunnel.public_key}
     for path in (first, second, third):
         assert_nowhere_in_awgd(server, private_key_of(path))
 
