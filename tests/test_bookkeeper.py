@@ -184,3 +184,54 @@ def test_a_reset_during_a_sample_write_takes_what_the_sample_booked(tmp_path: Pa
         bed.ledger.close()
 
     asyncio.run(scenario())
+
+
+NEW_KEY = "N" * 42 + "A="
+
+
+def test_a_rekey_during_a_sample_write_carries_what_the_sample_booked(tmp_path: Path) -> None:
+    """peer.rekey's bookkeeping: the settings and the plan's progress move to the new key with
+    the window's usage the sample just booked (a rekey never gives a quota back), the old key
+    names its successor, and the next start loads exactly that."""
+
+    async def scenario() -> None:
+        bed = Bed(tmp_path / "ledger.sqlite3")
+        await bed.sample(0, 0)
+        await bed.plan(10 * LIMIT)
+        await bed.bookkeeper.settle(PEER, lambda kept: replace(kept, label="Phone"), [])
+        sample = await bed.held_sample(300, 100)
+        event = Event("peer.rekeyed", 0, *PEER, {"new_public_key": NEW_KEY})
+        rekey = await started(
+            bed.bookkeeper.rekey(PEER, NEW_KEY, lambda kept: replace(kept, allowed_ips=("10.8.0.2/32",)), [event])
+        )
+        assert not rekey.done(), "the rekey ran inside the sample's booking"
+        bed.ledger.gate.set()
+        await sample
+        stored = await rekey
+        assert [e.id is not None for e in stored] == [True]  # type: ignore[attr-defined]
+        new = ("wg0", NEW_KEY)
+        for books in (bed.bookkeeper.books, bed.reloaded()):
+            old_book, new_book = books.peers[PEER], books.peers[new]
+            assert old_book.replaced_by == NEW_KEY and new_book.replaced_by is None
+            assert old_book.settings.plan is None and PEER not in books.plans and PEER not in books.blocking
+            settings = new_book.settings
+            assert (settings.label, settings.allowed_ips) == ("Phone", ("10.8.0.2/32",))
+            assert settings.plan is not None and settings.plan.limit_bytes == 10 * LIMIT
+            assert books.plans[new].progress.used(lifetime(new_book)) == 400  # the window's usage, carried
+            assert lifetime(old_book) == 400  # the old key's history stays its own
+        # The new key's traffic adds to the carried usage.
+        bed.at += timedelta(minutes=1)
+        await bed.sampler.book(reading(bed.at, {"wg0": {NEW_KEY: (50, 50)}}))
+        books = bed.bookkeeper.books
+        assert books.plans[new].progress.used(lifetime(books.peers[new])) == 500
+        # A block moves with the keys too.
+        await bed.bookkeeper.settle(new, lambda kept: replace(kept, blocked=("admin",)), [])
+        newest = "M" * 42 + "A="
+        await bed.bookkeeper.rekey(new, newest, lambda kept: kept, [])
+        for books in (bed.bookkeeper.books, bed.reloaded()):
+            assert books.peers[("wg0", newest)].settings.blocked == ("admin",) and ("wg0", newest) in books.blocking
+            assert new not in books.blocking and books.peers[new].replaced_by == newest
+            assert books.plans[("wg0", newest)].progress.used(0) == 500
+        bed.ledger.close()
+
+    asyncio.run(scenario())
