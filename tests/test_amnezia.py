@@ -246,6 +246,7 @@ def test_peer_new_through_docker_exec_in_both_layouts(  # type: ignore[no-untype
     awg0.conf) and before (`amnezia-awg`, wg0.conf): the peer in the live interface, its config
     file and clientsTable; a device made from exactly the file awgctl wrote connects, awgd
     counts what the data plane counts, and the peer comes back after a container restart."""
+    pytest.importorskip("cryptography", reason="awgctl peer new needs the client library's config extra")
     flavor = AMNEZIAWG if tool == "awg" else AMNEZIAWG_2024
     server = AmneziaServer(engine, images[tool], flavor, clients=1, on_server=0, layout=layout).up()
     try:

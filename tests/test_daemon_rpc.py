@@ -304,7 +304,7 @@ def test_fresh_finds_a_peer_added_since_the_last_sample(daemons, scripted_tool: 
 # ---- rpc.discover ------------------------------------------------------------------------------
 
 # A valid value of each param a method may require, for the calls that leave one out.
-VALID = {"public_key": A, "interface": "wg0"}
+VALID = {"public_key": A, "interface": "wg0", "new_public_key": "N" * 42 + "A="}
 
 
 def test_rpc_discover_describes_the_daemon_it_runs_in(running) -> None:  # type: ignore[no-untyped-def]

@@ -6,6 +6,7 @@ on real AmneziaWG, are in tests/test_devices.py."""
 from __future__ import annotations
 
 import base64
+import importlib.util
 import json
 import os
 import random
@@ -145,6 +146,12 @@ def test_endpoints_are_read_as_written() -> None:
 # ---- keys -------------------------------------------------------------------------------------
 
 
+needs_cryptography = pytest.mark.skipif(
+    importlib.util.find_spec("cryptography") is None, reason="needs cryptography (the config extra)"
+)
+
+
+@needs_cryptography
 @pytest.mark.parametrize("tool", ["wg", "awg"])
 def test_keys_are_what_the_tool_makes_of_them(tool: str) -> None:
     binary = shutil.which(tool) or str(Path(__file__).resolve().parents[2] / "shared/amneziawg/bin" / tool)
@@ -329,7 +336,8 @@ def test_bad_keys_are_refused_with_a_reason() -> None:
 # ---- QR codes, read back by a real decoder --------------------------------------------------------
 
 needs_zbar = pytest.mark.skipif(
-    shutil.which("zbarimg") is None, reason="needs zbarimg (tests/run.sh installs zbar-tools)"
+    shutil.which("zbarimg") is None or importlib.util.find_spec("segno") is None,
+    reason="needs zbarimg and segno (tests/run.sh installs zbar-tools and python3-segno)",
 )
 
 

@@ -10,6 +10,7 @@ Run alone with `bash tests/run.sh --quick tests/test_devices.py`.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -40,6 +41,9 @@ def bed(request: pytest.FixtureRequest) -> Iterator[TestBed]:
     problem = wgbed.available(request.param)
     if problem is None and shutil.which("zbarimg") is None:
         problem = "needs zbarimg (tests/run.sh installs zbar-tools)"
+    for module in ("cryptography", "segno"):
+        if problem is None and importlib.util.find_spec(module) is None:
+            problem = f"needs {module} (the client library's config extra)"
     if problem is not None:
         pytest.skip(problem)
     with TestBed(clients=3, flavor=request.param) as made:
@@ -271,8 +275,10 @@ def test_the_docs_bot_flow_buy_config_stats_renew(daemons, bed: TestBed) -> None
     if bed.flavor is not AMNEZIAWG:
         pytest.skip("the bot's flow is the same on every flavor")
     pytest.importorskip("aiogram", reason="the bot extra (aiogram 3) is not installed")
+    example = Path(__file__).parent.parent / "docs/examples/bot_flow.py"
+    if not example.exists():
+        pytest.skip("needs the source tree's docs/examples")
     import asyncio
-    import importlib.util
 
     from aiogram import Bot, Dispatcher
     from aiogram.client.session.aiohttp import AiohttpSession
