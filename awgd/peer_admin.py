@@ -223,9 +223,7 @@ class PeerAdmin:
             ):
                 raise Conflict("the new key is already a peer of the interface", {"public_key": new_public_key})
             settings = book.settings
-            own = settings.allowed_ips or book.allowed_ips
-            if book.line is not None and book.line.allowed_ips and not settings.blocked:
-                own = book.line.allowed_ips
+            own = book.allowed_ips  # the live ones, or those awgd keeps while it is blocked
             read: list[str] = []
 
             def rekeyed(text: str) -> str:
