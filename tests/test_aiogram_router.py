@@ -17,7 +17,7 @@ from conftest import ScriptedTool, dump, key
 
 aiogram = pytest.importorskip("aiogram", reason="the bot extra (aiogram 3) is not installed")
 
-from aiogram import Bot, Dispatcher  # noqa: E402
+from aiogram import Bot, Dispatcher, Router  # noqa: E402
 from aiogram.client.session.aiohttp import AiohttpSession  # noqa: E402
 from aiogram.client.telegram import TelegramAPIServer  # noqa: E402
 from aiohttp import web  # noqa: E402
@@ -153,13 +153,20 @@ async def telegram() -> AsyncIterator[tuple[FakeTelegram, str]]:
         await runner.cleanup()
 
 
-def run_bot(socket_path: str, scenario: Callable[[FakeTelegram], Awaitable[None]]) -> None:
+def run_bot(
+    socket_path: str,
+    scenario: Callable[[FakeTelegram], Awaitable[None]],
+    router: Callable[[AsyncClient], Router] = lambda client: monitoring_router(client, profiles, is_admin),
+) -> None:
+    """Real aiogram polling the stand-in Bot API with `router` (the shipped monitoring router
+    by default) over awgd at `socket_path`, while `scenario` drives it."""
+
     async def main() -> None:
         async with telegram() as (fake, api):
             bot = Bot("42:TEST", session=AiohttpSession(api=TelegramAPIServer.from_base(api)))
             dispatcher = Dispatcher()
             client = AsyncClient(socket_path)
-            dispatcher.include_router(monitoring_router(client, profiles, is_admin))
+            dispatcher.include_router(router(client))
             polling = asyncio.ensure_future(dispatcher.start_polling(bot, handle_signals=False, polling_timeout=1))
             try:
                 await scenario(fake)

@@ -280,12 +280,7 @@ def test_the_docs_bot_flow_buy_config_stats_renew(daemons, bed: TestBed) -> None
         pytest.skip("needs the source tree's docs/examples")
     import asyncio
 
-    from aiogram import Bot, Dispatcher
-    from aiogram.client.session.aiohttp import AiohttpSession
-    from aiogram.client.telegram import TelegramAPIServer
-    from test_aiogram_router import FakeTelegram, command, telegram
-
-    from awgd_client import AsyncClient
+    from test_aiogram_router import FakeTelegram, command, run_bot
 
     spec = importlib.util.spec_from_file_location(
         "bot_flow", Path(__file__).parent.parent / "docs/examples/bot_flow.py"
@@ -346,21 +341,10 @@ def test_the_docs_bot_flow_buy_config_stats_renew(daemons, bed: TestBed) -> None
         path.write_bytes(document["document"])
         private_key_of(path)
 
-    async def main() -> None:
-        async with telegram() as (fake, api):
-            bot = Bot("42:TEST", session=AiohttpSession(api=TelegramAPIServer.from_base(api)))
-            dispatcher = Dispatcher()
-            client = AsyncClient(server.daemon.socket)
-            dispatcher.include_router(bot_flow.build_router(client, server.ifname, users, limit_bytes=limit))
-            polling = asyncio.ensure_future(dispatcher.start_polling(bot, handle_signals=False, polling_timeout=1))
-            try:
-                await scenario(fake)
-            finally:
-                await dispatcher.stop_polling()
-                await asyncio.wait_for(polling, 30)
-                await client.aclose()
-                await bot.session.close()
-
-    asyncio.run(main())
+    run_bot(
+        server.daemon.socket,
+        scenario,
+        lambda client: bot_flow.build_router(client, server.ifname, users, limit_bytes=limit),
+    )
     peer = server.result("traffic.get", public_key=users[user])
     assert peer["label"] == f"tg{user}" and peer["plan"]["limit_bytes"] == limit
