@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 from awgd import __version__, change_feed, openrpc
 from awgd.addresses import AddressError, normalize_cidrs
 from awgd.bookkeeper import Bookkeeper, BucketRows
-from awgd.books import Books, PeerBook, online
+from awgd.books import Books, InterfaceBook, PeerBook, online
 from awgd.config import Config
 from awgd.entry import day_number
 from awgd.event_feed import EventFeed, Subscriber
@@ -72,8 +72,8 @@ class RpcError(Exception):
         self.data = data
 
 
-def invalid(message: str) -> RpcError:
-    return RpcError(rpc.INVALID_PARAMS, f"invalid params: {message}")
+def invalid(message: str, data: dict[str, Any] | None = None) -> RpcError:
+    return RpcError(rpc.INVALID_PARAMS, f"invalid params: {message}", data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,22 +140,38 @@ def is_admin(caller: Caller, admin_gids: frozenset[int]) -> bool:
     return caller.uid == 0 or bool(({caller.gid} | caller.groups) & admin_gids)
 
 
+def key_problem(value: object) -> str:
+    """Why `value` is not a key, in words that fit what was given."""
+    if not isinstance(value, str):
+        return "must be a string: a key, base64 of 32 bytes (44 characters)"
+    if len(value) != KEY_CHARS:
+        return f"must be a key: base64 of 32 bytes, 44 characters (this has {len(value)})"
+    return "is not a key: it has 44 characters, but a key is the base64 of 32 bytes (A-Z a-z 0-9 + /, ending in =)"
+
+
+# The length of a key in base64: 32 bytes, padded.
+KEY_CHARS = 44
+
+
 class Params:
     """Typed access to a request's params; every mistake is -32602 naming the param."""
 
-    def __init__(self, raw: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
+    def __init__(
+        self, raw: Mapping[str, Any], allowed: tuple[str, ...], interfaces: Mapping[str, InterfaceBook] | None = None
+    ) -> None:
         for name in raw:
             if name not in allowed:
                 shown = name if len(name) <= 40 and name.isprintable() else "(unprintable)"
                 raise invalid(f"unknown param {shown!r}")
         self.raw = raw
+        self._interfaces = interfaces
 
     def key(self) -> str:
         value = self.raw.get("public_key")
         if value is None:
             raise invalid("public_key is required")
         if not is_public_key(value):
-            raise invalid("public_key must be a 44-character base64 key")
+            raise invalid(f"public_key {key_problem(value)}")
         return str(value)
 
     def interface(self) -> str | None:
@@ -165,6 +181,12 @@ class Params:
         problem = interface_name_problem(value)
         if problem is not None:
             raise invalid(f"interface {problem} (an interface name: 1-15 bytes, no /, :, whitespace)")
+        if self._interfaces is not None and value not in self._interfaces:
+            # wg0 asked of an awg0 server is the usual mistake: name what there is, rather
+            # than "unknown peer" or an empty list.
+            known = sorted(name for name, book in self._interfaces.items() if book.listed) or sorted(self._interfaces)
+            there = f"this server has {', '.join(known)}" if known else "this server has no interface yet"
+            raise invalid(f"unknown interface {value!r}: {there}", {"interface": value, "interfaces": known})
         return str(value)
 
     def boolean(self, name: str, default: bool) -> bool:
@@ -190,7 +212,7 @@ class Params:
         if value is None:
             return None
         if not is_public_key(value):  # a preshared key has the same shape: base64 of 32 bytes
-            raise invalid(f"{name} must be a 44-character base64 key")
+            raise invalid(f"{name} {key_problem(value)}")
         return str(value)
 
     def allowed_ips(self) -> tuple[str, ...] | None:
@@ -308,7 +330,7 @@ class Api:
                 f"rpc.admin_groups ({', '.join(groups) or 'none set'}) may call it, the socket's group only reads",
                 {"method": request.method, "admin_groups": groups},
             )
-        return method, Params(request.params, method.params)
+        return method, Params(request.params, method.params, self.books.interfaces)
 
     async def dispatch(self, request: rpc.Request, caller: Caller) -> Any:
         """Run one request; raises RpcError for every failure a client should see."""

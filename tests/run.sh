@@ -25,10 +25,10 @@ say() { printf '\n=== %s\n' "$*"; }
 APT_PACKAGES=(
     python3-venv python3-pip procps socat faketime util-linux
     python3-sqlalchemy python3-croniter python3-sdnotify python3-pytest python3-hypothesis
-    python3-prometheus-client mkdocs python3-cryptography python3-segno zbar-tools
+    python3-prometheus-client mkdocs python3-cryptography python3-segno python3-babel zbar-tools
 )
 PYPI_PACKAGES=(
-    SQLAlchemy croniter sdnotify orjson pytest hypothesis ruff mypy types-croniter atheris 'aiogram>=3,<4' prometheus_client 'psycopg[binary]' mkdocs cryptography segno
+    SQLAlchemy croniter sdnotify orjson pytest hypothesis ruff mypy types-croniter atheris 'aiogram>=3,<4' prometheus_client 'psycopg[binary]' mkdocs cryptography segno babel
 )
 VENV=${AWGD_TEST_VENV:-.venv}
 PYTEST_TIMEOUT=${AWGD_PYTEST_TIMEOUT:-1500}

@@ -22,8 +22,11 @@ from aiogram.client.session.aiohttp import AiohttpSession  # noqa: E402
 from aiogram.client.telegram import TelegramAPIServer  # noqa: E402
 from aiohttp import web  # noqa: E402
 
-from awgd_client import AsyncClient, format_bytes  # noqa: E402
+from awgd_client import AsyncClient  # noqa: E402
 from awgd_client.aiogram_router import REFRESH, monitoring_router  # noqa: E402
+from awgd_client.user_texts import UserTexts  # noqa: E402
+
+size = UserTexts("en").size
 
 PHONE, LAPTOP, OTHER = key("P"), key("L"), key("O")
 ALICE, BOB, STRANGER, ADMIN = 1001, 1002, 1003, 1
@@ -97,15 +100,18 @@ class FakeTelegram:
         return next(c for c in self.calls[start:] if c[0] in methods)
 
 
-def command(user: int, text: str) -> dict[str, Any]:
+def command(user: int, text: str, language: str | None = None) -> dict[str, Any]:
+    sender: dict[str, Any] = {"id": user, "is_bot": False, "first_name": f"user{user}"}
+    if language is not None:
+        sender["language_code"] = language
     return {
         "message": {
             "message_id": int(time.time() * 1000) % 10**6,
             "date": int(time.time()),
             "chat": {"id": user, "type": "private"},
-            "from": {"id": user, "is_bot": False, "first_name": f"user{user}"},
+            "from": sender,
             "text": text,
-            "entities": [{"type": "bot_command", "offset": 0, "length": len(text)}],
+            "entities": [{"type": "bot_command", "offset": 0, "length": len(text.split(maxsplit=1)[0])}],
         }
     }
 
@@ -197,13 +203,20 @@ def test_a_user_sees_exactly_their_own_profiles(awgd) -> None:  # type: ignore[n
         text = sent["text"]
         assert sent["chat_id"] == str(ALICE)
         assert "Phone" in text and "Laptop" in text and "Bob" not in text
-        assert f"⬇ {format_bytes(5 * 1024**2)} · ⬆ {format_bytes(1536)}" in text  # download = server's tx
-        assert f"⬇ {format_bytes(7 * 1024**3)} · ⬆ {format_bytes(2048)}" in text
-        assert format_bytes(123456789) not in text and OTHER not in text
-        assert "resets on 1 " in text and "🟢 online" in text
+        assert f"⬇ {size(5 * 1024**2)} · ⬆ {size(1536)}" in text  # download = server's tx
+        assert f"⬇ {size(7 * 1024**3)} · ⬆ {size(2048)}" in text
+        assert size(123456789) not in text and OTHER not in text
+        assert "Resets on 1 " in text and "🟢 Online" in text
         await fake.push(command(STRANGER, "/stats"))
         _, sent = await fake.next_call("sendMessage")
         assert sent["text"] == "You have no VPN profiles yet."
+        await fake.push(command(ALICE, "/stats", language="ru-RU"))  # Telegram's language for the user
+        _, sent = await fake.next_call("sendMessage")
+        assert "<b>Ваш трафик</b>" in sent["text"] and "🟢 В сети" in sent["text"]  # noqa: RUF001
+        assert UserTexts("ru").size(7 * 1024**3) in sent["text"] and "Счётчик обнулится 1 " in sent["text"]
+        await fake.push(command(ALICE, "/stats", language="de"))  # not shipped: the default
+        _, sent = await fake.next_call("sendMessage")
+        assert sent["text"].startswith("<b>Your traffic</b>")
 
     run_bot(awgd.socket, scenario)
 
@@ -216,6 +229,7 @@ def test_server_status_for_admins_only_and_refresh_edits(awgd, scripted_tool: Sc
         await fake.push(command(ADMIN, "/server_status"))
         _, sent = await fake.next_call("sendMessage")
         assert "✅ healthy" in sent["text"] and "<b>awg0</b>: 3/3 online" in sent["text"]
+        assert "⬇ what users downloaded" in sent["text"]
         assert json.loads(sent["reply_markup"])["inline_keyboard"][0][0]["callback_data"] == REFRESH
         message_id = fake.next_message_id - 1
         scripted_tool.set("", "Unable to list interfaces: Permission denied\n", 1)
@@ -252,14 +266,23 @@ def test_daemon_down_gives_a_friendly_message(awgd, caplog: pytest.LogCaptureFix
     assert any("awgd is unavailable" in r.getMessage() and "is awgd running" in r.getMessage() for r in caplog.records)
 
 
-def test_texts_can_be_overridden(awgd) -> None:  # type: ignore[no-untyped-def]
-    from awgd_client.aiogram_router import BotTexts
+def test_texts_can_be_overridden_and_the_language_chosen(awgd) -> None:  # type: ignore[no-untyped-def]
+    def router(client: AsyncClient) -> Router:
+        return monitoring_router(
+            client,
+            profiles,
+            is_admin,
+            texts={"no_profiles": "Нет профилей: /buy"},
+            language=lambda user_id: "ru" if user_id == BOB else None,
+            units="binary",
+        )
 
-    texts = BotTexts({"no_profiles": "Нет профилей."})
-    assert texts("no_profiles") == "Нет профилей."
-    assert texts("not_admin") == "Sorry, this command is for administrators."
-    by_function = BotTexts(
-        lambda key, values: f"[{key}:{values.get('label', '')}]" if key == "profile_unused" else None
-    )
-    assert by_function("profile_unused", label="Phone") == "[profile_unused:Phone]"
-    assert by_function("online") == "🟢 online"
+    async def scenario(fake: FakeTelegram) -> None:
+        await fake.push(command(STRANGER, "/stats"))
+        _, sent = await fake.next_call("sendMessage")
+        assert sent["text"] == "Нет профилей: /buy"
+        await fake.push(command(BOB, "/stats", language="en"))  # the bot's own choice wins
+        _, sent = await fake.next_call("sendMessage")
+        assert "Ваш трафик" in sent["text"] and "⬇ 118\u00a0МиБ" in sent["text"]  # noqa: RUF001 - 123456789 B, binary
+
+    run_bot(awgd.socket, scenario, router)

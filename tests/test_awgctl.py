@@ -78,7 +78,8 @@ def test_peers_table_and_json(daemon) -> None:  # type: ignore[no-untyped-def]
     assert "198.51.0.2:50002" in rows[0] and "3.0 MiB" in rows[0]
     assert [r.split()[1] for r in rows] == ["Phone", "Laptop", "-"]
     header = result.stdout.splitlines()[2]
-    assert header.split()[:8] == ["KEY", "LABEL", "INTERFACE", "STATE", "BLOCKED", "PLAN", "HANDSHAKE", "ENDPOINT"]
+    assert header.split()[:7] == ["KEY", "LABEL", "INTERFACE", "STATE", "PLAN", "HANDSHAKE", "ENDPOINT"]
+    assert result.stdout.splitlines()[-1].startswith("RX: received from the peer (its upload)")
     assert (
         len(
             {
@@ -108,6 +109,83 @@ def test_peer_history_sample_and_prefixes(daemon) -> None:  # type: ignore[no-un
     assert history["granularity"] == "period"
     sample = awgctl("sample", "--socket", daemon.socket)
     assert sample.returncode == 0 and sample.stdout.startswith("sampled at ") and "3 peers" in sample.stdout
+
+
+def visible_widths(text: str) -> list[int]:
+    return [len(line) for line in text.splitlines()]
+
+
+def test_the_peers_table_fits_the_terminal(daemon) -> None:  # type: ignore[no-untyped-def]
+    daemon.result("peer.update", interface="awg0", public_key=A, label="Dave's phone, the one with the cracked screen")
+    everything = awgctl("--socket", daemon.socket, "peers")  # a pipe without $COLUMNS: every column
+    assert max(visible_widths(everything.stdout)) > 120 and "ENDPOINT" in everything.stdout
+    narrow = awgctl("--socket", daemon.socket, "peers", env={"COLUMNS": "80"})
+    assert narrow.returncode == 0 and max(visible_widths(narrow.stdout)) <= 80, narrow.stdout
+    header = next(line for line in narrow.stdout.splitlines() if line.startswith("KEY"))
+    for kept in ("KEY", "LABEL", "STATE", "RX", "TX"):
+        assert kept in header.split()
+    assert "ENDPOINT" not in header and "LIFETIME" not in header
+    phone = next(line for line in narrow.stdout.splitlines() if line.startswith(A[:12]))
+    assert "Dave's" in phone and "…" in phone  # the label cut, not dropped
+    tiny = awgctl("--socket", daemon.socket, "peers", env={"COLUMNS": "20"})  # 80 at least
+    assert max(visible_widths(tiny.stdout)) <= 80 and "KEY" in tiny.stdout
+    wide = awgctl("--socket", daemon.socket, "peers", "--wide", env={"COLUMNS": "80"})
+    assert "ENDPOINT" in wide.stdout and "cracked screen" in wide.stdout
+    one = awgctl("--socket", daemon.socket, "peers", "-i", "wg1")
+    assert "; 1 peer\n" in one.stdout
+
+
+def test_a_wrong_interface_names_the_real_ones(daemon) -> None:  # type: ignore[no-untyped-def]
+    listing = awgctl("--socket", daemon.socket, "peers", "-i", "wg0")
+    assert listing.returncode == 1
+    assert listing.stderr.strip() == "awgctl: invalid params: unknown interface 'wg0': this server has awg0, wg1"
+    peer = awgctl("--socket", daemon.socket, "peer", A, "-i", "wg0")
+    assert peer.returncode == 1 and "this server has awg0, wg1" in peer.stderr
+    block = awgctl("--socket", daemon.socket, "peer", "block", A, "-i", "wg0")
+    assert block.returncode == 1 and "unknown interface 'wg0'" in block.stderr
+    assert daemon.result("traffic.get", public_key=A)["blocked"] == []
+
+
+def test_a_string_of_44_characters_that_is_not_a_key(daemon) -> None:  # type: ignore[no-untyped-def]
+    not_a_key = "x" * 43 + "!"
+    given = awgctl("--socket", daemon.socket, "peer", not_a_key)
+    assert given.returncode == 2
+    assert "is not a public key: it has 44 characters, but a key is the base64 of 32 bytes" in given.stderr
+    error = daemon.call("traffic.get", public_key=not_a_key)["error"]
+    assert error["code"] == -32602 and "is not a key: it has 44 characters" in error["message"]
+    short = daemon.call("traffic.get", public_key="abc")["error"]
+    assert "44 characters (this has 3)" in short["message"]
+
+
+def test_plan_set_takes_sizes_percents_and_plain_dates(daemon) -> None:  # type: ignore[no-untyped-def]
+    zone = daemon.result("server.status")["timezone"]
+    done = awgctl(
+        "--socket", daemon.socket, "plan", "set", A, "--limit", "10GB", "--warn", "80%,95 %", "--expires", "2027-01-31"
+    )
+    assert done.returncode == 0, done.stderr
+    assert "; -" not in done.stdout and "not blocked" in done.stdout and "expires 2027-01-31 00:00" in done.stdout
+    plan = daemon.result("traffic.get", public_key=A)["plan"]
+    assert plan["limit_bytes"] == 10 * 10**9 and plan["warn_at"] == [0.8, 0.95]
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    assert datetime.fromisoformat(plan["expires_at"]) == datetime(2027, 1, 31, tzinfo=ZoneInfo(zone))
+    binary = awgctl("--socket", daemon.socket, "plan", "set", A, "--limit", "10GiB", "--warn", "0.5")
+    assert binary.returncode == 0 and daemon.result("traffic.get", public_key=A)["plan"]["limit_bytes"] == 10 * 2**30
+    for bad in (["--warn", "80"], ["--warn", "0%"], ["--expires", "31.01.2027"], ["--limit", "10 gigs"]):
+        refused = awgctl("--socket", daemon.socket, "plan", "set", A, *bad)
+        assert refused.returncode == 2 and refused.stderr.startswith("awgctl: "), (bad, refused.stderr)
+        assert "Traceback" not in refused.stderr
+
+
+def test_events_name_peers_and_sizes(daemon) -> None:  # type: ignore[no-untyped-def]
+    daemon.result("peer.block", interface="awg0", public_key=A)
+    daemon.result("plan.set", interface="awg0", public_key=B, limit_bytes=20)  # B has used 30: over
+    lines = awgctl("--socket", daemon.socket, "events").stdout.splitlines()
+    blocked = next(line for line in lines if "peer.blocked" in line and A[:12] in line)
+    assert '"Phone" (' + A[:12] + "…)" in blocked and A not in blocked
+    exceeded = next(line for line in lines if "quota.exceeded" in line)
+    assert "limit_bytes=20 B" in exceeded and '"Laptop"' in exceeded
 
 
 def test_reset_confirms_unless_yes(daemon) -> None:  # type: ignore[no-untyped-def]

@@ -230,7 +230,31 @@ def test_formatting_helpers() -> None:
     assert format_ago(now - timedelta(minutes=3), now) == "3 min ago"
     assert format_ago(now - timedelta(seconds=2), now) == "just now"
     assert format_ago(now + timedelta(seconds=30), now) == "in 30 s"
+    assert format_ago(now + timedelta(seconds=3), now) == "in 3 s"  # a 5 s schedule's next sample
+    assert format_ago(now + timedelta(milliseconds=300), now) == "now"
     assert format_ago(None, now) == "never"
+
+
+def test_counts_and_thresholds_as_people_write_them() -> None:
+    from awgd_client.formatting import parse_fraction, plural
+
+    assert plural(1, "peer") == "1 peer" and plural(0, "peer") == "0 peers" and plural(2, "peer") == "2 peers"
+    assert parse_fraction("80%") == 0.8 and parse_fraction(" 95 % ") == 0.95 and parse_fraction("0.5") == 0.5
+    for bad in ("80", "0%", "100%", "1", "abc", "", "-5%"):
+        with pytest.raises(ValueError, match=r"80% or 0\.8"):
+            parse_fraction(bad)
+
+
+def test_the_socket_group_is_named_from_the_socket_or_its_directory(tmp_path: Path) -> None:
+    import grp
+
+    from awgd_client.sync_client import socket_group
+
+    group = grp.getgrgid(os.stat(tmp_path).st_gid).gr_name
+    assert socket_group(str(tmp_path / "awgd.sock")) == group  # unreadable socket: the directory's
+    unnamed = next(gid for gid in range(64000, 65000) if gid not in {g.gr_gid for g in grp.getgrall()})
+    os.chown(tmp_path, -1, unnamed)  # as root; a group without a name is told by its number
+    assert socket_group(str(tmp_path / "awgd.sock")) == str(unnamed)
 
 
 @pytest.mark.skipif(not (ROOT / "client" / "pyproject.toml").exists(), reason="needs the source tree's client/")
@@ -249,6 +273,8 @@ assert importlib.util.find_spec("awgd") is None, "nor the daemon"
 assert importlib.util.find_spec("awgd_fleet") is None, "nor the fleet"
 installed = {{d.metadata["Name"].lower() for d in importlib.metadata.distributions()}}
 assert installed - {{"pip", "setuptools", "wheel"}} == {{"awgd-client"}}, installed
+from importlib.resources import files
+assert (files("awgd_client") / "locale/ru/LC_MESSAGES/awgd_client.mo").is_file(), "the Russian texts ship"
 from awgd_client import Client, format_bytes
 with Client({daemon.socket!r}) as awgd:
     peer = awgd.traffic({A!r})

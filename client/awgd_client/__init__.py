@@ -20,6 +20,7 @@ from awgd_client.errors import (
     SamplingFailed,
     SocketPermissionDenied,
     ToolFailed,
+    UnknownInterface,
     UnknownPeer,
 )
 from awgd_client.formatting import format_ago, format_bytes, format_duration
@@ -83,6 +84,7 @@ __all__ = [
     "SocketPermissionDenied",
     "ToolFailed",
     "TrafficList",
+    "UnknownInterface",
     "UnknownPeer",
     "Usage",
     "format_ago",

@@ -15,46 +15,40 @@ that happened while the bot was down are told when it is back, and none is told 
 crash in the instant between Telegram accepting a message and the id being saved sends that
 one message again on restart: a duplicate is better than a user never told.)
 
-The messages, each for the key's owner, and their text keys (overridable with `texts`, as in
-awgd_client.aiogram_router): `quota.warning` (notice_quota_warning), `quota.exceeded`
-(notice_quota_exceeded, or notice_quota_exceeded_final for a plan that never renews),
-`plan.renewed` when the new window gives back what the quota took (notice_plan_renewed),
-and `plan.expired` (notice_plan_expired).
+The messages, each for the key's owner, are awgd_client.user_texts.render_notice's:
+`quota.warning`, `quota.exceeded`, `plan.renewed` when the new window gives back what the
+quota took, and `plan.expired`. Give the notifier the router's `profiles` and the device is
+called by the same name as in /stats; `language(chat_id)` picks each owner's language (else
+`default_language`); `texts` and `units` as in awgd_client.aiogram_router.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import html
 import logging
 import os
 import tempfile
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from aiogram import Bot, Dispatcher
 from aiogram.exceptions import TelegramAPIError, TelegramNetworkError, TelegramRetryAfter, TelegramServerError
 
-from awgd_client.aiogram_router import BotTexts, Texts, day_of, maybe_await
+from awgd_client.aiogram_router import Language, Profiles, TextsFor, maybe_await
 from awgd_client.async_client import AsyncClient
 from awgd_client.errors import AwgdError
-from awgd_client.formatting import format_bytes
 from awgd_client.models import Event, PeerTraffic
+from awgd_client.user_texts import NOTIFIED, SHORT_KEY_CHARS, Overrides, Units, display_name, render_notice
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-NOTIFIED = ("quota.warning", "quota.exceeded", "plan.renewed", "plan.expired")
 # Telegram or awgd being away is retried from this pause, doubled up to the cap: a message is
 # late rather than lost, and a long outage costs one attempt a minute.
 RETRY_FIRST_DELAY = 1.0
 RETRY_MAX_DELAY = 60.0
-# A key is shown by its first characters when awgd has no label for it: enough to tell a
-# user's devices apart, short enough for a chat line.
-SHORT_KEY_CHARS = 8
 
 OwnerOf = Callable[[str], int | Awaitable[int | None] | None]
 Load = Callable[[], int | Awaitable[int | None] | None]
@@ -100,7 +94,11 @@ class PlanNotifier:
         owner_of: OwnerOf,
         last_id: LastId,
         *,
-        texts: Texts | None = None,
+        profiles: Profiles | None = None,
+        texts: Overrides | None = None,
+        language: Language | None = None,
+        default_language: str = "en",
+        units: Units = "decimal",
     ) -> None:
         self._client = client
         self._bot = bot
@@ -110,7 +108,8 @@ class PlanNotifier:
         else:
             stored = LastIdFile(last_id)
             self._load, self._save = stored.load, stored.save
-        self._text = BotTexts(texts)
+        self._profiles = profiles
+        self._texts_for = TextsFor(texts=texts, language=language, default_language=default_language, units=units)
         self._task: asyncio.Task[None] | None = None
 
     def attach(self, dispatcher: Dispatcher) -> None:
@@ -162,8 +161,19 @@ class PlanNotifier:
         if chat is None:
             return
         peer = await self._peer(event)
-        body = self._message(event, peer)
+        body = render_notice(await self._texts_for(chat), event, await self._name(chat, event.public_key, peer), peer)
+        if body is None:
+            return
         await self._retrying(f"tell chat {chat} about {event.type} #{event.id}", lambda: self._send(chat, body))
+
+    async def _name(self, chat: int, public_key: str, peer: PeerTraffic | None) -> str:
+        """The device's name as /stats shows it: the bot's own first (its profiles of the
+        owner), else awgd's label, else the key's first characters."""
+        own = None
+        if self._profiles is not None:
+            profiles = await maybe_await(self._profiles(chat))
+            own = next((name for name, key in profiles if key == public_key), None)
+        return display_name(public_key, own, peer)
 
     async def _peer(self, event: Event) -> PeerTraffic | None:
         """The peer's label and plan for the message; the message goes out without them when
@@ -174,35 +184,6 @@ class PlanNotifier:
         except AwgdError as exc:
             log.info("no details of %s for its %s message: %s", event.public_key[:SHORT_KEY_CHARS], event.type, exc)
             return None
-
-    def _message(self, event: Event, peer: PeerTraffic | None) -> str:
-        assert event.public_key is not None
-        label = peer.label if peer is not None and peer.label else f"{event.public_key[:SHORT_KEY_CHARS]}…"
-        plan = peer.plan if peer is not None else None
-        data = event.data
-        fields: dict[str, Any] = {"label": html.escape(label)}
-        if "limit_bytes" in data:
-            fields["limit"] = format_bytes(int(data["limit_bytes"]))
-        elif plan is not None and plan.limit_bytes is not None:
-            fields["limit"] = format_bytes(plan.limit_bytes)
-        else:
-            fields["limit"] = "?"
-        if "used_bytes" in data:
-            fields["used"] = format_bytes(int(data["used_bytes"]))
-        ends = plan.end if plan is not None else None
-        fields["renews"] = day_of(ends) if ends is not None else "?"
-        if event.type == "quota.warning":
-            fields["percent"] = round(float(data["threshold"]) * 100)
-            return self._text("notice_quota_warning", **fields)
-        if event.type == "quota.exceeded":
-            if plan is not None and plan.end is None:
-                return self._text("notice_quota_exceeded_final", **fields)
-            return self._text("notice_quota_exceeded", **fields)
-        if event.type == "plan.renewed":
-            fields["renews"] = day_of_iso(data.get("end")) or fields["renews"]
-            return self._text("notice_plan_renewed", **fields)
-        fields["expires"] = day_of_iso(data.get("expires_at")) or "?"
-        return self._text("notice_plan_expired", **fields)
 
     async def _send(self, chat: int, body: str) -> None:
         try:
@@ -232,12 +213,3 @@ def _report_end(task: asyncio.Task[None]) -> None:
     the bot's shutdown, so the operator learns why users are no longer told."""
     if not task.cancelled() and (exc := task.exception()) is not None:
         log.error("plan notifications stopped: %s", exc)
-
-
-def day_of_iso(value: Any) -> str | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return day_of(datetime.fromisoformat(value))
-    except ValueError:
-        return None

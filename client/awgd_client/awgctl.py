@@ -18,15 +18,17 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import sys
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from awgd_client import __version__
 from awgd_client.async_client import AsyncClient
 from awgd_client.errors import AwgdError, DaemonUnavailable, ProtocolError, RemoteError, SocketPermissionDenied
-from awgd_client.formatting import bar, format_ago, format_bytes, parse_size
+from awgd_client.formatting import bar, format_ago, format_bytes, parse_fraction, parse_size, plural
 from awgd_client.methods import params, plan_params
 from awgd_client.models import (
     AddedPeer,
@@ -40,13 +42,15 @@ from awgd_client.models import (
     ServerStatus,
     TrafficList,
 )
-from awgd_client.names import LIST_SORTS
+from awgd_client.names import LIST_SORTS, is_public_key
 from awgd_client.sync_client import Client
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 MIN_PREFIX = 8
 KEY_LENGTH = 44
 SHORT_KEY = 12
+# A table never narrower than this: below it, the columns that matter no longer fit either.
+MIN_WIDTH = 80
 
 
 class Style:
@@ -88,6 +92,7 @@ def parser() -> argparse.ArgumentParser:
     peers.add_argument("--sort", choices=LIST_SORTS, default="total")
     peers.add_argument("--limit", type=int, default=1000)
     peers.add_argument("--all", action="store_true", help="include peers no longer configured")
+    peers.add_argument("--wide", action="store_true", help="every column, however wide ($COLUMNS is ignored)")
     peer = commands.add_parser(
         "peer",
         parents=[common],
@@ -133,8 +138,10 @@ def parser() -> argparse.ArgumentParser:
     plan.add_argument("--limit", help="set: the quota per window, e.g. 10GiB or 500MB (default: no limit)")
     plan.add_argument("--reset", choices=("period", "month", "week", "day", "none"), help="set: the window")
     plan.add_argument("--anchor", help="set: the window's anchor day, YYYY-MM-DD (default: today)")
-    plan.add_argument("--expires", help="set: when it expires, ISO 8601 with an offset")
-    plan.add_argument("--warn", help="set: warning thresholds, e.g. 0.8,0.95 (default 0.8)")
+    plan.add_argument(
+        "--expires", help="set: when it expires: YYYY-MM-DD (00:00 in awgd's zone) or ISO 8601 (with an offset)"
+    )
+    plan.add_argument("--warn", help="set: warning thresholds, e.g. 80%%,95%% or 0.8,0.95 (default 80%%)")
     events = commands.add_parser("events", parents=[common], help="the events; --follow waits for new ones")
     events.add_argument("--since", type=int, help="after this event id")
     events.add_argument("--types", help="comma-separated event types")
@@ -195,7 +202,7 @@ def cmd_peers(client: Client, args: argparse.Namespace, as_json: bool, style: St
         params["interface"] = args.interface
     raw = client.call("traffic.list", **params)
     listing = TrafficList.from_json(raw)
-    return emit(raw) if as_json else show(render_peers(listing, style))
+    return emit(raw) if as_json else show(render_peers(listing, style, None if args.wide else terminal_width()))
 
 
 PEER_ACTIONS = ("add", "new", "rekey", "remove", "label", "block", "unblock")
@@ -266,8 +273,7 @@ def change_peer(client: Client, args: argparse.Namespace, as_json: bool, style: 
     peer = PeerTraffic.from_json(raw)
     if as_json:
         return emit(raw)
-    blocked = style.bad("blocked: " + ", ".join(peer.blocked)) if peer.blocked else style.good("not blocked")
-    return show(f"{peer.public_key} on {peer.interface}: label {peer.label or '-'}; {blocked}")
+    return show(f"{peer.public_key} on {peer.interface}: label {peer.label or '-'}; {blocked_state(peer, style)}")
 
 
 def devices(command: Callable[[Any], int]) -> int:
@@ -321,7 +327,10 @@ def cmd_sample(client: Client, args: argparse.Namespace, as_json: bool, style: S
     sample = SampleResult.from_json(raw)
     if as_json:
         return emit(raw)
-    return show(f"sampled at {fmt_time(sample.sampled_at)}: {sample.interfaces} interfaces, {sample.peers} peers")
+    return show(
+        f"sampled at {fmt_time(sample.sampled_at)}: "
+        f"{plural(sample.interfaces, 'interface')}, {plural(sample.peers, 'peer')}"
+    )
 
 
 def cmd_reset(client: Client, args: argparse.Namespace, as_json: bool, style: Style) -> int:
@@ -347,7 +356,7 @@ def cmd_plan(client: Client, args: argparse.Namespace, as_json: bool, style: Sty
     else:
         try:
             limit = None if args.limit in (None, "none", "unlimited") else parse_size(args.limit)
-            warn = [float(part) for part in args.warn.split(",")] if args.warn else None
+            warn = [parse_fraction(part) for part in args.warn.split(",")] if args.warn else None
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         given = plan_params(
@@ -356,14 +365,33 @@ def cmd_plan(client: Client, args: argparse.Namespace, as_json: bool, style: Sty
             limit_bytes=limit,
             reset=args.reset,
             anchor=args.anchor,
-            expires_at=args.expires,
+            expires_at=expiry(client, args.expires) if args.expires else None,
             warn_at=warn,
         )
         raw = client.change("plan.set", given)
     peer = PeerTraffic.from_json(raw)
     if as_json:
         return emit(raw)
-    return show(f"{peer.public_key} on {peer.interface}: {plan_text(peer)}; {blocked_text(peer, style)}")
+    return show(f"{peer.public_key} on {peer.interface}: plan {plan_line(peer)}; {blocked_state(peer, style)}")
+
+
+def expiry(client: Client, given: str) -> str:
+    """--expires as given when it has a time; a plain date is 00:00 of that day in awgd's
+    zone (where plan windows start too), as is a time without an offset."""
+    try:
+        if len(given) == len("YYYY-MM-DD"):
+            moment = datetime.combine(date.fromisoformat(given), datetime.min.time())
+        else:
+            moment = datetime.fromisoformat(given)
+    except ValueError:
+        raise UsageError(f"--expires: not a date: {given!r} (YYYY-MM-DD, or ISO 8601 with an offset)") from None
+    if moment.tzinfo is not None:
+        return moment.isoformat()
+    zone_name = ServerStatus.from_json(client.call("server.status")).timezone
+    try:
+        return moment.replace(tzinfo=ZoneInfo(zone_name)).isoformat()
+    except (ZoneInfoNotFoundError, ValueError):
+        return moment.astimezone().isoformat()
 
 
 def cmd_events(client: Client, args: argparse.Namespace, as_json: bool, style: Style) -> int:
@@ -376,9 +404,16 @@ def cmd_events(client: Client, args: argparse.Namespace, as_json: bool, style: S
     listing = EventList.from_json(raw)
     if as_json:
         return emit(raw)
+    names = labels(client) if listing.events else {}
     for event in listing.events:
-        print(event_line(event))
+        print(event_line(event, names))
     return EXIT_OK
+
+
+def labels(client: Client) -> dict[str, str]:
+    """Every key's label, so that an event line names the peer as the peers table does."""
+    listing = TrafficList.from_json(client.call("traffic.list", limit=10000, sort="public_key"))
+    return {p.public_key: p.label for p in listing.peers if p.label}
 
 
 def follow(socket_path: str, since: int | None, types: list[str] | None, as_json: bool) -> int:
@@ -386,8 +421,12 @@ def follow(socket_path: str, since: int | None, types: list[str] | None, as_json
 
     async def printing() -> None:
         async with AsyncClient(socket_path) as client:
+            names: dict[str, str] = {}
             async for event in client.subscribe(since, types):
-                print(json.dumps(event_json(event)) if as_json else event_line(event), flush=True)
+                if not as_json and event.public_key and event.public_key not in names:
+                    listing = await client.traffic_list(limit=10000, sort="public_key")
+                    names = {p.public_key: p.label for p in listing.peers if p.label}
+                print(json.dumps(event_json(event)) if as_json else event_line(event, names), flush=True)
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(printing())
@@ -405,10 +444,34 @@ def event_json(event: Event) -> dict[str, Any]:
     }
 
 
-def event_line(event: Event) -> str:
-    data = " ".join(f"{name}={json.dumps(value)}" for name, value in event.data.items())
-    who = " ".join(part for part in (event.interface, event.public_key) if part)
+def event_line(event: Event, names: dict[str, str] | None = None) -> str:
+    """One event: its peer by label and short key, sizes as sizes, times as times."""
+    data = " ".join(f"{name}={event_value(name, value)}" for name, value in event.data.items())
+    who = " ".join(part for part in (event.interface, peer_name(event.public_key, names or {})) if part)
     return f"{event.id:>6}  {fmt_time(event.at)}  {event.type:<15} {who} {data}".rstrip()
+
+
+def peer_name(public_key: str | None, names: dict[str, str]) -> str:
+    if public_key is None:
+        return ""
+    short = public_key[:SHORT_KEY] + "…"
+    label = names.get(public_key)
+    return f"{json.dumps(label, ensure_ascii=False)} ({short})" if label else short
+
+
+def event_value(name: str, value: Any) -> str:
+    if name.endswith("_bytes") and isinstance(value, int) and not isinstance(value, bool):
+        return format_bytes(value)
+    if name == "threshold" and isinstance(value, float | int):
+        return f"{value:.0%}"
+    if name.endswith("public_key") and isinstance(value, str):
+        return value[:SHORT_KEY] + "…"
+    if isinstance(value, str) and name in ("start", "end", "expires_at"):
+        try:
+            return fmt_time(datetime.fromisoformat(value))
+        except ValueError:
+            pass
+    return json.dumps(value, ensure_ascii=False)
 
 
 def plan_text(peer: PeerTraffic) -> str:
@@ -459,6 +522,11 @@ def ask(question: str, refused: str) -> None:
 def resolve(client: Client, given: str, interface: str | None) -> tuple[str, str | None]:
     """A full key as is; a prefix of at least 8 characters when it matches one key."""
     if len(given) == KEY_LENGTH:
+        if not is_public_key(given):
+            raise UsageError(
+                f"{given!r} is not a public key: it has {KEY_LENGTH} characters, but a key is the base64 of "
+                "32 bytes (letters, digits, + and /, ending in =)"
+            )
         return given, interface
     if len(given) < MIN_PREFIX:
         raise UsageError(f"give the whole public key or at least {MIN_PREFIX} characters of it")
@@ -478,12 +546,13 @@ def fmt_time(moment: datetime | None) -> str:
     return "-" if moment is None else moment.strftime("%Y-%m-%d %H:%M")
 
 
+def visible(text: str) -> int:
+    """The width a cell takes on the terminal: colour codes take none."""
+    return len(re.sub(r"\033\[[0-9;]*m", "", text))
+
+
 def table(headers: list[str], rows: list[list[str]], right: set[int]) -> str:
     """Aligned columns; widths from the visible text (colour codes do not count)."""
-
-    def visible(text: str) -> int:
-        return len(re.sub(r"\033\[[0-9;]*m", "", text))
-
     widths = [max([visible(h)] + [visible(r[i]) for r in rows]) for i, h in enumerate(headers)]
     lines = []
     for row in [headers, *rows]:
@@ -493,6 +562,54 @@ def table(headers: list[str], rows: list[list[str]], right: set[int]) -> str:
             cells.append(pad + cell if i in right else cell + pad)
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
+
+
+def terminal_width() -> int | None:
+    """$COLUMNS, else the terminal's width; None (no limit) for a pipe without $COLUMNS, so
+    that a script reading the table gets every column. Never less than MIN_WIDTH."""
+    if os.environ.get("COLUMNS", "").strip().isdigit():
+        return max(MIN_WIDTH, int(os.environ["COLUMNS"]))
+    if not sys.stdout.isatty():
+        return None
+    return max(MIN_WIDTH, shutil.get_terminal_size().columns)
+
+
+def fitted_table(
+    headers: list[str],
+    rows: list[list[str]],
+    right: set[str],
+    width: int | None,
+    *,
+    drop: Sequence[str] = (),
+    shorten: str | None = None,
+) -> str:
+    """A table `width` columns wide at most: the columns named in `drop` go first, in that
+    order, then the cells of column `shorten` are cut (with "…") down to 8 characters."""
+    names = list(headers)
+    cells = [list(row) for row in rows]
+
+    def width_now() -> int:
+        return sum(max([visible(n)] + [visible(r[i]) for r in cells]) for i, n in enumerate(names)) + 2 * (
+            len(names) - 1
+        )
+
+    if width is not None:
+        for column in drop:
+            if width_now() <= width:
+                break
+            if column in names:
+                index = names.index(column)
+                del names[index]
+                for row in cells:
+                    del row[index]
+        if shorten in names and width_now() > width:
+            index = names.index(shorten)
+            longest = max([visible(shorten)] + [visible(r[index]) for r in cells])
+            keep = max(8, longest - (width_now() - width))
+            for row in cells:
+                if visible(row[index]) > keep:
+                    row[index] = row[index][: keep - 1] + "…"
+    return table(names, cells, {i for i, n in enumerate(names) if n in right})
 
 
 def render_status(status: ServerStatus, style: Style) -> str:
@@ -505,7 +622,7 @@ def render_status(status: ServerStatus, style: Style) -> str:
         f"period {fmt_time(status.period.start)} -> {fmt_time(status.period.end)} "
         f"(resets {format_ago(status.period.end)})",
         f"sampler {sampler.schedule}: last sample {format_ago(sampler.last_success_at)}, "
-        f"next {format_ago(sampler.next_sample_at)}, {sampler.consecutive_failures} failures in a row",
+        f"next {format_ago(sampler.next_sample_at)}, {plural(sampler.consecutive_failures, 'failure')} in a row",
     ]
     if sampler.last_error:
         lines.append(style.bad(f"last error: {sampler.last_error}"))
@@ -526,9 +643,19 @@ def render_status(status: ServerStatus, style: Style) -> str:
     lines.append("")
     if rows:
         lines.append(table(["INTERFACE", "STATE", "PORT", "PEERS", "ONLINE", "RX", "TX"], rows, {2, 3, 4, 5, 6}))
+        lines.append(style.dim(LEGEND))
     else:
         lines.append("no interfaces")
     return "\n".join(lines)
+
+
+# RX and TX are the server's, as WireGuard counts them: say which way each goes for users.
+LEGEND = "RX: received from the peer (its upload) · TX: sent to it (its download)"
+# The peers table's columns, and which go first when the terminal is narrow: the least
+# needed to tell who uses what.
+PEER_COLUMNS = ["KEY", "LABEL", "INTERFACE", "STATE", "PLAN", "HANDSHAKE", "ENDPOINT", "RX", "TX", "TOTAL"]
+PEER_COLUMNS += ["LIFETIME", "RATE"]
+PEER_DROP_ORDER = ("ENDPOINT", "LIFETIME", "RATE", "HANDSHAKE", "INTERFACE", "TOTAL", "PLAN")
 
 
 def online_text(peer: PeerTraffic, style: Style) -> str:
@@ -541,14 +668,24 @@ def blocked_text(peer: PeerTraffic, style: Style) -> str:
     return style.bad(",".join(peer.blocked)) if peer.blocked else "-"
 
 
-def render_peers(listing: TrafficList, style: Style) -> str:
+def blocked_state(peer: PeerTraffic, style: Style) -> str:
+    return style.bad("blocked: " + ", ".join(peer.blocked)) if peer.blocked else style.good("not blocked")
+
+
+def state_text(peer: PeerTraffic, style: Style) -> str:
+    """What matters first: blocked (and why) beats online."""
+    if peer.blocked:
+        return style.bad("blocked:" + ",".join(peer.blocked))
+    return online_text(peer, style)
+
+
+def render_peers(listing: TrafficList, style: Style, width: int | None = None) -> str:
     rows = [
         [
             p.public_key[:SHORT_KEY] + "…",
             p.label or "-",
             p.interface,
-            online_text(p, style),
-            blocked_text(p, style),
+            state_text(p, style),
             plan_text(p),
             format_ago(p.latest_handshake),
             p.endpoint or "-",
@@ -560,25 +697,14 @@ def render_peers(listing: TrafficList, style: Style) -> str:
         ]
         for p in listing.peers
     ]
-    head = f"period {fmt_time(listing.period.start)} -> {fmt_time(listing.period.end)}; {listing.total} peers"
+    shown = len(listing.peers)
+    count = plural(listing.total, "peer") if shown == listing.total else f"{shown} of {plural(listing.total, 'peer')}"
+    head = f"period {fmt_time(listing.period.start)} -> {fmt_time(listing.period.end)}; {count}"
     if not rows:
         return head
-    headers = [
-        "KEY",
-        "LABEL",
-        "INTERFACE",
-        "STATE",
-        "BLOCKED",
-        "PLAN",
-        "HANDSHAKE",
-        "ENDPOINT",
-        "RX",
-        "TX",
-        "TOTAL",
-        "LIFETIME",
-        "RATE",
-    ]
-    return head + "\n\n" + table(headers, rows, {8, 9, 10, 11, 12})
+    right = {"RX", "TX", "TOTAL", "LIFETIME", "RATE"}
+    body = fitted_table(PEER_COLUMNS, rows, right, width, drop=PEER_DROP_ORDER, shorten="LABEL")
+    return f"{head}\n\n{body}\n{style.dim(LEGEND)}"
 
 
 def rate_text(peer: PeerTraffic) -> str:

@@ -60,6 +60,15 @@ class InvalidParams(RemoteError):
     """-32602: the message names the param."""
 
 
+class UnknownInterface(InvalidParams):
+    """-32602 for an interface the server does not have; `interfaces` lists those it has
+    (the usual mistake: wg0 on an Amnezia server, whose interface is awg0)."""
+
+    @property
+    def interfaces(self) -> list[str]:
+        return list(self.data.get("interfaces", [])) if isinstance(self.data, dict) else []
+
+
 class SamplingFailed(RemoteError):
     """-32003: the tool is missing, failed, timed out or printed garbage; `reason` says which."""
 
@@ -94,4 +103,8 @@ _BY_CODE: dict[int, type[RemoteError]] = {
 
 def from_error(error: Mapping[str, Any]) -> RemoteError:
     code = int(error["code"])
-    return _BY_CODE.get(code, RemoteError)(code, str(error.get("message", "")), error.get("data"))
+    data = error.get("data")
+    kind = _BY_CODE.get(code, RemoteError)
+    if kind is InvalidParams and isinstance(data, dict) and "interfaces" in data and "interface" in data:
+        kind = UnknownInterface
+    return kind(code, str(error.get("message", "")), data)

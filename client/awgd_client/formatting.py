@@ -52,15 +52,40 @@ def format_duration(seconds: float) -> str:
 
 
 def format_ago(moment: datetime | None, now: datetime | None = None) -> str:
-    """ "3 min ago", "just now" (under 5 s), "in 20 s" for the future, "never" for None."""
+    """ "3 min ago", "just now" (under 5 s ago), "in 20 s" and "in 3 s" for the future (a
+    sample due in 3 s is not "just now"), "now" within a second, "never" for None."""
     if moment is None:
         return "never"
     seconds = ((now or datetime.now(UTC)) - moment).total_seconds()
-    if -5 < seconds < 5:
-        return "just now"
+    if -1 < seconds < 0:
+        return "now"
     if seconds < 0:
         return f"in {format_duration(-seconds)}"
+    if seconds < JUST_NOW_SECONDS:
+        return "just now"
     return f"{format_duration(seconds)} ago"
+
+
+# Under this, "just now": samples are seconds apart, and "2 s ago" reads as a glitch.
+JUST_NOW_SECONDS = 5
+
+
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """plural(1, "peer") == "1 peer", plural(3, "peer") == "3 peers"."""
+    return f"{count} {noun if count == 1 else nouns or noun + 's'}"
+
+
+def parse_fraction(text: str) -> float:
+    """A warning threshold as people write it: "80%", "80 %", "0.8"; strictly between 0 and 1.
+    Raises ValueError naming the forms it takes."""
+    given = text.strip()
+    try:
+        value = float(given[:-1]) / 100 if given.endswith("%") else float(given)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1:
+        raise ValueError(f"not a threshold: {text!r} (a share of the limit: 80% or 0.8, above 0 and below 100%)")
+    return value
 
 
 # Eighths of a character cell, so that a bar's length shows small differences too.

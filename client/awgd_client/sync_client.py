@@ -50,12 +50,18 @@ def connect_error(path: str, exc: OSError) -> Exception:
 
 def socket_group(path: str) -> str:
     """The group whose members may connect: the socket file's own (the daemon's
-    `rpc.group`), or "awgd" where it cannot be read."""
-    try:
-        gid = os.stat(path).st_gid
-        return grp.getgrgid(gid).gr_name
-    except (OSError, KeyError):
-        return "awgd"
+    `rpc.group`), else its directory's when the refusal came there (awgd's runtime directory
+    is 0750 with the same group), by name, or by number when the group has none."""
+    for candidate in (path, os.path.dirname(path) or "."):
+        try:
+            gid = os.stat(candidate).st_gid
+        except OSError:
+            continue
+        try:
+            return grp.getgrgid(gid).gr_name
+        except KeyError:
+            return str(gid)
+    return "the socket's group (rpc.group in awgd's config)"
 
 
 class Client:
