@@ -144,6 +144,13 @@ def test_a_wrong_interface_names_the_real_ones(daemon) -> None:  # type: ignore[
     block = awgctl("--socket", daemon.socket, "peer", "block", A, "-i", "wg0")
     assert block.returncode == 1 and "unknown interface 'wg0'" in block.stderr
     assert daemon.result("traffic.get", public_key=A)["blocked"] == []
+    error = daemon.call("traffic.history", public_key=A, interface="wg0")["error"]
+    assert error["code"] == -32602 and error["data"] == {"interface": "wg0", "interfaces": ["awg0", "wg1"]}
+    from awgd_client import Client, InvalidParams, UnknownInterface
+
+    with Client(daemon.socket) as client, pytest.raises(UnknownInterface) as raised:
+        client.traffic_list(interface="wg0")
+    assert isinstance(raised.value, InvalidParams) and raised.value.interfaces == ["awg0", "wg1"]
 
 
 def test_a_string_of_44_characters_that_is_not_a_key(daemon) -> None:  # type: ignore[no-untyped-def]
