@@ -8,6 +8,6 @@ cd "$(dirname "$0")/.."
 . tests/install.sh
 ensure_apt python3-venv python3-pip procps "${WIREGUARD_PACKAGES[@]}"
 VENV=${AWGD_DEMO_VENV:-.venv}
-printf '=== virtualenv %s\n' "$VENV"
-ensure_venv "$VENV" SQLAlchemy croniter sdnotify
+# Babel: the bot's texts the demo prints (awgd_client.user_texts).
+ensure_venv_once "$VENV" SQLAlchemy croniter sdnotify babel
 exec "$VENV/bin/python" tests/demo.py "$@"

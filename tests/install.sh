@@ -34,6 +34,21 @@ ensure_venv() {  # ensure_venv DIR PIP-PACKAGES...
     rm -f "$log"
 }
 
+ensure_venv_once() {  # ensure_venv_once DIR PIP-PACKAGES...: ensure_venv, skipped when done
+    # A warm rerun (the demo's) installs nothing again: the stamp records what was installed
+    # for which pyproject.toml; anything else changed, and it is done again.
+    local venv=$1 stamp want
+    stamp="$1/.awgd-installed"
+    want=$(printf '%s\n' "$@" | cat - pyproject.toml client/pyproject.toml | sha256sum | cut -d' ' -f1)
+    if [ -x "$venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+        printf '=== virtualenv %s: ready\n' "$venv"
+        return 0
+    fi
+    printf '=== virtualenv %s\n' "$venv"
+    ensure_venv "$@"
+    printf '%s\n' "$want" >"$stamp"
+}
+
 WIREGUARD_PACKAGES=(wireguard-go wireguard-tools iproute2 iputils-ping)
 # Amnezia's server container (tests/test_amnezia.py): the tests start an engine of their own,
 # with no firewall rules and no bridge; iptables-save proves the firewall untouched.
