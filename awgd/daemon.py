@@ -36,6 +36,7 @@ from awgd.rpc_server import RpcServer, prepare_socket_path
 from awgd.sampling import Health, Sampler, SamplingFailed
 from awgd.scheduler import Schedule
 from awgd.trusted_clock import TrustedClock
+from awgd_client.formatting import plural
 
 T = TypeVar("T")
 
@@ -145,7 +146,8 @@ class Daemon:
         read = sum(1 for i in self._books.interfaces.values() if i.read)
         last = health.last_success_at
         shown = last.astimezone(self._config.zone).strftime("%H:%M:%S") if last else "never"
-        text = f"watching {read} interfaces, {self._books.peers_seen()} peers; last sample {shown}"
+        peers = self._books.peers_seen()
+        text = f"watching {plural(read, 'interface')}, {plural(peers, 'peer')}; last sample {shown}"
         if health.last_error:
             text += f"; failing: {health.last_error}"
         if self._ledger_health.error:
