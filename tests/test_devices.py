@@ -325,15 +325,17 @@ def test_the_docs_bot_flow_buy_config_stats_renew(daemons, bed: TestBed) -> None
         assert json.loads(decode_key(link)["containers"][0]["awg"]["last_config"])["config"] == config
         bring_up(bed, device, path)
         await asyncio.to_thread(bed.ping, device, 2)
-        assert (await reply(fake, "/stats")).startswith("Used ")
+        await asyncio.to_thread(server.daemon.result, "traffic.sample")  # /stats' fresh shares a recent one
+        shown = await reply(fake, "/stats")
+        assert shown.startswith("<b>VPN</b>\n🟢 Online\nUsed ") and "Used 0\u00a0B" not in shown, shown
         # Past the quota: awgd cuts the peer off (a sample books it and the plan blocks).
         await asyncio.to_thread(pings, bed, device, 10)
         await asyncio.to_thread(server.daemon.result, "traffic.sample")
-        assert "blocked: quota used up" in await reply(fake, "/stats")
+        assert "⛔ VPN paused: the traffic limit is used up" in await reply(fake, "/stats")
         assert not await asyncio.to_thread(pings, bed, device)
         assert (await reply(fake, "/renew")).startswith("Renewed until ")
         assert await asyncio.to_thread(pings, bed, device)
-        assert "active" in await reply(fake, "/stats")
+        assert "VPN paused" not in await reply(fake, "/stats")
         old = users[user]
         await fake.push(command(user, "/lost"))
         document = await sent(fake, "sendDocument", 2)

@@ -20,11 +20,12 @@ from aiogram import Bot, Dispatcher, Router
 from aiogram.filters import Command
 from aiogram.types import Message
 
-from awgd_client import AsyncClient, format_bytes
+from awgd_client import AsyncClient
 from awgd_client.aiogram_devices import send_device
 from awgd_client.new_device import new_device_async, rekey_device_async
+from awgd_client.user_texts import UserTexts, language_for, render_profile
 
-MONTHLY_BYTES = 50 * 1024**3
+MONTHLY_BYTES = 50 * 10**9  # "50 GB", as it is sold and as /stats shows it
 PAID_FOR = timedelta(days=30)
 
 
@@ -53,12 +54,9 @@ def build_router(awgd: AsyncClient, interface: str, users: dict[int, str], limit
             await message.answer("No config yet: /buy")
             return
         peer = await awgd.traffic(key, interface, fresh=True)
-        plan = peer.plan
-        if plan is None or plan.limit_bytes is None:
-            await message.answer(f"Used {format_bytes(peer.period.total_bytes)} this month.")
-            return
-        state = "blocked: quota used up, /renew" if "quota" in peer.blocked else "active"
-        await message.answer(f"Used {format_bytes(plan.used_bytes)} of {format_bytes(plan.limit_bytes)}; {state}.")
+        # The shipped texts, in the user's language: paused or online, used of the limit, renewal.
+        texts = UserTexts(language_for(message.from_user.language_code if message.from_user else None))
+        await message.answer(render_profile(texts, "VPN", [peer]) + "\n/renew · /lost", parse_mode="HTML")
 
     @router.message(Command("renew"))
     async def renew(message: Message) -> None:
