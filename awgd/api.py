@@ -37,6 +37,7 @@ from awgd.periods import Period, day_bounds, local_day
 from awgd.plans import BadPlan, lifetime, parse_plan, plan_json
 from awgd.quota import Plan
 from awgd.sampling import Health, SamplingFailed
+from awgd.shaping import MAX_KBIT, MIN_KBIT, RateLimit, effective
 from awgd.wg_config import MAX_LABEL_CHARS
 from awgd_client import protocol as rpc
 from awgd_client.change_rows import COLUMNS
@@ -140,6 +141,10 @@ def is_admin(caller: Caller, admin_gids: frozenset[int]) -> bool:
     return caller.uid == 0 or bool(({caller.gid} | caller.groups) & admin_gids)
 
 
+def _rate_limit(limit: RateLimit | None) -> dict[str, int | None] | None:
+    return None if limit is None else {"down_kbit": limit.down_kbit, "up_kbit": limit.up_kbit}
+
+
 def key_problem(value: object) -> str:
     """Why `value` is not a key, in words that fit what was given."""
     if not isinstance(value, str):
@@ -199,6 +204,15 @@ class Params:
         value = self.raw.get(name, default)
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise invalid(f"{name} must be an integer from {low} to {high}")
+        return value
+
+    def kbit(self, name: str) -> int | None:
+        """A speed limit in kbit/s, or None (absent or null: no limit that way)."""
+        value = self.raw.get(name)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or not MIN_KBIT <= value <= MAX_KBIT:
+            raise invalid(f"{name} must be null or an integer from {MIN_KBIT} to {MAX_KBIT} (kbit/s)")
         return value
 
     def required_interface(self) -> str:
@@ -430,6 +444,7 @@ class Api:
             },
             "rate": {"rx_bytes_per_second": rate_rx, "tx_bytes_per_second": rate_tx},
             "replaced_by": book.replaced_by,
+            "rate_limit": _rate_limit(effective(settings.rate_limit, settings.throttled)),
         }
 
     def _plan(self, book: PeerBook, plan: Plan) -> dict[str, Any]:
@@ -762,6 +777,11 @@ class Api:
         )
         return self.peer_traffic(book, time.time())
 
+    async def peer_limit(self, params: Params, caller: Caller) -> dict[str, Any]:
+        interface, public_key = params.required_interface(), params.key()
+        limit = RateLimit(params.kbit("down_kbit"), params.kbit("up_kbit"))
+        return self.peer_traffic(await self.view.admin.limit(interface, public_key, limit), time.time())
+
     async def peer_block(self, params: Params, caller: Caller) -> dict[str, Any]:
         interface, public_key = params.required_interface(), params.key()
         return self.peer_traffic(await self.view.admin.block(interface, public_key), time.time())
@@ -935,6 +955,13 @@ METHODS: dict[str, Method] = {
         required=_PEER,
         summary="Change a peer's label, allowed IPs or keepalive",
     ),
+    "peer.limit": Method(
+        Api.peer_limit,
+        ("public_key", "interface", "down_kbit", "up_kbit"),
+        admin=True,
+        required=_PEER,
+        summary="Limit a peer's speed each way, kbit/s (null: no limit), applied with tc",
+    ),
     "peer.block": Method(
         Api.peer_block, ("public_key", "interface"), admin=True, required=_PEER, summary="Cut a peer off (reason admin)"
     ),
@@ -955,10 +982,20 @@ METHODS: dict[str, Method] = {
     ),
     "plan.set": Method(
         Api.plan_set,
-        ("public_key", "interface", "limit_bytes", "reset", "anchor", "expires_at", "warn_at"),
+        (
+            "public_key",
+            "interface",
+            "limit_bytes",
+            "reset",
+            "anchor",
+            "expires_at",
+            "warn_at",
+            "over_quota",
+            "throttle_kbit",
+        ),
         admin=True,
         required=_PEER,
-        summary="Replace a peer's plan (quota, window, expiry); it takes effect at once",
+        summary="Replace a peer's plan (quota, window, expiry, block or throttle); it takes effect at once",
     ),
     "plan.clear": Method(
         Api.plan_clear,

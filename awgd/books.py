@@ -210,6 +210,7 @@ class Books:
         # What enforcement looks at each sample (awgd.peer_admin), so it never walks every peer:
         self.blocking: set[PeerKey] = set()  # peers with a reason to be blocked
         self.restoring: set[PeerKey] = set()  # unblocked, until their allowed IPs are seen live
+        self.shaped: set[PeerKey] = set()  # peers with a speed limit or a throttle (awgd.shaper)
         # Plans (awgd.plans): where each planned peer stands, when a verdict next changes by
         # itself (Unix seconds), and the peers close enough to their limit to sample often.
         self.plans: dict[PeerKey, PlanState] = {}
@@ -375,6 +376,7 @@ class Books:
             self.restoring.discard((interface, public_key))
             self.plans.pop((interface, public_key), None)
             self.hot.discard((interface, public_key))
+            self.shaped.discard((interface, public_key))
             self.version += 1
             if book is None:
                 return None
@@ -401,6 +403,10 @@ class Books:
         if settings.plan is None or key not in self.plans:
             book.trigger = None
             self.hot.discard(key)
+        if settings.rate_limit is not None or settings.throttled is not None:
+            self.shaped.add(key)
+        else:
+            self.shaped.discard(key)
         if settings.blocked:
             self.blocking.add(key)
             self.restoring.discard(key)
@@ -410,6 +416,7 @@ class Books:
                 self.restoring.add(key)
 
     def _drop(self, book: PeerBook) -> None:
+        self.shaped.discard(book.key)
         del self.peers[book.key]
         del self.members[book.interface][book.public_key]
         others = [other for other in self.by_key[book.public_key] if other is not book]

@@ -19,6 +19,8 @@ TYPES = (
     "peer.rekeyed",
     "peer.blocked",
     "peer.unblocked",
+    "peer.throttled",
+    "peer.unthrottled",
     "quota.warning",
     "quota.exceeded",
     "plan.renewed",

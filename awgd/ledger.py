@@ -57,6 +57,7 @@ from awgd.ledger_schema import (
 from awgd.peer_settings import Settings
 from awgd.plans import Judged, plan_from_json, plan_json
 from awgd.quota import Progress
+from awgd.shaping import RateLimit
 from awgd.trusted_path import UntrustedPath, check_trusted_directory
 
 # How long a write waits for a lock held by another process (a backup, an operator's
@@ -169,6 +170,8 @@ class Ledger:
                     allowed_ips=_split(row.allowed_ips),
                     blocked=_split(row.blocked),
                     plan=None if row.plan is None else plan_from_json(json.loads(row.plan)),
+                    rate_limit=_rate_limit(row.down_kbit, row.up_kbit),
+                    throttled=row.throttled_kbit,
                 )
                 for row in conn.execute(sa.select(peer_settings))
             }
@@ -528,6 +531,10 @@ def _close(conn: Connection, move: str, bucket: tuple[int, ...], zero: str) -> i
     return 2 * max(moved, 0)
 
 
+def _rate_limit(down: int | None, up: int | None) -> RateLimit | None:
+    return None if down is None and up is None else RateLimit(down, up)
+
+
 def _progress_of(key: PeerKey) -> Any:
     return sa.and_(plan_progress.c.interface == key[0], plan_progress.c.public_key == key[1])
 
@@ -541,6 +548,9 @@ def _store(conn: Connection, judged: Judged) -> list[Event]:
             "allowed_ips": ",".join(settings.allowed_ips),
             "blocked": ",".join(settings.blocked),
             "plan": plan,
+            "down_kbit": None if settings.rate_limit is None else settings.rate_limit.down_kbit,
+            "up_kbit": None if settings.rate_limit is None else settings.rate_limit.up_kbit,
+            "throttled_kbit": settings.throttled,
         }
         statement = sqlite_insert(peer_settings).values(interface=interface, public_key=public_key, **values)
         conn.execute(statement.on_conflict_do_update(index_elements=["interface", "public_key"], set_=values))

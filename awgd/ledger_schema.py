@@ -23,7 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 metadata = MetaData()
 
@@ -141,6 +141,11 @@ peer_settings = Table(
     Column("allowed_ips", Text, nullable=False, server_default=""),
     Column("blocked", Text, nullable=False, server_default=""),  # reasons, comma-separated, sorted
     Column("plan", Text),  # JSON (awgd.quota.Plan), or NULL: no plan
+    # Its own speed limit (peer.limit), kbit/s each way; NULL: not limited that way (schema 8).
+    Column("down_kbit", Integer),
+    Column("up_kbit", Integer),
+    # A throttle plan's speed while its quota is used up, kbit/s; NULL: not throttled (schema 8).
+    Column("throttled_kbit", Integer),
     PrimaryKeyConstraint("interface", "public_key"),
 )
 
@@ -249,5 +254,11 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     7: (
         "CREATE TABLE rekeys (interface VARCHAR(15) NOT NULL, public_key VARCHAR(44) NOT NULL,"
         " new_public_key VARCHAR(44) NOT NULL, at BIGINT NOT NULL, PRIMARY KEY (interface, public_key))",
+    ),
+    # 8: peers' own speed limits, and throttle plans (API v3, section 3).
+    8: (
+        "ALTER TABLE peer_settings ADD COLUMN down_kbit INTEGER",
+        "ALTER TABLE peer_settings ADD COLUMN up_kbit INTEGER",
+        "ALTER TABLE peer_settings ADD COLUMN throttled_kbit INTEGER",
     ),
 }

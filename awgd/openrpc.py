@@ -12,12 +12,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from awgd.shaping import MAX_KBIT, MIN_KBIT
 from awgd_client.names import KEY_PATTERN, LIST_SORTS
 
 OPENRPC_VERSION = "1.2.6"
 
 _KEY = {"type": "string", "pattern": f"^{KEY_PATTERN}$"}
 _TEXT_OR_NULL = {"type": ["string", "null"]}
+_KBIT = {"type": ["integer", "null"], "minimum": MIN_KBIT, "maximum": MAX_KBIT}
 
 PARAM_SCHEMAS: dict[str, dict[str, Any]] = {
     "public_key": {**_KEY, "description": "the peer's public key (base64, 44 characters)"},
@@ -42,6 +44,20 @@ PARAM_SCHEMAS: dict[str, dict[str, Any]] = {
     "reset": {"enum": ["period", "month", "week", "day", "none"]},
     "anchor": {"type": "string", "format": "date"},
     "expires_at": {**_TEXT_OR_NULL, "format": "date-time"},
+    "down_kbit": {
+        "type": ["integer", "null"],
+        "minimum": 8,
+        "maximum": 10_000_000,
+        "description": "to the peer; null: none",
+    },
+    "up_kbit": {
+        "type": ["integer", "null"],
+        "minimum": 8,
+        "maximum": 10_000_000,
+        "description": "from the peer; null: none",
+    },
+    "over_quota": {"enum": ["block", "throttle"], "description": "what a used-up quota does (default block)"},
+    "throttle_kbit": {"type": "integer", "minimum": MIN_KBIT, "maximum": MAX_KBIT, "description": "with throttle"},
     "warn_at": {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1}},
 }
 

@@ -49,6 +49,8 @@ from awgd.plan_windows import Window
 from awgd.plans import Judged, PlanState, decide, lifetime, verdict, window_at
 from awgd.quota import Plan, Progress, Verdict, after_reset, carried, start
 from awgd.server_files import FileChanged, FileError, ensure_stdin, read_text, replace_text, with_stdin
+from awgd.shaper import Shaper
+from awgd.shaping import RateLimit
 from awgd.tool_runner import ToolError, run_command
 from awgd.wg_config import UnsafeText, add_peer, config_path, rekey_peer, remove_peer, update_peer
 from awgd_client.names import KEY_PATTERN
@@ -120,6 +122,9 @@ class PeerAdmin:
         # Serialises changes to the server itself: the live interface, its config file and
         # clientsTable (two peer.add calls racing for an address get different ones).
         self._lock = asyncio.Lock()
+        # The speed limits applied to each interface: changed only under _lock, like the rest
+        # of the server.
+        self._shaper = Shaper(config)
         self._complaints: dict[str, str] = {}
 
     # ---- the methods ------------------------------------------------------------------------
@@ -346,6 +351,23 @@ class PeerAdmin:
                 await self._fresh()
             return self._books.peers[(interface, public_key)]
 
+    async def limit(self, interface: str, public_key: str, limit: RateLimit | None) -> PeerBook:
+        """`peer.limit`: the peer's own speed limit, kept in the ledger and applied with tc.
+        When tc refuses, the old limit is put back and the change fails as a whole."""
+        async with self._lock:
+            await self._fresh()
+            book = self._known(interface, public_key)
+            old = book.settings.rate_limit
+            new = None if limit is None or limit.empty else limit
+            if new != old:
+                await self._settle(interface, public_key, lambda kept: replace(kept, rate_limit=new), [])
+                problems = await self._shaper.reconcile(self._books)
+                if interface in problems:
+                    await self._settle(interface, public_key, lambda kept: replace(kept, rate_limit=old), [])
+                    await self._shaper.reconcile(self._books)
+                    raise ToolRefused(problems[interface])
+            return self._books.peers[(interface, public_key)]
+
     # ---- plans (awgd.quota, awgd.plans) ----------------------------------------------------
 
     async def set_plan(self, interface: str, public_key: str, plan: Plan) -> PeerBook:
@@ -458,6 +480,7 @@ class PeerAdmin:
                 await self._bookkeeper.restored(book)
             else:
                 await self._enforced(book, ",".join(book.settings.allowed_ips))
+        await self._shaper.reconcile(books)
 
     async def _enforced(self, book: PeerBook, allowed_ips: str) -> None:
         what = "block" if not allowed_ips else "unblock"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from awgd.quota import Plan
+from awgd.shaping import RateLimit
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -16,6 +17,8 @@ class Settings:
     allowed_ips: tuple[str, ...] = ()  # its own: what unblocking restores
     blocked: tuple[str, ...] = ()  # the reasons it is blocked, sorted; () = not blocked
     plan: Plan | None = None  # awgd.quota
+    rate_limit: RateLimit | None = None  # its own speed limit (peer.limit; awgd.shaping)
+    throttled: int | None = None  # kbit/s both ways while a throttle plan's quota is used up
 
 
 NO_SETTINGS = Settings()

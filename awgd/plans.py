@@ -25,7 +25,20 @@ from zoneinfo import ZoneInfo
 from awgd.events import Event
 from awgd.peer_settings import Settings
 from awgd.plan_windows import RESETS, Window, window_containing
-from awgd.quota import MAX_WARN_AT, PLAN_REASONS, Plan, Progress, Verdict, iso, judge, next_instant
+from awgd.quota import (
+    MAX_WARN_AT,
+    OVER_QUOTA,
+    PLAN_REASONS,
+    QUOTA,
+    THROTTLE,
+    Plan,
+    Progress,
+    Verdict,
+    iso,
+    judge,
+    next_instant,
+)
+from awgd.shaping import MAX_KBIT, MIN_KBIT
 
 
 class Planned(Protocol):
@@ -88,9 +101,21 @@ def verdict(
 
 def decide(book: Planned, settings: Settings, found: Verdict, at: int, judged: Judged) -> Settings:
     """Record a verdict: the block reasons it holds, its events, and the block events of
-    the reasons it adds or lifts. Returns the settings after."""
+    the reasons it adds or lifts; for a throttle plan, a used-up quota slows the peer
+    (`throttled`) instead of blocking it. Returns the settings after."""
     events = [Event(kind, at, book.interface, book.public_key, data) for kind, data in found.events]
-    reasons = tuple(sorted((set(settings.blocked) - PLAN_REASONS) | found.reasons))
+    held, throttle = found.reasons, None
+    plan = settings.plan
+    if plan is not None and plan.over_quota == THROTTLE and QUOTA in held:
+        held, throttle = held - {QUOTA}, plan.throttle_kbit
+    if throttle != settings.throttled:
+        if throttle is not None:
+            events.append(Event("peer.throttled", at, book.interface, book.public_key, {"kbit": throttle}))
+        else:
+            events.append(Event("peer.unthrottled", at, book.interface, book.public_key, {}))
+        settings = replace(settings, throttled=throttle)
+        judged.settled[book.key] = settings
+    reasons = tuple(sorted((set(settings.blocked) - PLAN_REASONS) | held))
     if reasons != settings.blocked:
         added = sorted(set(reasons) - set(settings.blocked))
         lifted = sorted(set(settings.blocked) - set(reasons))
@@ -169,7 +194,17 @@ def parse_plan(params: dict[str, Any], today: date) -> Plan:
     for fraction in warn:
         if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction < 1:
             raise BadPlan("warn_at must hold fractions f with 0 < f < 1")
-    return Plan(limit, reset, anchor, expires_at, tuple(sorted({float(f) for f in warn})))
+    over_quota = params.get("over_quota", "block")
+    if over_quota not in OVER_QUOTA:
+        raise BadPlan(f"over_quota must be one of {', '.join(OVER_QUOTA)}")
+    throttle = params.get("throttle_kbit")
+    if over_quota == THROTTLE:
+        if isinstance(throttle, bool) or not isinstance(throttle, int) or not MIN_KBIT <= throttle <= MAX_KBIT:
+            raise BadPlan(f"throttle_kbit must be an integer from {MIN_KBIT} to {MAX_KBIT} with over_quota throttle")
+    elif throttle is not None:
+        raise BadPlan("throttle_kbit is only for over_quota throttle")
+    warned = tuple(sorted({float(f) for f in warn}))
+    return Plan(limit, reset, anchor, expires_at, warned, over_quota, throttle)
 
 
 def plan_json(plan: Plan) -> dict[str, Any]:
@@ -180,6 +215,8 @@ def plan_json(plan: Plan) -> dict[str, Any]:
         "anchor": plan.anchor.isoformat(),
         "expires_at": None if plan.expires_at is None else iso(plan.expires_at),
         "warn_at": list(plan.warn_at),
+        "over_quota": plan.over_quota,
+        "throttle_kbit": plan.throttle_kbit,
     }
 
 
@@ -192,6 +229,8 @@ def plan_from_json(data: dict[str, Any]) -> Plan:
         # A ledger written before instants were bounded may hold one no zone can show.
         None if expires is None else min(int(datetime.fromisoformat(expires).timestamp()), LATEST_INSTANT),
         tuple(data["warn_at"]),
+        data.get("over_quota", "block"),  # plans stored before throttles were: block
+        data.get("throttle_kbit"),
     )
 
 

@@ -32,6 +32,9 @@ from awgd.plan_windows import Window
 
 QUOTA = "quota"
 EXPIRED = "expired"
+# What a used-up quota does (plan.set's over_quota): cut the peer off, or slow it down.
+BLOCK, THROTTLE = "block", "throttle"
+OVER_QUOTA = (BLOCK, THROTTLE)
 PLAN_REASONS = frozenset({QUOTA, EXPIRED})
 DEFAULT_WARN_AT = (0.8,)
 # More thresholds than this would be a message per few percent of the quota: a mistake.
@@ -45,6 +48,8 @@ class Plan:
     anchor: date
     expires_at: int | None = None  # Unix seconds
     warn_at: tuple[float, ...] = DEFAULT_WARN_AT  # sorted fractions of the limit, 0 < f < 1
+    over_quota: str = BLOCK  # OVER_QUOTA
+    throttle_kbit: int | None = None  # both ways, while a THROTTLE plan's quota is used up
 
     def same_limits(self, other: Plan) -> bool:
         """Whether announcements made under `other` still hold under this plan."""

@@ -145,6 +145,8 @@ def seller_story(daemon: Awgd, alice: str) -> None:
             reset=plan.reset,
             anchor=plan.anchor,
             warn_at=list(plan.warn_at),
+            over_quota=plan.over_quota,
+            throttle_kbit=plan.throttle_kbit,
         )
         print(f"$ awgctl events --since {cut}\n{awgctl(daemon.socket, 'events', '--since', str(cut))}")
 

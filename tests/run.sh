@@ -26,6 +26,7 @@ APT_PACKAGES=(
     python3-venv python3-pip procps socat faketime util-linux
     python3-sqlalchemy python3-croniter python3-sdnotify python3-pytest python3-hypothesis
     python3-prometheus-client mkdocs python3-cryptography python3-segno python3-babel zbar-tools
+    iperf3
 )
 PYPI_PACKAGES=(
     SQLAlchemy croniter sdnotify orjson pytest hypothesis ruff mypy types-croniter atheris 'aiogram>=3,<4' prometheus_client 'psycopg[binary]' mkdocs cryptography segno babel

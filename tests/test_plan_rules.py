@@ -4,7 +4,7 @@ holds. The arithmetic of the verdict itself is awgd.quota's (tests/test_quota.py
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 
 from hypothesis import given
@@ -55,6 +55,33 @@ def test_a_verdict_sets_only_the_plans_reasons(held: set[str], found: set[str], 
         assert after.allowed_ips == peer.allowed_ips  # what unblocking restores is kept
     else:
         assert peer.key not in judged.settled  # nothing changed: nothing to store
+
+
+@given(held=reasons, found=st.sets(st.sampled_from(sorted(PLAN_REASONS))), throttled=st.sampled_from([None, 500, 1000]))
+def test_a_throttle_plan_slows_where_a_block_plan_cuts_off(
+    held: set[str], found: set[str], throttled: int | None
+) -> None:
+    peer = Peer()
+    plan = Plan(1000, "month", date(2026, 11, 1), over_quota="throttle", throttle_kbit=1000)
+    settings = Settings(blocked=tuple(sorted(held)), plan=plan, throttled=throttled)
+    judged = Judged.nothing()
+    after = decide(peer, settings, Verdict(Progress(0, 0), frozenset(found)), 100, judged)
+    assert "quota" not in set(after.blocked) - held  # a used-up quota never blocks a throttle plan
+    assert set(after.blocked) == (held - PLAN_REASONS) | (found - {"quota"})
+    assert after.throttled == (1000 if "quota" in found else None)
+    kinds = [event.type for event in judged.events]
+    assert kinds.count("peer.throttled") == (1 if after.throttled is not None and throttled != 1000 else 0)
+    assert kinds.count("peer.unthrottled") == (1 if after.throttled is None and throttled is not None else 0)
+    if after.throttled != throttled:
+        assert judged.settled[peer.key].throttled == after.throttled
+    block = decide(
+        peer,
+        replace(settings, plan=replace(plan, over_quota="block"), throttled=None),
+        Verdict(Progress(0, 0), frozenset({"quota"})),
+        1,
+        Judged.nothing(),
+    )
+    assert "quota" in block.blocked and block.throttled is None
 
 
 @given(used=st.integers(0, 3000), limit=st.integers(1, 2000), days=st.integers(0, 60))

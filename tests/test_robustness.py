@@ -444,8 +444,9 @@ def test_half_closed_connection_gets_its_answers(target) -> None:  # type: ignor
         {"public_key": A, "interface": "../wg0"},
         {"public_key": A, "interface": "wg0\x00"},
         {"public_key": A, "interface": "w" * 10000},
-        # A name the kernel allows (it refuses only /, :, whitespace and NUL): not refused as
-        # a param, simply not found; it reaches no command line either way.
+        # A name the kernel allows (it refuses only /, :, whitespace and NUL): a well-formed
+        # name, but of no interface this server has (-32602 naming those it has); it reaches
+        # no command line either way.
         {"public_key": A, "interface": "`id`"},
         {"public_key": A, "interface": "$(id)"},
     ],
@@ -453,11 +454,12 @@ def test_half_closed_connection_gets_its_answers(target) -> None:  # type: ignor
 def test_nothing_from_a_request_reaches_a_command_line(target, params: dict) -> None:  # type: ignore[no-untyped-def,type-arg]
     daemon, tool = target
     calls = tool.calls
-    code = -32001 if params.get("interface") in ("`id`", "$(id)") else -32602
     for method in ("traffic.get", "traffic.history", "traffic.reset"):
         error = daemon.call(method, **params)["error"]
-        assert error["code"] == code
-    assert daemon.call("traffic.get", fresh=True, **params)["error"]["code"] == code
+        assert error["code"] == -32602
+        if params.get("interface") in ("`id`", "$(id)"):
+            assert "unknown interface" in error["message"] and error["data"]["interfaces"]
+    assert daemon.call("traffic.get", fresh=True, **params)["error"]["code"] == -32602
     assert tool.calls - calls <= 1  # only the scheduled sample, whose command line is fixed
     assert (tool.dir / "calls").read_text().splitlines()[-1] == "show all dump"
 

@@ -21,7 +21,7 @@ pytest.importorskip("babel", reason="the texts extra (Babel) is not installed")
 
 from babel.messages.pofile import read_po
 
-from awgd_client import Client, Event, PeerTraffic
+from awgd_client import Client, Event, PeerTraffic, RateLimit
 from awgd_client import user_texts as ut
 from awgd_client.user_texts import (
     TEMPLATES,
@@ -35,7 +35,7 @@ from awgd_client.user_texts import (
     render_status,
 )
 
-PLAIN, WARNED, OVER, PAUSED, EXPIRED, GONE, NEVER, LATE = (key(c) for c in "PWOAEGNL")
+PLAIN, WARNED, OVER, PAUSED, EXPIRED, GONE, NEVER, LATE, SLOW = (key(c) for c in "PWOAEGNLS")
 GB = 10**9
 PO = Path(ut.__file__).parent / "locale" / "ru" / "LC_MESSAGES" / "awgd_client.po"
 MO = PO.with_suffix(".mo")
@@ -63,11 +63,11 @@ def counters(peers: dict[str, tuple[int, int]]) -> str:
 
 @pytest.fixture
 def server(daemons, scripted_tool: ScriptedTool) -> Iterator[tuple[Any, Client]]:  # type: ignore[no-untyped-def]
-    peers = {k: (0, 0) for k in (PLAIN, WARNED, OVER, PAUSED, EXPIRED, GONE)}
+    peers = {k: (0, 0) for k in (PLAIN, WARNED, OVER, PAUSED, EXPIRED, GONE, SLOW)}
     scripted_tool.set(counters(peers))
     daemon = daemons(scripted_tool.path).start()
     moved = {PLAIN: (2 * GB, 7 * GB), WARNED: (GB, int(5.3 * GB)), OVER: (GB, 3 * GB)}
-    moved |= {PAUSED: (10, 20), EXPIRED: (10, 20), GONE: (5, 5)}
+    moved |= {PAUSED: (10, 20), EXPIRED: (10, 20), GONE: (5, 5), SLOW: (GB, 3 * GB)}
     scripted_tool.set(counters(moved))
     daemon.result("traffic.sample")
     daemon.result("peer.update", interface="awg0", public_key=WARNED, label="Dave")
@@ -83,6 +83,8 @@ def server(daemons, scripted_tool: ScriptedTool) -> Iterator[tuple[Any, Client]]
         expires_at=month,
     )
     daemon.result("plan.set", interface="awg0", public_key=OVER, limit_bytes=4 * GB, reset="month")
+    slow = {"over_quota": "throttle", "throttle_kbit": 1000}
+    daemon.result("plan.set", interface="awg0", public_key=SLOW, limit_bytes=2 * GB, reset="month", **slow)
     daemon.result("peer.block", interface="awg0", public_key=PAUSED)
     past = (datetime.now(UTC) - timedelta(days=1)).isoformat()
     daemon.result("plan.set", interface="awg0", public_key=EXPIRED, limit_bytes=None, expires_at=past)
@@ -114,13 +116,15 @@ def test_every_text_renders_in_both_languages(server, language: str) -> None:  #
     texts = Recording(language)
     profiles = [
         (display_name(k, None, f[0] if f else None), f)
-        for k in (PLAIN, WARNED, OVER, PAUSED, EXPIRED, GONE)
+        for k in (PLAIN, WARNED, OVER, PAUSED, EXPIRED, GONE, SLOW)
         for f in [figures(client, k)]
     ]
     profiles.append(("Unknown", []))
     profiles.append(("Old phone", [dataclasses.replace(figures(client, PLAIN)[0], present=False, replaced_by=OVER)]))
     profiles.append(("Tablet", figures(client, NEVER)))
     profiles.append(("Laptop", figures(client, LATE)))
+    limited = dataclasses.replace(figures(client, PLAIN)[0], rate_limit=RateLimit(2000, None))
+    profiles.append(("Router", [limited]))
     shown = [render_stats(texts, profiles), render_stats(texts, []), texts("unavailable")]
     status = client.server_status()
     shown.append(render_status(texts, status))
@@ -140,6 +144,11 @@ def test_every_text_renders_in_both_languages(server, language: str) -> None:  #
             shown.append(notice)
     warned = client.traffic(WARNED)
     shown.append(render_notice(texts, renewed_event(warned), "Dave", warned) or "")
+    slowed = client.traffic(SLOW)
+    shown.append(render_notice(texts, renewed_event(slowed), "Dave", slowed) or "")
+    never_renews = dataclasses.replace(slowed, plan=dataclasses.replace(slowed.plan, end=None))  # type: ignore[arg-type]
+    exceeded = next(e for e in events(client) if e.type == "quota.exceeded" and e.public_key == SLOW)
+    shown.append(render_notice(texts, exceeded, "Dave", never_renews) or "")
     shown.append(
         render_notice(texts, dataclasses.replace(renewed_event(warned), data={"quota_lifted": True}), "Dave", None)
         or ""
@@ -185,6 +194,9 @@ def test_sizes_dates_and_percents_follow_the_language_and_the_units() -> None:
     assert en.ago(new_year - timedelta(minutes=3), new_year) == "3 minutes ago"
     assert ru.ago(new_year - timedelta(minutes=3), new_year) == "3 минуты назад"
     assert ru.ago(new_year, new_year) == "только что"
+    assert en.speed(2000) == "2\u00a0Mbit/s" and en.speed(500) == "500\u00a0kbit/s"
+    assert ru.speed(1500) == "1,5\u00a0Мбит/с"  # noqa: RUF001
+    assert ru.speed(None) == "без ограничений"
     assert ut.language_for("ru-RU") == "ru" and ut.language_for("de") == "en" and ut.language_for(None, "ru") == "ru"
     with pytest.raises(ValueError, match="language"):
         UserTexts("de")
@@ -199,6 +211,18 @@ def test_one_renewal_instant(server) -> None:  # type: ignore[no-untyped-def]
     assert plain.count("Resets on") == 1 and "Renews on" not in plain
     notice = next(e for e in events(client) if e.type == "quota.warning")
     assert UserTexts("en").day(warned[0].plan.end) in (render_notice(UserTexts("en"), notice, "Dave", warned[0]) or "")  # type: ignore[union-attr]
+
+
+def test_a_throttled_peer_is_slowed_not_paused(server) -> None:  # type: ignore[no-untyped-def]
+    _, client = server
+    peer = client.traffic(SLOW)
+    assert peer.blocked == () and peer.rate_limit is not None and peer.rate_limit.down_kbit == 1000
+    text = render_profile(UserTexts("en"), "Phone", [peer])
+    assert "🐢 Slowed to 1\u00a0Mbit/s: the traffic limit is used up" in text and "paused" not in text
+    assert text.count("Renews on") == 1
+    exceeded = next(e for e in events(client) if e.type == "quota.exceeded" and e.public_key == SLOW)
+    notice = render_notice(UserTexts("en"), exceeded, "Phone", peer) or ""
+    assert "The speed is limited to 1\u00a0Mbit/s until" in notice and "paused" not in notice
 
 
 def test_paused_beats_online(server) -> None:  # type: ignore[no-untyped-def]
@@ -255,7 +279,8 @@ def test_overrides_come_first_untranslated() -> None:
 def test_the_catalog_is_complete_and_compiled() -> None:
     with PO.open("rb") as handle:
         catalog = read_po(handle)
-    wanted = set(TEMPLATES.values()) | set(ut._DECIMAL_UNITS) | set(ut._BINARY_UNITS) | {ut._JUST_NOW}
+    units = set(ut._DECIMAL_UNITS) | set(ut._BINARY_UNITS) | {ut._JUST_NOW, ut._KBIT, ut._MBIT}
+    wanted = set(TEMPLATES.values()) | units
     found = {m.id for m in catalog if m.id}
     assert found == wanted, (wanted - found, found - wanted)
     fields = string.Formatter()

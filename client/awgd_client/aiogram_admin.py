@@ -264,6 +264,8 @@ def admin_router(
                 anchor=current.anchor,
                 expires_at=current.expires_at,
                 warn_at=list(current.warn_at),
+                over_quota=current.over_quota,
+                throttle_kbit=current.throttle_kbit,
             )
             body = f"{text('admin_topped_up', name=name, amount=text.size(amount))}\n\n{_profile(text, done)}"
             await message.answer(body, parse_mode="HTML")

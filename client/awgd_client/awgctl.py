@@ -28,8 +28,17 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from awgd_client import __version__
 from awgd_client.async_client import AsyncClient
 from awgd_client.errors import AwgdError, DaemonUnavailable, ProtocolError, RemoteError, SocketPermissionDenied
-from awgd_client.formatting import bar, format_ago, format_bytes, parse_fraction, parse_size, plural
-from awgd_client.methods import params, plan_params
+from awgd_client.formatting import (
+    bar,
+    format_ago,
+    format_bytes,
+    format_rate,
+    parse_fraction,
+    parse_rate,
+    parse_size,
+    plural,
+)
+from awgd_client.methods import limit_params, params, plan_params
 from awgd_client.models import (
     AddedPeer,
     Event,
@@ -96,9 +105,9 @@ def parser() -> argparse.ArgumentParser:
     peer = commands.add_parser(
         "peer",
         parents=[common],
-        help="everything about one peer; or change one: peer add|rekey|remove|label|block|unblock KEY, peer new",
+        help="everything about one peer; or change one: peer add|rekey|remove|label|block|unblock|limit KEY, peer new",
         usage=(
-            "awgctl peer [add|rekey|remove|label|block|unblock] KEY [TEXT] [options]\n"
+            "awgctl peer [add|rekey|remove|label|block|unblock|limit] KEY [TEXT] [options]\n"
             "       awgctl peer new -i IFACE --config-out FILE [options]"
         ),
     )
@@ -120,6 +129,8 @@ def parser() -> argparse.ArgumentParser:
     peer.add_argument("--qr", action="store_true", help="new, rekey: print the config's QR code on the terminal")
     peer.add_argument("--link", action="store_true", help="new, rekey: print the AmneziaVPN app's vpn:// key")
     peer.add_argument("--no-preshared-key", action="store_true", help="new, rekey: no preshared key")
+    peer.add_argument("--down", metavar="SPEED", help="limit: the user's download, e.g. 10M, 500k, none")
+    peer.add_argument("--up", metavar="SPEED", help="limit: the user's upload, e.g. 5M, none")
     history = commands.add_parser("history", parents=[common], help="a peer's usage by period or by day")
     history.add_argument("key")
     history.add_argument("--interface", "-i")
@@ -141,6 +152,10 @@ def parser() -> argparse.ArgumentParser:
     plan.add_argument(
         "--expires", help="set: when it expires: YYYY-MM-DD (00:00 in awgd's zone) or ISO 8601 (with an offset)"
     )
+    plan.add_argument(
+        "--over-quota", choices=("block", "throttle"), help="set: what a used-up quota does (default block)"
+    )
+    plan.add_argument("--throttle", metavar="SPEED", help="set: with --over-quota throttle, the speed then (e.g. 1M)")
     plan.add_argument("--warn", help="set: warning thresholds, e.g. 80%%,95%% or 0.8,0.95 (default 80%%)")
     events = commands.add_parser("events", parents=[common], help="the events; --follow waits for new ones")
     events.add_argument("--since", type=int, help="after this event id")
@@ -205,7 +220,7 @@ def cmd_peers(client: Client, args: argparse.Namespace, as_json: bool, style: St
     return emit(raw) if as_json else show(render_peers(listing, style, None if args.wide else terminal_width()))
 
 
-PEER_ACTIONS = ("add", "new", "rekey", "remove", "label", "block", "unblock")
+PEER_ACTIONS = ("add", "new", "rekey", "remove", "label", "block", "unblock", "limit")
 
 
 def cmd_peer(client: Client, args: argparse.Namespace, as_json: bool, style: Style) -> int:
@@ -226,7 +241,7 @@ def cmd_peer(client: Client, args: argparse.Namespace, as_json: bool, style: Sty
     return show(render_peer(peer, history, style))
 
 
-def change_peer(client: Client, args: argparse.Namespace, as_json: bool, style: Style) -> int:
+def change_peer(client: Client, args: argparse.Namespace, as_json: bool, style: Style) -> int:  # noqa: PLR0911
     action, rest = args.key, list(args.rest)
     if not rest:
         raise UsageError(f"awgctl peer {action} KEY: give the peer's public key")
@@ -266,6 +281,8 @@ def change_peer(client: Client, args: argparse.Namespace, as_json: bool, style: 
         raw = client.change("peer.remove", target)
         removed = RemovedPeer.from_json(raw)
         return emit(raw) if as_json else show(f"removed {removed.public_key} from {removed.interface}")
+    if action == "limit":
+        return limit_peer(client, args, as_json, style, target)
     if action == "label":
         raw = client.change("peer.update", {**target, "label": extra[0] if extra else None})
     else:
@@ -274,6 +291,35 @@ def change_peer(client: Client, args: argparse.Namespace, as_json: bool, style: 
     if as_json:
         return emit(raw)
     return show(f"{peer.public_key} on {peer.interface}: label {peer.label or '-'}; {blocked_state(peer, style)}")
+
+
+def limit_peer(client: Client, args: argparse.Namespace, as_json: bool, style: Style, target: dict[str, str]) -> int:
+    """`peer limit KEY --down 10M --up 5M`: a direction not given keeps its limit."""
+    if args.down is None and args.up is None:
+        raise UsageError("awgctl peer limit KEY: give --down and/or --up (a speed such as 10M, or none)")
+    current = PeerTraffic.from_json(client.call("traffic.get", **target)).rate_limit
+    try:
+        down = parse_rate(args.down) if args.down is not None else (current.down_kbit if current else None)
+        up = parse_rate(args.up) if args.up is not None else (current.up_kbit if current else None)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    raw = client.change("peer.limit", limit_params(target["interface"], target["public_key"], down, up))
+    peer = PeerTraffic.from_json(raw)
+    if as_json:
+        return emit(raw)
+    return show(f"{peer.public_key} on {peer.interface}: speed {limit_line(peer)}")
+
+
+def limit_line(peer: PeerTraffic) -> str:
+    """ "down 10Mbit/s, up no limit"; "not limited"."""
+    limit = peer.rate_limit
+    if limit is None:
+        return "not limited"
+
+    def speed(kbit: int | None) -> str:
+        return "no limit" if kbit is None else f"{format_rate(kbit)}bit/s"
+
+    return f"down {speed(limit.down_kbit)}, up {speed(limit.up_kbit)}"
 
 
 def devices(command: Callable[[Any], int]) -> int:
@@ -357,6 +403,7 @@ def cmd_plan(client: Client, args: argparse.Namespace, as_json: bool, style: Sty
         try:
             limit = None if args.limit in (None, "none", "unlimited") else parse_size(args.limit)
             warn = [parse_fraction(part) for part in args.warn.split(",")] if args.warn else None
+            throttle = parse_rate(args.throttle) if args.throttle else None
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         given = plan_params(
@@ -367,6 +414,8 @@ def cmd_plan(client: Client, args: argparse.Namespace, as_json: bool, style: Sty
             anchor=args.anchor,
             expires_at=expiry(client, args.expires) if args.expires else None,
             warn_at=warn,
+            over_quota=args.over_quota,
+            throttle_kbit=throttle,
         )
         raw = client.change("plan.set", given)
     peer = PeerTraffic.from_json(raw)
@@ -653,9 +702,9 @@ def render_status(status: ServerStatus, style: Style) -> str:
 LEGEND = "RX: received from the peer (its upload) · TX: sent to it (its download)"
 # The peers table's columns, and which go first when the terminal is narrow: the least
 # needed to tell who uses what.
-PEER_COLUMNS = ["KEY", "LABEL", "INTERFACE", "STATE", "PLAN", "HANDSHAKE", "ENDPOINT", "RX", "TX", "TOTAL"]
-PEER_COLUMNS += ["LIFETIME", "RATE"]
-PEER_DROP_ORDER = ("ENDPOINT", "LIFETIME", "RATE", "HANDSHAKE", "INTERFACE", "TOTAL", "PLAN")
+PEER_COLUMNS = ["KEY", "LABEL", "INTERFACE", "STATE", "PLAN", "LIMIT", "HANDSHAKE", "ENDPOINT", "RX", "TX"]
+PEER_COLUMNS += ["TOTAL", "LIFETIME", "RATE"]
+PEER_DROP_ORDER = ("ENDPOINT", "LIFETIME", "RATE", "HANDSHAKE", "INTERFACE", "TOTAL", "LIMIT", "PLAN")
 
 
 def online_text(peer: PeerTraffic, style: Style) -> str:
@@ -676,6 +725,8 @@ def state_text(peer: PeerTraffic, style: Style) -> str:
     """What matters first: blocked (and why) beats online."""
     if peer.blocked:
         return style.bad("blocked:" + ",".join(peer.blocked))
+    if peer.plan is not None and peer.plan.throttling:
+        return style.bad("slowed")
     return online_text(peer, style)
 
 
@@ -687,6 +738,7 @@ def render_peers(listing: TrafficList, style: Style, width: int | None = None) -
             p.interface,
             state_text(p, style),
             plan_text(p),
+            limit_text(p),
             format_ago(p.latest_handshake),
             p.endpoint or "-",
             format_bytes(p.period.rx_bytes),
@@ -703,8 +755,19 @@ def render_peers(listing: TrafficList, style: Style, width: int | None = None) -
     if not rows:
         return head
     right = {"RX", "TX", "TOTAL", "LIFETIME", "RATE"}
-    body = fitted_table(PEER_COLUMNS, rows, right, width, drop=PEER_DROP_ORDER, shorten="LABEL")
+    columns = PEER_COLUMNS
+    if all(p.rate_limit is None for p in listing.peers):  # no peer is limited: no column for it
+        index = columns.index("LIMIT")
+        columns = columns[:index] + columns[index + 1 :]
+        rows = [row[:index] + row[index + 1 :] for row in rows]
+    body = fitted_table(columns, rows, right, width, drop=PEER_DROP_ORDER, shorten="LABEL")
     return f"{head}\n\n{body}\n{style.dim(LEGEND)}"
+
+
+def limit_text(peer: PeerTraffic) -> str:
+    """The speed limit as down/up: "10M/5M", "2M/-"; "-" when not limited."""
+    limit = peer.rate_limit
+    return "-" if limit is None else f"{format_rate(limit.down_kbit)}/{format_rate(limit.up_kbit)}"
 
 
 def rate_text(peer: PeerTraffic) -> str:
@@ -722,6 +785,7 @@ def render_peer(peer: PeerTraffic, history: History, style: Style) -> str:
         f"allowed    {', '.join(peer.allowed_ips) or '-'}",
         f"blocked    {blocked_text(peer, style)}",
         f"plan       {plan_line(peer)}",
+        f"speed      {limit_line(peer)}",
         f"state      {online_text(peer, style)}; last handshake {format_ago(peer.latest_handshake)}",
         f"endpoint   {peer.endpoint or '-'}",
         f"session    {format_bytes(peer.session.rx_bytes)} received, {format_bytes(peer.session.tx_bytes)} sent",
@@ -741,7 +805,8 @@ def plan_line(peer: PeerTraffic) -> str:
     left = "" if plan.remaining_bytes is None else f", {format_bytes(plan.remaining_bytes)} left"
     renews = "never renews" if plan.end is None else f"renews {fmt_time(plan.end)}"
     expires = f", expires {fmt_time(plan.expires_at)}" if plan.expires_at is not None else ""
-    return f"{plan_text(peer)}{left} ({plan.reset}; {renews}{expires})"
+    over = f", then {format_rate(plan.throttle_kbit)}bit/s" if plan.over_quota == "throttle" else ""
+    return f"{plan_text(peer)}{left} ({plan.reset}; {renews}{expires}{over})"
 
 
 def render_history(history: History, style: Style) -> str:

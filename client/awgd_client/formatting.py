@@ -36,6 +36,31 @@ def parse_size(text: str) -> int:
     return int(float(number) * factor) if "." in number else int(number) * factor
 
 
+_RATE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)(?:bit(?:/s)?|bps)?\s*")
+_RATE_FACTORS = {"": 1, "k": 1, "m": 1000, "g": 1000_000}
+
+
+def parse_rate(text: str) -> int | None:
+    """A speed as people write it, in kbit/s: "10M" and "10Mbit" 10000, "500k" 500, "2000"
+    2000 (kbit/s), "1.5M" 1500; "none" (or "-", "unlimited") None. Raises ValueError."""
+    if text.strip().lower() in ("none", "-", "unlimited"):
+        return None
+    match = _RATE.fullmatch(text)
+    if match is None:
+        raise ValueError(f"not a speed: {text!r} (e.g. 10M = 10 Mbit/s, 500k = 500 kbit/s, none)")
+    number, unit = match.groups()
+    return round(float(number) * _RATE_FACTORS[unit.lower()])
+
+
+def format_rate(kbit: int | None) -> str:
+    """format_rate(2000) == "2M", 500 "500k", 1500 "1.5M", None "-" (the shape parse_rate reads)."""
+    if kbit is None:
+        return "-"
+    if kbit >= 1000:
+        return f"{kbit / 1000:g}M" if kbit % 100 == 0 else f"{kbit / 1000:.2f}M"
+    return f"{kbit}k"
+
+
 def format_duration(seconds: float) -> str:
     """The two largest units: "45 s", "3 min", "2 h 5 min", "3 d 4 h"."""
     whole = max(0, int(seconds))

@@ -77,9 +77,13 @@ def plan_params(
     anchor: date | str | None,
     expires_at: datetime | str | None,
     warn_at: list[float] | None,
+    over_quota: str | None = None,
+    throttle_kbit: int | None = None,
 ) -> dict[str, Any]:
     """plan.set's params; limit_bytes None = no limit (the daemon's default too)."""
     return params(
+        over_quota=over_quota,
+        throttle_kbit=throttle_kbit,
         interface=interface,
         public_key=public_key,
         limit_bytes=limit_bytes,
@@ -88,6 +92,11 @@ def plan_params(
         expires_at=expires_at.isoformat() if isinstance(expires_at, datetime) else expires_at,
         warn_at=warn_at,
     )
+
+
+def limit_params(interface: str, public_key: str, down_kbit: int | None, up_kbit: int | None) -> dict[str, Any]:
+    """peer.limit's params: None each way is sent as null (no limit that way)."""
+    return {"interface": interface, "public_key": public_key, "down_kbit": down_kbit, "up_kbit": up_kbit}
 
 
 def rekey_params(interface: str, public_key: str, new_public_key: str, preshared_key: str | None) -> dict[str, Any]:

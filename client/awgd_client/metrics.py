@@ -108,6 +108,7 @@ PEER_FAMILIES = (
     ("awgd_peer_plan_limit_bytes", "gauge", "the limit of the peer's plan"),
     ("awgd_peer_plan_used_bytes", "gauge", "usage in the plan's current window"),
     ("awgd_peer_blocked", "gauge", "1 per reason the peer is blocked for"),
+    ("awgd_peer_rate_limit_bits_per_second", "gauge", "the peer's speed limit (peer.limit), per direction"),
 )
 
 
@@ -123,6 +124,7 @@ def peer_exposition(peers: list[PeerTraffic]) -> str:
         lines["awgd_peer_plan_used_bytes"],
         lines["awgd_peer_blocked"],
     )
+    speed = lines["awgd_peer_rate_limit_bits_per_second"]
     for peer in peers:
         name = _escape(peer.label or "")
         labels = f'interface="{_escape(peer.interface)}",public_key="{_escape(peer.public_key)}",friendly_name="{name}"'
@@ -140,6 +142,13 @@ def peer_exposition(peers: list[PeerTraffic]) -> str:
                 limit.append(f"awgd_peer_plan_limit_bytes{{{labels}}} {peer.plan.limit_bytes}")
         for reason in peer.blocked:
             blocked.append(f'awgd_peer_blocked{{{labels},reason="{_escape(reason)}"}} 1')
+        if peer.rate_limit is not None:
+            # direction as the user sees it: down = to the peer, up = from it
+            for direction, kbit in (("down", peer.rate_limit.down_kbit), ("up", peer.rate_limit.up_kbit)):
+                if kbit is not None:
+                    speed.append(
+                        f'awgd_peer_rate_limit_bits_per_second{{{labels},direction="{direction}"}} {kbit * 1000}'
+                    )
     parts = []
     for name, kind, help_text in PEER_FAMILIES:
         parts.append(f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n")

@@ -203,6 +203,18 @@ class Rate(Model):
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimit(Model):
+    """A peer's speed limit (peer.limit), kbit/s each way; None: not limited that way."""
+
+    down_kbit: int | None  # server to user: the user's download
+    up_kbit: int | None  # user to server: the user's upload
+
+    @classmethod
+    def read(cls, fields: Fields) -> Self:
+        return cls(fields.optional_integer("down_kbit"), fields.optional_integer("up_kbit"))
+
+
+@dataclass(frozen=True, slots=True)
 class Plan(Model):
     """A peer's plan (plan.set) and where it stands in its current window."""
 
@@ -215,6 +227,13 @@ class Plan(Model):
     end: datetime | None  # None: never renewed (reset "none")
     used_bytes: int
     remaining_bytes: int | None  # None without a limit; never negative
+    over_quota: str = "block"  # what a used-up quota does: "block" or "throttle" (API v3)
+    throttle_kbit: int | None = None  # the speed while a throttle plan's quota is used up
+
+    @property
+    def throttling(self) -> bool:
+        """A throttle plan whose quota is used up: the peer is slowed, not cut off."""
+        return self.over_quota == "throttle" and self.limit_bytes is not None and self.used_bytes >= self.limit_bytes
 
     @classmethod
     def read(cls, fields: Fields) -> Self:
@@ -231,6 +250,8 @@ class Plan(Model):
             fields.optional_time("end"),
             fields.integer("used_bytes"),
             fields.optional_integer("remaining_bytes"),
+            fields.optional_string("over_quota") or "block",
+            fields.optional_integer("throttle_kbit"),
         )
 
 
@@ -253,11 +274,13 @@ class PeerTraffic(Model):
     plan: Plan | None = None
     rate: Rate | None = None  # an awgd addition; absent from older daemons
     replaced_by: str | None = None  # the key that took its place (peer.rekey)
+    rate_limit: RateLimit | None = None  # its speed limit (API v3); None: not limited
 
     @classmethod
     def read(cls, fields: Fields) -> Self:
         return cls(
             replaced_by=fields.optional_string("replaced_by"),
+            rate_limit=fields.optional_object("rate_limit", RateLimit.read),
             interface=fields.string("interface"),
             public_key=fields.string("public_key"),
             label=fields.optional_string("label"),

@@ -182,6 +182,14 @@ class Client:
         given = methods.rekey_params(interface, public_key, new_public_key, preshared_key)
         return PeerTraffic.from_json(self.change("peer.rekey", given))
 
+    def limit_peer(
+        self, interface: str, public_key: str, *, down_kbit: int | None = None, up_kbit: int | None = None
+    ) -> PeerTraffic:
+        """peer.limit: the peer's speed limit each way in kbit/s (None: no limit that way;
+        both None lifts it). Applied with tc at once, and again whenever it goes missing."""
+        given = methods.limit_params(interface, public_key, down_kbit, up_kbit)
+        return PeerTraffic.from_json(self.change("peer.limit", given))
+
     def block_peer(self, interface: str, public_key: str) -> PeerTraffic:
         return PeerTraffic.from_json(self.change("peer.block", {"interface": interface, "public_key": public_key}))
 
@@ -198,8 +206,12 @@ class Client:
         anchor: date | str | None = None,
         expires_at: datetime | str | None = None,
         warn_at: list[float] | None = None,
+        over_quota: str | None = None,
+        throttle_kbit: int | None = None,
     ) -> PeerTraffic:
-        """plan.set: replaces the peer's whole plan; it takes effect at once."""
+        """plan.set: replaces the peer's whole plan; it takes effect at once. `over_quota`
+        "throttle" slows the peer to `throttle_kbit` both ways when its quota is used up,
+        instead of cutting it off ("block", the default)."""
         given = methods.plan_params(
             interface,
             public_key,
@@ -208,6 +220,8 @@ class Client:
             anchor=anchor,
             expires_at=expires_at,
             warn_at=warn_at,
+            over_quota=over_quota,
+            throttle_kbit=throttle_kbit,
         )
         return PeerTraffic.from_json(self.change("plan.set", given))
 

@@ -63,6 +63,7 @@ TEMPLATES: Final[Mapping[str, str]] = {
     "stats_header": N_("<b>Your traffic</b>"),
     "profile_name": N_("<b>{name}</b>"),
     "state_paused": N_("⛔ VPN paused: {reasons}"),
+    "state_throttled": N_("🐢 Slowed to {speed}: the traffic limit is used up"),
     "state_removed": N_("🚫 This profile is no longer on the server"),
     "state_replaced": N_("🔁 Replaced by a new config"),
     "state_online": N_("🟢 Online"),
@@ -79,12 +80,21 @@ TEMPLATES: Final[Mapping[str, str]] = {
     "valid_until": N_("Valid until {day}"),
     "expired_on": N_("Expired on {day}"),
     "lifetime": N_("All time: {total}"),
+    "speed_limit": N_("Speed: up to ⬇ {down} · ⬆ {up}"),
+    "speed_any": N_("unlimited"),
     "unavailable": N_("Traffic figures are unavailable right now. Please try again later."),
     # the plan notices
     "notice_quota_warning": N_("⚠️ <b>{name}</b>: {used} of {limit} used ({percent}). Renews on {renews}."),
     "notice_quota_warning_final": N_("⚠️ <b>{name}</b>: {used} of {limit} used ({percent})."),
     "notice_quota_exceeded": N_("⛔ <b>{name}</b>: all {limit} are used. The VPN is paused until {renews}."),
     "notice_quota_exceeded_final": N_("⛔ <b>{name}</b>: all {limit} are used. The VPN is paused."),
+    "notice_quota_throttled": N_(
+        "🐢 <b>{name}</b>: all {limit} are used. The speed is limited to {speed} until {renews}."
+    ),
+    "notice_quota_throttled_final": N_("🐢 <b>{name}</b>: all {limit} are used. The speed is limited to {speed}."),
+    "notice_plan_renewed_full_speed": N_(
+        "✅ <b>{name}</b>: a new period started, full speed again ({limit} until {renews})."
+    ),
     "notice_plan_renewed": N_("✅ <b>{name}</b>: a new period started, the VPN works again ({limit} until {renews})."),
     "notice_plan_renewed_unlimited": N_("✅ <b>{name}</b>: a new period started, the VPN works again."),
     "notice_plan_expired": N_("⌛ <b>{name}</b>: your plan expired on {day}. The VPN is paused."),
@@ -142,6 +152,8 @@ _DECIMAL_UNITS: Final = (N_("B"), N_("kB"), N_("MB"), N_("GB"), N_("TB"), N_("PB
 _BINARY_UNITS: Final = (N_("B"), N_("KiB"), N_("MiB"), N_("GiB"), N_("TiB"), N_("PiB"))
 
 _JUST_NOW: Final = N_("just now")
+_KBIT: Final = N_("kbit/s")
+_MBIT: Final = N_("Mbit/s")
 
 Overrides = Mapping[str, str] | Callable[[str, dict[str, Any]], str | None]
 
@@ -190,6 +202,15 @@ class UserTexts:
             index += 1
         pattern = "#,##0" if index == 0 or value >= 100 else "#,##0.#"
         return f"{format_decimal(value, pattern, locale=self.language)}\u00a0{self._gettext(names[index])}"
+
+    def speed(self, kbit: int | None) -> str:
+        """2000 is "2 Mbit/s", 500 "500 kbit/s" (in the user's language); None "unlimited"."""
+        if kbit is None:
+            return self("speed_any")
+        if kbit < 1000:
+            return f"{format_decimal(kbit, '#,##0', locale=self.language)}\u00a0{self._gettext(_KBIT)}"
+        value = format_decimal(kbit / 1000, "#,##0.#", locale=self.language)
+        return f"{value}\u00a0{self._gettext(_MBIT)}"
 
     def percent(self, used: int, limit: int) -> str:
         """The share of `limit` used, rounded down: 63 % until 64 % is reached."""
@@ -240,6 +261,9 @@ def render_profile(texts: UserTexts, name: str, figures: Sequence[PeerTraffic], 
         upload = sum(f.period.rx_bytes for f in figures)
         lines.append(texts("usage_period", download=texts.size(download), upload=texts.size(upload)))
         lines.append(texts("resets_on", day=texts.day(figures[0].period.end)))
+    limit = next((f.rate_limit for f in figures if f.rate_limit is not None), None)
+    if limit is not None:
+        lines.append(texts("speed_limit", down=texts.speed(limit.down_kbit), up=texts.speed(limit.up_kbit)))
     if figures:
         lines.append(texts("lifetime", total=texts.size(sum(f.lifetime.total_bytes for f in figures))))
     return "\n".join(lines)
@@ -249,10 +273,13 @@ def _reasons(figures: Sequence[PeerTraffic]) -> tuple[str, ...]:
     return tuple(sorted({reason for f in figures for reason in f.blocked}))
 
 
-def _state(texts: UserTexts, figures: Sequence[PeerTraffic], now: datetime | None) -> str:
+def _state(texts: UserTexts, figures: Sequence[PeerTraffic], now: datetime | None) -> str:  # noqa: PLR0911
     reasons = _reasons(figures)
     if reasons:  # a paused VPN is what the user needs to know, whether the app is running or not
         return texts("state_paused", reasons=", ".join(_reason(texts, r) for r in reasons))
+    throttled = next((f.plan for f in figures if f.plan is not None and f.plan.throttling), None)
+    if throttled is not None:  # slowed, not cut off: the app works, slowly
+        return texts("state_throttled", speed=texts.speed(throttled.throttle_kbit))
     if figures and not any(f.present for f in figures):
         if any(f.replaced_by for f in figures):
             return texts("state_replaced")
@@ -308,6 +335,7 @@ def render_notice(  # noqa: PLR0911 - one return per kind of message
     if event.type not in NOTIFIED or (event.type == "plan.renewed" and not event.data.get("quota_lifted")):
         return None
     data, plan = event.data, peer.plan if peer is not None else None
+    throttling_plan = plan is not None and plan.over_quota == "throttle"
     fields: dict[str, Any] = {"name": html.escape(name)}
     limit = _int(data.get("limit_bytes"))
     if limit is None and plan is not None:
@@ -324,7 +352,8 @@ def render_notice(  # noqa: PLR0911 - one return per kind of message
         end = _moment(data.get("end"))
         if end is None or limit is None:
             return texts("notice_plan_renewed_unlimited", name=fields["name"])
-        return texts("notice_plan_renewed", **fields | {"renews": texts.day(end)})
+        key = "notice_plan_renewed_full_speed" if throttling_plan else "notice_plan_renewed"
+        return texts(key, **fields | {"renews": texts.day(end)})
     if limit is None:  # a quota event always carries its limit; an older daemon's may not
         return None
     if event.type == "quota.warning":
@@ -333,6 +362,9 @@ def render_notice(  # noqa: PLR0911 - one return per kind of message
             return None  # the same sample went over the limit: the cut-off's message says it
         fields |= {"used": texts.size(used), "percent": texts.percent(used, limit)}
         return texts("notice_quota_warning" if "renews" in fields else "notice_quota_warning_final", **fields)
+    if throttling_plan and plan is not None:
+        fields["speed"] = texts.speed(plan.throttle_kbit)
+        return texts("notice_quota_throttled" if "renews" in fields else "notice_quota_throttled_final", **fields)
     return texts("notice_quota_exceeded" if "renews" in fields else "notice_quota_exceeded_final", **fields)
 
 

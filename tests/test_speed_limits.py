@@ -1,0 +1,127 @@
+"""peer.limit on real amneziawg-go 3.1 in namespaces, measured with iperf3 through the tunnel:
+a limited peer gets its limit each way, an unlimited one beside it keeps full speed, a
+re-created interface gets the limit back at the next sample, and lifting it restores full
+speed (API v3, section 3)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+from test_awgctl import awgctl
+from test_daemon_rollover import fake_clock, needs_faketime
+from test_peers import Server, bed, pings  # noqa: F401 - the fixture: three clients on real amneziawg-go
+from test_plans import Subscription
+from wgbed import Client, TestBed
+
+pytestmark = [pytest.mark.wireguard]
+
+DOWN_KBIT, UP_KBIT = 2000, 1000
+SECONDS = 4  # per measurement: long enough for TCP to settle on the limit
+
+
+@pytest.fixture
+def iperf_server(bed: TestBed) -> Iterator[None]:  # noqa: F811
+    if shutil.which("iperf3") is None:
+        pytest.skip("iperf3 is not installed")
+    server = subprocess.Popen(
+        bed.server.argv("iperf3", "-s", "--forceflush"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert server.stdout is not None
+    for line in server.stdout:  # listening: an event, not a sleep
+        if "listening" in line.lower():
+            break
+    try:
+        yield
+    finally:
+        server.kill()
+        server.wait()
+
+
+def mbit(testbed: TestBed, client: Client, *, download: bool) -> float:
+    """What iperf3 moved through the tunnel, Mbit/s: to the client (download) or from it."""
+    argv = ["iperf3", "-c", testbed.server_of(client).address, "-t", str(SECONDS), "-J", *(["-R"] if download else [])]
+    done = subprocess.run(client.host.argv(*argv), capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stdout[-500:] + done.stderr
+    return float(json.loads(done.stdout)["end"]["sum_received"]["bits_per_second"]) / 1e6
+
+
+def test_a_limit_holds_each_way_comes_back_and_goes(daemons, bed: TestBed, iperf_server: None) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    server = Server(daemons, bed, on_server=(1, 2))
+    limited, free = bed.peers[0], bed.peers[1]
+    key = limited.tunnel.public_key
+    answer = server.result("peer.limit", public_key=key, down_kbit=DOWN_KBIT, up_kbit=UP_KBIT)
+    assert answer["rate_limit"] == {"down_kbit": DOWN_KBIT, "up_kbit": UP_KBIT}
+    down, up = mbit(bed, limited, download=True), mbit(bed, limited, download=False)
+    assert 1.2 <= down <= 2.3 and 0.3 <= up <= 1.2, (down, up)
+    free_down, free_up = mbit(bed, free, download=True), mbit(bed, free, download=False)
+    assert free_down > 4 * DOWN_KBIT / 1000 and free_up > 4 * UP_KBIT / 1000, (free_down, free_up)
+    # The interface re-created from its file has no qdisc; the next sample puts the limit back.
+    server.restart_from_file()
+    server.daemon.result("traffic.sample")
+    assert 1.2 <= mbit(bed, limited, download=True) <= 2.3
+    shown = awgctl("--socket", server.daemon.socket, "peer", key).stdout
+    assert "speed      down 2Mbit/s, up 1Mbit/s" in shown
+    # Lifted: full speed again, and nothing of it left on the interface.
+    lifted = server.result("peer.limit", public_key=key, down_kbit=None, up_kbit=None)
+    assert lifted["rate_limit"] is None
+    assert mbit(bed, limited, download=True) > 4 * DOWN_KBIT / 1000
+    assert "class htb" not in bed.server.run("tc", "class", "show", "dev", server.ifname)
+
+
+def test_peer_limit_is_checked_and_kept(daemons, bed: TestBed) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    server = Server(daemons, bed, on_server=(1,))
+    key = bed.peers[0].tunnel.public_key
+    for bad in ({"down_kbit": 7}, {"up_kbit": 10_000_001}, {"down_kbit": "10M"}, {"down_kbit": True}):
+        error = server.call("peer.limit", public_key=key, **bad)["error"]
+        assert error["code"] == -32602 and "kbit/s" in error["message"], error
+    done = awgctl("--socket", server.daemon.socket, "peer", "limit", key, "-i", server.ifname, "--down", "10M")
+    assert done.returncode == 0 and "down 10Mbit/s, up no limit" in done.stdout, done.stderr
+    done = awgctl("--socket", server.daemon.socket, "peer", "limit", key, "-i", server.ifname, "--up", "500k")
+    assert server.result("traffic.get", public_key=key)["rate_limit"] == {"down_kbit": 10000, "up_kbit": 500}
+    assert "10M/500k" in awgctl("--socket", server.daemon.socket, "peers").stdout
+    # Kept in the ledger: a restarted awgd applies it to the interface again.
+    server.daemon.stop()
+    bed.server.run("tc", "qdisc", "del", "dev", server.ifname, "root")
+    server.daemon.start()
+    assert server.result("traffic.get", public_key=key)["rate_limit"] == {"down_kbit": 10000, "up_kbit": 500}
+    assert "rate 10Mbit" in bed.server.run("tc", "class", "show", "dev", server.ifname)
+
+
+@needs_faketime
+def test_a_throttle_plan_slows_instead_of_cutting_off(daemons, bed: TestBed, iperf_server: None) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    # awgd's clock starts 60 s before midnight in Moscow; the plan's window is a day.
+    server = Server(daemons, bed, on_server=(1, 2), env=fake_clock("2026-11-30 23:59:00"))
+    user = bed.peers[0]
+    key = user.tunnel.public_key
+    bed.ping(user, 2)
+    server.daemon.result("traffic.sample")
+    used = server.result("traffic.get", public_key=key)["period"]["total_bytes"]
+    plan = {"public_key": key, "reset": "day", "over_quota": "throttle", "throttle_kbit": 1000}
+    feed = Subscription(server.daemon.socket, types=["peer.throttled", "peer.unthrottled", "plan.renewed"])
+    feed.sock.settimeout(120)
+    server.result("plan.set", limit_bytes=used + 1000, **plan)
+    bed.ping(user, 10)  # past the limit: slowed, not cut off
+    server.daemon.result("traffic.sample")
+    assert feed.event()["type"] == "peer.throttled"
+    now = server.result("traffic.get", public_key=key)
+    assert now["blocked"] == [] and now["rate_limit"] == {"down_kbit": 1000, "up_kbit": 1000}
+    assert pings(bed, user)
+    assert 0.5 <= mbit(bed, user, download=True) <= 1.2
+    # A top-up lifts it at once.
+    server.result("plan.set", limit_bytes=used + 10**10, **plan)
+    assert feed.event()["type"] == "peer.unthrottled"
+    assert server.result("traffic.get", public_key=key)["rate_limit"] is None
+    assert mbit(bed, user, download=True) > 4
+    # Used up again; the next window (00:00 on awgd's clock) lifts it at that instant.
+    total = server.result("traffic.get", public_key=key)["plan"]["used_bytes"]
+    server.result("plan.set", limit_bytes=total, **plan)
+    assert feed.event()["type"] == "peer.throttled"
+    kinds = [feed.event()["type"], feed.event()["type"]]  # the renewal, and the throttle lifted with it
+    assert sorted(kinds) == ["peer.unthrottled", "plan.renewed"], kinds
+    feed.close()
+    assert server.result("traffic.get", public_key=key)["rate_limit"] is None
+    assert mbit(bed, user, download=True) > 4
