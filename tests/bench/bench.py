@@ -893,6 +893,144 @@ def bench_fleet(run: Run) -> None:
         pg.remove()
 
 
+# Section 11: speed limits. As many limited peers as the issue names, on one interface.
+SHAPED_PEERS = 5000
+IPERF_SECONDS = 3
+
+
+def shaped_wanted(n: int, down: int = 2000) -> dict[str, Any]:
+    from awgd.shaping import RateLimit, Wanted
+
+    return {f"k{i}": Wanted(RateLimit(down, 1000), (f"10.8.{i // 250 + 1}.{i % 250 + 2}/32",)) for i in range(n)}
+
+
+def tc_batch(namespace: str, lines: list[list[str]]) -> float:
+    """Seconds `tc -batch` took to run these commands in the namespace (fails loudly)."""
+    from awgd.shaping import batch
+
+    started = time.perf_counter()
+    argv = ["ip", "netns", "exec", namespace, "tc", "-batch", "-"]
+    done = subprocess.run(argv, input=batch(lines), capture_output=True, text=True, check=False)
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"tc -batch failed: {done.stderr.strip()[:300]}")
+    return elapsed
+
+
+def iperf_mbit(server_ns: str, client_ns: str, address: str) -> float:
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", server_ns, "iperf3", "-s", "-1"], stdout=subprocess.PIPE, text=True
+    )
+    assert server.stdout is not None
+    for line in server.stdout:
+        if "listening" in line.lower():
+            break
+    done = subprocess.run(
+        ["ip", "netns", "exec", client_ns, "iperf3", "-c", address, "-t", str(IPERF_SECONDS), "-J"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    server.wait(timeout=30)
+    return float(json.loads(done.stdout)["end"]["sum_received"]["bits_per_second"]) / 1e6
+
+
+def bench_shaping(run: Run) -> None:
+    """11. The cost of speed limits: tc's work for one change among 5,000 limited peers, the
+    per-packet cost of their classifier for a packet no filter claims, and what a sample
+    pays (Shaper.reconcile with nothing changed)."""
+    from awgd.shaper import Shaper
+    from awgd.shaping import InterfaceShaping, RateLimit, ifb_name, plan
+
+    if shutil.which("iperf3") is None or shutil.which("tc") is None:
+        row("11. speed limits", "skipped", "", None, "needs tc and iperf3", None)
+        return
+    a, b = f"awgdbench{os.getpid()}a", f"awgdbench{os.getpid()}b"
+    for name in (a, b):
+        subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(
+            ["ip", "-n", a, "link", "add", "awg0", "type", "veth", "peer", "name", "eth0", "netns", b], check=True
+        )
+        for name, dev, address in ((a, "awg0", "10.9.0.1/24"), (b, "eth0", "10.9.0.2/24")):
+            subprocess.run(["ip", "-n", name, "addr", "add", address, "dev", dev], check=True)
+            subprocess.run(["ip", "-n", name, "link", "set", dev, "up"], check=True)
+        print(f"11. speed limits: {SHAPED_PEERS} limited peers ...", flush=True)
+        plain = [iperf_mbit(b, a, "10.9.0.2")]  # the veth alone, before any qdisc
+        state = InterfaceShaping("awg0", ifb_name("awg0"))
+        wanted = shaped_wanted(SHAPED_PEERS)
+        steps = plan(state, 1, wanted)
+        for line in steps.ip_before:
+            subprocess.run(["ip", "netns", "exec", a, "ip", *line], check=False)
+        setup = tc_batch(a, steps.tc)
+        row(f"11. set up {SHAPED_PEERS} limited peers (tc -batch)", ms(setup), "", None, "", None)
+        changes = []
+        for i in range(20):
+            wanted[f"k{i * 97}"] = replace(wanted[f"k{i * 97}"], limit=RateLimit(3000 + i, 1000))
+            changes.append(tc_batch(a, plan(state, 1, wanted).tc))
+        change = statistics.median(changes)
+        RESULTS["shaping_change"] = summary(changes)
+        row(f"11. one peer's limit changed among {SHAPED_PEERS}", ms(change), "", None, "< 50 ms", change < 0.05)
+        # A packet to an unlimited address goes through the hash table and finds no filter.
+        shaped = [iperf_mbit(b, a, "10.9.0.2")]
+        subprocess.run(["ip", "netns", "exec", a, "tc", "qdisc", "del", "dev", "awg0", "root"], check=True)
+        plain.append(iperf_mbit(b, a, "10.9.0.2"))
+        state = InterfaceShaping("awg0", ifb_name("awg0"))
+        tc_batch(a, [line for line in plan(state, 1, wanted).tc if "ffff:" not in line and "ifbawg0" not in line])
+        shaped.append(iperf_mbit(b, a, "10.9.0.2"))
+        without, with_limits = statistics.median(plain), statistics.median(shaped)
+        packet_bits = 8 * 1448  # a full TCP segment through the veth
+        per_packet_ns = (packet_bits / (with_limits * 1e6) - packet_bits / (without * 1e6)) * 1e9
+        RESULTS["shaping_throughput"] = {"without": plain, "with": shaped, "per_packet_ns": per_packet_ns}
+        row(
+            f"11. unlimited traffic beside {SHAPED_PEERS} limited peers",
+            f"{with_limits:.0f} Mbit/s",
+            f"{without:.0f} Mbit/s",
+            with_limits / without,
+            f"{per_packet_ns:.0f} ns a packet",
+            None,
+        )
+    finally:
+        for name in (a, b):
+            subprocess.run(["ip", "netns", "del", name], check=False)
+    # What a sample pays: the shaper's look at the books when nothing changed, against the
+    # sample's own cost at the same N with 1 % of the peers moving.
+    n = max(run.sizes)
+    booker = Booker(Path(tempfile.mkdtemp(prefix="awgd-bench-")), datetime(2026, 11, 20, tzinfo=UTC))
+    peer_keys = keys(n)
+    counters = [(i, i) for i in range(n)]
+    booker.sample(synthetic_dump(peer_keys, counters, 1795620000), datetime(2026, 11, 20, tzinfo=UTC))
+    books = booker.sampler.books
+    limit = RateLimit(2000, 1000)
+    for public_key in peer_keys[:SHAPED_PEERS]:
+        book = books.peers[("wg0", public_key)]
+        books.settle("wg0", public_key, replace(book.settings, rate_limit=limit), datetime.now(UTC))
+    shaper = Shaper(lambda: Config(zone=ZONE))
+    interface = books.interfaces["wg0"]
+    ifindex = interface.checkpoint.ifindex if interface.checkpoint is not None else None
+    applied = shaper._applied["wg0"] = InterfaceShaping("wg0", ifb_name("wg0"))  # as if applied
+    from awgd.shaping import Wanted
+
+    plan(applied, ifindex, {k: Wanted(limit, books.peers[("wg0", k)].allowed_ips) for k in peer_keys[:SHAPED_PEERS]})
+    times = []
+    for _ in range(run.samples):
+        started = time.perf_counter()
+        booker.loop.run_until_complete(shaper.reconcile(books))
+        times.append(time.perf_counter() - started)
+    booker.close()
+    reconcile = statistics.median(times)
+    sample = own_cost(n, 0.01, run.samples, shuffled=True)["time"]["median"]
+    RESULTS["shaping_reconcile"] = {"reconcile": summary(times), "sample": sample}
+    row(
+        f"11. a sample's look at {SHAPED_PEERS} limits, N={n}, 1% moving",
+        ms(sample + reconcile),
+        ms(sample),
+        (sample + reconcile) / sample,
+        "<= 1.1x no limits",
+        (sample + reconcile) / sample <= 1.1,
+    )
+
+
 SECTIONS: dict[str, Callable[[Run], None]] = {
     "own": bench_own_cost,
     "plans": bench_plans,
@@ -903,6 +1041,7 @@ SECTIONS: dict[str, Callable[[Run], None]] = {
     "memory": bench_memory,
     "startup": bench_startup,
     "fleet": bench_fleet,
+    "shaping": bench_shaping,
 }
 
 

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=tests/install.sh
 . tests/install.sh
-ensure_apt python3-venv python3-pip procps "${WIREGUARD_PACKAGES[@]}"
+ensure_apt python3-venv python3-pip procps iperf3 "${WIREGUARD_PACKAGES[@]}"
 ensure_apt_not_started "${DOCKER_PACKAGES[@]}" "${POSTGRES_PACKAGES[@]}"
 VENV=${AWGD_BENCH_VENV:-.venv}
 # Every section's needs: the daemon's, the fleet's (psycopg) and the exporter's (section 9).
