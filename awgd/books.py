@@ -36,6 +36,7 @@ from awgd.accounting import InterfaceCheckpoint, PeerKey, restarted
 from awgd.dump_parser import Interface, Peer
 from awgd.entry import DRX, DTX, PEER_ID, Entry, LoadedPeer, Target, day_number, unix
 from awgd.events import Event
+from awgd.ip_link import Link
 from awgd.peer_names import Names
 from awgd.peer_settings import NO_SETTINGS, Settings
 from awgd.periods import Period, local_day, period_containing
@@ -211,6 +212,10 @@ class Books:
         self.blocking: set[PeerKey] = set()  # peers with a reason to be blocked
         self.restoring: set[PeerKey] = set()  # unblocked, until their allowed IPs are seen live
         self.shaped: set[PeerKey] = set()  # peers with a speed limit or a throttle (awgd.shaper)
+        # Every link `ip` listed at the last sample that read them (the shaper's IFBs too): their
+        # root qdiscs show whether the limits are still set up.
+        self.links: Mapping[str, Link] = {}
+        self.links_read = 0  # how many readings have set `links`
         # Plans (awgd.plans): where each planned peer stands, when a verdict next changes by
         # itself (Unix seconds), and the peers close enough to their limit to sample often.
         self.plans: dict[PeerKey, PlanState] = {}
@@ -658,6 +663,9 @@ class Books:
     def _see_interfaces(self, reading: Reading, read: list[Interface], watched: frozenset[str]) -> None:
         by_name = {i.name: i for i in read}
         links, unread = reading.links, reading.unread
+        if links is not None:
+            self.links = links
+            self.links_read += 1
         names = set(by_name) | set(watched) | {n for n in unread if not watched or n in watched}
         for name in names:
             book = self.interfaces.get(name)

@@ -39,6 +39,9 @@ class Shaper:
         self._config = config
         # What was applied to each interface; read and changed only under PeerAdmin's lock.
         self._applied: dict[str, InterfaceShaping] = {}
+        # Which reading of the links each interface's tree was last changed after: `ip`'s view
+        # from before a change cannot say the change is gone.
+        self._changed_at: dict[str, int] = {}
         self._complaints: dict[str, str] = {}
 
     @staticmethod
@@ -65,7 +68,13 @@ class Shaper:
                     self._applied[name] = without(self._applied[name])
                 continue
             ifindex = iface.checkpoint.ifindex if iface.checkpoint is not None else None
+            state = self._applied.get(name)
+            if state is not None and books.links_read > self._changed_at.get(name, -1) and state.gone(books.links):
+                log.info("the speed limits on %s are gone (re-created?): setting them up again", name)
+                self._applied[name] = without(state)
             problem = await self._apply(name, ifindex, wanted.get(name, {}))
+            if problem is None:
+                self._changed_at[name] = books.links_read
             if problem is not None:
                 problems[name] = problem
         return problems

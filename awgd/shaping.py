@@ -30,6 +30,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
+from awgd.ip_link import Link
+
 # peer.limit's bounds, kbit/s: below 8 a class cannot pass one full packet a second;
 # above 10 Gbit/s no tunnel goes.
 MIN_KBIT = 8
@@ -144,6 +146,21 @@ class InterfaceShaping:
     egress: Side = field(default_factory=Side)
     ingress: Side = field(default_factory=Side)
     redirected: bool = False  # the interface's ingress goes to the IFB
+    lost: bool = False  # what was applied may be gone or half there: start from nothing
+
+    def gone(self, links: Mapping[str, Link]) -> bool:
+        """Whether `ip`'s view of the links says what was applied is gone: the interface's
+        root qdisc is no longer HTB (re-created, a container restart in a new namespace with
+        the same ifindex), or the IFB is missing or bare."""
+        if self.egress.ready:
+            link = links.get(self.device)
+            if link is None or link.qdisc != "htb":
+                return True
+        if self.redirected:
+            ifb = links.get(self.ifb)
+            if ifb is None or (self.ingress.ready and ifb.qdisc != "htb"):
+                return True
+        return False
 
 
 def ifb_name(device: str) -> str:
@@ -187,16 +204,16 @@ def plan(state: InterfaceShaping, ifindex: int | None, wanted: Mapping[str, Want
     device, ifb = check_device(state.device), check_device(state.ifb)
     steps = Steps()
     wanted = {key: w for key, w in wanted.items() if not w.limit.empty and w.networks}
-    if ifindex != state.ifindex:
-        if wanted or state.peers:
+    if ifindex != state.ifindex or state.lost:
+        if wanted or state.peers or state.lost:
             steps.reset = [
                 ["qdisc", "del", "dev", device, "root"],
                 ["qdisc", "del", "dev", device, "ingress"],
                 ["qdisc", "del", "dev", ifb, "root"],
             ]
-            steps.reset_ip = [["link", "del", ifb]]
+            steps.reset_ip = [["link", "delete", ifb]]  # spelled out: busybox's ip takes it too
         fresh = without(state)
-        state.ifindex, state.peers = ifindex, fresh.peers
+        state.ifindex, state.peers, state.lost = ifindex, fresh.peers, False
         state.egress, state.ingress, state.redirected = fresh.egress, fresh.ingress, False
     for key in [k for k, applied in state.peers.items() if wanted.get(k) != applied.wanted]:
         steps.tc += _remove(state, state.peers.pop(key))
@@ -212,7 +229,7 @@ def plan(state: InterfaceShaping, ifindex: int | None, wanted: Mapping[str, Want
         state.redirected = True
     elif not needs_up and state.redirected:
         steps.tc += [["qdisc", "del", "dev", device, "ingress"], ["qdisc", "del", "dev", ifb, "root"]]
-        steps.ip_after = [["link", "del", ifb]]
+        steps.ip_after = [["link", "delete", ifb]]
         state.redirected, state.ingress = False, Side()
     return steps
 
@@ -329,5 +346,6 @@ def batch(lines: list[list[str]]) -> str:
 
 
 def without(state: InterfaceShaping) -> InterfaceShaping:
-    """A copy that has forgotten what it applied (its interface is gone)."""
-    return replace(state, ifindex=None, peers={}, egress=Side(), ingress=Side(), redirected=False)
+    """A copy that has forgotten what it applied, and will clear the interface before it
+    applies anything again (its interface is gone, or a tc run failed halfway)."""
+    return replace(state, ifindex=None, peers={}, egress=Side(), ingress=Side(), redirected=False, lost=True)

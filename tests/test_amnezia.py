@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -283,3 +284,50 @@ def test_peer_new_through_docker_exec_in_both_layouts(  # type: ignore[no-untype
         assert key in engine.docker("exec", server.name, tool, "show", server.iface, "peers").stdout
     finally:
         server.down()
+
+
+def test_a_speed_limit_holds_through_docker_exec(daemons, engine: DockerEngine, images: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    """peer.limit into Amnezia's container: tc and the IFB through `docker exec`, measured with
+    iperf3 between the client's and the server's containers; back after `docker restart`."""
+    if shutil.which("iperf3") is None:
+        pytest.skip("iperf3 is not installed")
+    server = AmneziaServer(engine, images["awg"], AMNEZIAWG, clients=2).up()
+    try:
+        daemon = start(daemons, engine)
+        limited, free = server.peers
+        answer = daemon.result(
+            "peer.limit", interface="wg0", public_key=limited.public_key, down_kbit=2000, up_kbit=1000
+        )
+        assert answer["rate_limit"] == {"down_kbit": 2000, "up_kbit": 1000}
+        down, up = iperf(server, limited, download=True), iperf(server, limited, download=False)
+        assert 1.2 <= down <= 2.3 and 0.3 <= up <= 1.2, (down, up)
+        assert iperf(server, free, download=True) > 8
+        server.restart(SERVER_NAME)  # the interface comes back from wg0.conf, without qdiscs
+        daemon.result("traffic.sample")
+        server.restart(limited.name)
+        assert 1.2 <= iperf(server, limited, download=True) <= 2.3
+    finally:
+        server.down()
+
+
+def iperf(server: AmneziaServer, peer: amnezia.Peer, *, download: bool) -> float:
+    """Mbit/s through the tunnel between the client's container and the server's (host iperf3
+    in their network namespaces)."""
+    listening = subprocess.Popen(
+        ["nsenter", "-t", str(server.pid(SERVER_NAME)), "-n", "iperf3", "-s", "-1"], stdout=subprocess.PIPE, text=True
+    )
+    assert listening.stdout is not None
+    for line in listening.stdout:
+        if "listening" in line.lower():
+            break
+    argv = ["iperf3", "-c", amnezia.SERVER_ADDRESS, "-t", "4", "-J", *(["-R"] if download else [])]
+    done = subprocess.run(
+        ["nsenter", "-t", str(server.pid(peer.name)), "-n", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    listening.wait(timeout=30)
+    assert done.returncode == 0, done.stdout[-500:] + done.stderr
+    return float(json.loads(done.stdout)["end"]["sum_received"]["bits_per_second"]) / 1e6

@@ -59,7 +59,7 @@ class TcModel:
         for line in steps.tc:
             self.command(line)
         for line in steps.ip_after:
-            assert line[:2] == ["link", "del"]
+            assert line[:2] == ["link", "delete"]
             self.links.discard(line[2])
 
     def command(self, line: list[str]) -> None:
@@ -256,3 +256,17 @@ def test_real_tc_sends_each_peers_packets_to_its_class(pair: tuple[str, str]) ->
     assert ns(a, "ip", "link", "show", "ifbawg0").returncode != 0  # no upload limit left: no IFB
     apply(a, plan(state, 5, {}))
     assert ns(a, "tc", "class", "show", "dev", "awg0").stdout.strip() == ""
+
+
+def test_what_ip_lists_tells_whether_the_limits_are_gone() -> None:
+    from awgd.ip_link import Link
+
+    state = InterfaceShaping("awg0", ifb_name("awg0"))
+    plan(state, 4, {"k": Wanted(RateLimit(2000, 1000), ("10.8.0.2/32",))})
+    there = {"awg0": Link(4, True, "htb"), "ifbawg0": Link(9, True, "htb")}
+    assert not state.gone(there)
+    assert state.gone({**there, "awg0": Link(4, True, "fq_codel")})  # a new namespace, the same ifindex
+    assert state.gone({"awg0": there["awg0"]})  # the IFB went with the old namespace
+    assert state.gone({})
+    plan(state, 4, {"k": Wanted(RateLimit(2000, None), ("10.8.0.2/32",))})
+    assert not state.gone({"awg0": there["awg0"]})  # no upload limit: no IFB to look for

@@ -83,6 +83,11 @@ def test_peer_limit_is_checked_and_kept(daemons, bed: TestBed) -> None:  # type:
     done = awgctl("--socket", server.daemon.socket, "peer", "limit", key, "-i", server.ifname, "--up", "500k")
     assert server.result("traffic.get", public_key=key)["rate_limit"] == {"down_kbit": 10000, "up_kbit": 500}
     assert "10M/500k" in awgctl("--socket", server.daemon.socket, "peers").stdout
+    # Taken away behind awgd's back, with the same ifindex (as a container restarted in a new
+    # namespace may have it): the next sample sees the root qdisc is not its own, and sets it up.
+    bed.server.run("tc", "qdisc", "del", "dev", server.ifname, "root")
+    server.daemon.result("traffic.sample")  # reads the links without awgd's qdisc, and sets it up
+    assert "rate 10Mbit" in bed.server.run("tc", "class", "show", "dev", server.ifname)
     # Kept in the ledger: a restarted awgd applies it to the interface again.
     server.daemon.stop()
     bed.server.run("tc", "qdisc", "del", "dev", server.ifname, "root")

@@ -79,17 +79,17 @@ IP_OUTPUT = (
 
 def test_parse_ip_link() -> None:
     assert parse_ip_link(IP_OUTPUT) == {
-        "lo": Link(1, True),
-        "awg0": Link(7, True),
-        "wg1": Link(9, False),
-        "veth0": Link(12, True),
+        "lo": Link(1, True, "noqueue"),
+        "awg0": Link(7, True, "fq_codel"),  # the root qdisc: awgd's speed limits make it htb
+        "wg1": Link(9, False, "noop"),
+        "veth0": Link(12, True, "noqueue"),
     }
 
 
 def test_parse_real_ip_output() -> None:
     output = asyncio.run(run_command(["ip", "-o", "link", "show"], 5))
     links = parse_ip_link(output.stdout.decode())
-    assert links["lo"] == Link(1, True)
+    assert links["lo"].ifindex == 1 and links["lo"].up and links["lo"].qdisc is not None
 
 
 # ---- subprocess limits ------------------------------------------------------------------

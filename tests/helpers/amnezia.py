@@ -5,7 +5,8 @@ laid out as Amnezia's, and containers wired to each other.
   firewall rules and no bridge (`--iptables=false --bridge=none`), so it changes nothing on the
   machine; `stop()` stops it and removes all it made. Clients find it through DOCKER_HOST.
 - `build_image` makes the image offline (no registry is reachable here) from a local root file
-  system, as Amnezia's image is laid out: a busybox userland (so `ip` is busybox's), amneziawg-go
+  system, as Amnezia's image is laid out: a busybox userland (so `ip` is busybox's) with
+  iproute2's `tc`, amneziawg-go
   in userspace, the tool as `awg` (with `wg` a link to it, as in amneziawg-go's images) or only
   as `wg` (older images), the interface configured at start from /opt/amnezia/awg/wg0.conf, and
   the clients' names in /opt/amnezia/awg/clientsTable.
@@ -182,7 +183,11 @@ def build_image(engine: DockerEngine, flavor: Flavor, tool: str) -> str:
     shutil.copy2(shutil.which(flavor.tool) or flavor.tool, root / "usr/bin" / tool)
     if tool == "awg":
         (root / "usr/bin/wg").symlink_to("awg")
-    for library in {*_libraries(flavor.daemon), *_libraries(flavor.tool)}:
+    # iproute2's tc, as Amnezia's images have it (amneziawg-go's Dockerfile: apk add iproute2);
+    # `ip` stays busybox's, as in the oldest images.
+    tc = shutil.which("tc") or "/usr/sbin/tc"
+    shutil.copy2(tc, root / "usr/bin/tc")
+    for library in {*_libraries(flavor.daemon), *_libraries(flavor.tool), *_libraries(tc)}:
         target = root / library.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(library, target)
