@@ -314,7 +314,9 @@ def iperf(server: AmneziaServer, peer: amnezia.Peer, *, download: bool) -> float
     """Mbit/s through the tunnel between the client's container and the server's (host iperf3
     in their network namespaces)."""
     listening = subprocess.Popen(
-        ["nsenter", "-t", str(server.pid(SERVER_NAME)), "-n", "iperf3", "-s", "-1"], stdout=subprocess.PIPE, text=True
+        ["nsenter", "-t", str(server.pid(SERVER_NAME)), "-n", "iperf3", "-s", "-1", "--forceflush"],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert listening.stdout is not None
     for line in listening.stdout:
@@ -330,4 +332,6 @@ def iperf(server: AmneziaServer, peer: amnezia.Peer, *, download: bool) -> float
     )
     listening.wait(timeout=30)
     assert done.returncode == 0, done.stdout[-500:] + done.stderr
-    return float(json.loads(done.stdout)["end"]["sum_received"]["bits_per_second"]) / 1e6
+    result = json.loads(done.stdout)
+    assert "sum_received" in result.get("end", {}), result.get("error") or done.stdout[-800:]
+    return float(result["end"]["sum_received"]["bits_per_second"]) / 1e6
