@@ -212,6 +212,7 @@ class Books:
         self.blocking: set[PeerKey] = set()  # peers with a reason to be blocked
         self.restoring: set[PeerKey] = set()  # unblocked, until their allowed IPs are seen live
         self.shaped: set[PeerKey] = set()  # peers with a speed limit or a throttle (awgd.shaper)
+        self.shaping_stamp = 0  # changes when a shaped peer's settings do (awgd.shaper looks then)
         # Every link `ip` listed at the last sample that read them (the shaper's IFBs too): their
         # root qdiscs show whether the limits are still set up.
         self.links: Mapping[str, Link] = {}
@@ -381,7 +382,9 @@ class Books:
             self.restoring.discard((interface, public_key))
             self.plans.pop((interface, public_key), None)
             self.hot.discard((interface, public_key))
-            self.shaped.discard((interface, public_key))
+            if (interface, public_key) in self.shaped:
+                self.shaped.discard((interface, public_key))
+                self.shaping_stamp += 1
             self.version += 1
             if book is None:
                 return None
@@ -410,8 +413,10 @@ class Books:
             self.hot.discard(key)
         if settings.rate_limit is not None or settings.throttled is not None:
             self.shaped.add(key)
-        else:
+            self.shaping_stamp += 1
+        elif key in self.shaped:
             self.shaped.discard(key)
+            self.shaping_stamp += 1
         if settings.blocked:
             self.blocking.add(key)
             self.restoring.discard(key)
@@ -421,7 +426,9 @@ class Books:
                 self.restoring.add(key)
 
     def _drop(self, book: PeerBook) -> None:
-        self.shaped.discard(book.key)
+        if book.key in self.shaped:
+            self.shaped.discard(book.key)
+            self.shaping_stamp += 1
         del self.peers[book.key]
         del self.members[book.interface][book.public_key]
         others = [other for other in self.by_key[book.public_key] if other is not book]
