@@ -166,6 +166,7 @@ def test_prometheus_scrapes_the_ledgers_figures(daemons, bed: TestBed, exporter_
     server.result("peer.update", public_key=key, label='Alice "phone"')
     server.result("peer.block", public_key=other_key)
     server.result("plan.set", public_key=key, limit_bytes=10**9)
+    server.result("peer.limit", public_key=key, down_kbit=2000)
     figures = server.result("traffic.get", public_key=key)
     exporter = exporter_for(server.daemon.socket)
     text = exporter.scrape()
@@ -178,6 +179,9 @@ def test_prometheus_scrapes_the_ledgers_figures(daemons, bed: TestBed, exporter_
     assert got[series("awgd_peer_period_bytes", **labels, direction="tx")] == figures["period"]["tx_bytes"]
     assert got[series("awgd_peer_plan_limit_bytes", **labels)] == 10**9
     assert got[series("awgd_peer_online", **labels)] == 1
+    limit = series("awgd_peer_rate_limit_bytes_per_second", **labels, direction="down")
+    assert got[limit] == 250_000  # 2,000 kbit/s in bytes
+    assert not any(s.startswith("awgd_peer_rate_limit") and 'direction="up"' in s for s in got)
     other_labels = {"interface": server.ifname, "public_key": other_key, "friendly_name": ""}
     assert got[series("awgd_peer_blocked", **other_labels, reason="admin")] == 1
     assert not any(s.startswith("awgd_peer_blocked") and key in s for s in got)

@@ -108,7 +108,7 @@ PEER_FAMILIES = (
     ("awgd_peer_plan_limit_bytes", "gauge", "the limit of the peer's plan"),
     ("awgd_peer_plan_used_bytes", "gauge", "usage in the plan's current window"),
     ("awgd_peer_blocked", "gauge", "1 per reason the peer is blocked for"),
-    ("awgd_peer_rate_limit_bits_per_second", "gauge", "the peer's speed limit (peer.limit), per direction"),
+    ("awgd_peer_rate_limit_bytes_per_second", "gauge", "the peer's speed limit (peer.limit) in bytes a second"),
 )
 
 
@@ -124,7 +124,7 @@ def peer_exposition(peers: list[PeerTraffic]) -> str:
         lines["awgd_peer_plan_used_bytes"],
         lines["awgd_peer_blocked"],
     )
-    speed = lines["awgd_peer_rate_limit_bits_per_second"]
+    speed = lines["awgd_peer_rate_limit_bytes_per_second"]
     for peer in peers:
         name = _escape(peer.label or "")
         labels = f'interface="{_escape(peer.interface)}",public_key="{_escape(peer.public_key)}",friendly_name="{name}"'
@@ -147,7 +147,7 @@ def peer_exposition(peers: list[PeerTraffic]) -> str:
             for direction, kbit in (("down", peer.rate_limit.down_kbit), ("up", peer.rate_limit.up_kbit)):
                 if kbit is not None:
                     speed.append(
-                        f'awgd_peer_rate_limit_bits_per_second{{{labels},direction="{direction}"}} {kbit * 1000}'
+                        f'awgd_peer_rate_limit_bytes_per_second{{{labels},direction="{direction}"}} {kbit * 125}'
                     )
     parts = []
     for name, kind, help_text in PEER_FAMILIES:
