@@ -87,7 +87,7 @@ step "apt-get install the four packages inside (dependencies from Debian)"
 cp "${DEBS[@]}" "$ROOTFS/root/"
 nspawn sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
     $(printf '/root/%s ' "${DEBS[@]##*/}") wireguard-tools python3-pytest python3-hypothesis socat faketime iproute2 passwd curl \
-    python3-psycopg2 python3-cryptography python3-segno python3-babel zbar-tools iperf3" \
+    python3-psycopg2 python3-cryptography python3-segno python3-babel zbar-tools iperf3 iputils-ping" \
     >"$WORK/install.log" 2>&1 || { tail -30 "$WORK/install.log"; fail "installing the package failed"; }
 grep -E "^Setting up (python3-)?awgd|Creating group" "$WORK/install.log" | sed 's/^/  /'
 

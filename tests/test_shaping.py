@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -192,6 +193,8 @@ def pair() -> Iterator[tuple[str, str]]:
     """Two namespaces joined by a veth: `a` (10.77.0.1, fd77::1) shapes what it sends to `b`."""
     if os.geteuid() != 0:
         pytest.skip("needs root for network namespaces")
+    if shutil.which("ping") is None:
+        pytest.skip("needs ping (iputils-ping)")
     a, b = f"awgdtc{uuid.uuid4().hex[:6]}", f"awgdtc{uuid.uuid4().hex[:6]}"
     for name in (a, b):
         subprocess.run(["ip", "netns", "add", name], check=True)
@@ -239,13 +242,13 @@ def test_real_tc_sends_each_peers_packets_to_its_class(pair: tuple[str, str]) ->
     }
     apply(a, plan(state, 5, wanted))
     slots = {key: f"1:{applied.slot:x}" for key, applied in state.peers.items()}
-    ns(a, "ping", "-c", "3", "-i", "0.2", "-s", "1000", "10.77.0.2")
-    ns(a, "ping", "-c", "2", "-i", "0.2", "-s", "500", "fd77::2")
+    assert ns(a, "ping", "-c", "3", "-i", "0.2", "-s", "1000", "10.77.0.2").returncode == 0
+    assert ns(a, "ping", "-c", "2", "-i", "0.2", "-s", "500", "fd77::2").returncode == 0
     counted = class_bytes(a, "awg0")
     assert counted[slots["b4"]] >= 3 * 1000 and counted[slots["b6"]] >= 2 * 500
     assert counted[slots["elsewhere"]] == 0
     # What b sends back arrives on a's ingress, goes through the IFB, and is counted there.
-    ns(b, "ping", "-c", "3", "-i", "0.2", "-s", "700", "10.77.0.1")
+    assert ns(b, "ping", "-c", "3", "-i", "0.2", "-s", "700", "10.77.0.1").returncode == 0
     assert class_bytes(a, "ifbawg0")[slots["b4"]] >= 3 * 700
     # One peer's limit changed, another lifted: the kernel holds exactly what is wanted.
     wanted["b4"] = Wanted(RateLimit(2500, None), ("10.77.0.2/32",))
