@@ -37,11 +37,11 @@ from awgd.periods import Period, day_bounds, local_day
 from awgd.plans import BadPlan, lifetime, parse_plan, plan_json
 from awgd.quota import Plan
 from awgd.sampling import Health, SamplingFailed
-from awgd.shaping import MAX_KBIT, MIN_KBIT, RateLimit, effective
+from awgd.shaping import MAX_KBIT, MIN_KBIT, RateLimit, effective, is_kbit
 from awgd.wg_config import MAX_LABEL_CHARS
 from awgd_client import protocol as rpc
 from awgd_client.change_rows import COLUMNS
-from awgd_client.names import LIST_SORTS, interface_name_problem, is_public_key
+from awgd_client.names import LIST_SORTS, interface_name_problem, is_public_key, key_problem
 
 T = TypeVar("T")
 
@@ -145,19 +145,6 @@ def _rate_limit(limit: RateLimit | None) -> dict[str, int | None] | None:
     return None if limit is None else {"down_kbit": limit.down_kbit, "up_kbit": limit.up_kbit}
 
 
-def key_problem(value: object) -> str:
-    """Why `value` is not a key, in words that fit what was given."""
-    if not isinstance(value, str):
-        return "must be a string: a key, base64 of 32 bytes (44 characters)"
-    if len(value) != KEY_CHARS:
-        return f"must be a key: base64 of 32 bytes, 44 characters (this has {len(value)})"
-    return "is not a key: it has 44 characters, but a key is the base64 of 32 bytes (A-Z a-z 0-9 + /, ending in =)"
-
-
-# The length of a key in base64: 32 bytes, padded.
-KEY_CHARS = 44
-
-
 class Params:
     """Typed access to a request's params; every mistake is -32602 naming the param."""
 
@@ -176,7 +163,7 @@ class Params:
         if value is None:
             raise invalid("public_key is required")
         if not is_public_key(value):
-            raise invalid(f"public_key {key_problem(value)}")
+            raise invalid(f"public_key is not a key: {key_problem(value)}")
         return str(value)
 
     def interface(self) -> str | None:
@@ -211,7 +198,7 @@ class Params:
         value = self.raw.get(name)
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, int) or not MIN_KBIT <= value <= MAX_KBIT:
+        if not is_kbit(value):
             raise invalid(f"{name} must be null or an integer from {MIN_KBIT} to {MAX_KBIT} (kbit/s)")
         return value
 
@@ -226,7 +213,7 @@ class Params:
         if value is None:
             return None
         if not is_public_key(value):  # a preshared key has the same shape: base64 of 32 bytes
-            raise invalid(f"{name} {key_problem(value)}")
+            raise invalid(f"{name} is not a key: {key_problem(value)}")
         return str(value)
 
     def allowed_ips(self) -> tuple[str, ...] | None:

@@ -44,20 +44,10 @@ PARAM_SCHEMAS: dict[str, dict[str, Any]] = {
     "reset": {"enum": ["period", "month", "week", "day", "none"]},
     "anchor": {"type": "string", "format": "date"},
     "expires_at": {**_TEXT_OR_NULL, "format": "date-time"},
-    "down_kbit": {
-        "type": ["integer", "null"],
-        "minimum": 8,
-        "maximum": 10_000_000,
-        "description": "to the peer; null: none",
-    },
-    "up_kbit": {
-        "type": ["integer", "null"],
-        "minimum": 8,
-        "maximum": 10_000_000,
-        "description": "from the peer; null: none",
-    },
+    "down_kbit": {**_KBIT, "description": "kbit/s to the peer (the user's download); null: no limit"},
+    "up_kbit": {**_KBIT, "description": "kbit/s from the peer (the user's upload); null: no limit"},
     "over_quota": {"enum": ["block", "throttle"], "description": "what a used-up quota does (default block)"},
-    "throttle_kbit": {"type": "integer", "minimum": MIN_KBIT, "maximum": MAX_KBIT, "description": "with throttle"},
+    "throttle_kbit": {**_KBIT, "type": "integer", "description": "required with over_quota throttle"},
     "warn_at": {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1}},
 }
 

@@ -499,7 +499,11 @@ class PeerAdmin:
         return self._bookkeeper.books
 
     async def _fresh(self) -> None:
+        """A sample within a change. Its own enforcement is skipped while the change holds the
+        lock, so the speed limits are made to agree here: a change that moved a limited peer's
+        addresses, key or presence has the interface follow as the sample shows it."""
         await self._sample()
+        await self._shaper.reconcile(self._books)
 
     def _readable(self, interface: str) -> None:
         iface = self._books.interfaces.get(interface)

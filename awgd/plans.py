@@ -26,6 +26,7 @@ from awgd.events import Event
 from awgd.peer_settings import Settings
 from awgd.plan_windows import RESETS, Window, window_containing
 from awgd.quota import (
+    BLOCK,
     MAX_WARN_AT,
     OVER_QUOTA,
     PLAN_REASONS,
@@ -38,7 +39,7 @@ from awgd.quota import (
     judge,
     next_instant,
 )
-from awgd.shaping import MAX_KBIT, MIN_KBIT
+from awgd.shaping import MAX_KBIT, MIN_KBIT, is_kbit
 
 
 class Planned(Protocol):
@@ -194,12 +195,12 @@ def parse_plan(params: dict[str, Any], today: date) -> Plan:
     for fraction in warn:
         if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction < 1:
             raise BadPlan("warn_at must hold fractions f with 0 < f < 1")
-    over_quota = params.get("over_quota", "block")
+    over_quota = params.get("over_quota", BLOCK)
     if over_quota not in OVER_QUOTA:
         raise BadPlan(f"over_quota must be one of {', '.join(OVER_QUOTA)}")
     throttle = params.get("throttle_kbit")
     if over_quota == THROTTLE:
-        if isinstance(throttle, bool) or not isinstance(throttle, int) or not MIN_KBIT <= throttle <= MAX_KBIT:
+        if not is_kbit(throttle):
             raise BadPlan(f"throttle_kbit must be an integer from {MIN_KBIT} to {MAX_KBIT} with over_quota throttle")
     elif throttle is not None:
         raise BadPlan("throttle_kbit is only for over_quota throttle")
@@ -229,7 +230,7 @@ def plan_from_json(data: dict[str, Any]) -> Plan:
         # A ledger written before instants were bounded may hold one no zone can show.
         None if expires is None else min(int(datetime.fromisoformat(expires).timestamp()), LATEST_INSTANT),
         tuple(data["warn_at"]),
-        data.get("over_quota", "block"),  # plans stored before throttles were: block
+        data.get("over_quota", BLOCK),  # plans stored before throttles were: block
         data.get("throttle_kbit"),
     )
 

@@ -15,12 +15,11 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 
-from awgd.books import Books, PeerBook
+from awgd.books import Books
 from awgd.config import Config
 from awgd.server_files import with_stdin
 from awgd.shaping import (
     InterfaceShaping,
-    RateLimit,
     ShapingError,
     Steps,
     Wanted,
@@ -55,11 +54,6 @@ class Shaper:
         self._looked_at = -FULL_CHECK_SECONDS  # time.monotonic() of the last full look
         self._read: frozenset[str] = frozenset()  # the interfaces read then (one coming up: look)
 
-    @staticmethod
-    def limit_of(book: PeerBook) -> RateLimit | None:
-        """The limit that applies to the peer now: its own, lowered by a throttle; or None."""
-        return effective(book.settings.rate_limit, book.settings.throttled)
-
     async def reconcile(self, books: Books) -> dict[str, str]:
         """Every interface with limits, or that had some, made to agree with the books; what
         failed, by interface."""
@@ -77,7 +71,10 @@ class Shaper:
         for key in books.shaped:  # the books keep this set: a sample never walks every peer
             book = books.peers.get(key)
             # A removed peer's addresses may be given to someone else: its limit waits for it.
-            if book is None or not book.present or (limit := self.limit_of(book)) is None:
+            if book is None or not book.present:
+                continue
+            limit = effective(book.settings.rate_limit, book.settings.throttled)
+            if limit is None:
                 continue
             if book.allowed_ips:
                 wanted.setdefault(book.interface, {})[book.public_key] = Wanted(limit, book.allowed_ips)

@@ -29,6 +29,7 @@ import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import TypeGuard
 
 from awgd.ip_link import Link
 
@@ -52,6 +53,11 @@ _HASH_WORD = {"dst": (16, 36), "src": (12, 20)}
 _DEVICE = re.compile(r"[A-Za-z0-9_.-]{1,15}")
 
 
+def is_kbit(value: object) -> TypeGuard[int]:
+    """Whether `value` is a speed limit awgd takes, kbit/s: an integer MIN_KBIT..MAX_KBIT."""
+    return isinstance(value, int) and not isinstance(value, bool) and MIN_KBIT <= value <= MAX_KBIT
+
+
 class ShapingError(ValueError):
     """A value that must not reach tc (a second wall behind the RPC's checks)."""
 
@@ -65,7 +71,7 @@ class RateLimit:
 
     def __post_init__(self) -> None:
         for value in (self.down_kbit, self.up_kbit):
-            if value is not None and (isinstance(value, bool) or not MIN_KBIT <= value <= MAX_KBIT):
+            if value is not None and not is_kbit(value):
                 raise ShapingError(f"a rate limit is {MIN_KBIT} to {MAX_KBIT} kbit/s, not {value!r}")
 
     @property

@@ -138,16 +138,7 @@ def seller_story(daemon: Awgd, alice: str) -> None:
         plan = client.traffic(alice).plan
         assert plan is not None and plan.limit_bytes is not None
         print(f"demo: Alice buys {TOP_UP // 1000} kB more (the bot's /topup: the plan's limit raised)")
-        client.plan_set(
-            peer.interface,
-            alice,
-            limit_bytes=plan.limit_bytes + TOP_UP,
-            reset=plan.reset,
-            anchor=plan.anchor,
-            warn_at=list(plan.warn_at),
-            over_quota=plan.over_quota,
-            throttle_kbit=plan.throttle_kbit,
-        )
+        client.plan_set(peer.interface, alice, **plan.plan_set_args() | {"limit_bytes": plan.limit_bytes + TOP_UP})
         print(f"$ awgctl events --since {cut}\n{awgctl(daemon.socket, 'events', '--since', str(cut))}")
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -24,6 +23,7 @@ from test_aiogram_router import (  # noqa: E402
     PHONE,
     FakeTelegram,
     awgd,  # noqa: F401 - the fixture: PHONE, LAPTOP, OTHER on awg0 of a real awgd
+    button,
     command,
     is_admin,
     run_bot,
@@ -33,24 +33,6 @@ from awgd_client import AsyncClient  # noqa: E402
 from awgd_client.aiogram_admin import admin_router, parse_plan  # noqa: E402
 
 GB = 10**9
-
-
-def press(user: int, message_id: int, data: str) -> dict[str, Any]:
-    return {
-        "callback_query": {
-            "id": f"cb{time.monotonic_ns()}",
-            "chat_instance": "1",
-            "data": data,
-            "from": {"id": user, "is_bot": False, "first_name": f"user{user}"},
-            "message": {
-                "message_id": message_id,
-                "date": int(time.time()),
-                "chat": {"id": user, "type": "private"},
-                "from": {"id": 42, "is_bot": True, "first_name": "Test bot"},
-                "text": "question",
-            },
-        }
-    }
 
 
 async def ask(fake: FakeTelegram, user: int, text: str, language: str | None = None) -> dict[str, Any]:
@@ -98,25 +80,25 @@ def test_admin_commands_change_the_server_only_when_confirmed(awgd) -> None:  # 
         assert question["text"] == "Pause <b>Phone</b>? The VPN stops for this user until /resume."
         choice, message_id = buttons(question), fake.next_message_id - 1
         mark = len(fake.calls)
-        await fake.push(press(BOB, message_id, choice["yes"]))
+        await fake.push(button(BOB, message_id, choice["yes"]))
         assert "administrators" in await alert(fake, mark) and peer(PHONE)["blocked"] == []
-        await fake.push(press(ADMIN, message_id, choice["yes"]))
+        await fake.push(button(ADMIN, message_id, choice["yes"]))
         _, done = await fake.next_call("editMessageText")
         assert done["text"].startswith("⏸ <b>Phone</b> is paused.\n\n<b>Phone</b>\n⛔ VPN paused: by the administrator")
         assert peer(PHONE)["blocked"] == ["admin"]
         mark = len(fake.calls)
-        await fake.push(press(ADMIN, message_id, choice["yes"]))  # pressed again: stale, not a second change
+        await fake.push(button(ADMIN, message_id, choice["yes"]))  # pressed again: stale, not a second change
         assert "expired" in await alert(fake, mark)
         resumed = await ask(fake, ADMIN, "/resume Phone")
         assert resumed["text"].startswith("▶️ <b>Phone</b> is resumed.") and peer(PHONE)["blocked"] == []
         # /plan: Cancel leaves no plan; Yes sets it, with a plain date as midnight in awgd's zone.
         question = await ask(fake, ADMIN, "/plan Phone 10GB month 2027-01-31")
         assert "10\u00a0GB a month, valid until 31 January" in question["text"]
-        await fake.push(press(ADMIN, fake.next_message_id - 1, buttons(question)["no"]))
+        await fake.push(button(ADMIN, fake.next_message_id - 1, buttons(question)["no"]))
         _, cancelled = await fake.next_call("editMessageText")
         assert cancelled["text"] == "Cancelled, nothing changed." and peer(PHONE)["plan"] is None
         question = await ask(fake, ADMIN, "/plan Phone 10GB month 2027-01-31")
-        await fake.push(press(ADMIN, fake.next_message_id - 1, buttons(question)["yes"]))
+        await fake.push(button(ADMIN, fake.next_message_id - 1, buttons(question)["yes"]))
         _, done = await fake.next_call("editMessageText")
         assert done["text"].startswith("📋 <b>Phone</b>: the plan is set.") and "of 10\u00a0GB" in done["text"]
         plan = peer(PHONE)["plan"]

@@ -116,12 +116,13 @@ def command(user: int, text: str, language: str | None = None) -> dict[str, Any]
     }
 
 
-def button(user: int, message_id: int) -> dict[str, Any]:
+def button(user: int, message_id: int, data: str = REFRESH) -> dict[str, Any]:
+    """A press of a button of message `message_id`, whose callback data is `data`."""
     return {
         "callback_query": {
-            "id": f"cb{message_id}",
+            "id": f"cb{time.monotonic_ns()}",
             "chat_instance": "1",
-            "data": REFRESH,
+            "data": data,
             "from": {"id": user, "is_bot": False, "first_name": f"user{user}"},
             "message": {
                 "message_id": message_id,

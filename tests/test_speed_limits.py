@@ -5,11 +5,13 @@ speed (API v3, section 3)."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import shutil
 import subprocess
 
 import pytest
+from conftest import key as key_of
 from test_awgctl import awgctl
 from test_daemon_rollover import fake_clock, needs_faketime
 from test_peers import Server, bed, pings  # noqa: F401 - the fixture: three clients on real amneziawg-go
@@ -74,7 +76,13 @@ def test_a_limit_holds_each_way_comes_back_and_goes(daemons, bed: TestBed, iperf
 def test_peer_limit_is_checked_and_kept(daemons, bed: TestBed) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
     server = Server(daemons, bed, on_server=(1,))
     key = bed.peers[0].tunnel.public_key
-    for bad in ({"down_kbit": 7}, {"up_kbit": 10_000_001}, {"down_kbit": "10M"}, {"down_kbit": True}):
+    for bad in (
+        {"down_kbit": 7},
+        {"up_kbit": 10_000_001},
+        {"down_kbit": "10M"},
+        {"down_kbit": True},
+        {"up_kbit": "1000\n[x]"},
+    ):
         error = server.call("peer.limit", public_key=key, **bad)["error"]
         assert error["code"] == -32602 and "kbit/s" in error["message"], error
     done = awgctl("--socket", server.daemon.socket, "peer", "limit", key, "-i", server.ifname, "--down", "10M")
@@ -129,3 +137,38 @@ def test_a_throttle_plan_slows_instead_of_cutting_off(daemons, bed: TestBed, ipe
     feed.close()
     assert server.result("traffic.get", public_key=key)["rate_limit"] is None
     assert mbit(bed, user, download=True) > 4
+
+
+def test_admin_changes_to_a_peer_with_a_plan_a_block_and_a_limit(daemons, bed: TestBed) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """Every admin method on one peer that has all three: each keeps the others, and the
+    interface's filters follow its addresses and its key."""
+    server = Server(daemons, bed, on_server=(1, 2))
+    key = bed.peers[0].tunnel.public_key
+    server.result("plan.set", public_key=key, limit_bytes=10**12, reset="month")
+    server.result("peer.block", public_key=key)
+    server.result("peer.limit", public_key=key, down_kbit=2000, up_kbit=1000)
+
+    def kept(peer: dict[str, object]) -> None:
+        assert peer["blocked"] == ["admin"] and peer["rate_limit"] == {"down_kbit": 2000, "up_kbit": 1000}
+        assert isinstance(peer["plan"], dict) and peer["plan"]["limit_bytes"] == 10**12
+
+    def filtered(address: str) -> bool:
+        shown = bed.server.run("tc", "filter", "show", "dev", server.ifname)
+        return ipaddress.ip_address(address).packed.hex() in shown
+
+    kept(server.result("peer.update", public_key=key, label="Dave"))
+    old = server.result("traffic.get", public_key=key)["allowed_ips"][0].split("/")[0]
+    assert filtered(old)
+    moved = str(ipaddress.ip_address(old) + 100)
+    kept(server.result("peer.update", public_key=key, allowed_ips=[f"{moved}/32"]))
+    assert filtered(moved) and not filtered(old)
+    new_key = key_of("N")
+    rekeyed = server.result("peer.rekey", public_key=key, new_public_key=new_key)
+    kept(rekeyed)
+    assert rekeyed["label"] == "Dave" and rekeyed["allowed_ips"] == [f"{moved}/32"] and filtered(moved)
+    assert bed.server.run("tc", "class", "show", "dev", server.ifname).count("class htb") == 1  # the old key's went
+    server.result("peer.unblock", public_key=new_key)
+    assert server.result("traffic.get", public_key=new_key)["rate_limit"] == {"down_kbit": 2000, "up_kbit": 1000}
+    server.result("peer.remove", public_key=new_key)
+    assert "class htb" not in bed.server.run("tc", "class", "show", "dev", server.ifname)
+    assert not filtered(moved)  # its address may go to someone else now

@@ -85,6 +85,10 @@ def parse_plan(words: list[str]) -> PlanRequest:
     return PlanRequest(limit, reset, expires)
 
 
+# An admin command's body: the message, its arguments, the admin's texts, the admin's id.
+Handler = Callable[[Message, CommandObject, UserTexts, int], Awaitable[None]]
+
+
 @dataclass(slots=True)
 class _Pending:
     admin: int
@@ -105,15 +109,33 @@ def admin_router(
     router = Router(name="awgd-admin")
     pending: dict[str, _Pending] = {}
 
-    async def allowed(message: Message) -> UserTexts | None:
-        user = message.from_user
-        if user is None:
-            return None
-        text = await texts_for(user)
-        if not await maybe_await(is_admin(user.id)):
-            await message.answer(text("not_admin"))
-            return None
-        return text
+    def admin_command(name: str) -> Callable[[Handler], Handler]:
+        """Register `/name` for admins: anyone else gets the refusal; a mistake in what the
+        admin typed, or awgd's refusal, is answered in the admin's texts."""
+
+        def register(handle: Handler) -> Handler:
+            @router.message(Command(name))
+            async def handler(message: Message, command: CommandObject) -> None:
+                user = message.from_user
+                if user is None:
+                    return
+                text = await texts_for(user)
+                if not await maybe_await(is_admin(user.id)):
+                    await message.answer(text("not_admin"))
+                    return
+                try:
+                    await handle(message, command, text, user.id)
+                except AdminInputError as exc:
+                    await message.answer(str(exc), parse_mode="HTML")
+                except RemoteError as exc:
+                    await message.answer(text("admin_refused", message=html.escape(exc.message)), parse_mode="HTML")
+                except AwgdError as exc:
+                    log_unavailable(f"/{name}", exc)
+                    await message.answer(text("unavailable"))
+
+            return handle
+
+        return register
 
     async def peer_of(text: UserTexts, command: CommandObject, usage: str) -> tuple[PeerTraffic, list[str]]:
         words = (command.args or "").split()
@@ -131,146 +153,80 @@ def admin_router(
         pending[token] = _Pending(admin, now, run)
         return token
 
-    async def answer_errors(message: Message, text: UserTexts, work: Callable[[], Awaitable[None]]) -> None:
-        try:
-            await work()
-        except AdminInputError as exc:
-            await message.answer(str(exc), parse_mode="HTML")
-        except RemoteError as exc:
-            await message.answer(text("admin_refused", message=html.escape(exc.message)), parse_mode="HTML")
-        except AwgdError as exc:
-            log_unavailable(message.text or "admin command", exc)
-            await message.answer(text("unavailable"))
+    @admin_command("admin")
+    async def help_(message: Message, command: CommandObject, text: UserTexts, admin: int) -> None:
+        await message.answer(text("admin_help"), parse_mode="HTML")
 
-    @router.message(Command("admin"))
-    async def help_(message: Message) -> None:
-        if (text := await allowed(message)) is not None:
-            await message.answer(text("admin_help"), parse_mode="HTML")
+    @admin_command("user")
+    async def user(message: Message, command: CommandObject, text: UserTexts, admin: int) -> None:
+        peer, _ = await peer_of(text, command, "/user PEER")
+        await message.answer(_profile(text, peer), parse_mode="HTML")
 
-    @router.message(Command("user"))
-    async def user(message: Message, command: CommandObject) -> None:
-        if (text := await allowed(message)) is None:
-            return
+    @admin_command("history")
+    async def history(message: Message, command: CommandObject, text: UserTexts, admin: int) -> None:
+        peer, _ = await peer_of(text, command, "/history PEER")
+        days = await client.history(peer.public_key, interface=peer.interface, granularity="day", limit=HISTORY_DAYS)
+        name = display_name(peer.public_key, None, peer)
+        await message.answer(render_history(text, name, days), parse_mode="HTML")
 
-        async def work() -> None:
-            peer, _ = await peer_of(text, command, "/user PEER")
-            await message.answer(_profile(text, peer), parse_mode="HTML")
+    @admin_command("pause")
+    async def pause(message: Message, command: CommandObject, text: UserTexts, admin: int) -> None:
+        peer, _ = await peer_of(text, command, "/pause PEER")
+        name = display_name(peer.public_key, None, peer)
 
-        await answer_errors(message, text, work)
+        async def run() -> str:
+            done = await client.block_peer(peer.interface, peer.public_key)
+            return f"{text('admin_paused', name=html.escape(name))}\n\n{_profile(text, done)}"
 
-    @router.message(Command("history"))
-    async def history(message: Message, command: CommandObject) -> None:
-        if (text := await allowed(message)) is None:
-            return
+        question = text("admin_confirm_pause", name=html.escape(name))
+        await message.answer(question, parse_mode="HTML", reply_markup=_buttons(text, ask(admin, run)))
 
-        async def work() -> None:
-            peer, _ = await peer_of(text, command, "/history PEER")
-            days = await client.history(
-                peer.public_key, interface=peer.interface, granularity="day", limit=HISTORY_DAYS
-            )
-            await message.answer(
-                render_history(text, display_name(peer.public_key, None, peer), days), parse_mode="HTML"
-            )
+    @admin_command("resume")
+    async def resume(message: Message, command: CommandObject, text: UserTexts, admin: int) -> None:
+        peer, _ = await peer_of(text, command, "/resume PEER")
+        done = await client.unblock_peer(peer.interface, peer.public_key)
+        name = html.escape(display_name(peer.public_key, None, done))
+        await message.answer(f"{text('admin_resumed', name=name)}\n\n{_profile(text, done)}", parse_mode="HTML")
 
-        await answer_errors(message, text, work)
-
-    @router.message(Command("pause"))
-    async def pause(message: Message, command: CommandObject) -> None:
-        if (text := await allowed(message)) is None or message.from_user is None:
-            return
-        admin = message.from_user.id
-
-        async def work() -> None:
-            peer, _ = await peer_of(text, command, "/pause PEER")
-            name = display_name(peer.public_key, None, peer)
-
-            async def run() -> str:
-                done = await client.block_peer(peer.interface, peer.public_key)
-                return f"{text('admin_paused', name=html.escape(name))}\n\n{_profile(text, done)}"
-
-            question = text("admin_confirm_pause", name=html.escape(name))
-            await message.answer(question, parse_mode="HTML", reply_markup=_buttons(text, ask(admin, run)))
-
-        await answer_errors(message, text, work)
-
-    @router.message(Command("resume"))
-    async def resume(message: Message, command: CommandObject) -> None:
-        if (text := await allowed(message)) is None:
-            return
-
-        async def work() -> None:
-            peer, _ = await peer_of(text, command, "/resume PEER")
-            done = await client.unblock_peer(peer.interface, peer.public_key)
-            name = html.escape(display_name(peer.public_key, None, done))
-            await message.answer(f"{text('admin_resumed', name=name)}\n\n{_profile(text, done)}", parse_mode="HTML")
-
-        await answer_errors(message, text, work)
-
-    @router.message(Command("plan"))
-    async def plan(message: Message, command: CommandObject) -> None:
-        if (text := await allowed(message)) is None or message.from_user is None:
-            return
-        admin = message.from_user.id
+    @admin_command("plan")
+    async def plan(message: Message, command: CommandObject, text: UserTexts, admin: int) -> None:
         usage = "/plan PEER SIZE [month|week|day|period|none] [YYYY-MM-DD]"
+        peer, words = await peer_of(text, command, usage)
+        try:
+            wanted = parse_plan(words)
+        except ValueError:
+            raise AdminInputError(text("admin_usage", usage=html.escape(usage))) from None
+        expires = None if wanted.expires_on is None else await _midnight(client, wanted.expires_on)
+        name = display_name(peer.public_key, None, peer)
 
-        async def work() -> None:
-            peer, words = await peer_of(text, command, usage)
-            try:
-                wanted = parse_plan(words)
-            except ValueError:
-                raise AdminInputError(text("admin_usage", usage=html.escape(usage))) from None
-            expires = None if wanted.expires_on is None else await _midnight(client, wanted.expires_on)
-            name = display_name(peer.public_key, None, peer)
-
-            async def run() -> str:
-                done = await client.plan_set(
-                    peer.interface,
-                    peer.public_key,
-                    limit_bytes=wanted.limit_bytes,
-                    reset=wanted.reset,
-                    expires_at=expires,
-                )
-                return f"{text('admin_plan_set', name=html.escape(name))}\n\n{_profile(text, done)}"
-
-            shown = render_plan(text, wanted.limit_bytes, wanted.reset, expires)
-            question = text("admin_confirm_plan", name=html.escape(name), plan=shown)
-            await message.answer(question, parse_mode="HTML", reply_markup=_buttons(text, ask(admin, run)))
-
-        await answer_errors(message, text, work)
-
-    @router.message(Command("topup"))
-    async def topup(message: Message, command: CommandObject) -> None:
-        if (text := await allowed(message)) is None:
-            return
-        usage = "/topup PEER SIZE"
-
-        async def work() -> None:
-            peer, words = await peer_of(text, command, usage)
-            try:
-                (amount,) = [parse_size(word) for word in words]
-            except ValueError:
-                raise AdminInputError(text("admin_usage", usage=html.escape(usage))) from None
-            name = html.escape(display_name(peer.public_key, None, peer))
-            current = peer.plan
-            if current is None or current.limit_bytes is None:
-                raise AdminInputError(text("admin_no_plan", name=name))
-            # The same plan with a larger limit: a new limit lifts "quota" at once when it is
-            # above the usage, and starts the warnings over (API: plan.set).
+        async def run() -> str:
             done = await client.plan_set(
-                peer.interface,
-                peer.public_key,
-                limit_bytes=current.limit_bytes + amount,
-                reset=current.reset,
-                anchor=current.anchor,
-                expires_at=current.expires_at,
-                warn_at=list(current.warn_at),
-                over_quota=current.over_quota,
-                throttle_kbit=current.throttle_kbit,
+                peer.interface, peer.public_key, limit_bytes=wanted.limit_bytes, reset=wanted.reset, expires_at=expires
             )
-            body = f"{text('admin_topped_up', name=name, amount=text.size(amount))}\n\n{_profile(text, done)}"
-            await message.answer(body, parse_mode="HTML")
+            return f"{text('admin_plan_set', name=html.escape(name))}\n\n{_profile(text, done)}"
 
-        await answer_errors(message, text, work)
+        shown = render_plan(text, wanted.limit_bytes, wanted.reset, expires)
+        question = text("admin_confirm_plan", name=html.escape(name), plan=shown)
+        await message.answer(question, parse_mode="HTML", reply_markup=_buttons(text, ask(admin, run)))
+
+    @admin_command("topup")
+    async def topup(message: Message, command: CommandObject, text: UserTexts, admin: int) -> None:
+        usage = "/topup PEER SIZE"
+        peer, words = await peer_of(text, command, usage)
+        try:
+            (amount,) = [parse_size(word) for word in words]
+        except ValueError:
+            raise AdminInputError(text("admin_usage", usage=html.escape(usage))) from None
+        name = html.escape(display_name(peer.public_key, None, peer))
+        current = peer.plan
+        if current is None or current.limit_bytes is None:
+            raise AdminInputError(text("admin_no_plan", name=name))
+        # The same plan with a larger limit: a new limit lifts "quota" (or a throttle) at once
+        # when it is above the usage, and starts the warnings over (API: plan.set).
+        more = current.plan_set_args() | {"limit_bytes": current.limit_bytes + amount}
+        done = await client.plan_set(peer.interface, peer.public_key, **more)
+        body = f"{text('admin_topped_up', name=name, amount=text.size(amount))}\n\n{_profile(text, done)}"
+        await message.answer(body, parse_mode="HTML")
 
     @router.callback_query(F.data.startswith(_CALLBACK))
     async def confirmed(query: CallbackQuery) -> None:

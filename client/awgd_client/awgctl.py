@@ -51,12 +51,11 @@ from awgd_client.models import (
     ServerStatus,
     TrafficList,
 )
-from awgd_client.names import LIST_SORTS, is_public_key
+from awgd_client.names import KEY_CHARS, LIST_SORTS, is_public_key, key_problem
 from awgd_client.sync_client import Client
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 MIN_PREFIX = 8
-KEY_LENGTH = 44
 SHORT_KEY = 12
 # A table never narrower than this: below it, the columns that matter no longer fit either.
 MIN_WIDTH = 80
@@ -453,16 +452,16 @@ def cmd_events(client: Client, args: argparse.Namespace, as_json: bool, style: S
     listing = EventList.from_json(raw)
     if as_json:
         return emit(raw)
-    names = labels(client) if listing.events else {}
+    names = labels(TrafficList.from_json(client.call("traffic.list", limit=10000))) if listing.events else {}
     for event in listing.events:
         print(event_line(event, names))
     return EXIT_OK
 
 
-def labels(client: Client) -> dict[str, str]:
-    """Every key's label, so that an event line names the peer as the peers table does."""
-    listing = TrafficList.from_json(client.call("traffic.list", limit=10000, sort="public_key"))
-    return {p.public_key: p.label for p in listing.peers if p.label}
+def labels(listing: TrafficList) -> dict[str, str]:
+    """Every key's label ("" for none), so that an event line names the peer as the peers
+    table does; a key not in it is one awgd did not have when it was read."""
+    return {p.public_key: p.label or "" for p in listing.peers}
 
 
 def follow(socket_path: str, since: int | None, types: list[str] | None, as_json: bool) -> int:
@@ -472,9 +471,8 @@ def follow(socket_path: str, since: int | None, types: list[str] | None, as_json
         async with AsyncClient(socket_path) as client:
             names: dict[str, str] = {}
             async for event in client.subscribe(since, types):
-                if not as_json and event.public_key and event.public_key not in names:
-                    listing = await client.traffic_list(limit=10000, sort="public_key")
-                    names = {p.public_key: p.label for p in listing.peers if p.label}
+                if not as_json and event.public_key and event.public_key not in names:  # a new peer
+                    names = labels(await client.traffic_list(limit=10000))
                 print(json.dumps(event_json(event)) if as_json else event_line(event, names), flush=True)
 
     with contextlib.suppress(KeyboardInterrupt):
@@ -570,12 +568,9 @@ def ask(question: str, refused: str) -> None:
 
 def resolve(client: Client, given: str, interface: str | None) -> tuple[str, str | None]:
     """A full key as is; a prefix of at least 8 characters when it matches one key."""
-    if len(given) == KEY_LENGTH:
+    if len(given) == KEY_CHARS:
         if not is_public_key(given):
-            raise UsageError(
-                f"{given!r} is not a public key: it has {KEY_LENGTH} characters, but a key is the base64 of "
-                "32 bytes (letters, digits, + and /, ending in =)"
-            )
+            raise UsageError(f"{given!r} is not a public key: {key_problem(given)}")
         return given, interface
     if len(given) < MIN_PREFIX:
         raise UsageError(f"give the whole public key or at least {MIN_PREFIX} characters of it")

@@ -230,6 +230,19 @@ class Plan(Model):
     over_quota: str = "block"  # what a used-up quota does: "block" or "throttle" (API v3)
     throttle_kbit: int | None = None  # the speed while a throttle plan's quota is used up
 
+    def plan_set_args(self) -> dict[str, Any]:
+        """plan_set's keyword arguments that set this plan again: a top-up changes
+        `limit_bytes` alone (`**plan.plan_set_args() | {"limit_bytes": more}`)."""
+        return {
+            "limit_bytes": self.limit_bytes,
+            "reset": self.reset,
+            "anchor": self.anchor,
+            "expires_at": self.expires_at,
+            "warn_at": list(self.warn_at),
+            "over_quota": self.over_quota,
+            "throttle_kbit": self.throttle_kbit,
+        }
+
     @property
     def throttling(self) -> bool:
         """A throttle plan whose quota is used up: the peer is slowed, not cut off."""

@@ -13,6 +13,9 @@ from typing import Final
 KEY_PATTERN: Final = r"[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]="
 _KEY_RE: Final = re.compile(KEY_PATTERN, re.ASCII)
 
+# A key in base64: 32 bytes, padded.
+KEY_CHARS: Final = 44
+
 # The kernel's IFNAMSIZ is 16 bytes including the terminating NUL.
 INTERFACE_NAME_MAX_BYTES: Final = 15
 # What the kernel's dev_valid_name() refuses inside a name: '/', ':', and what its isspace()
@@ -25,6 +28,16 @@ LIST_SORTS: Final = ("total", "rx", "tx", "handshake", "public_key", "rate")
 
 def is_public_key(value: object) -> bool:
     return isinstance(value, str) and _KEY_RE.fullmatch(value) is not None
+
+
+def key_problem(value: object) -> str:
+    """Why `value` is not a key, in words that fit what was given (the daemon's params and
+    awgctl say it alike)."""
+    if not isinstance(value, str):
+        return f"a key is a string, the base64 of 32 bytes ({KEY_CHARS} characters)"
+    if len(value) != KEY_CHARS:
+        return f"a key is the base64 of 32 bytes, {KEY_CHARS} characters (this has {len(value)})"
+    return f"it has {KEY_CHARS} characters, but a key is the base64 of 32 bytes (A-Z a-z 0-9 + /, ending in =)"
 
 
 def interface_name_problem(name: object) -> str | None:
