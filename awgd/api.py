@@ -25,6 +25,7 @@ from awgd import __version__, change_feed, openrpc
 from awgd.addresses import AddressError, normalize_cidrs
 from awgd.bookkeeper import Bookkeeper, BucketRows
 from awgd.books import Books, InterfaceBook, PeerBook, online
+from awgd.buckets import Bucket
 from awgd.config import Config
 from awgd.entry import day_number
 from awgd.event_feed import EventFeed, Subscriber
@@ -33,7 +34,7 @@ from awgd.events import TYPES as EVENT_TYPES
 from awgd.events import Event
 from awgd.ledger import LedgerError
 from awgd.peer_admin import BadChange, ChangeError, Conflict, NotThere, PeerAdmin, ToolRefused
-from awgd.periods import Period, day_bounds, local_day
+from awgd.periods import Period, day_bounds, hour_bounds, hour_start, local_day
 from awgd.plans import BadPlan, lifetime, parse_plan, plan_json
 from awgd.quota import Plan
 from awgd.sampling import Health, SamplingFailed
@@ -54,7 +55,7 @@ DEFAULT_CHANGES_LIMIT = 1000
 CLOSED_CHANGES_LIMIT = 500
 CHANGE_COLUMNS = list(COLUMNS)  # written in every traffic.changes answer
 MAX_HISTORY_LIMIT = 1000
-DEFAULT_HISTORY_LIMIT = {"period": 12, "day": 31}
+DEFAULT_HISTORY_LIMIT = {"period": 12, "day": 31, "hour": 24}
 # traffic.list is written this many peers at a time: about a millisecond of work each, so a
 # listing of 10,000 peers never holds the event loop for long.
 LIST_CHUNK = 256
@@ -411,6 +412,7 @@ class Api:
             "plan": None if settings.plan is None else self._plan(book, settings.plan),
             "present": present,
             "online": online(book, now, config.online_window),
+            "stalled": books.stalled(book),
             "latest_handshake": self._iso_ts(handshake, zone) if handshake else None,
             "endpoint": line.endpoint if present and line is not None else None,
             "sampled_at": self.iso(books.sampled_at(book)),
@@ -494,6 +496,7 @@ class Api:
         view = self.view
         books, config, health = view.books, view.config, view.health
         summary = books.summary(config.online_window)
+        stalled = books.stalled_counts()
         interfaces = []
         for name in sorted(books.interfaces):
             iface = books.interfaces[name]
@@ -509,6 +512,7 @@ class Api:
                     "listen_port": iface.listen_port,
                     "peers": iface.peers,
                     "peers_online": figures.online if figures else 0,
+                    "peers_stalled": stalled.get(name, 0),
                     "period": usage(figures.period_rx, figures.period_tx) if figures else usage(0, 0),
                     "address": list(iface.addresses),
                     "awg": None if iface.awg is None else dict(iface.awg),
@@ -657,9 +661,15 @@ class Api:
 
     async def traffic_history(self, params: Params, caller: Caller) -> dict[str, Any]:
         public_key, interface = params.key(), params.interface()
-        granularity = params.choice("granularity", "period", ("period", "day"))
+        granularity = params.choice("granularity", "period", ("period", "day", "hour"))
         limit = params.integer("limit", DEFAULT_HISTORY_LIMIT[granularity], 1, MAX_HISTORY_LIMIT)
         book = self.find(public_key, interface)
+        if granularity == "hour" and self.view.config.hour_retention_days == 0:
+            raise RpcError(
+                rpc.INVALID_PARAMS,
+                "hourly history is off on this server (ledger.hour_retention_days = 0)",
+                {"granularity": granularity},
+            )
         rows = await self.view.bookkeeper.history(book, granularity, limit) if book.id is not None else []
         books, zone = self.view.books, self.view.config.zone
         buckets: list[dict[str, Any]] = []
@@ -673,11 +683,14 @@ class Api:
                 row_rx, row_tx = (rx, tx) if row.start == start_ts else (row.rx, row.tx)
                 start, end = datetime.fromtimestamp(row.start, UTC), datetime.fromtimestamp(row.end, UTC)
                 buckets.append(self._bucket(start, end, row_rx, row_tx))
-        else:
-            # Days are contiguous: a day without traffic is a zero bucket, back to the first day seen.
+        elif granularity == "day":
+            # Days are contiguous: a day without traffic is a zero bucket, back to the first day
+            # seen, or the oldest day kept.
             days = {row.start: row for row in rows}
             today = local_day(datetime.now(UTC), zone)
-            first: date = local_day(book.first_seen, zone)
+            first: date = max(
+                local_day(book.first_seen, zone), today - timedelta(days=self.view.config.day_retention_days - 1)
+            )
             for back in range(limit):
                 day = today - timedelta(days=back)
                 if day < first:
@@ -687,12 +700,32 @@ class Api:
                 buckets.append(
                     self._bucket(bounds.start, bounds.end, found.rx if found else 0, found.tx if found else 0)
                 )
+        else:
+            buckets = self._hours(book, {row.start: row for row in rows}, limit)
         return {
             "interface": book.interface,
             "public_key": public_key,
             "granularity": granularity,
             "buckets": buckets[:limit],
         }
+
+    def _hours(self, book: PeerBook, rows: dict[int, Bucket], limit: int) -> list[dict[str, Any]]:
+        """Local hours, newest first, contiguous like days (an hour without traffic is a zero
+        bucket) back to the hour the peer was first seen in, or the oldest hour kept. Each
+        hour as it happened: one a clock change repeats is there twice, one it skips not at all."""
+        config = self.view.config
+        zone = config.zone
+        now = datetime.now(UTC)
+        oldest = max(book.first_seen, now - timedelta(days=config.hour_retention_days))
+        first = hour_start(oldest, zone)
+        buckets: list[dict[str, Any]] = []
+        start = hour_start(now, zone)
+        while len(buckets) < limit and start >= first:
+            found = rows.get(int(start.timestamp()))
+            bounds = hour_bounds(start, zone)
+            buckets.append(self._bucket(bounds.start, bounds.end, found.rx if found else 0, found.tx if found else 0))
+            start = hour_start(start - timedelta(seconds=1), zone)
+        return buckets
 
     def _bucket(self, start: datetime, end: datetime, rx: int, tx: int) -> dict[str, Any]:
         return {"start": self.iso(start), "end": self.iso(end), **usage(rx, tx)}
@@ -904,7 +937,7 @@ METHODS: dict[str, Method] = {
         Api.traffic_history,
         ("public_key", "interface", "granularity", "limit"),
         required=_KEY,
-        summary="A peer's usage per period or per day, newest first",
+        summary="A peer's usage per period, day or local hour, newest first",
     ),
     "traffic.sample": Method(Api.traffic_sample, (), summary="Take a sample now (joining one already running)"),
     "traffic.reset": Method(

@@ -81,6 +81,8 @@ class Bookkeeper:
             ups=contents.ups,
             last_closed_day=ledger.last_closed_day(),
             replaced=contents.replaced,
+            open_hour=contents.open_hour,
+            stalls=contents.stalls,
         )
         books.watch(watched)
         return cls(books, ledger)
@@ -224,6 +226,7 @@ class Bookkeeper:
                 limit,
                 open_period=books.open_period,
                 open_day=books.open_day,
+                open_hour=books.open_hour,
             )
 
     async def closed_buckets(

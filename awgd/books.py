@@ -39,9 +39,10 @@ from awgd.events import Event
 from awgd.ip_link import Link
 from awgd.peer_names import Names
 from awgd.peer_settings import NO_SETTINGS, Settings
-from awgd.periods import Period, local_day, period_containing
+from awgd.periods import Period, hour_start, local_day, period_containing
 from awgd.plans import Judged, PlanState, decide, lifetime, next_due, verdict
-from awgd.quota import hot, trigger
+from awgd.quota import hot, iso, trigger
+from awgd.stalls import INITIATION_BYTES, Stall, observe
 from awgd.system_reader import Reading
 
 # Changes of the open period or day remembered (Books.openings): one a day, so about three
@@ -183,6 +184,7 @@ class Books:
         # What the ledger's running totals belong to; None before the first booking.
         self.open_period: tuple[int, int] | None = None
         self.open_day: int | None = None
+        self.open_hour: int | None = None  # the local hour's start, Unix seconds
         # The latest day the ledger holds a closed row for (YYYYMMDD; 0: none). An open day
         # at or before it was opened again (a clock went back): its total is then its closed
         # row plus the running totals, which only the ledger can add (awgd.change_feed).
@@ -222,6 +224,8 @@ class Books:
         self.plans: dict[PeerKey, PlanState] = {}
         self.plan_due: int | None = None
         self.hot: set[PeerKey] = set()
+        # Peers suspected of stalling, or stalled (awgd.stalls): a few, looked at each sample.
+        self.stalls: dict[PeerKey, Stall] = {}
 
     # ---- loading -------------------------------------------------------------------------
 
@@ -243,13 +247,15 @@ class Books:
         ups: Mapping[str, bool | None] | None = None,
         last_closed_day: int = 0,
         replaced: Mapping[PeerKey, str] | None = None,
+        open_hour: int | None = None,
+        stalls: Mapping[PeerKey, Stall] | None = None,
     ) -> Books:
         """The books as the ledger left them. `earlier` is the current period's closed usage
         by peer id (Ledger.closed_period_usage), `blocked` what of the current period was
         booked while blocked (Ledger.blocked_usage). Nobody is present until a reading shows it."""
         blocked = blocked or {}
         books = cls(period)
-        books.open_period, books.open_day = open_period, open_day
+        books.open_period, books.open_day, books.open_hour = open_period, open_day, open_hour
         books.last_closed_day = last_closed_day
         books.tracking_since, books.last_booked_at = tracking_since, last_booked_at
         for row in peers:
@@ -272,6 +278,7 @@ class Books:
         for name, up in (ups or {}).items():
             if up is not None and name in books.interfaces:
                 books.interfaces[name].was_up = up
+        books.stalls = {key: stall for key, stall in (stalls or {}).items() if key in books.peers}
         for key, new_public_key in (replaced or {}).items():
             if (old := books.peers.get(key)) is not None:
                 old.replaced_by = new_public_key
@@ -368,6 +375,65 @@ class Books:
             decide(book, book.settings, found, at, judged)
         if due:
             entry.plans_due = True
+
+    def watch_stalls(self, entry: Entry, stall_seconds: int, zone: ZoneInfo) -> None:
+        """Which peers this entry finds stalling or recovered (awgd.stalls), into the entry:
+        the peers whose rx grew by whole initiations (a pass in C over the booked rows finds
+        them), and those already suspected or stalled."""
+        at = entry.at
+        before = at if self._committed_at is None else unix(self._committed_at)
+        seen: dict[PeerKey, tuple[PeerBook, int, int]] = {}
+        at_drx, initiation = DRX, INITIATION_BYTES  # locals: a global costs a lookup per row
+        for books, rows in ((entry.new_books, entry.new_counters), (entry.moved_books, entry.moved)):
+            # Once per moving peer: the cheapest test Python has (map chains in C build an int
+            # per row and cost twice as much, as does zipping the books in), then a pass in C
+            # that finds the few that pass.
+            whole = [not row[at_drx] % initiation for row in rows]
+            for index in compress(range(len(rows)), whole):
+                row = rows[index]
+                if row[DRX] and row[DTX]:
+                    book = books[index]
+                    seen[book.key] = (book, row[DRX], row[DTX])
+        for key in self.stalls.keys() - seen.keys():
+            watched = self.peers.get(key)
+            if watched is not None:  # its growth since its checkpoint (not committed yet): rules 3 and 4
+                rx, tx = watched.session
+                drx = rx - watched.checkpoint_rx if rx >= watched.checkpoint_rx else rx
+                seen[key] = (watched, drx, tx - watched.checkpoint_tx if tx >= watched.checkpoint_tx else tx)
+        for key, (book, drx, dtx) in seen.items():
+            stall = self.stalls.get(key)
+            if not book.present:
+                if stall is not None:
+                    entry.stalls[key] = None  # it left its interface: nothing to be stalled on
+                continue
+            after, kind = observe(
+                stall,
+                drx=drx,
+                dtx=dtx,
+                handshake=book.latest_handshake,
+                at=at,
+                before=before,
+                stall_seconds=stall_seconds,
+            )
+            if after != stall:
+                entry.stalls[key] = after
+            if kind is not None:
+                since = (after or stall).since  # type: ignore[union-attr]  # one of them is a stall
+                data = {"since": iso(since, zone)} if kind == "peer.stalled" else {"stalled_since": iso(since, zone)}
+                entry.judged.events.append(Event(kind, at, book.interface, book.public_key, data))
+
+    def stalled_counts(self) -> dict[str, int]:
+        """Per interface: its peers announced as stalled."""
+        counts: dict[str, int] = {}
+        for (interface, _), stall in self.stalls.items():
+            if stall.announced:
+                counts[interface] = counts.get(interface, 0) + 1
+        return counts
+
+    def stalled(self, book: PeerBook) -> bool:
+        """Announced as stalled (awgd.stalls), and not recovered since."""
+        stall = self.stalls.get(book.key)
+        return stall is not None and stall.announced
 
     def planned(self) -> list[PeerBook]:
         return [self.peers[key] for key in self.plans if key in self.peers]
@@ -485,13 +551,13 @@ class Books:
 
     # ---- where a sample is booked --------------------------------------------------------
 
-    def target(self, instant: datetime, schedule: str, zone: ZoneInfo) -> Target:
-        """The period and local day that contain `instant` (croniter is slow to ask, and
-        nearly every sample falls in the same period as the last)."""
+    def target(self, instant: datetime, schedule: str, zone: ZoneInfo, *, hours: bool = True) -> Target:
+        """The period, local day and (with `hours`) local hour that contain `instant`
+        (croniter is slow to ask, and nearly every sample falls in the same period as the last)."""
         cached = self._period_of
         if cached is None or cached[0] != schedule or cached[1] != zone or instant not in cached[2]:
             cached = self._period_of = (schedule, zone, period_containing(instant, schedule, zone))
-        return Target(cached[2], local_day(instant, zone))
+        return Target(cached[2], local_day(instant, zone), unix(hour_start(instant, zone)) if hours else None)
 
     # ---- a sample --------------------------------------------------------------------------
 
@@ -504,7 +570,7 @@ class Books:
         taken = reading.taken_at
         baseline = self.tracking_since is None
         self._change()
-        entry = Entry(taken, unix(taken), target, baseline, self.open_period, self.open_day)
+        entry = Entry(taken, unix(taken), target, baseline, self.open_period, self.open_day, self.open_hour)
         read = [i for i in reading.interfaces if not watched or i.name in watched]
         links = reading.links or {}
         boot_id = reading.boot_id
@@ -545,6 +611,8 @@ class Books:
                 entry.close_period, entry.open_period = self.open_period, bounds
             if self.open_day != day:
                 entry.close_day, entry.open_day = self.open_day, day
+            if target.hour is not None and self.open_hour != target.hour:
+                entry.close_hour, entry.open_hour = self.open_hour, target.hour
         self._see_interfaces(reading, read, watched)
         self._see_ups(entry)
         self.version += 1
@@ -717,7 +785,12 @@ class Books:
         if entry.open_period != self.open_period or entry.open_day != self.open_day:
             self.openings.append((change, entry.open_period, entry.open_day))
             del self.openings[:-OPENINGS_KEPT]
-        self.open_period, self.open_day = entry.open_period, entry.open_day
+        self.open_period, self.open_day, self.open_hour = entry.open_period, entry.open_day, entry.open_hour
+        for key, stall in entry.stalls.items():
+            if stall is None:
+                self.stalls.pop(key, None)
+            else:
+                self.stalls[key] = stall
         for book, row in zip(entry.new_books, entry.new_counters, strict=True):
             book.id = row[PEER_ID]
         # Once per booked peer: inline, and both kinds of rows in one loop (the same shape).

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from awgd.client_settings import Clients, ClientSettingError, parse_clients
 from awgd.events import RETENTION_DAYS
 from awgd.periods import validate_schedule
+from awgd.stalls import DEFAULT_STALL_SECONDS, MIN_STALL_SECONDS
 from awgd.trusted_path import UntrustedPath, read_trusted_file
 from awgd_client.names import interface_name_problem
 
@@ -66,6 +67,7 @@ class Config:
     exec_prefix: tuple[str, ...] = ()
     interfaces: tuple[str, ...] = ()
     online_window: int = 180
+    stall_seconds: int = DEFAULT_STALL_SECONDS  # awgd.stalls
     tool_timeout: float = 10.0
     config_dir: str = ""  # "" = the tool's own directory (awgd.wg_config.config_dir)
     names_file: str = ""  # "" = Amnezia's clientsTable, where it exists
@@ -74,6 +76,8 @@ class Config:
     timezone: str = ""  # as written; "" = the system's
     ledger_url: str = "sqlite:////var/lib/awgd/ledger.sqlite3"
     day_retention_days: int = 400
+    # Hour buckets (traffic.history by hour) older than this are pruned; 0 keeps none.
+    hour_retention_days: int = 31
     events_retention_days: int = 30
     # How often the interfaces are sampled while a limited peer is past its last warning
     # threshold and below its limit: the overshoot past a limit is one such interval.
@@ -217,6 +221,7 @@ SCHEMA: dict[str, dict[str, tuple[str, Callable[[Any], str | None]]]] = {
         "exec_prefix": ("exec_prefix", _string_list(_prefix_item)),
         "interfaces": ("interfaces", _string_list(_iface)),
         "online_window": ("online_window", _positive_int),
+        "stall_seconds": ("stall_seconds", _at_least(MIN_STALL_SECONDS)),
         "tool_timeout": ("tool_timeout", _positive_number),
         "config_dir": ("config_dir", _optional_path),
         "names_file": ("names_file", _optional_path),
@@ -226,6 +231,7 @@ SCHEMA: dict[str, dict[str, tuple[str, Callable[[Any], str | None]]]] = {
     "ledger": {
         "url": ("ledger_url", _url),
         "day_retention_days": ("day_retention_days", _at_least(MIN_DAY_RETENTION_DAYS)),
+        "hour_retention_days": ("hour_retention_days", _at_least(0)),
         "maintenance_schedule": ("maintenance_schedule", _schedule),
     },
     "events": {"retention_days": ("events_retention_days", _at_least(RETENTION_DAYS))},

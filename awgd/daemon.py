@@ -159,13 +159,17 @@ class Daemon:
             self._start_ledger_check()
 
     async def _maintain(self) -> None:
-        """Daily: prune day buckets past their retention, and check the ledger's file."""
+        """Daily: prune day and hour buckets past their retention, and check the ledger's file."""
         today = local_day(datetime.now(UTC), self._config.zone)
         keep_from = today.fromordinal(today.toordinal() - self._config.day_retention_days + 1)
         try:
             removed = await asyncio.to_thread(self.ledger.prune_days, keep_from)
             if removed:
                 log.info("pruned %d day buckets before %s", removed, keep_from.isoformat())
+            hours_before = int(time.time()) - self._config.hour_retention_days * 86400
+            removed = await asyncio.to_thread(self.ledger.prune_hours, hours_before)
+            if removed:
+                log.info("pruned %d hour buckets older than %d days", removed, self._config.hour_retention_days)
             days = self._config.events_retention_days
             events = await asyncio.to_thread(self.ledger.prune_events, int(time.time()) - days * 86400)
             if events:

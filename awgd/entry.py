@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import TYPE_CHECKING
 
-from awgd.accounting import InterfaceCheckpoint
+from awgd.accounting import InterfaceCheckpoint, PeerKey
 from awgd.periods import Period
 from awgd.plans import Judged
+from awgd.stalls import Stall
 
 if TYPE_CHECKING:
     from awgd.books import PeerBook
@@ -31,10 +32,12 @@ def unix(instant: datetime) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """Where a sample is booked: a billing period and a local day."""
+    """Where a sample is booked: a billing period, a local day, and the local hour's start
+    (Unix seconds; None while hourly history is off)."""
 
     period: Period
     day: date
+    hour: int | None = None
 
     @property
     def bounds(self) -> tuple[int, int]:
@@ -60,8 +63,9 @@ class Entry:
     - blocked: (peer_id, rx + tx) for each booked peer that was blocked (blocked_books: the
       same with its book), booked to the target period's blocked_usage row;
     - gone: (peer_id,) for each peer that was present at its checkpoint and is not now;
-    - close_period / close_day: the open period (start, end) / day to close first, if any;
-    - open_period / open_day: what the running totals belong to afterwards.
+    - close_period / close_day / close_hour: the open period (start, end) / day / hour to
+      close first, if any;
+    - open_period / open_day / open_hour: what the running totals belong to afterwards.
 
     The running totals only move when something is booked (`moved`), so an idle sample, or
     one that only records a peer's absence, closes nothing and writes no total.
@@ -73,8 +77,10 @@ class Entry:
     first: bool  # the first booking of a new ledger: it sets tracking_since
     open_period: tuple[int, int] | None = None
     open_day: int | None = None
+    open_hour: int | None = None
     close_period: tuple[int, int] | None = None
     close_day: int | None = None
+    close_hour: int | None = None
     new: list[tuple[int, str, str, int]] = field(default_factory=list)
     new_counters: list[tuple[int, int, int, int, int]] = field(default_factory=list)
     new_books: list[PeerBook] = field(default_factory=list)
@@ -91,10 +97,13 @@ class Entry:
     judged: Judged = field(default_factory=Judged.nothing)  # plans (awgd.plans), written with the rest
     plans_due: bool = False  # every plan was judged: the books' plan_due moves on
     ups: dict[str, bool] = field(default_factory=dict)  # interfaces whose up state changed
+    # Stalled peers (awgd.stalls) whose episode began or ended: written with the rest.
+    stalls: dict[PeerKey, Stall | None] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
-        return not (self.new or self.moved or self.gone or self.interfaces or self.first or self.judged or self.ups)
+        booked = self.new or self.moved or self.gone or self.interfaces or self.first
+        return not (booked or self.judged or self.ups or self.stalls)
 
 
 @dataclass(frozen=True, slots=True)

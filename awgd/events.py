@@ -27,6 +27,8 @@ TYPES = (
     "plan.expired",
     "interface.down",
     "interface.up",
+    "peer.stalled",
+    "peer.recovered",
 )
 
 

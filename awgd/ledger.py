@@ -43,11 +43,13 @@ from awgd.ledger_schema import (
     blocked_usage,
     day_usage,
     events,
+    hour_usage,
     interfaces,
     meta,
     metadata,
     peer_counters,
     peer_settings,
+    peer_stalls,
     peers,
     period_usage,
     plan_progress,
@@ -58,6 +60,7 @@ from awgd.peer_settings import Settings
 from awgd.plans import Judged, plan_from_json, plan_json
 from awgd.quota import Progress
 from awgd.shaping import RateLimit
+from awgd.stalls import Stall
 from awgd.trusted_path import UntrustedPath, check_trusted_directory
 
 # How long a write waits for a lock held by another process (a backup, an operator's
@@ -69,7 +72,7 @@ LOCK_TIMEOUT_SECONDS = 2.0
 # the same pages, so checkpointing every few samples copies each page once instead of
 # several times. Bounds the -wal file at 32 MiB.
 WAL_CHECKPOINT_PAGES = 8192
-HISTORY_GRANULARITIES = ("period", "day")
+HISTORY_GRANULARITIES = ("period", "day", "hour")
 # Peer ids per `IN (...)` list: well under SQLite's bound on a statement's parameters
 # (999 before SQLite 3.32, which older systems still ship).
 IDS_PER_QUERY = 500
@@ -96,6 +99,8 @@ class Contents:
     progress: dict[PeerKey, Progress]  # of the peers whose settings hold a plan
     ups: dict[str, bool | None]
     replaced: dict[PeerKey, str] = field(default_factory=dict)  # rekeyed peers: the new key
+    open_hour: int | None = None
+    stalls: dict[PeerKey, Stall] = field(default_factory=dict)  # announced stalls
 
 
 def _dt(ts: int) -> datetime:
@@ -189,6 +194,10 @@ class Ledger:
                 if (key := (kept.interface, kept.public_key)) in settings and settings[key].plan is not None
             }
             replaced = {(row.interface, row.public_key): row.new_public_key for row in conn.execute(sa.select(rekeys))}
+            stalls = {
+                (row.interface, row.public_key): Stall(row.since, row.handshake, row.since, announced=True)
+                for row in conn.execute(sa.select(peer_stalls))
+            }
         return Contents(
             created_at=_dt(row.created_at),
             tracking_since=None if row.tracking_since is None else _dt(row.tracking_since),
@@ -201,6 +210,8 @@ class Ledger:
             progress=progress,
             ups=ups,
             replaced=replaced,
+            open_hour=row.open_hour,
+            stalls=stalls,
         )
 
     @property
@@ -244,15 +255,19 @@ class Ledger:
                 written += _close(conn, _CLOSE_PERIOD, entry.close_period, _ZERO_PERIOD)
             if entry.close_day is not None:
                 written += _close(conn, _CLOSE_DAY, (entry.close_day,), _ZERO_DAY)
+            if entry.close_hour is not None:
+                written += _close(conn, _CLOSE_HOUR, (entry.close_hour,), _ZERO_HOUR)
+            hours = entry.target.hour is not None
             if entry.new:
                 conn.exec_driver_sql(_INSERT_PEER, entry.new)
-                conn.exec_driver_sql(_INSERT_COUNTERS, entry.new_counters)
+                conn.exec_driver_sql(_INSERT_COUNTERS if hours else _INSERT_COUNTERS_NO_HOUR, entry.new_counters)
             if entry.moved:
                 # In peer-id order SQLite walks its B-tree forwards instead of jumping about.
                 # The books hand them over in that order nearly always (their own order, which
                 # the parser keeps Go-order dumps in), so the sort costs a pass; it orders the
                 # rest (a peer re-added, a ledger of an older awgd: tests/bench/NOTES.md).
-                conn.exec_driver_sql(_UPDATE_MOVED, sorted(entry.moved, key=_PEER_ID))
+                update = _UPDATE_MOVED if hours else _UPDATE_MOVED_NO_HOUR
+                conn.exec_driver_sql(update, sorted(entry.moved, key=_PEER_ID))
             if entry.blocked:
                 start = entry.target.bounds[0]
                 conn.execute(
@@ -269,14 +284,22 @@ class Ledger:
                 )
             if entry.ups:
                 conn.execute(_UPSERT_UP, [{"name": name, "up": up} for name, up in entry.ups.items()])
+            if entry.stalls:
+                _store_stalls(conn, entry.stalls)
             if entry.judged:
                 entry.judged.events[:] = _store(conn, entry.judged)
             conn.exec_driver_sql(
                 _UPDATE_META,
-                (entry.at, entry.at if entry.first else None, *(entry.open_period or (None, None)), entry.open_day),
+                (
+                    entry.at,
+                    entry.at if entry.first else None,
+                    *(entry.open_period or (None, None)),
+                    entry.open_day,
+                    entry.open_hour,
+                ),
             )
             written += 2 * len(entry.new) + len(entry.moved) + len(entry.gone) + len(entry.interfaces) + 1
-            written += len(entry.blocked) + len(entry.ups)
+            written += len(entry.blocked) + len(entry.ups) + len(entry.stalls)
             written += len(entry.judged.settled) + len(entry.judged.states) + len(entry.judged.events)
         return written
 
@@ -299,9 +322,11 @@ class Ledger:
         *,
         open_period: tuple[int, int] | None,
         open_day: int | None,
+        open_hour: int | None = None,
     ) -> list[Bucket]:
         """Booked buckets, newest first, the running totals added to the open one. Buckets
-        with no traffic have no row and are absent."""
+        with no traffic have no row and are absent. An hour's `end` is its start (the caller
+        knows the zone that ends it)."""
         if granularity == "period":
             query = (
                 sa.select(period_usage.c.start, period_usage.c.end, period_usage.c.rx, period_usage.c.tx)
@@ -320,6 +345,15 @@ class Ledger:
             )
             running = sa.select(_c.day_rx, _c.day_tx)
             open_bucket = None if open_day is None else (open_day, open_day)
+        elif granularity == "hour":
+            query = (
+                sa.select(hour_usage.c.start, hour_usage.c.start, hour_usage.c.rx, hour_usage.c.tx)
+                .where(hour_usage.c.peer_id == peer_id)
+                .order_by(hour_usage.c.start.desc())
+                .limit(limit)
+            )
+            running = sa.select(_c.hour_rx, _c.hour_tx)
+            open_bucket = None if open_hour is None else (open_hour, open_hour)
         else:
             raise ValueError(f"granularity must be one of {', '.join(HISTORY_GRANULARITIES)}")
         with self._read() as conn:
@@ -493,6 +527,12 @@ class Ledger:
             result = conn.execute(day_usage.delete().where(day_usage.c.day < day_number(keep_from)))
             return int(result.rowcount)
 
+    def prune_hours(self, before: int) -> int:
+        """Delete hour buckets of hours that began before `before` (Unix seconds); returns how many went."""
+        with self._write() as conn:
+            result = conn.execute(hour_usage.delete().where(hour_usage.c.start < before))
+            return int(result.rowcount)
+
 
 _c = peer_counters.c
 _LOAD_PEERS = (
@@ -588,6 +628,19 @@ def _store(conn: Connection, judged: Judged) -> list[Event]:
     return stored
 
 
+def _store_stalls(conn: Connection, stalls: dict[PeerKey, Stall | None]) -> None:
+    """Keep the announced stalls (awgd.stalls); a suspicion is not worth a row."""
+    for (interface, public_key), stall in stalls.items():
+        key = sa.and_(peer_stalls.c.interface == interface, peer_stalls.c.public_key == public_key)
+        conn.execute(peer_stalls.delete().where(key))
+        if stall is not None and stall.announced:
+            conn.execute(
+                peer_stalls.insert().values(
+                    interface=interface, public_key=public_key, since=stall.since, handshake=stall.handshake
+                )
+            )
+
+
 def _check_place(url: str) -> None:
     """A ledger file's directory is root's alone, and the file is no link (the review's D10:
     root wrote the ledger through a link a user had put in its directory). SQLite creates
@@ -660,11 +713,23 @@ def _reason(exc: BaseException) -> str:
 _INSERT_PEER = "INSERT INTO peers (id, interface, public_key, first_seen) VALUES (?, ?, ?, ?)"
 _INSERT_COUNTERS = (
     "INSERT INTO peer_counters (present, rx, tx, lifetime_rx, lifetime_tx, peer_id,"
+    " period_rx, period_tx, day_rx, day_tx, hour_rx, hour_tx) VALUES (1, ?1, ?2, ?3, ?4, ?5, ?3, ?4, ?3, ?4, ?3, ?4)"
+)
+_INSERT_COUNTERS_NO_HOUR = (
+    "INSERT INTO peer_counters (present, rx, tx, lifetime_rx, lifetime_tx, peer_id,"
     " period_rx, period_tx, day_rx, day_tx) VALUES (1, ?1, ?2, ?3, ?4, ?5, ?3, ?4, ?3, ?4)"
 )
 # A moved row leaves `present` alone (_UPDATE_BACK sets it for the few that came back): one
 # column less to set makes the statement markedly cheaper (tests/bench/NOTES.md).
 _UPDATE_MOVED = (
+    "UPDATE peer_counters SET rx = ?1, tx = ?2,"
+    " lifetime_rx = lifetime_rx + ?3, lifetime_tx = lifetime_tx + ?4,"
+    " period_rx = period_rx + ?3, period_tx = period_tx + ?4, day_rx = day_rx + ?3, day_tx = day_tx + ?4,"
+    " hour_rx = hour_rx + ?3, hour_tx = hour_tx + ?4"
+    " WHERE peer_id = ?5"
+)
+# With hourly history off (ledger.hour_retention_days = 0): two columns less to rewrite.
+_UPDATE_MOVED_NO_HOUR = (
     "UPDATE peer_counters SET rx = ?1, tx = ?2,"
     " lifetime_rx = lifetime_rx + ?3, lifetime_tx = lifetime_tx + ?4,"
     " period_rx = period_rx + ?3, period_tx = period_tx + ?4, day_rx = day_rx + ?3, day_tx = day_tx + ?4"
@@ -676,7 +741,7 @@ _UPDATE_GONE = "UPDATE peer_counters SET present = 0 WHERE peer_id = ?"
 # One statement for every sample's meta row, whatever changed: no per-variant compiling.
 _UPDATE_META = (
     "UPDATE meta SET last_sample_at = ?1, tracking_since = coalesce(tracking_since, ?2),"
-    " open_period_start = ?3, open_period_end = ?4, open_day = ?5 WHERE id = 1"
+    " open_period_start = ?3, open_period_end = ?4, open_day = ?5, open_hour = ?6 WHERE id = 1"
 )
 # Closing the open period or day: set-wise, so 50,000 peers cost one statement, not 50,000.
 # (An upsert on INSERT ... SELECT needs the WHERE to parse unambiguously.)
@@ -691,6 +756,12 @@ _CLOSE_DAY = (
     "INSERT INTO day_usage (peer_id, day, rx, tx) SELECT peer_id, ?1, day_rx, day_tx FROM peer_counters"
     " WHERE day_rx != 0 OR day_tx != 0"
     " ON CONFLICT (peer_id, day) DO UPDATE SET rx = rx + excluded.rx, tx = tx + excluded.tx"
+)
+_ZERO_HOUR = "UPDATE peer_counters SET hour_rx = 0, hour_tx = 0 WHERE hour_rx != 0 OR hour_tx != 0"
+_CLOSE_HOUR = (
+    "INSERT INTO hour_usage (peer_id, start, rx, tx) SELECT peer_id, ?1, hour_rx, hour_tx FROM peer_counters"
+    " WHERE hour_rx != 0 OR hour_tx != 0"
+    " ON CONFLICT (peer_id, start) DO UPDATE SET rx = rx + excluded.rx, tx = tx + excluded.tx"
 )
 _interface_insert = sqlite_insert(interfaces)
 _up_insert = sqlite_insert(interfaces).values(name=sa.bindparam("name"), up=sa.bindparam("up"))

@@ -23,7 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 metadata = MetaData()
 
@@ -42,6 +42,7 @@ meta = Table(
     Column("open_period_start", BigInteger),
     Column("open_period_end", BigInteger),
     Column("open_day", Integer),
+    Column("open_hour", BigInteger),  # the local hour's start, Unix seconds (schema 9)
 )
 
 # Per interface: the evidence of a counter restart (docs/DESIGN.md, rule 1).
@@ -86,6 +87,9 @@ peer_counters = Table(
     Column("period_tx", BigInteger, nullable=False),
     Column("day_rx", BigInteger, nullable=False),
     Column("day_tx", BigInteger, nullable=False),
+    # The open local hour's running totals (schema 9); they stay 0 while hourly history is off.
+    Column("hour_rx", BigInteger, nullable=False, server_default="0"),
+    Column("hour_tx", BigInteger, nullable=False, server_default="0"),
 )
 
 # Usage per billing period, closed (and open, see `peers`); the bounds are stored so history survives a schedule change.
@@ -112,6 +116,21 @@ day_usage = Table(
     Column("tx", BigInteger, nullable=False),
     PrimaryKeyConstraint("peer_id", "day"),
     Index("day_usage_by_day", "day"),
+    sqlite_with_rowid=False,
+)
+
+# Usage per local hour (the open hour: see `peer_counters`), keyed by the instant the hour
+# began, so that an hour a clock change repeats is two rows and one it skips none; pruned
+# after ledger.hour_retention_days.
+hour_usage = Table(
+    "hour_usage",
+    metadata,
+    Column("peer_id", Integer, nullable=False),
+    Column("start", BigInteger, nullable=False),
+    Column("rx", BigInteger, nullable=False),
+    Column("tx", BigInteger, nullable=False),
+    PrimaryKeyConstraint("peer_id", "start"),
+    Index("hour_usage_by_start", "start"),
     sqlite_with_rowid=False,
 )
 
@@ -192,6 +211,18 @@ rekeys = Table(
     PrimaryKeyConstraint("interface", "public_key"),
 )
 
+# Per stalled peer (API v3, section 4): since when, and the latest handshake it had then, so
+# that a restarted awgd neither announces the same episode again nor misses its end.
+peer_stalls = Table(
+    "peer_stalls",
+    metadata,
+    Column("interface", String(15), nullable=False),
+    Column("public_key", String(44), nullable=False),
+    Column("since", BigInteger, nullable=False),
+    Column("handshake", BigInteger, nullable=False),
+    PrimaryKeyConstraint("interface", "public_key"),
+)
+
 # What a bot may tell a user about (docs/API.md, "Events"): ids only grow, kept 30 days.
 events = Table(
     "events",
@@ -260,5 +291,16 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE peer_settings ADD COLUMN down_kbit INTEGER",
         "ALTER TABLE peer_settings ADD COLUMN up_kbit INTEGER",
         "ALTER TABLE peer_settings ADD COLUMN throttled_kbit INTEGER",
+    ),
+    # 9: hourly history, and stalled peers (API v3, sections 4 and 5).
+    9: (
+        "ALTER TABLE meta ADD COLUMN open_hour BIGINT",
+        "ALTER TABLE peer_counters ADD COLUMN hour_rx BIGINT DEFAULT '0' NOT NULL",
+        "ALTER TABLE peer_counters ADD COLUMN hour_tx BIGINT DEFAULT '0' NOT NULL",
+        "CREATE TABLE hour_usage (peer_id INTEGER NOT NULL, start BIGINT NOT NULL, rx BIGINT NOT NULL,"
+        " tx BIGINT NOT NULL, PRIMARY KEY (peer_id, start)) WITHOUT ROWID",
+        "CREATE INDEX hour_usage_by_start ON hour_usage (start)",
+        "CREATE TABLE peer_stalls (interface VARCHAR(15) NOT NULL, public_key VARCHAR(44) NOT NULL,"
+        " since BIGINT NOT NULL, handshake BIGINT NOT NULL, PRIMARY KEY (interface, public_key))",
     ),
 }

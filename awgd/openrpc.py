@@ -32,7 +32,7 @@ PARAM_SCHEMAS: dict[str, dict[str, Any]] = {
     "present_only": {"type": "boolean"},
     "cursor": {"type": "string", "description": "as a previous traffic.changes answer gave it"},
     "after": {"type": "string", "description": "where a page of the same cursor left off"},
-    "granularity": {"enum": ["period", "day"]},
+    "granularity": {"enum": ["period", "day", "hour"]},
     "allowed_ips": {"type": "array", "items": {"type": "string"}, "description": "CIDRs"},
     "preshared_key": {**_KEY, "description": "sent to the tool on its standard input, never stored"},
     "persistent_keepalive": {"type": "integer", "minimum": 0, "maximum": 65535},

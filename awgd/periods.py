@@ -121,3 +121,35 @@ def day_bounds(day: date, zone: ZoneInfo) -> Period:
 def next_fire(instant: datetime, schedule: str, zone: ZoneInfo) -> datetime:
     """The first fire time of `schedule` strictly after `instant` (UTC)."""
     return period_containing(instant, schedule, zone).end
+
+
+# Every zone's offsets and changes fall on quarter hours, so a local hour ends at one; its
+# end is looked for at most this far on (an hour that a 2 h change repeats lasts 3 h).
+_QUARTER = timedelta(minutes=15)
+_LONGEST_HOUR = timedelta(hours=3)
+
+
+def hour_start(instant: datetime, zone: ZoneInfo) -> datetime:
+    """The instant (UTC) the local hour containing `instant` began: its wall clock's hour,
+    in the pass of it `instant` is in. An hour a clock change repeats is two hours (one per
+    pass); an hour it skips has no instant and so no start."""
+    local = instant.astimezone(zone)
+    start = local.replace(minute=0, second=0, microsecond=0).astimezone(UTC)
+    if start > instant:  # the other pass of a repeated wall time: the hour began in the first
+        start = local.replace(minute=0, second=0, microsecond=0, fold=1 - local.fold).astimezone(UTC)
+    return start
+
+
+def hour_bounds(start: datetime, zone: ZoneInfo) -> Period:
+    """[start, end) of the local hour that begins at `start` (from hour_start)."""
+    step = start + timedelta(hours=1)
+    following = hour_start(step, zone)
+    if following == step:  # every hour but those at a clock change
+        return Period(start, step)
+    step = start + _QUARTER
+    while step - start <= _LONGEST_HOUR:
+        following = hour_start(step, zone)
+        if following > start:
+            return Period(start, following)
+        step += _QUARTER
+    return Period(start, start + timedelta(hours=1))  # pragma: no cover - no such zone

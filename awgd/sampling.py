@@ -178,13 +178,16 @@ class Sampler:
         self.health.tool = reading.tool
 
         def target_of(books: Books) -> Target:
-            return target or books.target(reading.taken_at, config.periods_schedule, config.zone)
+            return target or books.target(
+                reading.taken_at, config.periods_schedule, config.zone, hours=config.hour_retention_days > 0
+            )
 
         def take(books: Books, target: Target) -> Entry:
             entry = books.take(reading, watched=frozenset(config.interfaces), target=target)
             if books.plans:  # judged_at reckons a local day: not worth it on a server without plans
                 instant = judged_at(min(reading.taken_at, self._clock()), target, config)
                 books.judge(entry, instant, config.zone, config.periods_schedule)
+            books.watch_stalls(entry, config.stall_seconds, config.zone)
             return entry
 
         try:

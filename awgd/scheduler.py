@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from awgd.books import Books
 from awgd.config import Config
 from awgd.entry import Target
-from awgd.periods import local_day, next_fire, period_containing
+from awgd.periods import Period, hour_start, local_day, next_fire, period_containing
 from awgd.sampling import Sampler
 
 log = logging.getLogger(__name__)
@@ -102,23 +102,27 @@ class Schedule:
         config = self._config()
         closing = self._books.period
         if now - boundary <= BOUNDARY_TOLERANCE:
-            day = local_day(boundary - timedelta(microseconds=1), config.zone)
             try:
-                await self._sampler.boundary(Target(closing, day))
+                await self._sampler.boundary(self._booked_before(closing, boundary))
             except Exception as exc:
                 log.warning("boundary sample failed (traffic since the last sample goes to the new period): %s", exc)
         else:
             log.warning("period boundary %s passed %s ago without a sample", boundary.isoformat(), now - boundary)
         await self._sampler.roll(period_containing(max(now, closing.end), config.periods_schedule, config.zone))
 
+    def _booked_before(self, period: Period, instant: datetime) -> Target:
+        """Where a sample taken for `instant` is booked: the last moment before it."""
+        config = self._config()
+        last = instant - timedelta(microseconds=1)
+        hour = int(hour_start(last, config.zone).timestamp()) if config.hour_retention_days > 0 else None
+        return Target(period, local_day(last, config.zone), hour)
+
     async def _plan_instant(self, instant: datetime, now: datetime) -> None:
         self._handled_due = int(instant.timestamp())
-        config = self._config()
         booked = self._books.last_booked_at
         if now - instant <= BOUNDARY_TOLERANCE and (booked is None or booked < instant):
-            day = local_day(instant - timedelta(microseconds=1), config.zone)
             try:
-                await self._sampler.boundary(Target(self._books.period, day))
+                await self._sampler.boundary(self._booked_before(self._books.period, instant))
             except Exception as exc:
                 log.warning("sample at a plan's window start failed: %s", exc)
         due = self._books.plan_due

@@ -64,8 +64,8 @@ def test_status_table(daemon) -> None:  # type: ignore[no-untyped-def]
     assert lines[0] == "awgd 0.1.0: healthy"
     header = next(line for line in lines if line.startswith("INTERFACE"))
     awg0 = next(line for line in lines if line.startswith("awg0"))
-    assert header.split() == ["INTERFACE", "STATE", "PORT", "PEERS", "ONLINE", "RX", "TX"]
-    assert awg0.split() == ["awg0", "up", "51820", "2", "2", "1.5", "KiB", "3.0", "MiB"]
+    assert header.split() == ["INTERFACE", "STATE", "PORT", "PEERS", "ONLINE", "STALLED", "RX", "TX"]
+    assert awg0.split() == ["awg0", "up", "51820", "2", "2", "0", "1.5", "KiB", "3.0", "MiB"]
     assert len(header) == len(awg0)  # right-aligned columns end together
     assert "\033[" not in result.stdout
 

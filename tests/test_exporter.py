@@ -4,6 +4,7 @@ Prometheus server scraping it, its query API answering with the ledger's figures
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -28,7 +29,7 @@ from wgbed import TestBed
 pytest.importorskip("prometheus_client", reason="the exporter extra (prometheus_client) is not installed")
 
 from awgd_client import Client
-from awgd_client.metrics import PAGE_PEERS, read_peers
+from awgd_client.metrics import PAGE_PEERS, peer_exposition, read_peers
 
 pytestmark = [pytest.mark.wireguard]
 
@@ -309,8 +310,28 @@ def test_the_dashboard_queries_only_what_the_exporter_exports(daemons, scripted_
         "healthy",
         "sample duration",
         "blocked",
+        "stalled",
     ):
         assert subject in titles, subject
+
+
+@needs_prometheus
+def test_a_stalled_peer_is_a_series_of_its_own_and_counted_per_interface(daemons, scripted_tool: ScriptedTool) -> None:  # type: ignore[no-untyped-def]
+    """awgd_peer_stalled is there for a stalled peer only (how a peer becomes stalled:
+    tests/test_stalls.py), and every interface has its count."""
+    scripted_tool.set(dump({"awg0": {key("A"): (1, 2), key("B"): (3, 4)}}))
+    daemon = daemons(scripted_tool.path).start()
+    with Client(daemon.socket) as client:
+        peers = read_peers(client)
+        status = client.server_status()
+    stalled = [dataclasses.replace(p, stalled=p.public_key == key("A")) for p in peers]
+    text = peer_exposition(stalled)
+    assert promtool_check(text) == ""
+    lines = [line for line in text.splitlines() if line.startswith("awgd_peer_stalled{")]
+    assert len(lines) == 1 and key("A") in lines[0] and lines[0].endswith(" 1")
+    printed = awgctl("metrics", "--socket", daemon.socket).stdout
+    assert 'awgd_interface_peers_stalled{interface="awg0"} 0.0' in printed
+    assert status.interfaces[0].peers_stalled == 0
 
 
 # ---- what it serves to whom, and how it holds up (issue 26, D12) -------------------------------

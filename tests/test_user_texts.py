@@ -125,6 +125,9 @@ def test_every_text_renders_in_both_languages(server, language: str) -> None:  #
     profiles.append(("Laptop", figures(client, LATE)))
     limited = dataclasses.replace(figures(client, PLAIN)[0], rate_limit=RateLimit(2000, None))
     profiles.append(("Router", [limited]))
+    # Stalled as awgd answers it (a real one: tests/test_stalls.py, on amneziawg-go too).
+    stalled = dataclasses.replace(figures(client, NEVER)[0], stalled=True)
+    profiles.append(("Watch", [stalled]))
     shown = [render_stats(texts, profiles), render_stats(texts, []), texts("unavailable")]
     status = client.server_status()
     shown.append(render_status(texts, status))
@@ -136,12 +139,17 @@ def test_every_text_renders_in_both_languages(server, language: str) -> None:  #
             ),
         )
     )
+    some_stalled = tuple(dataclasses.replace(i, peers_stalled=2) for i in status.interfaces)
+    shown.append(render_status(texts, dataclasses.replace(status, interfaces=some_stalled)))
     for event in events(client):
         peer = client.traffic(event.public_key) if event.public_key else None
         if event.public_key and (
             notice := render_notice(texts, event, display_name(event.public_key, None, peer), peer)
         ):
             shown.append(notice)
+    for kind in ("peer.stalled", "peer.recovered"):
+        event = Event(1, stalled.sampled_at or datetime.now(UTC), kind, stalled.interface, stalled.public_key, {})
+        shown.append(render_notice(texts, event, "Watch", stalled) or "")
     warned = client.traffic(WARNED)
     shown.append(render_notice(texts, renewed_event(warned), "Dave", warned) or "")
     slowed = client.traffic(SLOW)

@@ -38,9 +38,9 @@ from aiogram.exceptions import TelegramAPIError, TelegramNetworkError, TelegramR
 
 from awgd_client.aiogram_router import Language, Profiles, TextsFor, maybe_await
 from awgd_client.async_client import AsyncClient
-from awgd_client.errors import AwgdError
+from awgd_client.errors import AwgdError, InvalidParams
 from awgd_client.models import Event, PeerTraffic
-from awgd_client.user_texts import NOTIFIED, SHORT_KEY_CHARS, Overrides, Units, display_name, render_notice
+from awgd_client.user_texts import NOTIFIED, PLAN_EVENTS, SHORT_KEY_CHARS, Overrides, Units, display_name, render_notice
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -136,12 +136,20 @@ class PlanNotifier:
             since = await self._retrying("read the last event id", self._newest_id)
             await maybe_await(self._save(since))
         delay = RETRY_FIRST_DELAY
+        types = list(NOTIFIED)
         while True:
             try:
-                async for event in self._client.subscribe(since, list(NOTIFIED)):
+                async for event in self._client.subscribe(since, types):
                     await self.notify(event)
                     await maybe_await(self._save(event.id))
                     since, delay = event.id, RETRY_FIRST_DELAY
+            except InvalidParams as exc:
+                if types == list(PLAN_EVENTS):
+                    log.error("plan notifications cannot follow awgd's events (again in %g s): %s", delay, exc)
+                else:  # an awgd before API v3 knows no stalls: its plans are still told
+                    log.warning("awgd does not know every event this bot tells (%s): plans only", exc)
+                    types = list(PLAN_EVENTS)
+                    continue
             except AwgdError as exc:
                 # A socket that refuses this user or stays away: users are not being told.
                 log.error("plan notifications cannot follow awgd's events (again in %g s): %s", delay, exc)

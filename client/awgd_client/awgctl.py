@@ -130,10 +130,11 @@ def parser() -> argparse.ArgumentParser:
     peer.add_argument("--no-preshared-key", action="store_true", help="new, rekey: no preshared key")
     peer.add_argument("--down", metavar="SPEED", help="limit: the user's download, e.g. 10M, 500k, none")
     peer.add_argument("--up", metavar="SPEED", help="limit: the user's upload, e.g. 5M, none")
-    history = commands.add_parser("history", parents=[common], help="a peer's usage by period or by day")
+    history = commands.add_parser("history", parents=[common], help="a peer's usage by period, day or hour")
     history.add_argument("key")
     history.add_argument("--interface", "-i")
-    history.add_argument("--days", action="store_true", help="by day instead of by period")
+    history.add_argument("--by", choices=("period", "day", "hour"), help="the buckets (default: period)")
+    history.add_argument("--days", action="store_true", help="the same as --by day")
     history.add_argument("--limit", type=int)
     commands.add_parser("sample", parents=[common], help="take a sample now")
     plan = commands.add_parser(
@@ -345,7 +346,7 @@ def read_key(path: str) -> str:
 
 def cmd_history(client: Client, args: argparse.Namespace, as_json: bool, style: Style) -> int:
     key, interface = resolve(client, args.key, args.interface)
-    params: dict[str, Any] = {"public_key": key, "granularity": "day" if args.days else "period"}
+    params: dict[str, Any] = {"public_key": key, "granularity": args.by or ("day" if args.days else "period")}
     if interface:
         params["interface"] = interface
     if args.limit is not None:
@@ -680,14 +681,18 @@ def render_status(status: ServerStatus, style: Style) -> str:
                 str(iface.listen_port or "-"),
                 str(iface.peers),
                 str(iface.peers_online),
+                style.bad(str(iface.peers_stalled)) if iface.peers_stalled else "0",
                 format_bytes(iface.period.rx_bytes),
                 format_bytes(iface.period.tx_bytes),
             ]
         )
     lines.append("")
     if rows:
-        lines.append(table(["INTERFACE", "STATE", "PORT", "PEERS", "ONLINE", "RX", "TX"], rows, {2, 3, 4, 5, 6}))
+        headers = ["INTERFACE", "STATE", "PORT", "PEERS", "ONLINE", "STALLED", "RX", "TX"]
+        lines.append(table(headers, rows, {2, 3, 4, 5, 6, 7}))
         lines.append(style.dim(LEGEND))
+        if any(iface.peers_stalled for iface in status.interfaces):
+            lines.append(style.dim(STALLED_LEGEND))
     else:
         lines.append("no interfaces")
     return "\n".join(lines)
@@ -695,6 +700,10 @@ def render_status(status: ServerStatus, style: Style) -> str:
 
 # RX and TX are the server's, as WireGuard counts them: say which way each goes for users.
 LEGEND = "RX: received from the peer (its upload) · TX: sent to it (its download)"
+STALLED_LEGEND = (
+    "STALLED: devices that keep connecting and get no traffic (a config whose obfuscation "
+    "parameters differ from the server's): `awgctl peers` shows which"
+)
 # The peers table's columns, and which go first when the terminal is narrow: the least
 # needed to tell who uses what.
 PEER_COLUMNS = ["KEY", "LABEL", "INTERFACE", "STATE", "PLAN", "LIMIT", "HANDSHAKE", "ENDPOINT", "RX", "TX"]
@@ -717,11 +726,14 @@ def blocked_state(peer: PeerTraffic, style: Style) -> str:
 
 
 def state_text(peer: PeerTraffic, style: Style) -> str:
-    """What matters first: blocked (and why) beats online."""
+    """What matters first: blocked (and why), then slowed, then stalled (its device connects
+    and gets no traffic), then online."""
     if peer.blocked:
         return style.bad("blocked:" + ",".join(peer.blocked))
     if peer.plan is not None and peer.plan.throttling:
         return style.bad("slowed")
+    if peer.stalled and peer.present:
+        return style.bad("stalled")
     return online_text(peer, style)
 
 
@@ -782,6 +794,11 @@ def render_peer(peer: PeerTraffic, history: History, style: Style) -> str:
         f"plan       {plan_line(peer)}",
         f"speed      {limit_line(peer)}",
         f"state      {online_text(peer, style)}; last handshake {format_ago(peer.latest_handshake)}",
+        *(
+            [style.bad("stalled    its device keeps connecting and gets no traffic: give the user the config again")]
+            if peer.stalled and peer.present
+            else []
+        ),
         f"endpoint   {peer.endpoint or '-'}",
         f"session    {format_bytes(peer.session.rx_bytes)} received, {format_bytes(peer.session.tx_bytes)} sent",
         f"period     {format_bytes(peer.period.rx_bytes)} received, {format_bytes(peer.period.tx_bytes)} sent "
@@ -805,12 +822,15 @@ def plan_line(peer: PeerTraffic) -> str:
 
 
 def render_history(history: History, style: Style) -> str:
-    """One row per period or day, with its usage drawn as a bar against the largest shown."""
+    """One row per period, day or hour, with its usage drawn as a bar against the largest
+    shown. Hours carry their UTC offset: an hour a clock change repeats is two rows, told
+    apart by it."""
     peak = max((b.total_bytes for b in history.buckets), default=0)
+    hours = history.granularity == "hour"
     rows = [
         [
-            fmt_time(b.start),
-            fmt_time(b.end),
+            b.start.strftime("%Y-%m-%d %H:%M %z") if hours else fmt_time(b.start),
+            b.end.strftime("%H:%M") if hours else fmt_time(b.end),
             format_bytes(b.rx_bytes),
             format_bytes(b.tx_bytes),
             format_bytes(b.total_bytes),
@@ -818,5 +838,5 @@ def render_history(history: History, style: Style) -> str:
         ]
         for b in history.buckets
     ]
-    unit = "DAY" if history.granularity == "day" else "PERIOD"
+    unit = {"day": "DAY", "hour": "HOUR"}.get(history.granularity, "PERIOD")
     return table([f"{unit} START", "END", "RX", "TX", "TOTAL", "USAGE"], rows, {2, 3, 4})

@@ -89,11 +89,17 @@ def server_metrics(status: ServerStatus) -> Iterator[Metric]:
     up = GaugeMetricFamily("awgd_interface_up", "1 when the interface exists and is up", labels=["interface"])
     peers = GaugeMetricFamily("awgd_interface_peers", "peers configured on the interface", labels=["interface"])
     online = GaugeMetricFamily("awgd_interface_peers_online", "peers online on the interface", labels=["interface"])
+    stalled = GaugeMetricFamily(
+        "awgd_interface_peers_stalled",
+        "peers whose devices keep connecting and get no traffic",
+        labels=["interface"],
+    )
     for iface in status.interfaces:
         up.add_metric([iface.name], int(iface.exists and iface.up))
         peers.add_metric([iface.name], iface.peers)
         online.add_metric([iface.name], iface.peers_online)
-    yield from (up, peers, online)
+        stalled.add_metric([iface.name], iface.peers_stalled)
+    yield from (up, peers, online, stalled)
 
 
 # The per-peer families: (name, type, help). Written by peer_exposition rather than through
@@ -109,6 +115,9 @@ PEER_FAMILIES = (
     ("awgd_peer_plan_used_bytes", "gauge", "usage in the plan's current window"),
     ("awgd_peer_blocked", "gauge", "1 per reason the peer is blocked for"),
     ("awgd_peer_rate_limit_bytes_per_second", "gauge", "the peer's speed limit (peer.limit) in bytes a second"),
+    # Only for stalled peers, like awgd_peer_blocked: a series per peer at 0 would add a line
+    # per peer to every scrape for what is, on a healthy server, nobody.
+    ("awgd_peer_stalled", "gauge", "1 while the peer's device keeps connecting and gets no traffic"),
 )
 
 
@@ -124,7 +133,7 @@ def peer_exposition(peers: list[PeerTraffic]) -> str:
         lines["awgd_peer_plan_used_bytes"],
         lines["awgd_peer_blocked"],
     )
-    speed = lines["awgd_peer_rate_limit_bytes_per_second"]
+    speed, stalled = lines["awgd_peer_rate_limit_bytes_per_second"], lines["awgd_peer_stalled"]
     for peer in peers:
         name = _escape(peer.label or "")
         labels = f'interface="{_escape(peer.interface)}",public_key="{_escape(peer.public_key)}",friendly_name="{name}"'
@@ -142,6 +151,8 @@ def peer_exposition(peers: list[PeerTraffic]) -> str:
                 limit.append(f"awgd_peer_plan_limit_bytes{{{labels}}} {peer.plan.limit_bytes}")
         for reason in peer.blocked:
             blocked.append(f'awgd_peer_blocked{{{labels},reason="{_escape(reason)}"}} 1')
+        if peer.stalled:
+            stalled.append(f"awgd_peer_stalled{{{labels}}} 1")
         if peer.rate_limit is not None:
             # direction as the user sees it: down = to the peer, up = from it
             for direction, kbit in (("down", peer.rate_limit.down_kbit), ("up", peer.rate_limit.up_kbit)):

@@ -61,6 +61,14 @@ class Fields:
             raise self._fault(name, "true or false")
         return value
 
+    def optional_boolean(self, name: str) -> bool:
+        """False when absent (a field an older awgd does not send)."""
+        return False if self._get(name, True) is None else self.boolean(name)
+
+    def optional_count(self, name: str) -> int:
+        """0 when absent (a field an older awgd does not send)."""
+        return 0 if self._get(name, True) is None else self.integer(name)
+
     def string(self, name: str) -> str:
         value = self._get(name, False)
         if not isinstance(value, str):
@@ -288,12 +296,16 @@ class PeerTraffic(Model):
     rate: Rate | None = None  # an awgd addition; absent from older daemons
     replaced_by: str | None = None  # the key that took its place (peer.rekey)
     rate_limit: RateLimit | None = None  # its speed limit (API v3); None: not limited
+    # Its device keeps starting handshakes that never make a session (API v3): "connected,
+    # but no traffic", nearly always a config whose obfuscation parameters differ from the server's.
+    stalled: bool = False
 
     @classmethod
     def read(cls, fields: Fields) -> Self:
         return cls(
             replaced_by=fields.optional_string("replaced_by"),
             rate_limit=fields.optional_object("rate_limit", RateLimit.read),
+            stalled=fields.optional_boolean("stalled"),
             interface=fields.string("interface"),
             public_key=fields.string("public_key"),
             label=fields.optional_string("label"),
@@ -346,6 +358,7 @@ class InterfaceStatus(Model):
     address: tuple[str, ...] = ()  # its own addresses (API v2)
     awg: dict[str, int | str] | None = None  # AmneziaWG's obfuscation parameters; None on WireGuard
     client: DeviceDefaults | None = None  # None from an awgd before API v3
+    peers_stalled: int = 0  # peers stalled (PeerTraffic.stalled); API v3
 
     @classmethod
     def read(cls, fields: Fields) -> Self:
@@ -369,6 +382,7 @@ class InterfaceStatus(Model):
             peers_online=fields.integer("peers_online"),
             period=fields.object("period", Usage.read),
             client=fields.optional_object("client", DeviceDefaults.read),
+            peers_stalled=fields.optional_count("peers_stalled"),
         )
 
 

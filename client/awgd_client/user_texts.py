@@ -66,6 +66,10 @@ TEMPLATES: Final[Mapping[str, str]] = {
     "state_throttled": N_("🐢 Slowed to {speed}: the traffic limit is used up"),
     "state_removed": N_("🚫 This profile is no longer on the server"),
     "state_replaced": N_("🔁 Replaced by a new config"),
+    "state_stalled": N_(
+        "⚠️ Connects, but no traffic passes: the app's settings do not match the server's. "
+        "Delete this profile in the app and import your config again."
+    ),
     "state_online": N_("🟢 Online"),
     "state_last_seen": N_("⚪ Last connected {ago}"),
     "state_never": N_("⚪ Not connected yet"),
@@ -98,6 +102,11 @@ TEMPLATES: Final[Mapping[str, str]] = {
     "notice_plan_renewed": N_("✅ <b>{name}</b>: a new period started, the VPN works again ({limit} until {renews})."),
     "notice_plan_renewed_unlimited": N_("✅ <b>{name}</b>: a new period started, the VPN works again."),
     "notice_plan_expired": N_("⌛ <b>{name}</b>: your plan expired on {day}. The VPN is paused."),
+    "notice_peer_stalled": N_(
+        "⚠️ <b>{name}</b>: your app connects, but no traffic passes. Its settings do not match the "
+        "server's: delete this profile in the app and import your config again."
+    ),
+    "notice_peer_recovered": N_("✅ <b>{name}</b>: the connection works again."),
     # /server_status, for admins
     "not_admin": N_("Sorry, this command is for administrators."),
     "status_header": N_("<b>Server status</b>: {health}"),
@@ -106,6 +115,7 @@ TEMPLATES: Final[Mapping[str, str]] = {
     "status_period": N_("Period {start} to {end}; last sample {ago}"),
     "status_error": N_("Last error: {error}"),
     "interface": N_("{state} <b>{name}</b>: {online}/{peers} online · ⬇ {download} · ⬆ {upload}"),
+    "interface_stalled": N_("⚠️ Connected without traffic: {count}"),
     "status_legend": N_("⬇ what users downloaded, ⬆ what they uploaded, this period"),
     "no_interfaces": N_("No interfaces."),
     "refresh": N_("🔄 Refresh"),
@@ -284,6 +294,8 @@ def _state(texts: UserTexts, figures: Sequence[PeerTraffic], now: datetime | Non
         if any(f.replaced_by for f in figures):
             return texts("state_replaced")
         return texts("state_removed")
+    if any(f.stalled and f.present for f in figures) and not any(f.online for f in figures):
+        return texts("state_stalled")
     if any(f.online for f in figures):
         return texts("state_online")
     handshakes = [f.latest_handshake for f in figures if f.latest_handshake is not None]
@@ -323,7 +335,8 @@ def _plan_lines(texts: UserTexts, plan: Plan, blocked: tuple[str, ...]) -> list[
 
 # ---- the plan notices ---------------------------------------------------------------------
 
-NOTIFIED: Final = ("quota.warning", "quota.exceeded", "plan.renewed", "plan.expired")
+PLAN_EVENTS: Final = ("quota.warning", "quota.exceeded", "plan.renewed", "plan.expired")
+NOTIFIED: Final = (*PLAN_EVENTS, "peer.stalled", "peer.recovered")
 
 
 def render_notice(  # noqa: PLR0911 - one return per kind of message
@@ -334,6 +347,8 @@ def render_notice(  # noqa: PLR0911 - one return per kind of message
     when awgd could not say (the message then says what the event itself carries)."""
     if event.type not in NOTIFIED or (event.type == "plan.renewed" and not event.data.get("quota_lifted")):
         return None
+    if event.type in ("peer.stalled", "peer.recovered"):
+        return texts("notice_" + event.type.replace(".", "_"), name=html.escape(name))
     data, plan = event.data, peer.plan if peer is not None else None
     throttling_plan = plan is not None and plan.over_quota == "throttle"
     fields: dict[str, Any] = {"name": html.escape(name)}
@@ -409,6 +424,8 @@ def render_status(texts: UserTexts, status: ServerStatus, now: datetime | None =
                 upload=texts.size(iface.period.rx_bytes),
             )
         )
+        if iface.peers_stalled:
+            lines.append(texts("interface_stalled", count=iface.peers_stalled))
     lines.append(texts("status_legend") if status.interfaces else texts("no_interfaces"))
     return "\n".join(lines)
 

@@ -172,9 +172,10 @@ class Booker:
     (the books take the reading, the ledger writes it, the books commit it), on one event
     loop and under the daemon's garbage collector policy, as in the daemon."""
 
-    def __init__(self, workdir: Path, at: datetime) -> None:
-        self.ledger = Ledger.open(f"sqlite:///{workdir}/ledger.sqlite3")
-        config = Config(zone=ZONE)
+    def __init__(self, workdir: Path, at: datetime, *, hours: bool = True) -> None:
+        self.path = workdir / "ledger.sqlite3"
+        self.ledger = Ledger.open(f"sqlite:///{self.path}")
+        config = Config(zone=ZONE, hour_retention_days=31 if hours else 0)
         period = period_containing(at, config.periods_schedule, ZONE)
         self.sampler = Sampler(Bookkeeper.load(self.ledger, period, ZONE, config.periods_schedule), lambda: config)
         self.parser = DumpParser(self.sampler.books.order)  # as the sampler makes its own
@@ -211,16 +212,28 @@ class Booker:
         self.ledger.close()
 
 
-def own_cost(n: int, fraction: float, samples: int, shuffled: bool = False, planned: float = 0.0) -> dict[str, Any]:
+def own_cost(
+    n: int,
+    fraction: float,
+    samples: int,
+    shuffled: bool = False,
+    planned: float = 0.0,
+    *,
+    hours: bool = True,
+    step: timedelta = timedelta(minutes=1),
+    ledger_bytes: list[int] | None = None,
+) -> dict[str, Any]:
     """`samples` consecutive samples of a running ledger, each moving `fraction` of the peers,
     after a baseline and one sample in which every peer moved (so every peer has its rows).
     `shuffled`: the peers in a new random order in every dump, as Go's map order prints them.
-    `planned`: the share of peers given a monthly plan first (none near its limit)."""
+    `planned`: the share of peers given a monthly plan first (none near its limit).
+    `hours`: hourly history on (the default) or off; `step`: the time between samples.
+    `ledger_bytes`: given, gets the ledger file's size at the end (checkpointed, vacuumed)."""
     rng = random.Random(7)
     peer_keys = keys(n)
     workdir = Path(tempfile.mkdtemp(prefix="awgd-bench-"))
     at = datetime(2026, 11, 20, tzinfo=UTC)
-    booker = Booker(workdir, at)
+    booker = Booker(workdir, at, hours=hours)
     order = list(range(n))
 
     def dump() -> bytes:
@@ -238,10 +251,12 @@ def own_cost(n: int, fraction: float, samples: int, shuffled: bool = False, plan
     for index in range(samples):
         counters = advance_counters(counters, fraction, rng)
         data = dump()
-        elapsed, written = booker.sample(data, at + timedelta(minutes=2 + index))
+        elapsed, written = booker.sample(data, at + timedelta(minutes=2) + step * index)
         times.append(elapsed)
         rows.append(written)
     booker.close()
+    if ledger_bytes is not None:
+        ledger_bytes.append(file_bytes(booker.path))
     shutil.rmtree(workdir)
     # The daemon's collector policy froze everything alive after each sample: let this run's
     # books go, so that the next run starts as clean as a daemon does.
@@ -1034,6 +1049,55 @@ def bench_shaping(run: Run) -> None:
     )
 
 
+def bench_hours(run: Run) -> None:
+    """Hourly history (issue 31): what it costs every sample (two running totals more in the
+    row a moving peer rewrites), the sample that closes an hour, and the ledger's bytes."""
+    n = max(run.sizes)
+    print(f"12. hourly history, N={n}, every peer moving ...", flush=True)
+    # In turns, so that both see the same moments of a noisy machine; ratio of the medians.
+    off, on = [], []
+    for _ in range(3):
+        off.append(own_cost(n, 1.0, run.samples, shuffled=True, hours=False)["time"]["median"])
+        on.append(own_cost(n, 1.0, run.samples, shuffled=True, hours=True)["time"]["median"])
+    base, cost = statistics.median(off), statistics.median(on)
+    RESULTS[f"hours_{n}"] = {"off": summary(off), "on": summary(on)}
+    row(
+        f"12. sample with hourly history, N={n}, 100% moving",
+        ms(cost),
+        ms(base),
+        cost / base,
+        "<= 1.05x hours off",
+        cost / base <= 1.05,
+    )
+    # Every sample an hour after the last: each one closes the hour before it (one set-wise
+    # statement over the running totals), against samples a minute apart.
+    closing = own_cost(n, 1.0, run.samples, shuffled=True, step=timedelta(hours=1))["time"]["median"]
+    RESULTS[f"hours_closing_{n}"] = closing
+    row(
+        f"12. the sample that closes an hour, N={n}, 100% moving",
+        ms(closing),
+        ms(cost),
+        closing / cost,
+        "<= 1.5x a sample within it",
+        closing / cost <= 1.5,
+    )
+    # Bytes: the same hours of every peer moving, kept and not kept.
+    hours, mid = 12, run.mid
+    kept: list[int] = []
+    own_cost(mid, 1.0, hours, hours=True, step=timedelta(hours=1), ledger_bytes=kept)
+    own_cost(mid, 1.0, hours, hours=False, step=timedelta(hours=1), ledger_bytes=kept)
+    per_peer_hour = (kept[0] - kept[1]) / (mid * (hours - 1))  # the last hour is still open
+    RESULTS["bytes_per_peer_hour"] = per_peer_hour
+    row(
+        f"12. ledger bytes per moving peer-hour (N={mid}, {hours} h)",
+        f"{per_peer_hour:.1f} B",
+        "",
+        None,
+        "<= 100 B",
+        per_peer_hour <= 100,
+    )
+
+
 SECTIONS: dict[str, Callable[[Run], None]] = {
     "own": bench_own_cost,
     "plans": bench_plans,
@@ -1045,6 +1109,7 @@ SECTIONS: dict[str, Callable[[Run], None]] = {
     "startup": bench_startup,
     "fleet": bench_fleet,
     "shaping": bench_shaping,
+    "hours": bench_hours,
 }
 
 

@@ -95,6 +95,7 @@ class Awgd:
         prefix: list[str] | None = None,
         ledger_dir: Path | None = None,
         clients: dict[str, Any] | None = None,
+        ledger: dict[str, Any] | None = None,
     ) -> None:
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -108,7 +109,7 @@ class Awgd:
                 "wireguard": {"tool": str(tool), **(wireguard or {})},
                 "sampling": {"schedule": sampling},
                 "periods": {"timezone": "Europe/Moscow", **(periods or {})},
-                "ledger": {"url": f"sqlite:///{self.ledger}"},
+                "ledger": {"url": f"sqlite:///{self.ledger}", **(ledger or {})},
                 "rpc": {"group": "", **(rpc or {}), "socket": self.socket},
                 **({"clients": clients} if clients else {}),
             },
