@@ -405,6 +405,8 @@ class Books:
             if not book.present:
                 if stall is not None:
                     entry.stalls[key] = None  # it left its interface: nothing to be stalled on
+                    if stall.announced:
+                        entry.stall_rows[key] = None
                 continue
             after, kind = observe(
                 stall,
@@ -417,6 +419,9 @@ class Books:
             )
             if after != stall:
                 entry.stalls[key] = after
+            was, now = stall is not None and stall.announced, after is not None and after.announced
+            if was != now:
+                entry.stall_rows[key] = after
             if kind is not None:
                 since = (after or stall).since  # type: ignore[union-attr]  # one of them is a stall
                 data = {"since": iso(since, zone)} if kind == "peer.stalled" else {"stalled_since": iso(since, zone)}

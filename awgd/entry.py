@@ -97,13 +97,15 @@ class Entry:
     judged: Judged = field(default_factory=Judged.nothing)  # plans (awgd.plans), written with the rest
     plans_due: bool = False  # every plan was judged: the books' plan_due moves on
     ups: dict[str, bool] = field(default_factory=dict)  # interfaces whose up state changed
-    # Stalled peers (awgd.stalls) whose episode began or ended: written with the rest.
+    # Peers whose stall state (awgd.stalls) changed: the books take it at commit; of them, those
+    # whose announcement began or ended are the ledger's to keep (None: it ended).
     stalls: dict[PeerKey, Stall | None] = field(default_factory=dict)
+    stall_rows: dict[PeerKey, Stall | None] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
         booked = self.new or self.moved or self.gone or self.interfaces or self.first
-        return not (booked or self.judged or self.ups or self.stalls)
+        return not (booked or self.judged or self.ups or self.stall_rows)
 
 
 @dataclass(frozen=True, slots=True)

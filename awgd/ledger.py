@@ -284,8 +284,8 @@ class Ledger:
                 )
             if entry.ups:
                 conn.execute(_UPSERT_UP, [{"name": name, "up": up} for name, up in entry.ups.items()])
-            if entry.stalls:
-                _store_stalls(conn, entry.stalls)
+            if entry.stall_rows:
+                _store_stalls(conn, entry.stall_rows)
             if entry.judged:
                 entry.judged.events[:] = _store(conn, entry.judged)
             conn.exec_driver_sql(
@@ -299,7 +299,7 @@ class Ledger:
                 ),
             )
             written += 2 * len(entry.new) + len(entry.moved) + len(entry.gone) + len(entry.interfaces) + 1
-            written += len(entry.blocked) + len(entry.ups) + len(entry.stalls)
+            written += len(entry.blocked) + len(entry.ups) + len(entry.stall_rows)
             written += len(entry.judged.settled) + len(entry.judged.states) + len(entry.judged.events)
         return written
 
@@ -629,7 +629,8 @@ def _store(conn: Connection, judged: Judged) -> list[Event]:
 
 
 def _store_stalls(conn: Connection, stalls: dict[PeerKey, Stall | None]) -> None:
-    """Keep the announced stalls (awgd.stalls); a suspicion is not worth a row."""
+    """Keep the stalls whose announcement began (a suspicion is not worth a row), drop those
+    whose announcement ended."""
     for (interface, public_key), stall in stalls.items():
         key = sa.and_(peer_stalls.c.interface == interface, peer_stalls.c.public_key == public_key)
         conn.execute(peer_stalls.delete().where(key))

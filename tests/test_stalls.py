@@ -15,7 +15,8 @@ import wgbed
 from conftest import ScriptedTool, dump, key
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from wgbed import AMNEZIAWG, Client, TestBed
+from test_awgctl import awgctl
+from wgbed import AMNEZIAWG, AMNEZIAWG_2024, Client, TestBed
 
 from awgd.stalls import INITIATION_BYTES, QUIET_SECONDS, Stall, initiations_only, observe
 
@@ -150,6 +151,15 @@ def test_stalled_in_the_rpc_once_across_a_restart_then_recovered(daemons, script
     assert daemon.result("server.status")["interfaces"][0]["peers_stalled"] == 1
     stalled = daemon.result("events.list", types=["peer.stalled", "peer.recovered"])["events"]
     assert [(e["type"], e["public_key"]) for e in stalled] == [("peer.stalled", A)]
+    # awgctl: its own STATE in the table, a line saying what to do, the count in status.
+    rows = awgctl("peers", "--wide", "--socket", daemon.socket).stdout.splitlines()
+    states = {row[:4]: row.split()[3] for row in rows if row.startswith(("AAAA", "BBBB"))}
+    assert states == {"AAAA": "stalled", "BBBB": "online"}, rows
+    assert "give the user the config again" in awgctl("peer", A, "--socket", daemon.socket).stdout
+    status = awgctl("status", "--socket", daemon.socket).stdout.splitlines()
+    header = next(line for line in status if line.startswith("INTERFACE")).split()
+    wg0 = next(line for line in status if line.startswith("wg0")).split()
+    assert wg0[header.index("STALLED")] == "1"
 
     assert daemon.stop() == 0
     daemon.start()  # the same episode goes on: no second announcement
@@ -171,12 +181,13 @@ def test_stalled_in_the_rpc_once_across_a_restart_then_recovered(daemons, script
 # ---- real amneziawg-go ------------------------------------------------------------------------
 
 
-@pytest.fixture
-def bed() -> Iterator[TestBed]:
-    problem = wgbed.available(AMNEZIAWG)
+@pytest.fixture(params=[AMNEZIAWG, AMNEZIAWG_2024], ids=[AMNEZIAWG.id, AMNEZIAWG_2024.id])
+def bed(request: pytest.FixtureRequest) -> Iterator[TestBed]:
+    """amneziawg-go and awg as they are now (3.1), and the pair Amnezia's image had in 2024."""
+    problem = wgbed.available(request.param)
     if problem is not None:
         pytest.skip(problem)
-    with TestBed(clients=2, flavor=AMNEZIAWG) as made:
+    with TestBed(clients=2, flavor=request.param) as made:
         yield made
 
 
