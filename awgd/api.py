@@ -32,6 +32,7 @@ from awgd.event_feed import EventFeed, Subscriber
 from awgd.events import MAX_LIST_LIMIT as MAX_EVENTS_LIMIT
 from awgd.events import TYPES as EVENT_TYPES
 from awgd.events import Event
+from awgd.fleet_sync import BadFleet, parse_sync
 from awgd.ledger import LedgerError
 from awgd.peer_admin import BadChange, ChangeError, Conflict, NotThere, PeerAdmin, ToolRefused
 from awgd.periods import Period, day_bounds, hour_bounds, hour_start, local_day
@@ -112,6 +113,10 @@ class View(Protocol):
 
     @property
     def admin_gids(self) -> frozenset[int]: ...
+
+    @property
+    def fleet_gids(self) -> frozenset[int]:
+        """rpc.fleet_groups: who may pass the central database's fleet plans on (fleet.sync)."""
 
     def next_sample_at(self) -> datetime | None: ...
 
@@ -293,6 +298,9 @@ class Method:
     handler: Handler
     params: tuple[str, ...]
     admin: bool = False
+    # Only root and rpc.fleet_groups (awgd-mirror) may call it: not the admins, whose bot
+    # would otherwise decide a fleet user's blocks on one node alone.
+    fleet: bool = False
     required: tuple[str, ...] = ()  # of params: refused with -32602 when missing
     summary: str = ""  # one line, for rpc.discover (awgd.openrpc)
     # Answered from memory alone, small, never waiting on the tool or the ledger, so the
@@ -331,6 +339,14 @@ class Api:
                 f"permission denied: {request.method} manages the server; root and members of "
                 f"rpc.admin_groups ({', '.join(groups) or 'none set'}) may call it, the socket's group only reads",
                 {"method": request.method, "admin_groups": groups},
+            )
+        if method.fleet and not is_admin(caller, self.view.fleet_gids):
+            groups = list(self.view.config.fleet_groups)
+            raise RpcError(
+                rpc.PERMISSION_DENIED,
+                f"permission denied: {request.method} passes the fleet's plans on; root and members of "
+                f"rpc.fleet_groups ({', '.join(groups) or 'none set'}) may call it",
+                {"method": request.method, "fleet_groups": groups},
             )
         return method, Params(request.params, method.params, self.books.interfaces)
 
@@ -433,7 +449,7 @@ class Api:
             },
             "rate": {"rx_bytes_per_second": rate_rx, "tx_bytes_per_second": rate_tx},
             "replaced_by": book.replaced_by,
-            "rate_limit": _rate_limit(effective(settings.rate_limit, settings.throttled)),
+            "rate_limit": _rate_limit(effective(settings.rate_limit, settings.throttle)),
         }
 
     def _plan(self, book: PeerBook, plan: Plan) -> dict[str, Any]:
@@ -851,6 +867,44 @@ class Api:
         interface, public_key = params.required_interface(), params.key()
         return self.peer_traffic(await self.view.admin.clear_plan(interface, public_key), time.time())
 
+    # ---- fleet plans (docs/FLEET.md) ----------------------------------------------------------
+
+    async def fleet_sync(self, params: Params, caller: Caller) -> dict[str, Any]:
+        for name in ("users", "as_of"):
+            if params.raw.get(name) is None:
+                raise invalid(f"{name} is required")
+        try:
+            users, as_of = parse_sync(params.raw.get("users"), params.raw.get("as_of"))
+        except BadFleet as exc:
+            raise invalid(str(exc)) from None
+        more = params.boolean("more", False)
+        taken, gathered, books = await self.view.admin.fleet_sync(users, as_of, more=more)
+        if more:
+            return {"taken": False, "pending": gathered}
+        zone = self.view.config.zone
+        shares = []
+        for key, share in sorted(books.fleet_shares.items()):
+            book = books.peers.get(key)
+            if book is None:
+                continue
+            shares.append(
+                {
+                    "user": share.user,
+                    "interface": key[0],
+                    "public_key": key[1],
+                    "window_start": self._iso_ts(share.window_start, zone),
+                    "used_bytes": share.used(lifetime(book)),
+                    "blocked": list(book.settings.blocked),
+                }
+            )
+        held = books.fleet_as_of
+        return {
+            "taken": taken,
+            "as_of": None if held is None else datetime.fromtimestamp(held, UTC).isoformat(),
+            "users": len(books.fleet_users),
+            "usage": shares,
+        }
+
     def event(self, event: Event) -> dict[str, Any]:
         return {
             "id": event.id,
@@ -1023,6 +1077,13 @@ METHODS: dict[str, Method] = {
         admin=True,
         required=_PEER,
         summary="Remove a peer's plan, and the blocks it held",
+    ),
+    "fleet.sync": Method(
+        Api.fleet_sync,
+        ("users", "as_of", "more"),
+        fleet=True,
+        required=("users", "as_of"),
+        summary="The central database's fleet plans for this node's users (awgd-mirror); returns its shares",
     ),
     "rpc.discover": Method(
         Api.rpc_discover, (), inline=True, summary="This API as an OpenRPC document, made from this table"

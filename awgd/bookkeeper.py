@@ -83,6 +83,7 @@ class Bookkeeper:
             replaced=contents.replaced,
             open_hour=contents.open_hour,
             stalls=contents.stalls,
+            fleet=contents.fleet,
         )
         books.watch(watched)
         return cls(books, ledger)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from itertools import chain, compress, count
 from operator import attrgetter
@@ -36,10 +36,16 @@ from awgd.accounting import InterfaceCheckpoint, PeerKey, restarted
 from awgd.dump_parser import Interface, Peer
 from awgd.entry import DRX, DTX, PEER_ID, Entry, LoadedPeer, Target, day_number, unix
 from awgd.events import Event
+from awgd.fleet_plans import FleetChanges, FleetUser, Share, booked_blocked, reasons_after, rolled
+from awgd.fleet_plans import held as fleet_held
+from awgd.fleet_plans import next_instant as fleet_next_instant
+from awgd.fleet_plans import throttle as fleet_throttle
+from awgd.fleet_plans import used as fleet_used
 from awgd.ip_link import Link
 from awgd.peer_names import Names
 from awgd.peer_settings import NO_SETTINGS, Settings
 from awgd.periods import Period, hour_start, local_day, period_containing
+from awgd.plan_windows import Window
 from awgd.plans import Judged, PlanState, decide, lifetime, next_due, verdict
 from awgd.quota import hot, iso, trigger
 from awgd.stalls import INITIATION_BYTES, Stall, observe
@@ -226,6 +232,17 @@ class Books:
         self.hot: set[PeerKey] = set()
         # Peers suspected of stalling, or stalled (awgd.stalls): a few, looked at each sample.
         self.stalls: dict[PeerKey, Stall] = {}
+        # Fleet plans (awgd.fleet_plans): the users with peers here as the centre last said,
+        # each member's share of its window, and the centre's clock of the newest news.
+        self.fleet_users: dict[str, FleetUser] = {}
+        self.fleet_shares: dict[PeerKey, Share] = {}
+        self.fleet_as_of: float | None = None
+        self.fleet_members: dict[PeerKey, str] = {}  # every member peer here, and its user
+        # The current window of each (reset, anchor, zone) the fleet users have: reckoned once,
+        # not once per user and sample (10,000 users share a handful).
+        self._fleet_windows: dict[tuple[str, object, str], Window] = {}
+        self._plans_due: int | None = None  # plan_due is the earlier of these two
+        self._fleet_due: int | None = None
 
     # ---- loading -------------------------------------------------------------------------
 
@@ -249,6 +266,7 @@ class Books:
         replaced: Mapping[PeerKey, str] | None = None,
         open_hour: int | None = None,
         stalls: Mapping[PeerKey, Stall] | None = None,
+        fleet: FleetChanges | None = None,
     ) -> Books:
         """The books as the ledger left them. `earlier` is the current period's closed usage
         by peer id (Ledger.closed_period_usage), `blocked` what of the current period was
@@ -282,7 +300,7 @@ class Books:
         for key, new_public_key in (replaced or {}).items():
             if (old := books.peers.get(key)) is not None:
                 old.replaced_by = new_public_key
-        books.apply(Judged({}, dict(plans or {}), []))
+        books.apply(Judged({}, dict(plans or {}), [], fleet or FleetChanges()))
         return books
 
     def rekeyed(self, key: PeerKey, new_public_key: str, judged: Judged, at: datetime) -> None:
@@ -310,10 +328,35 @@ class Books:
             else:
                 self.plans[key] = state
             self._aim(key)
+        fleet = judged.fleet
+        for user, held in fleet.users.items():
+            if held is None:
+                self.fleet_users.pop(user, None)
+            else:
+                self.fleet_users[user] = held
+        for key, share in fleet.shares.items():
+            if share is None:
+                self.fleet_shares.pop(key, None)
+            else:
+                self.fleet_shares[key] = share
+        if fleet.users:
+            self.fleet_members = {key: user.user for user in self.fleet_users.values() for key in user.members}
+        if fleet.as_of is not None:
+            self.fleet_as_of = fleet.as_of
         if judged.states or every_plan:
-            self.plan_due = next_due(
+            self._plans_due = next_due(
                 (plan, state) for key, state in self.plans.items() if (plan := self.peers[key].settings.plan)
             )
+        if fleet.users or every_plan:
+            at = int(now.timestamp())
+            due = [
+                instant
+                for user in self.fleet_users.values()
+                if (instant := fleet_next_instant(user, self.fleet_window(user, now), at)) is not None
+            ]
+            self._fleet_due = min(due) if due else None
+        dues = [due for due in (self._plans_due, self._fleet_due) if due is not None]
+        self.plan_due = min(dues) if dues else None
         self.version += 1
 
     def _aim(self, key: PeerKey) -> None:
@@ -375,6 +418,97 @@ class Books:
             decide(book, book.settings, found, at, judged)
         if due:
             entry.plans_due = True
+
+    def judge_fleet(self, entry: Entry, instant: datetime) -> None:
+        """Judge the fleet users this entry concerns (awgd.fleet_plans), into the entry: those
+        with a member that moved, or every one once an instant at which some verdict changes
+        by itself has passed. Costs nothing on a node without fleet users."""
+        if not self.fleet_users:
+            return
+        shares, judged = self.fleet_shares, entry.judged
+        for book, amount in entry.blocked_books:
+            key = book.key
+            share = judged.fleet.shares.get(key) or shares.get(key)
+            if share is not None:
+                judged.fleet.shares[key] = booked_blocked(share, amount)
+        totals: dict[PeerKey, int] = {}
+        for book, row in chain(
+            zip(entry.new_books, entry.new_counters, strict=True), zip(entry.moved_books, entry.moved, strict=True)
+        ):
+            if book.key in shares or book.key in self.fleet_members:
+                totals[book.key] = lifetime(book) + row[DRX] + row[DTX]
+        at = int(instant.timestamp())
+        due = self.plan_due is not None and at >= self.plan_due
+        if due:
+            users = set(self.fleet_users)
+            entry.plans_due = True
+        else:
+            users = {self.fleet_members[key] for key in totals if key in self.fleet_members}
+            users |= {share.user for key, share in judged.fleet.shares.items() if share is not None}
+        for user in sorted(users):
+            held = self.fleet_users.get(user)
+            if held is not None:
+                self.judge_fleet_user(held, instant, totals, judged)
+
+    def judge_fleet_user(
+        self, user: FleetUser, instant: datetime, totals: Mapping[PeerKey, int], judged: Judged
+    ) -> int:
+        """One fleet user's verdict at `instant`, into `judged`: its members' shares moved
+        on to the current window, their fleet reasons and throttle. `totals`: lifetime totals
+        after a booking not yet committed. Returns the user's usage in the window."""
+        at = int(instant.timestamp())
+        window_start = unix(self.fleet_window(user, instant).start)
+        own: list[tuple[Share, int]] = []
+        members = [book for key in sorted(user.members) if (book := self.peers.get(key)) is not None]
+        for book in members:
+            key = book.key
+            total = totals.get(key, lifetime(book))
+            share = judged.fleet.shares.get(key) or self.fleet_shares.get(key)
+            if share is None or share.user != user.user:
+                after = Share(user.user, window_start, total)
+            else:
+                after = rolled(share, window_start, total)
+            if after != share:
+                judged.fleet.shares[key] = after
+            own.append((after, total))
+        usage = fleet_used(user, window_start, own)
+        reasons, kbit = fleet_held(user.plan, usage, at), fleet_throttle(user.plan, usage)
+        for book in members:
+            self.decide_fleet(book, reasons, kbit, at, judged)
+        return usage
+
+    def fleet_window(self, user: FleetUser, instant: datetime) -> Window:
+        """The user's plan's window containing `instant` (awgd.fleet_plans.FleetUser.window)."""
+        plan = user.plan
+        found = self._fleet_windows.get((plan.reset, plan.anchor, user.zone))
+        if found is None or instant not in found:
+            found = self._fleet_windows[(plan.reset, plan.anchor, user.zone)] = user.window(instant)
+        return found
+
+    def decide_fleet(self, book: PeerBook, reasons: frozenset[str], kbit: int | None, at: int, judged: Judged) -> None:
+        """Record the fleet's verdict on one peer: its fleet reasons and throttle, with the
+        block and throttle events of what changed. A node plan's reasons stay its own."""
+        key = book.key
+        settings = judged.settled.get(key, book.settings)
+        events = judged.events
+        if kbit != settings.fleet_throttled:
+            if kbit is not None:
+                events.append(Event("peer.throttled", at, book.interface, book.public_key, {"kbit": kbit}))
+            else:
+                events.append(Event("peer.unthrottled", at, book.interface, book.public_key, {}))
+            settings = replace(settings, fleet_throttled=kbit)
+            judged.settled[key] = settings
+        blocked = reasons_after(settings.blocked, reasons)
+        if blocked != settings.blocked:
+            added = sorted(set(blocked) - set(settings.blocked))
+            lifted = sorted(set(settings.blocked) - set(blocked))
+            for reason in added:
+                data = {"reason": reason, "reasons": list(blocked)}
+                events.append(Event("peer.blocked", at, book.interface, book.public_key, data))
+            if not blocked and lifted:
+                events.append(Event("peer.unblocked", at, book.interface, book.public_key, {"reason": lifted[-1]}))
+            own = settings.allowed_ips or book.allowed_ips  # what unblocking restores
+            judged.settled[key] = replace(settings, allowed_ips=own, blocked=blocked)
 
     def watch_stalls(self, entry: Entry, stall_seconds: int, zone: ZoneInfo) -> None:
         """Which peers this entry finds stalling or recovered (awgd.stalls), into the entry:
@@ -482,7 +616,7 @@ class Books:
         if settings.plan is None or key not in self.plans:
             book.trigger = None
             self.hot.discard(key)
-        if settings.rate_limit is not None or settings.throttled is not None:
+        if settings.rate_limit is not None or settings.throttle is not None:
             self.shaped.add(key)
             self.shaping_stamp += 1
         elif key in self.shaped:

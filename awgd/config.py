@@ -31,6 +31,7 @@ MIN_DAY_RETENTION_DAYS = 31
 EX_CONFIG = 78
 # The managing role's group (docs/API.md "Access"): the package creates it, empty.
 DEFAULT_ADMIN_GROUP = "awgd-admin"
+DEFAULT_FLEET_GROUP = "awgd-fleet"
 _GROUP_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?")
 
 
@@ -87,6 +88,7 @@ class Config:
     socket: str = "/run/awgd/awgd.sock"
     group: str = "awgd"
     admin_groups: tuple[str, ...] = (DEFAULT_ADMIN_GROUP,)
+    fleet_groups: tuple[str, ...] = (DEFAULT_FLEET_GROUP,)  # awgd-mirror's: fleet.sync
     max_connections_per_uid: int = 64
     zone: ZoneInfo = field(default_factory=system_zone)
     clients: Clients = field(default_factory=Clients)  # [clients]: what users' devices are told
@@ -240,6 +242,7 @@ SCHEMA: dict[str, dict[str, tuple[str, Callable[[Any], str | None]]]] = {
         "socket": ("socket", _socket),
         "group": ("group", _group),
         "admin_groups": ("admin_groups", _string_list(_group_item)),
+        "fleet_groups": ("fleet_groups", _string_list(_group_item)),
         "max_connections_per_uid": ("max_connections_per_uid", _positive_int),
     },
 }

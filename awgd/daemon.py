@@ -25,7 +25,7 @@ from awgd.api import Api, LedgerHealth
 from awgd.bookkeeper import Bookkeeper
 from awgd.books import Books
 from awgd.change_feed import new_instance
-from awgd.config import DEFAULT_ADMIN_GROUP, Config, ConfigError, load
+from awgd.config import DEFAULT_ADMIN_GROUP, DEFAULT_FLEET_GROUP, Config, ConfigError, load
 from awgd.event_feed import EventFeed
 from awgd.events import Event
 from awgd.ledger import Ledger
@@ -57,6 +57,7 @@ class Daemon:
         self._started_at = datetime.now(UTC)
         self._instance = new_instance()
         self._admin_gids = resolve_groups(config.admin_groups)
+        self._fleet_gids = resolve_groups(config.fleet_groups)
         self._ledger_health = LedgerHealth()
         self.bookkeeper = Bookkeeper.load(
             ledger,
@@ -117,6 +118,10 @@ class Daemon:
     @property
     def admin_gids(self) -> frozenset[int]:
         return self._admin_gids
+
+    @property
+    def fleet_gids(self) -> frozenset[int]:
+        return self._fleet_gids
 
     @property
     def admin(self) -> PeerAdmin:
@@ -247,6 +252,7 @@ class Daemon:
                 log.warning("%s changed: takes effect at the next restart", what)
         self._config = new
         self._admin_gids = resolve_groups(new.admin_groups)
+        self._fleet_gids = resolve_groups(new.fleet_groups)
         await self.bookkeeper.watch(frozenset(new.interfaces))
         if (new.periods_schedule, new.zone) != (old.periods_schedule, old.zone):
             await self.sampler.roll(period_containing(datetime.now(UTC), new.periods_schedule, new.zone))
@@ -263,8 +269,8 @@ def resolve_groups(names: tuple[str, ...]) -> frozenset[int]:
             gids.add(grp.getgrnam(name).gr_gid)
         except KeyError:
             # The default group is made by the package; elsewhere its absence is no mistake.
-            level = logging.INFO if name == DEFAULT_ADMIN_GROUP else logging.WARNING
-            log.log(level, "admin group %s does not exist", name)
+            level = logging.INFO if name in (DEFAULT_ADMIN_GROUP, DEFAULT_FLEET_GROUP) else logging.WARNING
+            log.log(level, "group %s does not exist", name)
     return frozenset(gids)
 
 

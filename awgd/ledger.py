@@ -37,12 +37,15 @@ from awgd.accounting import InterfaceCheckpoint, PeerKey
 from awgd.buckets import Bucket, with_running
 from awgd.entry import PEER_ID, Entry, LoadedPeer, day_number
 from awgd.events import Event
+from awgd.fleet_plans import FleetChanges, FleetUser, Share
 from awgd.ledger_schema import (
     MIGRATIONS,
     SCHEMA_VERSION,
     blocked_usage,
     day_usage,
     events,
+    fleet_shares,
+    fleet_users,
     hour_usage,
     interfaces,
     meta,
@@ -101,6 +104,7 @@ class Contents:
     replaced: dict[PeerKey, str] = field(default_factory=dict)  # rekeyed peers: the new key
     open_hour: int | None = None
     stalls: dict[PeerKey, Stall] = field(default_factory=dict)  # announced stalls
+    fleet: FleetChanges = field(default_factory=FleetChanges)  # fleet users and shares, all of them
 
 
 def _dt(ts: int) -> datetime:
@@ -177,6 +181,7 @@ class Ledger:
                     plan=None if row.plan is None else plan_from_json(json.loads(row.plan)),
                     rate_limit=_rate_limit(row.down_kbit, row.up_kbit),
                     throttled=row.throttled_kbit,
+                    fleet_throttled=row.fleet_throttled_kbit,
                 )
                 for row in conn.execute(sa.select(peer_settings))
             }
@@ -198,6 +203,22 @@ class Ledger:
                 (row.interface, row.public_key): Stall(row.since, row.handshake, row.since, announced=True)
                 for row in conn.execute(sa.select(peer_stalls))
             }
+            fleet = FleetChanges(as_of=row.fleet_as_of)
+            for kept in conn.execute(sa.select(fleet_users)):
+                fleet.users[kept.user] = FleetUser(
+                    kept.user,
+                    plan_from_json(json.loads(kept.plan)),
+                    kept.zone,
+                    kept.version,
+                    kept.as_of,
+                    kept.others_window,
+                    kept.others,
+                    frozenset((str(i), str(k)) for i, k in json.loads(kept.members)),
+                )
+            for kept in conn.execute(sa.select(fleet_shares)):
+                fleet.shares[(kept.interface, kept.public_key)] = Share(
+                    kept.user, kept.window_start, kept.start_lifetime, kept.blocked
+                )
         return Contents(
             created_at=_dt(row.created_at),
             tracking_since=None if row.tracking_since is None else _dt(row.tracking_since),
@@ -212,6 +233,7 @@ class Ledger:
             replaced=replaced,
             open_hour=row.open_hour,
             stalls=stalls,
+            fleet=fleet,
         )
 
     @property
@@ -591,6 +613,7 @@ def _store(conn: Connection, judged: Judged) -> list[Event]:
             "down_kbit": None if settings.rate_limit is None else settings.rate_limit.down_kbit,
             "up_kbit": None if settings.rate_limit is None else settings.rate_limit.up_kbit,
             "throttled_kbit": settings.throttled,
+            "fleet_throttled_kbit": settings.fleet_throttled,
         }
         statement = sqlite_insert(peer_settings).values(interface=interface, public_key=public_key, **values)
         conn.execute(statement.on_conflict_do_update(index_elements=["interface", "public_key"], set_=values))
@@ -611,6 +634,8 @@ def _store(conn: Connection, judged: Judged) -> list[Event]:
                     blocked=progress.blocked,
                 )
             )
+    if judged.fleet:
+        _store_fleet(conn, judged.fleet)
     stored = []
     for event in judged.events:
         result = conn.execute(
@@ -626,6 +651,41 @@ def _store(conn: Connection, judged: Judged) -> list[Event]:
         assert key_id is not None
         stored.append(replace(event, id=int(key_id[0])))
     return stored
+
+
+def _store_fleet(conn: Connection, fleet: FleetChanges) -> None:
+    """Fleet users and shares that changed (None: gone), and the centre's clock of the news."""
+    for user, held in fleet.users.items():
+        conn.execute(fleet_users.delete().where(fleet_users.c.user == user))
+        if held is not None:
+            conn.execute(
+                fleet_users.insert().values(
+                    user=user,
+                    plan=json.dumps(plan_json(held.plan), separators=(",", ":")),
+                    zone=held.zone,
+                    version=held.version,
+                    as_of=held.as_of,
+                    others_window=held.others_window,
+                    others=held.others,
+                    members=json.dumps(sorted(held.members), separators=(",", ":")),
+                )
+            )
+    for (interface, public_key), share in fleet.shares.items():
+        key = sa.and_(fleet_shares.c.interface == interface, fleet_shares.c.public_key == public_key)
+        conn.execute(fleet_shares.delete().where(key))
+        if share is not None:
+            conn.execute(
+                fleet_shares.insert().values(
+                    interface=interface,
+                    public_key=public_key,
+                    user=share.user,
+                    window_start=share.window_start,
+                    start_lifetime=share.start_lifetime,
+                    blocked=share.blocked,
+                )
+            )
+    if fleet.as_of is not None:
+        conn.execute(meta.update().where(meta.c.id == 1).values(fleet_as_of=fleet.as_of))
 
 
 def _store_stalls(conn: Connection, stalls: dict[PeerKey, Stall | None]) -> None:

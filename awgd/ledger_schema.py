@@ -13,6 +13,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Float,
     Index,
     Integer,
     MetaData,
@@ -23,7 +24,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 metadata = MetaData()
 
@@ -43,6 +44,9 @@ meta = Table(
     Column("open_period_end", BigInteger),
     Column("open_day", Integer),
     Column("open_hour", BigInteger),  # the local hour's start, Unix seconds (schema 9)
+    # The central database's clock when it last spoke of fleet users (schema 10): news older
+    # than this is ignored (awgd.fleet_plans.accept), even about users no longer here.
+    Column("fleet_as_of", Float),
 )
 
 # Per interface: the evidence of a counter restart (docs/DESIGN.md, rule 1).
@@ -165,6 +169,7 @@ peer_settings = Table(
     Column("up_kbit", Integer),
     # A throttle plan's speed while its quota is used up, kbit/s; NULL: not throttled (schema 8).
     Column("throttled_kbit", Integer),
+    Column("fleet_throttled_kbit", Integer),  # the same for its fleet user's plan (schema 10)
     PrimaryKeyConstraint("interface", "public_key"),
 )
 
@@ -220,6 +225,34 @@ peer_stalls = Table(
     Column("public_key", String(44), nullable=False),
     Column("since", BigInteger, nullable=False),
     Column("handshake", BigInteger, nullable=False),
+    PrimaryKeyConstraint("interface", "public_key"),
+)
+
+# Fleet users with peers on this node (awgd.fleet_plans.FleetUser): the centre's last word,
+# kept so that the node enforces, and lifts at a window's start, while the centre is away.
+fleet_users = Table(
+    "fleet_users",
+    metadata,
+    Column("user", Text, primary_key=True),
+    Column("plan", Text, nullable=False),  # JSON (awgd.quota.Plan)
+    Column("zone", Text, nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("as_of", Float, nullable=False),
+    Column("others_window", BigInteger, nullable=False),
+    Column("others", BigInteger, nullable=False),
+    Column("members", Text, nullable=False),  # JSON list of [interface, public_key]
+)
+
+# Per member peer: its part of its fleet user's window (awgd.fleet_plans.Share).
+fleet_shares = Table(
+    "fleet_shares",
+    metadata,
+    Column("interface", String(15), nullable=False),
+    Column("public_key", String(44), nullable=False),
+    Column("user", Text, nullable=False),
+    Column("window_start", BigInteger, nullable=False),
+    Column("start_lifetime", BigInteger, nullable=False),
+    Column("blocked", BigInteger, nullable=False),
     PrimaryKeyConstraint("interface", "public_key"),
 )
 
@@ -302,5 +335,16 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX hour_usage_by_start ON hour_usage (start)",
         "CREATE TABLE peer_stalls (interface VARCHAR(15) NOT NULL, public_key VARCHAR(44) NOT NULL,"
         " since BIGINT NOT NULL, handshake BIGINT NOT NULL, PRIMARY KEY (interface, public_key))",
+    ),
+    # 10: fleet plans (docs/FLEET.md, "Fleet plans").
+    10: (
+        "ALTER TABLE meta ADD COLUMN fleet_as_of FLOAT",
+        "ALTER TABLE peer_settings ADD COLUMN fleet_throttled_kbit INTEGER",
+        "CREATE TABLE fleet_users (user TEXT NOT NULL PRIMARY KEY, plan TEXT NOT NULL, zone TEXT NOT NULL,"
+        " version BIGINT NOT NULL, as_of FLOAT NOT NULL, others_window BIGINT NOT NULL, others BIGINT NOT NULL,"
+        " members TEXT NOT NULL)",
+        "CREATE TABLE fleet_shares (interface VARCHAR(15) NOT NULL, public_key VARCHAR(44) NOT NULL,"
+        " user TEXT NOT NULL, window_start BIGINT NOT NULL, start_lifetime BIGINT NOT NULL,"
+        " blocked BIGINT NOT NULL, PRIMARY KEY (interface, public_key))",
     ),
 }

@@ -49,6 +49,9 @@ PARAM_SCHEMAS: dict[str, dict[str, Any]] = {
     "over_quota": {"enum": ["block", "throttle"], "description": "what a used-up quota does (default block)"},
     "throttle_kbit": {**_KBIT, "type": "integer", "description": "required with over_quota throttle"},
     "warn_at": {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1}},
+    "users": {"type": "array", "items": {"type": "object"}, "description": "fleet users (docs/API.md, fleet.sync)"},
+    "as_of": {"type": "string", "format": "date-time", "description": "the central database's clock"},
+    "more": {"type": "boolean", "description": "another page of the same as_of follows"},
 }
 
 
@@ -62,6 +65,8 @@ class Described(Protocol):
     @property
     def admin(self) -> bool: ...
     @property
+    def fleet(self) -> bool: ...
+    @property
     def summary(self) -> str: ...
 
 
@@ -72,7 +77,8 @@ def document(methods: Mapping[str, Described], version: str) -> dict[str, Any]:
             "title": "awgd",
             "version": version,
             "description": "Traffic accounting, quotas and control of AmneziaWG and WireGuard peers, "
-            "over a Unix socket (docs/API.md). Methods marked x-admin need root or an admin group.",
+            "over a Unix socket (docs/API.md). Methods marked x-admin need root or an admin group, "
+            "x-fleet root or a fleet group.",
         },
         "methods": [
             {
@@ -85,6 +91,7 @@ def document(methods: Mapping[str, Described], version: str) -> dict[str, Any]:
                 ],
                 "result": {"name": f"{name} result", "schema": {"type": "object"}},
                 "x-admin": method.admin,
+                **({"x-fleet": True} if method.fleet else {}),
             }
             for name, method in methods.items()
         ],

@@ -41,6 +41,8 @@ from awgd.clients_table import rekey_client, remove_client, set_client
 from awgd.config import Config
 from awgd.entry import day_number
 from awgd.events import Event
+from awgd.fleet_plans import FLEET_REASONS, MAX_FLEET_USERS, FleetUser, joined, unix
+from awgd.fleet_sync import BadFleet, check_distinct
 from awgd.interface_addresses import read_addresses
 from awgd.peer_names import AMNEZIA_CLIENTS_TABLE
 from awgd.peer_settings import NO_SETTINGS, Settings
@@ -126,6 +128,8 @@ class PeerAdmin:
         # of the server.
         self._shaper = Shaper(config)
         self._complaints: dict[str, str] = {}
+        # fleet.sync's pages gathered so far, with the as_of they share (under _lock).
+        self._fleet_pending: tuple[float, list[FleetUser]] | None = None
 
     # ---- the methods ------------------------------------------------------------------------
 
@@ -407,6 +411,92 @@ class PeerAdmin:
                 return _replanned(books.peers[key], None, nothing, None, int(time.time()))
 
             return await self._replan(key, judge)
+
+    async def fleet_sync(self, page: list[FleetUser], as_of: float, *, more: bool = False) -> tuple[bool, int, Books]:
+        """The centre's word on the fleet users with peers here (docs/FLEET.md), in pages
+        (`more`: another page of the same `as_of` follows; a request line holds 1 MiB): the
+        whole of it replaces what the node held, unless it is older; every user that changed
+        is judged at once, on the books as the last sample left them (no tool run: the mirror
+        calls after every sample), and the live interface follows. Returns whether it was
+        taken, the users gathered so far, and the books."""
+        async with self._lock:
+            pending = self._fleet_pending
+            users = [*(pending[1] if pending is not None and pending[0] == as_of else []), *page]
+            self._fleet_pending = None
+            if len(users) > MAX_FLEET_USERS:
+                raise BadChange(f"invalid params: more than {MAX_FLEET_USERS} fleet users in one sync")
+            try:
+                check_distinct(users)
+            except BadFleet as exc:
+                raise BadChange(f"invalid params: {exc}") from None
+            if more:
+                self._fleet_pending = (as_of, users)
+                return False, len(users), self._books
+            config = self._config()
+            now = self._clock()
+            at = int(now.timestamp())
+            taken = False
+
+            async def judge(books: Books, window_usage: WindowUsage) -> Judged:
+                nonlocal taken
+                judged = Judged.nothing()
+                if books.fleet_as_of is not None and as_of < books.fleet_as_of:
+                    return judged  # read before what the node holds: it cannot undo a decision
+                taken = True
+                judged.fleet.as_of = as_of
+                news = {user.user: user for user in users}
+                for name, old in books.fleet_users.items():
+                    new = news.get(name)
+                    if new is None:
+                        judged.fleet.users[name] = None
+                    for key in old.members - (new.members if new is not None else frozenset()):
+                        judged.fleet.shares[key] = None
+                        if (book := books.peers.get(key)) is not None:
+                            books.decide_fleet(book, frozenset(), None, at, judged)
+                # A peer holding a fleet reason or throttle that no user counts any more (given
+                # new keys by peer.rekey, which carried its settings over) has them lifted.
+                counted = {key for user in users for key in user.members}
+                for key in sorted((books.blocking | books.shaped) - counted):
+                    book = books.peers.get(key)
+                    if book is None:
+                        continue
+                    kept = judged.settled.get(key, book.settings)
+                    if FLEET_REASONS & set(kept.blocked) or kept.fleet_throttled is not None:
+                        books.decide_fleet(book, frozenset(), None, at, judged)
+                for user in users:
+                    # Only what changed is stored and judged again: a round repeats most users
+                    # as they were (10,000 users would be 20,000 statements a round). A member
+                    # that has appeared here since is judged now, not at its first traffic.
+                    held = books.fleet_users.get(user.user)
+                    if (
+                        held is not None
+                        and replace(user, as_of=held.as_of) == held
+                        and all(key in books.fleet_shares or key not in books.peers for key in user.members)
+                    ):
+                        continue
+                    judged.fleet.users[user.user] = user
+                    for key in sorted(user.members):
+                        share = books.fleet_shares.get(key)
+                        book = books.peers.get(key)
+                        if book is None or (share is not None and share.user == user.user):
+                            continue
+                        window = books.fleet_window(user, now)
+                        booked, _ = await _window_before(
+                            books, book, user.plan, window, zone=config.zone, window_usage=window_usage
+                        )
+                        judged.fleet.shares[key] = joined(user.user, unix(window.start), lifetime(book), booked)
+                    books.judge_fleet_user(user, now, {}, judged)
+                return judged
+
+            judged = await self._bookkeeper.store(judge)
+            self._publish(judged.events)
+            if judged.settled:
+                # A block or its end: what is live is read first (a tool run only then), so
+                # that a peer blocked since the last sample is seen without its allowed IPs
+                # and given them back.
+                await self._fresh()
+            await self._enforce()
+            return taken, len(users), self._books
 
     async def _replan(self, key: tuple[str, str], judge: Callable[[Books, WindowUsage], Awaitable[Judged]]) -> PeerBook:
         """Store the peer's new plan, its verdict and progress, in one transaction; then make

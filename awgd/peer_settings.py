@@ -19,6 +19,16 @@ class Settings:
     plan: Plan | None = None  # awgd.quota
     rate_limit: RateLimit | None = None  # its own speed limit (peer.limit; awgd.shaping)
     throttled: int | None = None  # kbit/s both ways while a throttle plan's quota is used up
+    # The same for its fleet user's throttle plan (awgd.fleet_plans): kept apart, so that the
+    # node's plan and the fleet's each lift only their own.
+    fleet_throttled: int | None = None
+
+    @property
+    def throttle(self) -> int | None:
+        """The speed the plans hold it to (the lower of the two), kbit/s; None: not throttled."""
+        if self.fleet_throttled is None:
+            return self.throttled
+        return self.fleet_throttled if self.throttled is None else min(self.throttled, self.fleet_throttled)
 
 
 NO_SETTINGS = Settings()

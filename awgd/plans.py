@@ -17,12 +17,13 @@ sample (awgd.peer_admin).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from awgd.events import Event
+from awgd.fleet_plans import FleetChanges
 from awgd.peer_settings import Settings
 from awgd.plan_windows import RESETS, Window, window_containing
 from awgd.quota import (
@@ -73,13 +74,14 @@ class Judged:
     settled: dict[tuple[str, str], Settings]
     states: dict[tuple[str, str], PlanState | None]
     events: list[Event]
+    fleet: FleetChanges = field(default_factory=FleetChanges)  # fleet plans' state (awgd.fleet_plans)
 
     @classmethod
     def nothing(cls) -> Judged:
         return cls({}, {}, [])
 
     def __bool__(self) -> bool:
-        return bool(self.settled or self.states or self.events)
+        return bool(self.settled or self.states or self.events or self.fleet)
 
 
 def lifetime(book: Planned) -> int:

@@ -187,6 +187,8 @@ class Sampler:
             if books.plans:  # judged_at reckons a local day: not worth it on a server without plans
                 instant = judged_at(min(reading.taken_at, self._clock()), target, config)
                 books.judge(entry, instant, config.zone, config.periods_schedule)
+            if books.fleet_users:
+                books.judge_fleet(entry, min(reading.taken_at, self._clock()))
             books.watch_stalls(entry, config.stall_seconds, config.zone)
             return entry
 

@@ -73,7 +73,7 @@ class Shaper:
             # A removed peer's addresses may be given to someone else: its limit waits for it.
             if book is None or not book.present:
                 continue
-            limit = effective(book.settings.rate_limit, book.settings.throttled)
+            limit = effective(book.settings.rate_limit, book.settings.throttle)
             if limit is None:
                 continue
             if book.allowed_ips:

@@ -291,6 +291,10 @@ done
 [ -n "$mirrored" ] || { inside journalctl -u awgd-mirror --no-pager | tail; fail "awgd-mirror wrote nothing"; }
 echo "  awgd_fleet_nodes: $mirrored"
 inside systemctl show -p User -p SupplementaryGroups -p DynamicUser awgd-mirror | sed 's/^/  /'
+# Its first round passes the (empty) fleet plans on: awgd takes them from the awgd-fleet group.
+if inside journalctl -u awgd-mirror --no-pager | grep -q "does not take fleet plans"; then
+    fail "awgd refused fleet.sync from awgd-mirror (the awgd-fleet group, rpc.fleet_groups)"
+fi
 inside systemctl stop awgd-mirror
 rm -r "$ROOTFS/etc/awgd/mirror.toml" "$ROOTFS/etc/awgd/fleet-password" "$ROOTFS/etc/systemd/system/awgd-mirror.service.d"
 inside systemctl daemon-reload

@@ -46,18 +46,21 @@ class Accounts:
         self.member = f"awgdm{tag}"
         self.admin = f"awgdx{tag}"
         self.stranger = f"awgds{tag}"
+        self.fleet_group = f"awgdf{tag}"
+        self.mirror = f"awgdr{tag}"
 
     def create(self) -> None:
-        for group in (self.socket_group, self.admin_group):
+        for group in (self.socket_group, self.admin_group, self.fleet_group):
             subprocess.run(["groupadd", group], check=True)
+        subprocess.run(["useradd", "-M", "-G", f"{self.socket_group},{self.fleet_group}", self.mirror], check=True)
         subprocess.run(["useradd", "-M", "-G", self.socket_group, self.member], check=True)
         subprocess.run(["useradd", "-M", "-G", f"{self.socket_group},{self.admin_group}", self.admin], check=True)
         subprocess.run(["useradd", "-M", self.stranger], check=True)
 
     def remove(self) -> None:
-        for user in (self.member, self.admin, self.stranger):
+        for user in (self.member, self.admin, self.stranger, self.mirror):
             subprocess.run(["userdel", user], check=False, capture_output=True)
-        for group in (self.socket_group, self.admin_group):
+        for group in (self.socket_group, self.admin_group, self.fleet_group):
             subprocess.run(["groupdel", group], check=False, capture_output=True)
 
     def ask(self, user: str, socket_path: str, message: dict) -> str:  # type: ignore[type-arg]
@@ -101,7 +104,12 @@ def test_socket_access_and_admin_methods(daemons, scripted_tool: ScriptedTool, a
     try:
         daemon = daemons(
             scripted_tool.path,
-            rpc={"socket": sock, "group": accounts.socket_group, "admin_groups": [accounts.admin_group]},
+            rpc={
+                "socket": sock,
+                "group": accounts.socket_group,
+                "admin_groups": [accounts.admin_group],
+                "fleet_groups": [accounts.fleet_group],
+            },
         ).start()
         stat = Path(sock).stat()
         import grp
@@ -127,6 +135,19 @@ def test_socket_access_and_admin_methods(daemons, scripted_tool: ScriptedTool, a
             assert json.loads(accounts.ask(accounts.member, sock, change))["error"]["code"] == -32002, method
         events = {"jsonrpc": "2.0", "id": 20, "method": "events.list"}
         assert json.loads(accounts.ask(accounts.member, sock, events))["result"]["events"] == []  # a read
+        # fleet.sync is the mirror's group's alone: not an admin's, not a reader's.
+        sync = {
+            "jsonrpc": "2.0",
+            "id": 30,
+            "method": "fleet.sync",
+            "params": {"users": [], "as_of": "2026-12-07T00:00Z"},
+        }
+        for user in (accounts.admin, accounts.member):
+            refused = json.loads(accounts.ask(user, sock, sync))["error"]
+            assert refused["code"] == -32002 and "rpc.fleet_groups" in refused["message"], refused
+            assert refused["data"] == {"method": "fleet.sync", "fleet_groups": [accounts.fleet_group]}
+        assert json.loads(accounts.ask(accounts.mirror, sock, sync))["result"]["taken"] is True
+        assert json.loads(accounts.ask(accounts.mirror, sock, reset))["error"]["code"] == -32002  # and no more
         # Admin only through a supplementary group.
         assert "removed" in json.loads(accounts.ask(accounts.admin, sock, reset))["result"]
         assert "removed" in daemon.result("traffic.reset", public_key=A)  # root

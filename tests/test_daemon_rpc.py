@@ -304,7 +304,13 @@ def test_fresh_finds_a_peer_added_since_the_last_sample(daemons, scripted_tool: 
 # ---- rpc.discover ------------------------------------------------------------------------------
 
 # A valid value of each param a method may require, for the calls that leave one out.
-VALID = {"public_key": A, "interface": "wg0", "new_public_key": "N" * 42 + "A="}
+VALID = {
+    "public_key": A,
+    "interface": "wg0",
+    "new_public_key": "N" * 42 + "A=",
+    "users": [],
+    "as_of": "2026-12-07T00:00:00Z",
+}
 
 
 def test_rpc_discover_describes_the_daemon_it_runs_in(running) -> None:  # type: ignore[no-untyped-def]
@@ -318,6 +324,7 @@ def test_rpc_discover_describes_the_daemon_it_runs_in(running) -> None:  # type:
         documented = re.findall(r"^### `([a-z_.]+)`", (root / "docs" / "API.md").read_text(), re.MULTILINE)
         assert sorted(documented) == sorted(methods)
     assert methods["plan.set"]["x-admin"] is True and methods["traffic.get"]["x-admin"] is False
+    assert methods["fleet.sync"]["x-fleet"] is True and methods["fleet.sync"]["x-admin"] is False
     with Client(running.socket) as client:
         assert client.discover() == found
     # What the document says is required is what the daemon refuses without it, and nothing else.

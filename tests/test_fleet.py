@@ -727,7 +727,7 @@ def test_a_version_1_database_moves_into_its_own_schema(tmp_path: Path) -> None:
         )
         made.psql(fleet_schema.schema_sql())
         assert made.query("SELECT node, rx, tx FROM awgd.awgd_fleet_days") == [["n", "5", "6"]]
-        assert made.query("SELECT version FROM awgd.awgd_schema ORDER BY 1") == [["1"], ["2"], ["3"]]
+        assert made.query("SELECT version FROM awgd.awgd_schema ORDER BY 1") == [["1"], ["2"], ["3"], ["4"]]
         gone = "SELECT to_regclass('public.awgd_days') IS NULL, to_regclass('public.awgd_schema') IS NULL"
         assert made.query(gone) == [["t", "t"]]
         policies = made.query("SELECT count(*) FROM pg_policies WHERE schemaname = 'awgd'")

@@ -291,7 +291,7 @@ def test_a_version_1_ledger_is_migrated_and_keeps_every_byte(tmp_path: Path) -> 
         conn.execute("INSERT INTO day_usage VALUES (1, 20261120, 700, 900)")
     harness = Harness(path)
     with harness.ledger.engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT schema_version FROM meta")).scalar_one() == SCHEMA_VERSION == 9
+        assert conn.execute(sa.text("SELECT schema_version FROM meta")).scalar_one() == SCHEMA_VERSION == 10
         columns = {row[1] for row in conn.execute(sa.text("PRAGMA table_info(peers)"))}
     assert columns == {"id", "interface", "public_key", "first_seen"}  # the counters moved out
     fresh = tmp_path / "fresh.sqlite3"

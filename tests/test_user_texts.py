@@ -27,6 +27,7 @@ from awgd_client.user_texts import (
     TEMPLATES,
     UserTexts,
     display_name,
+    render_fleet_notice,
     render_history,
     render_notice,
     render_plan,
@@ -139,6 +140,13 @@ def test_every_text_renders_in_both_languages(server, language: str) -> None:  #
             ),
         )
     )
+    # A fleet plan's block (tests/test_fleet_plans.py makes real ones) and its quota notices.
+    for reason in ("fleet_quota", "fleet_expired"):
+        fleet_blocked = dataclasses.replace(figures(client, PLAIN)[0], blocked=(reason,))
+        shown.append(render_stats(texts, [("Phone", [fleet_blocked])]))
+    shown.append(render_fleet_notice(texts, "quota.warning", 83 * GB, 100 * GB) or "")
+    shown.append(render_fleet_notice(texts, "quota.exceeded", 100 * GB, 100 * GB) or "")
+    assert render_fleet_notice(texts, "quota.warning", 100 * GB, 100 * GB) is None  # the cut-off says it
     some_stalled = tuple(dataclasses.replace(i, peers_stalled=2) for i in status.interfaces)
     shown.append(render_status(texts, dataclasses.replace(status, interfaces=some_stalled)))
     for event in events(client):

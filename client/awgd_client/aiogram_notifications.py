@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
 from aiogram import Bot, Dispatcher
 from aiogram.exceptions import TelegramAPIError, TelegramNetworkError, TelegramRetryAfter, TelegramServerError
@@ -40,7 +41,16 @@ from awgd_client.aiogram_router import Language, Profiles, TextsFor, maybe_await
 from awgd_client.async_client import AsyncClient
 from awgd_client.errors import AwgdError, InvalidParams
 from awgd_client.models import Event, PeerTraffic
-from awgd_client.user_texts import NOTIFIED, PLAN_EVENTS, SHORT_KEY_CHARS, Overrides, Units, display_name, render_notice
+from awgd_client.user_texts import (
+    NOTIFIED,
+    PLAN_EVENTS,
+    SHORT_KEY_CHARS,
+    Overrides,
+    Units,
+    display_name,
+    render_fleet_notice,
+    render_notice,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -194,24 +204,135 @@ class PlanNotifier:
             return None
 
     async def _send(self, chat: int, body: str) -> None:
-        try:
-            await self._bot.send_message(chat, body, parse_mode="HTML")
-        except (TelegramRetryAfter, TelegramNetworkError, TelegramServerError):
-            raise  # passing: retried
-        except TelegramAPIError as exc:
-            # The user blocked the bot, the chat is gone, the text was refused: retrying cannot help.
-            log.warning("chat %s cannot be told: %s", chat, exc)
+        await _send(self._bot, chat, body)
 
     async def _retrying(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        return await _retrying(what, attempt)
+
+
+async def _send(bot: Bot, chat: int, body: str) -> None:
+    try:
+        await bot.send_message(chat, body, parse_mode="HTML")
+    except (TelegramRetryAfter, TelegramNetworkError, TelegramServerError):
+        raise  # passing: retried
+    except TelegramAPIError as exc:
+        # The user blocked the bot, the chat is gone, the text was refused: retrying cannot help.
+        log.warning("chat %s cannot be told: %s", chat, exc)
+
+
+async def _retrying(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+    delay = RETRY_FIRST_DELAY
+    while True:
+        try:
+            return await attempt()
+        except TelegramRetryAfter as exc:
+            await asyncio.sleep(exc.retry_after)
+            continue
+        except (TelegramNetworkError, TelegramServerError, AwgdError, OSError, TimeoutError) as exc:
+            log.warning("could not %s (again in %g s): %s", what, delay, exc)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, RETRY_MAX_DELAY)
+
+
+class FleetEvents(Protocol):
+    """Where fleet plans' events are read (awgd_fleet.FleetClient has it; this package does
+    not need awgd_fleet installed)."""
+
+    def fleet_events(self, after: int = 0, limit: int = 100) -> list[Any]: ...
+
+    def last_fleet_event_id(self) -> int: ...
+
+
+# Fleet events read per poll, and the pause between polls: a fleet event is stored by a
+# node's mirror round (about a sample apart), so a few seconds late is on time.
+FLEET_EVENTS_PER_READ = 100
+FLEET_POLL_SECONDS = 10.0
+
+
+class FleetNotifier:
+    """Tell users about their fleet plans (one quota over several servers, awgd_fleet): a
+    warning before the subscription's traffic runs out, and the cut-off. Each event is stored
+    once for the user centrally (not once per server), and told once, as PlanNotifier tells
+    a node's: `last_id` keeps the last one told.
+
+        notifier = FleetNotifier(FleetClient(url), bot, chat_of=my_chat_of, last_id="/var/lib/mybot/fleet-last")
+        notifier.attach(dp)
+
+    `chat_of(fleet_user)` is the Telegram chat of the fleet user's owner, or None."""
+
+    def __init__(
+        self,
+        fleet: FleetEvents,
+        bot: Bot,
+        chat_of: OwnerOf,
+        last_id: LastId,
+        *,
+        texts: Overrides | None = None,
+        language: Language | None = None,
+        default_language: str = "en",
+        units: Units = "decimal",
+        poll_seconds: float = FLEET_POLL_SECONDS,
+    ) -> None:
+        self._fleet = fleet
+        self._bot = bot
+        self._chat_of = chat_of
+        if isinstance(last_id, tuple):
+            self._load, self._save = last_id
+        else:
+            stored = LastIdFile(last_id)
+            self._load, self._save = stored.load, stored.save
+        self._texts_for = TextsFor(texts=texts, language=language, default_language=default_language, units=units)
+        self._poll = poll_seconds
+        self._task: asyncio.Task[None] | None = None
+
+    def attach(self, dispatcher: Dispatcher) -> None:
+        dispatcher.startup.register(self.start)
+        dispatcher.shutdown.register(self.stop)
+
+    async def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self.run())
+            self._task.add_done_callback(_report_end)
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await task
+
+    async def run(self) -> None:
+        since = await maybe_await(self._load())
+        if since is None:  # the first run: from now on
+            since = await self._reading(self._fleet.last_fleet_event_id)
+            await maybe_await(self._save(since))
+        while True:
+            found = await self._reading(functools.partial(self._fleet.fleet_events, since, FLEET_EVENTS_PER_READ))
+            for event in found:
+                await self.notify(event)
+                await maybe_await(self._save(event.id))
+                since = event.id
+            if len(found) < FLEET_EVENTS_PER_READ:
+                await asyncio.sleep(self._poll)
+
+    async def notify(self, event: Any) -> None:
+        chat = await maybe_await(self._chat_of(event.fleet_user))
+        if chat is None:
+            return
+        body = render_fleet_notice(await self._texts_for(chat), event.type, event.used_bytes, event.limit_bytes)
+        if body is None:
+            return
+        what = f"tell chat {chat} about fleet {event.type} #{event.id}"
+        await _retrying(what, lambda: _send(self._bot, chat, body))
+
+    async def _reading(self, read: Callable[[], T]) -> T:
+        """A read of the central database (a blocking call) in a thread, retried while it is away."""
         delay = RETRY_FIRST_DELAY
         while True:
             try:
-                return await attempt()
-            except TelegramRetryAfter as exc:
-                await asyncio.sleep(exc.retry_after)
-                continue
-            except (TelegramNetworkError, TelegramServerError, AwgdError, OSError, TimeoutError) as exc:
-                log.warning("could not %s (again in %g s): %s", what, delay, exc)
+                return await asyncio.to_thread(read)
+            except Exception as exc:  # the database's driver raises its own kinds
+                log.warning("could not read the fleet's events (again in %g s): %s", delay, exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_DELAY)
 

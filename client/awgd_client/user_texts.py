@@ -76,6 +76,9 @@ TEMPLATES: Final[Mapping[str, str]] = {
     "reason_quota": N_("the traffic limit is used up"),
     "reason_expired": N_("the plan expired"),
     "reason_admin": N_("by the administrator"),
+    # A fleet plan's (one quota over several servers): the user's traffic on all of them.
+    "reason_fleet_quota": N_("the traffic limit of your subscription is used up on all servers"),
+    "reason_fleet_expired": N_("your subscription expired"),
     "usage_period": N_("This period: ⬇ {download} · ⬆ {upload}"),
     "usage_plan": N_("Used {used} of {limit} ({percent}), {remaining} left"),
     "usage_plan_unlimited": N_("Used {used}, no limit"),
@@ -92,6 +95,9 @@ TEMPLATES: Final[Mapping[str, str]] = {
     "notice_quota_warning_final": N_("⚠️ <b>{name}</b>: {used} of {limit} used ({percent})."),
     "notice_quota_exceeded": N_("⛔ <b>{name}</b>: all {limit} are used. The VPN is paused until {renews}."),
     "notice_quota_exceeded_final": N_("⛔ <b>{name}</b>: all {limit} are used. The VPN is paused."),
+    # A fleet plan's (one quota over several servers): the subscription, not one device.
+    "notice_fleet_warning": N_("⚠️ Your subscription: {used} of {limit} used on all servers ({percent})."),
+    "notice_fleet_exceeded": N_("⛔ Your subscription: all {limit} are used on all servers. The VPN is paused."),
     "notice_quota_throttled": N_(
         "🐢 <b>{name}</b>: all {limit} are used. The speed is limited to {speed} until {renews}."
     ),
@@ -335,8 +341,20 @@ def _plan_lines(texts: UserTexts, plan: Plan, blocked: tuple[str, ...]) -> list[
 
 # ---- the plan notices ---------------------------------------------------------------------
 
+FLEET_EVENTS: Final = ("quota.warning", "quota.exceeded")
 PLAN_EVENTS: Final = ("quota.warning", "quota.exceeded", "plan.renewed", "plan.expired")
 NOTIFIED: Final = (*PLAN_EVENTS, "peer.stalled", "peer.recovered")
+
+
+def render_fleet_notice(texts: UserTexts, kind: str, used: int, limit: int | None) -> str | None:
+    """The owner's message for a fleet plan's quota event (awgd_fleet's FleetEvent: its type,
+    used and limit bytes), or None when it is not news (a warning at the limit itself)."""
+    if limit is None or kind not in FLEET_EVENTS:
+        return None
+    fields = {"used": texts.size(used), "limit": texts.size(limit), "percent": texts.percent(used, limit)}
+    if kind == "quota.warning":
+        return None if used >= limit else texts("notice_fleet_warning", **fields)
+    return texts("notice_fleet_exceeded", **fields)
 
 
 def render_notice(  # noqa: PLR0911 - one return per kind of message

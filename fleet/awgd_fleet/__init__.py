@@ -6,6 +6,24 @@ database's schema, migrations and roles are awgd_fleet.schema, and a bot reads t
 `FleetClient` (awgd_fleet.reader). A bot that talks to one server needs none of it.
 """
 
-from awgd_fleet.reader import FleetClient, FleetNode, FleetTraffic, NodeTraffic
+from awgd_fleet.reader import (
+    BadFleetPlan,
+    FleetClient,
+    FleetEvent,
+    FleetNode,
+    FleetTraffic,
+    FleetUserUsage,
+    NodeTraffic,
+    fleet_plan,
+)
 
-__all__ = ["FleetClient", "FleetNode", "FleetTraffic", "NodeTraffic"]
+__all__ = [
+    "BadFleetPlan",
+    "FleetClient",
+    "FleetEvent",
+    "FleetNode",
+    "FleetTraffic",
+    "FleetUserUsage",
+    "NodeTraffic",
+    "fleet_plan",
+]

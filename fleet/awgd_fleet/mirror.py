@@ -43,7 +43,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ProgrammingError, SQLAlchemyError
 
 from awgd_client import change_rows, methods
-from awgd_client.errors import AwgdError
+from awgd_client.errors import AwgdError, PermissionDenied
 from awgd_client.sync_client import Client
 from awgd_fleet import schema as fleet_schema
 from awgd_fleet.reader import open_schemas, session_options, with_driver
@@ -71,6 +71,9 @@ RETRY_FIRST_SECONDS = 1.0
 RETRY_MAX_SECONDS = 30.0
 # An RPC page waits this long: a 50,000-peer catch-up is one page at a time.
 RPC_TIMEOUT_SECONDS = 60.0
+# fleet.sync's users per request, by their JSON's size: a request line holds 1 MiB (docs/API.md,
+# "Limits"), and one user has at most 1,000 members (about 70 KiB).
+SYNC_PAGE_BYTES = 512 * 1024
 # How long connecting to the database may take before the round counts as failed.
 CONNECT_TIMEOUT_SECONDS = 10
 # A round waits at most this long for a lock, and a statement runs at most this long: a
@@ -176,6 +179,12 @@ _PEERS = sa.text("SELECT awgd.mirror_peers(:moved)")
 _PERIODS = sa.text("SELECT awgd.mirror_periods(CAST(:rows AS json))")
 _DAYS = sa.text("SELECT awgd.mirror_days(CAST(:rows AS json))")
 _CURSOR = sa.text("SELECT awgd.mirror_cursor()")
+# Fleet plans (docs/FLEET.md): this node's fleet users, with the others' usage, and its report.
+_FLEET_PLANS = sa.text(
+    "SELECT fleet_user, version, plan, others_window, others, members, as_of FROM awgd.fleet_plans()"
+)
+_FLEET_REPORT = sa.text("SELECT awgd.fleet_report(CAST(:rows AS json))")
+_NOW = sa.text("SELECT pg_catalog.now()")
 _NODE = sa.text(
     "SELECT awgd.mirror_node(:version, :healthy, :last_sample_at, :last_success_at, :online_window, :cursor)"
 )
@@ -230,6 +239,20 @@ def _copy(conn: Connection, statement: str, text: str) -> None:
         cursor.close()
 
 
+def _pages_of(users: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """fleet.sync's pages: each well inside a request line's 1 MiB; at least one (maybe empty)."""
+    pages: list[list[dict[str, Any]]] = [[]]
+    size = 0
+    for user in users:
+        length = len(json.dumps(user, default=str))
+        if pages[-1] and size + length > SYNC_PAGE_BYTES:
+            pages.append([])
+            size = 0
+        pages[-1].append(user)
+        size += length
+    return pages
+
+
 def _batches(conn: Connection, statement: sa.TextClause, rows: list[dict[str, Any]]) -> None:
     for at in range(0, len(rows), ROWS_PER_STATEMENT):
         conn.execute(statement, {"rows": json.dumps(rows[at : at + ROWS_PER_STATEMENT])})
@@ -253,6 +276,10 @@ class Mirror:
         self._heartbeat_at = 0.0
         self._checked = False
         self._next_sample_at: datetime | None = None
+        # Whether the node held fleet users at the last round (so an empty answer is still
+        # passed on, once, to lift their blocks), and whether it lets this mirror (fleet.sync).
+        self._fleet_held = True
+        self._fleet_refused: str | None = None
 
     def close(self) -> None:
         self.client.close()
@@ -319,6 +346,7 @@ class Mirror:
                 periods_written += len(periods)
                 days_written += len(days)
             moves.write(conn)
+            self._fleet_round(conn)
             sampler = status["sampler"]
             health = (status["version"], status["healthy"], sampler["last_sample_at"], sampler["last_success_at"])
             now = time.monotonic()
@@ -336,6 +364,56 @@ class Mirror:
             conn.execute(_NODE, values)
         self._last_status, self._heartbeat_at = health, now
         return Round(moves.peers, periods_written, days_written, wrote=True)
+
+    def _fleet_round(self, conn: Connection) -> None:
+        """Pass the centre's word on this node's fleet users to awgd (fleet.sync) and write
+        back what each member used in its window (docs/FLEET.md, "Fleet plans"). The node
+        decides; a round cut short changes nothing the node would regret: it ignores news
+        older than what it holds, and its shares are sent again next round."""
+        if self._fleet_refused is not None:
+            return
+        found = conn.execute(_FLEET_PLANS).all()
+        if not found and not self._fleet_held:
+            return
+        as_of = found[0].as_of if found else conn.execute(_NOW).scalar_one()
+        users = [
+            {
+                "user": row.fleet_user,
+                "version": int(row.version),
+                "plan": row.plan,
+                "others": None
+                if row.others_window is None
+                else {"window_start": row.others_window.isoformat(), "used_bytes": int(row.others)},
+                "members": row.members,
+            }
+            for row in found
+        ]
+        try:
+            pages = _pages_of(users)
+            for page in pages[:-1]:
+                self.client.call("fleet.sync", users=page, as_of=as_of.isoformat(), more=True)
+            answer = self.client.call("fleet.sync", users=pages[-1], as_of=as_of.isoformat())
+        except PermissionDenied as exc:
+            self._fleet_refused = str(exc)
+            log.warning(
+                "awgd does not take fleet plans from this mirror (%s): add its group to rpc.fleet_groups"
+                " and restart the mirror; figures are mirrored all the same",
+                exc,
+            )
+            return
+        self._fleet_held = bool(answer["users"])
+        report = [
+            {
+                "i": share["interface"],
+                "k": share["public_key"],
+                "u": share["user"],
+                "w": datetime.fromisoformat(share["window_start"]).timestamp(),
+                "used": share["used_bytes"],
+            }
+            for share in answer["usage"]
+        ]
+        if report:
+            conn.execute(_FLEET_REPORT, {"rows": json.dumps(report)})
 
     def _pages(self, cursor: str | None) -> Iterator[dict[str, Any]]:
         after = None

@@ -14,10 +14,12 @@ psycopg 3, or any driver the URL names.
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -154,6 +156,113 @@ class FleetNode:
     stale_seconds: float
 
 
+# Fleet plans (docs/FLEET.md, "Fleet plans"): what a planner (a role in awgd_planner) writes.
+FLEET_RESETS = ("month", "week", "day", "none")
+OVER_QUOTA = ("block", "throttle")
+# The same bounds as a node's plan.set (awgd.plans), so that a plan the centre takes every node takes.
+MAX_LIMIT_BYTES = 2**60
+MAX_WARN_AT = 10
+MIN_KBIT, MAX_KBIT = 8, 10_000_000
+MAX_USER_CHARS = 128
+
+
+class BadFleetPlan(ValueError):
+    """A fleet plan or member that no node would take; the message names the field."""
+
+
+@dataclass(frozen=True, slots=True)
+class FleetUserUsage:
+    """A fleet user's plan and its usage in the latest window its nodes reported (the sum of
+    its members' shares; traffic booked while blocked is not in it)."""
+
+    fleet_user: str
+    plan: dict[str, Any]
+    version: int
+    window_start: datetime | None  # None: no node reported yet
+    used: int
+    limit_bytes: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class FleetEvent:
+    """A fleet user's quota event, stored once for the user (not once per node)."""
+
+    id: int
+    at: datetime
+    fleet_user: str
+    type: str  # quota.warning, quota.exceeded
+    window_start: datetime
+    version: int
+    threshold: float
+    used_bytes: int
+    limit_bytes: int | None
+
+
+def fleet_plan(
+    *,
+    limit_bytes: int | None,
+    reset: str,
+    anchor: date,
+    timezone: str,
+    expires_at: datetime | None = None,
+    warn_at: tuple[float, ...] = (0.8,),
+    over_quota: str = "block",
+    throttle_kbit: int | None = None,
+) -> dict[str, Any]:
+    """A fleet plan as the nodes take it (fleet.sync), checked; raises BadFleetPlan."""
+    if limit_bytes is not None and (isinstance(limit_bytes, bool) or not 0 <= limit_bytes <= MAX_LIMIT_BYTES):
+        raise BadFleetPlan(f"limit_bytes must be null or an integer from 0 to {MAX_LIMIT_BYTES}")
+    if reset not in FLEET_RESETS:
+        raise BadFleetPlan(f"reset must be one of {', '.join(FLEET_RESETS)} (a period is each node's own)")
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise BadFleetPlan(f"timezone {timezone!r} is not an IANA time zone") from None
+    if expires_at is not None and expires_at.tzinfo is None:
+        raise BadFleetPlan("expires_at must be an aware datetime")
+    if len(warn_at) > MAX_WARN_AT or any(not 0 < f < 1 for f in warn_at):
+        raise BadFleetPlan(f"warn_at must hold at most {MAX_WARN_AT} fractions f with 0 < f < 1")
+    if over_quota not in OVER_QUOTA:
+        raise BadFleetPlan("over_quota must be block or throttle")
+    if (over_quota == "throttle") != (throttle_kbit is not None):
+        raise BadFleetPlan("throttle_kbit is required with over_quota throttle, and only then")
+    if throttle_kbit is not None and not MIN_KBIT <= throttle_kbit <= MAX_KBIT:
+        raise BadFleetPlan(f"throttle_kbit must be from {MIN_KBIT} to {MAX_KBIT}")
+    return {
+        "limit_bytes": limit_bytes,
+        "reset": reset,
+        "anchor": anchor.isoformat(),
+        "timezone": timezone,
+        "expires_at": None if expires_at is None else expires_at.isoformat(),
+        "warn_at": sorted(set(warn_at)),
+        "over_quota": over_quota,
+        "throttle_kbit": throttle_kbit,
+    }
+
+
+_SET_USER = sa.text(
+    "INSERT INTO awgd.awgd_fleet_users (fleet_user, plan) VALUES (:user, CAST(:plan AS jsonb))"
+    " ON CONFLICT (fleet_user) DO UPDATE SET plan = excluded.plan RETURNING version"
+)
+_REMOVE_USER = sa.text("DELETE FROM awgd.awgd_fleet_users WHERE fleet_user = :user")
+_ADD_MEMBER = sa.text(
+    "INSERT INTO awgd.awgd_fleet_members (node, interface, public_key, fleet_user)"
+    " VALUES (:node, :interface, :public_key, :user)"
+    " ON CONFLICT (node, interface, public_key) DO UPDATE SET fleet_user = excluded.fleet_user"
+)
+_REMOVE_MEMBER = sa.text(
+    "DELETE FROM awgd.awgd_fleet_members WHERE node = :node AND interface = :interface AND public_key = :public_key"
+)
+_USER_USAGE = sa.text(
+    "SELECT fleet_user, plan, version, window_start, used, limit_bytes FROM awgd.awgd_fleet_user_usage"
+    " WHERE fleet_user = :user"
+)
+_FLEET_EVENTS = sa.text(
+    "SELECT id, at, fleet_user, type, window_start, version, threshold, used_bytes, limit_bytes"
+    " FROM awgd.awgd_fleet_events WHERE id > :after ORDER BY id LIMIT :limit"
+)
+
+_LAST_FLEET_EVENT = sa.text("SELECT COALESCE(pg_catalog.max(id), 0) FROM awgd.awgd_fleet_events")
 _TRAFFIC = sa.text(
     "SELECT node, interface, public_key, label, present, online, latest_handshake, period_start, period_end,"
     " period_rx, period_tx, lifetime_rx, lifetime_tx, blocked, mirrored_at, bound"
@@ -230,6 +339,67 @@ class FleetClient:
             )
             for row in found
         ]
+
+    # ---- fleet plans: a role in awgd_planner ---------------------------------------------------
+
+    def set_fleet_plan(self, fleet_user: str, plan: dict[str, Any]) -> int:
+        """Create the fleet user, or replace its plan (a top-up: a higher limit); every node
+        with a member takes it at its mirror's next round. `plan` comes from fleet_plan().
+        Returns the plan's version (it goes up with every change)."""
+        if not 1 <= len(fleet_user) <= MAX_USER_CHARS or not fleet_user.isprintable():
+            raise BadFleetPlan(f"a fleet user's id must be 1-{MAX_USER_CHARS} printable characters")
+        with self.engine.begin() as conn:
+            return int(conn.execute(_SET_USER, {"user": fleet_user, "plan": json.dumps(plan)}).scalar_one())
+
+    def remove_fleet_user(self, fleet_user: str) -> None:
+        """Forget the user and its members: the nodes lift its fleet blocks at their next round."""
+        with self.engine.begin() as conn:
+            conn.execute(_REMOVE_USER, {"user": fleet_user})
+
+    def add_fleet_peer(self, fleet_user: str, node: str, interface: str, public_key: str) -> None:
+        """Count the peer (on `node`) in the user's quota; a peer belongs to one user at most."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                _ADD_MEMBER, {"user": fleet_user, "node": node, "interface": interface, "public_key": public_key}
+            )
+
+    def remove_fleet_peer(self, node: str, interface: str, public_key: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(_REMOVE_MEMBER, {"node": node, "interface": interface, "public_key": public_key})
+
+    def fleet_usage(self, fleet_user: str) -> FleetUserUsage | None:
+        """The user's plan and usage in its latest reported window; None: no such user."""
+        with self._connect() as conn:
+            row = conn.execute(_USER_USAGE, {"user": fleet_user}).one_or_none()
+        if row is None:
+            return None
+        limit = None if row.limit_bytes is None else int(row.limit_bytes)
+        return FleetUserUsage(row.fleet_user, dict(row.plan), int(row.version), row.window_start, int(row.used), limit)
+
+    def fleet_events(self, after: int = 0, limit: int = 100) -> list[FleetEvent]:
+        """The fleet users' quota events after id `after`, oldest first (a notifier keeps the
+        last id it told about)."""
+        with self._connect() as conn:
+            found = conn.execute(_FLEET_EVENTS, {"after": after, "limit": limit}).all()
+        return [
+            FleetEvent(
+                int(row.id),
+                row.at,
+                row.fleet_user,
+                row.type,
+                row.window_start,
+                int(row.version),
+                float(row.threshold),
+                int(row.used_bytes),
+                None if row.limit_bytes is None else int(row.limit_bytes),
+            )
+            for row in found
+        ]
+
+    def last_fleet_event_id(self) -> int:
+        """The newest fleet event's id (0: none yet): where a new notifier starts."""
+        with self._connect() as conn:
+            return int(conn.execute(_LAST_FLEET_EVENT).scalar_one())
 
     def close(self) -> None:
         self.engine.dispose()

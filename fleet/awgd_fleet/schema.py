@@ -27,10 +27,13 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SCHEMA = "awgd"
 NODE_ROLE = "awgd_node"
 READER_ROLE = "awgd_reader"
+# The bot's right to define fleet users and their plans (docs/FLEET.md, "Fleet plans"): not a
+# node's, and not what a plain reader has.
+PLANNER_ROLE = "awgd_planner"
 # What the mirror's and FleetClient's connections pin (libpq `options`): pg_catalog first,
 # then the fleet's own schema; never `public`.
 SEARCH_PATH = f"pg_catalog, {SCHEMA}"
@@ -128,9 +131,57 @@ CREATE TABLE awgd_keys (
 );
 """,
     ),
+    (
+        4,
+        # Fleet plans: users and their plans (the planner's), which peers are whose (the
+        # planner's), what each node reports of its members' windows (written through
+        # fleet_report alone, only for its own members), and the users' quota events, each
+        # stored once: the unique key is the user, the window, the plan's version and the
+        # threshold, whichever node's round crossed it first.
+        """
+CREATE TABLE awgd_fleet_users (
+    fleet_user text PRIMARY KEY CHECK (pg_catalog.length(fleet_user) BETWEEN 1 AND 128),
+    plan jsonb NOT NULL,
+    version bigint NOT NULL DEFAULT 1,
+    updated_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+CREATE TABLE awgd_fleet_members (
+    node text NOT NULL,
+    interface text NOT NULL,
+    public_key text NOT NULL,
+    fleet_user text NOT NULL REFERENCES awgd_fleet_users ON DELETE CASCADE ON UPDATE CASCADE,
+    PRIMARY KEY (node, interface, public_key)
+);
+CREATE INDEX awgd_fleet_members_by_user ON awgd_fleet_members (fleet_user);
+CREATE TABLE awgd_fleet_usage (
+    node text NOT NULL,
+    interface text NOT NULL,
+    public_key text NOT NULL,
+    fleet_user text NOT NULL,
+    window_start timestamptz NOT NULL,
+    used bigint NOT NULL CHECK (used >= 0),
+    reported_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (node, interface, public_key)
+);
+CREATE INDEX awgd_fleet_usage_by_user ON awgd_fleet_usage (fleet_user, window_start);
+CREATE TABLE awgd_fleet_events (
+    id bigserial PRIMARY KEY,
+    at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    fleet_user text NOT NULL,
+    type text NOT NULL,
+    window_start timestamptz NOT NULL,
+    version bigint NOT NULL,
+    threshold double precision NOT NULL DEFAULT 0,
+    used_bytes bigint NOT NULL,
+    limit_bytes bigint,
+    UNIQUE (fleet_user, window_start, version, type, threshold)
+);
+""",
+    ),
 )
 
 TABLES = ("awgd_nodes", "awgd_peers", "awgd_periods", "awgd_days")
+FLEET_PLAN_TABLES = ("awgd_fleet_users", "awgd_fleet_members", "awgd_fleet_usage", "awgd_fleet_events")
 
 _ROLES = """
 DO $$
@@ -141,6 +192,9 @@ BEGIN
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'awgd_reader') THEN
         CREATE ROLE awgd_reader NOLOGIN;
     END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'awgd_planner') THEN
+        CREATE ROLE awgd_planner NOLOGIN;
+    END IF;
 END
 $$;
 """
@@ -150,7 +204,7 @@ $$;
 _SCHEMA = """
 CREATE SCHEMA IF NOT EXISTS awgd;
 REVOKE ALL ON SCHEMA awgd FROM PUBLIC;
-GRANT USAGE ON SCHEMA awgd TO awgd_node, awgd_reader;
+GRANT USAGE ON SCHEMA awgd TO awgd_node, awgd_reader, awgd_planner;
 DO $$
 BEGIN
     IF pg_catalog.to_regclass('public.awgd_schema') IS NOT NULL
@@ -194,8 +248,18 @@ CREATE OR REPLACE VIEW awgd_fleet_days AS
     WHERE p.day IS DISTINCT FROM d.day
     UNION ALL
     SELECT node, interface, public_key, day, day_rx, day_tx FROM awgd_peers WHERE day IS NOT NULL;
+CREATE OR REPLACE VIEW awgd_fleet_user_usage AS
+    SELECT u.fleet_user, u.plan, u.version, w.window_start, COALESCE(w.used, 0) AS used,
+           CAST(u.plan ->> 'limit_bytes' AS bigint) AS limit_bytes, w.reported_at
+    FROM awgd_fleet_users u LEFT JOIN LATERAL (
+        SELECT f.window_start, CAST(pg_catalog.sum(f.used) AS bigint) AS used,
+               pg_catalog.max(f.reported_at) AS reported_at
+        FROM awgd_fleet_usage f JOIN awgd_fleet_members m USING (node, interface, public_key, fleet_user)
+        WHERE f.fleet_user = u.fleet_user
+        GROUP BY f.window_start ORDER BY f.window_start DESC LIMIT 1
+    ) w ON true;
 """
-VIEWS = ("awgd_fleet_nodes", "awgd_fleet_peers", "awgd_fleet_periods", "awgd_fleet_days")
+VIEWS = ("awgd_fleet_nodes", "awgd_fleet_peers", "awgd_fleet_periods", "awgd_fleet_days", "awgd_fleet_user_usage")
 
 
 # How nodes write (awgd-mirror): as the tables' owner, each only its own rows (session_user:
@@ -272,6 +336,99 @@ LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, awgd AS $f$
         online_window = excluded.online_window, "cursor" = excluded."cursor", mirrored_at = excluded.mirrored_at
 $f$;
 """
+# Fleet plans. A node reads, for its own fleet users only, each one's plan and the sum of what
+# the user's other members (on other nodes) used in the latest window reported: never a row of
+# another node. It reports its members' shares; a row for a key that is not its member, or
+# for another user, never lands (the review's D16). Each report then stores the quota events
+# the users' totals crossed, once each (ON CONFLICT DO NOTHING on the unique key).
+# A plan's version goes up with every change of it (a top-up), so that a node can tell news.
+_FLEET_FUNCTIONS = """
+CREATE OR REPLACE FUNCTION awgd.fleet_plans()
+RETURNS TABLE (fleet_user text, version bigint, plan jsonb, others_window timestamptz, others bigint,
+               members json, as_of timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, awgd AS $f$
+    WITH mine AS (
+        SELECT m.fleet_user,
+               pg_catalog.json_agg(pg_catalog.json_build_object('interface', m.interface, 'public_key', m.public_key)
+                                   ORDER BY m.interface, m.public_key) AS members
+        FROM awgd.awgd_fleet_members m WHERE m.node = CAST(session_user AS text) GROUP BY m.fleet_user
+    ), others AS (
+        SELECT DISTINCT ON (f.fleet_user) f.fleet_user, f.window_start, CAST(pg_catalog.sum(f.used) AS bigint) AS used
+        FROM awgd.awgd_fleet_usage f
+        JOIN awgd.awgd_fleet_members m USING (node, interface, public_key, fleet_user)
+        WHERE f.node <> CAST(session_user AS text) AND f.fleet_user IN (SELECT mine.fleet_user FROM mine)
+        GROUP BY f.fleet_user, f.window_start
+        ORDER BY f.fleet_user, f.window_start DESC
+    )
+    SELECT u.fleet_user, u.version, u.plan, o.window_start, o.used, mine.members, pg_catalog.now()
+    FROM mine JOIN awgd.awgd_fleet_users u USING (fleet_user) LEFT JOIN others o USING (fleet_user)
+    ORDER BY u.fleet_user
+$f$;
+CREATE OR REPLACE FUNCTION awgd.fleet_report(rows json) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, awgd AS $f$
+DECLARE
+    me text := CAST(session_user AS text);
+    reported text[];
+    taken bigint;
+BEGIN
+    -- The users this report concerns (its rows of this node's members), and the shares that
+    -- changed: an unchanged share is not written again (a round repeats most of them).
+    WITH input AS (
+        SELECT r.i, r.k, m.fleet_user, pg_catalog.to_timestamp(r.w) AS w, r.used
+        FROM pg_catalog.json_to_recordset(rows) AS r(i text, k text, u text, w double precision, used bigint)
+        JOIN awgd.awgd_fleet_members m
+            ON m.node = me AND m.interface = r.i AND m.public_key = r.k AND m.fleet_user = r.u
+        WHERE r.used >= 0
+    ), landed AS (
+        INSERT INTO awgd.awgd_fleet_usage AS f
+            (node, interface, public_key, fleet_user, window_start, used, reported_at)
+        SELECT me, input.i, input.k, input.fleet_user, input.w, input.used, pg_catalog.now() FROM input
+        ON CONFLICT (node, interface, public_key) DO UPDATE SET
+            fleet_user = excluded.fleet_user, window_start = excluded.window_start, used = excluded.used,
+            reported_at = excluded.reported_at
+        WHERE f.fleet_user <> excluded.fleet_user OR f.window_start < excluded.window_start
+            OR (f.window_start = excluded.window_start AND f.used <> excluded.used)
+        RETURNING 1
+    )
+    SELECT (SELECT pg_catalog.array_agg(DISTINCT input.fleet_user) FROM input), (SELECT pg_catalog.count(*) FROM landed)
+    INTO reported, taken;
+    INSERT INTO awgd.awgd_fleet_events (fleet_user, type, window_start, version, threshold, used_bytes, limit_bytes)
+    SELECT t.fleet_user, e.type, t.window_start, t.version, e.threshold, t.used, t.limit_bytes
+    FROM (
+        SELECT v.fleet_user, v.window_start, v.used, v.version, v.limit_bytes, v.plan
+        FROM awgd.awgd_fleet_user_usage v
+        WHERE v.fleet_user = ANY (reported) AND v.limit_bytes IS NOT NULL
+              AND v.window_start IS NOT NULL
+    ) t
+    CROSS JOIN LATERAL (
+        SELECT 'quota.warning' AS type, CAST(w AS double precision) AS threshold
+        FROM pg_catalog.jsonb_array_elements_text(COALESCE(t.plan -> 'warn_at', '[0.8]')) AS w
+        WHERE t.used >= CAST(w AS double precision) * t.limit_bytes
+        UNION ALL
+        SELECT 'quota.exceeded', 0 WHERE t.used >= t.limit_bytes
+    ) e
+    ON CONFLICT DO NOTHING;
+    RETURN taken;
+END
+$f$;
+CREATE OR REPLACE FUNCTION awgd.fleet_plan_changed() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, awgd AS $f$
+BEGIN
+    IF NEW.plan IS DISTINCT FROM OLD.plan THEN
+        NEW.version := OLD.version + 1;
+        NEW.updated_at := pg_catalog.now();
+    ELSE
+        NEW.version := OLD.version;
+    END IF;
+    RETURN NEW;
+END
+$f$;
+DROP TRIGGER IF EXISTS awgd_fleet_plan_changed ON awgd_fleet_users;
+CREATE TRIGGER awgd_fleet_plan_changed BEFORE UPDATE ON awgd_fleet_users
+    FOR EACH ROW EXECUTE FUNCTION awgd.fleet_plan_changed();
+"""
+FLEET_FUNCTIONS = ("fleet_plans()", "fleet_report(json)")
+
 FUNCTIONS = (
     "mirror_cursor()",
     "mirror_peers(bigint)",
@@ -308,6 +465,21 @@ def _access() -> str:
             f"REVOKE ALL ON FUNCTION awgd.{function} FROM PUBLIC;",
             f"GRANT EXECUTE ON FUNCTION awgd.{function} TO {NODE_ROLE};",
         ]
+    for function in FLEET_FUNCTIONS:
+        lines += [
+            f"REVOKE ALL ON FUNCTION awgd.{function} FROM PUBLIC;",
+            f"GRANT EXECUTE ON FUNCTION awgd.{function} TO {NODE_ROLE};",
+        ]
+    lines.append("REVOKE ALL ON FUNCTION awgd.fleet_plan_changed() FROM PUBLIC;")
+    # Nodes reach the fleet plans' tables through the functions alone; the planner (the
+    # bot) writes users and members and reads the rest.
+    for table in FLEET_PLAN_TABLES:
+        lines.append(f"REVOKE ALL ON {table} FROM PUBLIC, {NODE_ROLE}, {READER_ROLE};")
+    lines += [
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON awgd_fleet_users, awgd_fleet_members TO {PLANNER_ROLE};",
+        f"GRANT SELECT ON awgd_fleet_usage, awgd_fleet_events TO {PLANNER_ROLE};",
+        f"GRANT SELECT ON awgd_fleet_user_usage TO {PLANNER_ROLE};",
+    ]
     lines += ["REVOKE ALL ON awgd_keys FROM PUBLIC;", f"GRANT SELECT ON awgd_keys TO {READER_ROLE};"]
     lines += ["REVOKE ALL ON awgd_schema FROM PUBLIC;", f"GRANT SELECT ON awgd_schema TO {NODE_ROLE}, {READER_ROLE};"]
     # A round's peers go through a temporary table (awgd-mirror's COPY): PostgreSQL grants
@@ -335,6 +507,7 @@ def schema_sql() -> str:
         *(_migration(version, body) for version, body in MIGRATIONS),
         _VIEWS,
         _FUNCTIONS,
+        _FLEET_FUNCTIONS,
         _access(),
         "COMMIT;\n",
     ]

@@ -47,6 +47,7 @@ from wgbed import AMNEZIAWG, WIREGUARD, Flavor, TestBed, available  # noqa: E402
 from awgd.bookkeeper import Bookkeeper  # noqa: E402
 from awgd.config import Config  # noqa: E402
 from awgd.dump_parser import DumpParser  # noqa: E402
+from awgd.fleet_plans import FleetUser, Share  # noqa: E402
 from awgd.gc_policy import CollectorPolicy  # noqa: E402
 from awgd.ledger import Ledger  # noqa: E402
 from awgd.periods import period_containing  # noqa: E402
@@ -207,6 +208,27 @@ class Booker:
 
         self.loop.run_until_complete(self.sampler.bookkeeper.store(decided))
 
+    def fleet(self, peer_keys: list[str], at: datetime) -> None:
+        """Make each of these peers the one member here of a fleet user of its own, with a
+        monthly fleet plan far above its usage and others' usage on another node, as
+        fleet.sync stores them."""
+        books = self.sampler.books
+        judged = Judged.nothing()
+        plan = Plan(PLAN_LIMIT, "month", date(2026, 11, 1))
+        for number, public_key in enumerate(peer_keys):
+            book = books.peers[("wg0", public_key)]
+            user = FleetUser(f"user-{number}", plan, "UTC", 1, 1.0, 0, 0, frozenset({book.key}))
+            window_start = int(books.fleet_window(user, at).start.timestamp())
+            user = replace(user, others_window=window_start, others=10**6)
+            judged.fleet.users[user.user] = user
+            judged.fleet.shares[book.key] = Share(user.user, window_start, lifetime(book))
+        judged.fleet.as_of = 1.0
+
+        async def decided(books: object, window_usage: object) -> Judged:
+            return judged
+
+        self.loop.run_until_complete(self.sampler.bookkeeper.store(decided))
+
     def close(self) -> None:
         self.loop.close()
         self.ledger.close()
@@ -222,13 +244,15 @@ def own_cost(
     hours: bool = True,
     step: timedelta = timedelta(minutes=1),
     ledger_bytes: list[int] | None = None,
+    fleet: float = 0.0,
 ) -> dict[str, Any]:
     """`samples` consecutive samples of a running ledger, each moving `fraction` of the peers,
     after a baseline and one sample in which every peer moved (so every peer has its rows).
     `shuffled`: the peers in a new random order in every dump, as Go's map order prints them.
     `planned`: the share of peers given a monthly plan first (none near its limit).
     `hours`: hourly history on (the default) or off; `step`: the time between samples.
-    `ledger_bytes`: given, gets the ledger file's size at the end (checkpointed, vacuumed)."""
+    `ledger_bytes`: given, gets the ledger file's size at the end (checkpointed, vacuumed).
+    `fleet`: the share of peers made members of a fleet user each (awgd.fleet_plans)."""
     rng = random.Random(7)
     peer_keys = keys(n)
     workdir = Path(tempfile.mkdtemp(prefix="awgd-bench-"))
@@ -247,6 +271,8 @@ def own_cost(
     booker.sample(dump(), at + timedelta(minutes=1))
     if planned:
         booker.plan(rng.sample(peer_keys, round(n * planned)), at + timedelta(minutes=1))
+    if fleet:
+        booker.fleet(rng.sample(peer_keys, round(n * fleet)), at + timedelta(minutes=1))
     times, rows = [], []
     for index in range(samples):
         counters = advance_counters(counters, fraction, rng)
@@ -1098,6 +1124,86 @@ def bench_hours(run: Run) -> None:
     )
 
 
+# Section 13: fleet plans (issue 32). As many fleet users as the issue names.
+FLEET_USERS = 10_000
+
+
+def bench_fleet_plans(run: Run) -> None:
+    """Fleet plans: what 10,000 fleet users cost a node's sample (every member moving), and
+    a mirror round's extra cost with them (reading their plans and the others' sums, fleet.sync,
+    writing the shares back) against the same round without."""
+    n = FLEET_USERS
+    print(f"13. fleet plans, N={n} peers, each a fleet user's member, every peer moving ...", flush=True)
+    without, with_fleet = [], []
+    for _ in range(3):
+        without.append(own_cost(n, 1.0, run.samples, shuffled=True)["time"]["median"])
+        with_fleet.append(own_cost(n, 1.0, run.samples, shuffled=True, fleet=1.0)["time"]["median"])
+    base, cost = statistics.median(without), statistics.median(with_fleet)
+    RESULTS[f"fleet_plans_sample_{n}"] = {"without": summary(without), "with": summary(with_fleet)}
+    row(
+        f"13. sample, N={n}, {n} fleet users, 100% moving",
+        ms(cost),
+        ms(base),
+        cost / base,
+        "<= 1.25x none",
+        cost / base <= 1.25,
+    )
+
+    problem = postgres.problem()
+    if problem is None and importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is None:
+        problem = "needs psycopg or psycopg2"
+    if problem is not None:
+        row("13. mirror round with fleet users", "skipped", "", None, problem, None)
+        return
+    pg = postgres.Postgres(run.workdir / "pg-fleet-plans")
+    try:
+        pg.psql(fleet_schema.schema_sql())
+        scripted = ScriptedDaemon(run.workdir / "fleet-plans", n)
+        scripted.handshake = int(time.time())
+        scripted.write()
+        scripted.daemon.start()
+        password = pg.add_node("bench")
+        mirror = FleetMirror(MirrorConfig(pg.url("bench", password), "bench", scripted.daemon.socket))
+        mirror.run_round()
+        rng = random.Random(13)
+
+        def rounds(count: int) -> list[float]:
+            taken = []
+            for _ in range(count):
+                scripted.counters = advance_counters(scripted.counters, 0.01, rng)
+                scripted.write()
+                scripted.daemon.result("traffic.sample")
+                started = time.perf_counter()
+                mirror.run_round()
+                taken.append(time.perf_counter() - started)
+            return taken
+
+        plain = rounds(run.samples)
+        # Each peer a fleet user's member, each user with a member on another node too, whose
+        # share the owner writes (as that node's report would).
+        today = datetime.now(UTC).date().isoformat()
+        plan = json.dumps({"limit_bytes": PLAN_LIMIT, "reset": "month", "anchor": today, "timezone": "UTC"})
+        rows = "\n".join(f"u{i}\t{plan}" for i in range(n))
+        pg.psql(f"COPY awgd.awgd_fleet_users (fleet_user, plan) FROM STDIN;\n{rows}\n\\.\n")
+        members = "\n".join(f"bench\twg0\t{key}\tu{i}\nother\twg0\t{key}\tu{i}" for i, key in enumerate(scripted.keys))
+        pg.psql(f"COPY awgd.awgd_fleet_members (node, interface, public_key, fleet_user) FROM STDIN;\n{members}\n\\.\n")
+        pg.psql(
+            "INSERT INTO awgd.awgd_fleet_usage (node, interface, public_key, fleet_user, window_start, used)"
+            " SELECT node, interface, public_key, fleet_user, date_trunc('month', now()), 12345"
+            " FROM awgd.awgd_fleet_members WHERE node = 'other'"
+        )
+        first = rounds(1)[0]  # every user new to the node: all stored
+        planned = rounds(run.samples)
+        cost, base = statistics.median(planned), statistics.median(plain)
+        RESULTS[f"fleet_plans_round_{n}"] = {"with": summary(planned), "without": summary(plain), "first": first}
+        row(f"13. mirror round, N={n}, 1% moving, {n} fleet users", ms(cost), ms(base), cost / base, "", None)
+        row(f"13. the round that first passes {n} fleet users on", ms(first), ms(base), first / base, "", None)
+        mirror.close()
+        scripted.daemon.stop()
+    finally:
+        pg.remove()
+
+
 SECTIONS: dict[str, Callable[[Run], None]] = {
     "own": bench_own_cost,
     "plans": bench_plans,
@@ -1110,6 +1216,7 @@ SECTIONS: dict[str, Callable[[Run], None]] = {
     "fleet": bench_fleet,
     "shaping": bench_shaping,
     "hours": bench_hours,
+    "fleet_plans": bench_fleet_plans,
 }
 
 
