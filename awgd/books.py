@@ -38,6 +38,7 @@ from awgd.entry import DRX, DTX, PEER_ID, Entry, LoadedPeer, Target, day_number,
 from awgd.events import Event
 from awgd.fleet_plans import FleetChanges, FleetUser, Share, booked_blocked, reasons_after, rolled
 from awgd.fleet_plans import held as fleet_held
+from awgd.fleet_plans import hot as fleet_hot
 from awgd.fleet_plans import next_instant as fleet_next_instant
 from awgd.fleet_plans import throttle as fleet_throttle
 from awgd.fleet_plans import used as fleet_used
@@ -238,6 +239,9 @@ class Books:
         self.fleet_shares: dict[PeerKey, Share] = {}
         self.fleet_as_of: float | None = None
         self.fleet_members: dict[PeerKey, str] = {}  # every member peer here, and its user
+        # Fleet users past their last warning threshold and below their limit: as for `hot`,
+        # the interfaces are sampled every plans.fast_sampling_seconds (a scheduling hint only).
+        self.fleet_hot: set[str] = set()
         # The current window of each (reset, anchor, zone) the fleet users have: reckoned once,
         # not once per user and sample (10,000 users share a handful).
         self._fleet_windows: dict[tuple[str, object, str], Window] = {}
@@ -332,6 +336,7 @@ class Books:
         for user, held in fleet.users.items():
             if held is None:
                 self.fleet_users.pop(user, None)
+                self.fleet_hot.discard(user)
             else:
                 self.fleet_users[user] = held
         for key, share in fleet.shares.items():
@@ -473,6 +478,10 @@ class Books:
             own.append((after, total))
         usage = fleet_used(user, window_start, own)
         reasons, kbit = fleet_held(user.plan, usage, at), fleet_throttle(user.plan, usage)
+        if fleet_hot(user.plan, usage):
+            self.fleet_hot.add(user.user)
+        else:
+            self.fleet_hot.discard(user.user)
         for book in members:
             self.decide_fleet(book, reasons, kbit, at, judged)
         return usage

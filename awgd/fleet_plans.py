@@ -131,6 +131,16 @@ def held(plan: Plan, usage: int, at: int) -> frozenset[str]:
     return frozenset(reasons)
 
 
+def hot(plan: Plan, usage: int) -> bool:
+    """Past its last warning threshold and below its limit: the next samples decide the
+    cut-off, so they come more often (as awgd.quota.hot for a node's plan)."""
+    limit = plan.limit_bytes
+    if limit is None:
+        return False
+    last = plan.warn_at[-1] if plan.warn_at else 0.0
+    return last * limit <= usage < limit
+
+
 def throttle(plan: Plan, usage: int) -> int | None:
     """The speed a throttle plan holds its user's peers to once the limit is reached."""
     if plan.over_quota == THROTTLE and plan.limit_bytes is not None and usage >= plan.limit_bytes:

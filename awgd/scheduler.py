@@ -70,7 +70,7 @@ class Schedule:
             maintain_at = next_fire(now, config.maintenance_schedule, config.zone)
             boundary = self._books.period.end
             last = self._sampler.health.last_sample_at
-            if self._books.hot and last is not None:
+            if (self._books.hot or self._books.fleet_hot) and last is not None:
                 sample_at = min(sample_at, last + timedelta(seconds=config.plans_fast_sampling_seconds))
             due = self._books.plan_due
             # An instant already handled (its sample failed) waits for the next scheduled sample.

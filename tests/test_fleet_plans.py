@@ -15,7 +15,7 @@ import os
 import signal
 import subprocess
 import time
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -692,3 +692,25 @@ def test_on_real_amneziawg_the_fleet_block_cuts_the_device_off_and_a_top_up_lets
     fleet.add_fleet_peer("u1", "node-a", real.ifname, new_key)
     rounds(ma)
     assert real.result("traffic.get", public_key=new_key)["blocked"] == ["fleet_quota"]
+
+
+@pytest.mark.slow
+def test_a_fleet_user_near_its_limit_is_sampled_often(daemons, scripted_tool) -> None:  # type: ignore[no-untyped-def]
+    """Past its last warning threshold, below its limit: the next samples decide the cut-off,
+    so they come every plans.fast_sampling_seconds (10 s), as for a node's own plan."""
+    scripted_tool.set(dump({"wg0": {A: (0, 0)}}))
+    daemon = daemons(scripted_tool.path).start()  # its own schedule: never
+    daemon.result("traffic.sample")
+    scripted_tool.set(dump({"wg0": {A: (450, 450)}}))
+    daemon.result("traffic.sample")
+    idle = daemon.result("server.status")["sampler"]["next_sample_at"]
+    assert not idle.startswith(datetime.now(UTC).strftime("%Y-%m-%dT%H")), idle  # nothing soon
+    daemon.result("fleet.sync", users=[sync_user("u1", A)], as_of="2026-12-07T10:00:00Z")  # 900 of 1,000
+    calls = scripted_tool.calls
+    deadline = time.monotonic() + 30
+    while scripted_tool.calls == calls:
+        assert time.monotonic() < deadline, "no sample came by itself"
+        time.sleep(0.2)
+    status = daemon.result("server.status")["sampler"]
+    gap = datetime.fromisoformat(status["next_sample_at"]) - datetime.fromisoformat(status["last_sample_at"])
+    assert gap <= timedelta(seconds=10), status
