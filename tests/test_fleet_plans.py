@@ -44,6 +44,7 @@ A, B, C = key("A"), key("B"), key("C")
 WINDOW = int(datetime(2026, 12, 1, tzinfo=UTC).timestamp())
 NEXT_WINDOW = int(datetime(2027, 1, 1, tzinfo=UTC).timestamp())
 PLAN = Plan(1000, "month", date(2026, 1, 1))
+NOW = datetime(2026, 12, 7, 10, 5, tzinfo=UTC).timestamp()  # this server's clock for parse_sync
 
 
 def user(
@@ -117,7 +118,7 @@ def synced(**plan: Any) -> dict[str, Any]:
 
 
 def test_a_sync_is_read_into_fleet_users() -> None:
-    users, as_of = parse_sync([synced()], "2026-12-07T10:00:00Z")
+    users, as_of = parse_sync([synced()], "2026-12-07T10:00:00Z", NOW)
     assert as_of == datetime(2026, 12, 7, 10, tzinfo=UTC).timestamp()
     (one,) = users
     assert (one.user, one.version, one.zone, one.others, one.members) == ("u1", 3, "Europe/Berlin", 400, {("wg0", A)})
@@ -145,17 +146,21 @@ def test_a_sync_is_read_into_fleet_users() -> None:
 )
 def test_a_bad_sync_is_refused_naming_what(change: dict[str, Any], named: str) -> None:
     with pytest.raises(BadFleet, match=named):
-        parse_sync([{**synced(), **change}], "2026-12-07T10:00:00Z")
+        parse_sync([{**synced(), **change}], "2026-12-07T10:00:00Z", NOW)
 
 
 def test_a_peer_in_two_users_or_a_user_twice_is_refused() -> None:
     other = {**synced(), "user": "u2"}
     with pytest.raises(BadFleet, match="member of 'u1' too"):
-        parse_sync([synced(), other], "2026-12-07T10:00:00Z")
+        parse_sync([synced(), other], "2026-12-07T10:00:00Z", NOW)
     with pytest.raises(BadFleet, match="listed twice"):
-        parse_sync([synced(), {**synced(), "members": []}], "2026-12-07T10:00:00Z")
+        parse_sync([synced(), {**synced(), "members": []}], "2026-12-07T10:00:00Z", NOW)
     with pytest.raises(BadFleet, match="as_of"):
-        parse_sync([], "2026-12-07 10:00")
+        parse_sync([], "2026-12-07 10:00", NOW)
+    # A word from a day ahead would make every true one after it look older: refused.
+    with pytest.raises(BadFleet, match="a day ahead"):
+        parse_sync([], "2026-12-08T10:05:01Z", NOW)
+    assert parse_sync([], "2026-12-08T10:05:00Z", NOW) == ([], NOW + 86400)
 
 
 @settings(max_examples=300)
@@ -168,8 +173,8 @@ def test_a_peer_in_two_users_or_a_user_twice_is_refused() -> None:
 )
 def test_any_json_is_taken_or_refused_with_bad_fleet(raw: Any) -> None:
     try:
-        parse_sync(raw, "2026-12-07T10:00:00Z")
-        parse_sync([raw], "2026-12-07T10:00:00Z")
+        parse_sync(raw, "2026-12-07T10:00:00Z", NOW)
+        parse_sync([raw], "2026-12-07T10:00:00Z", NOW)
     except BadFleet:
         pass
 
