@@ -36,9 +36,10 @@ from awgd.accounting import InterfaceCheckpoint, PeerKey, restarted
 from awgd.dump_parser import Interface, Peer
 from awgd.entry import DRX, DTX, PEER_ID, Entry, LoadedPeer, Target, day_number, unix
 from awgd.events import Event
-from awgd.fleet_plans import FleetChanges, FleetUser, Share, booked_blocked, reasons_after, rolled
+from awgd.fleet_plans import FleetChanges, FleetUser, Share, booked_blocked, member_triggers, reasons_after, rolled
 from awgd.fleet_plans import held as fleet_held
 from awgd.fleet_plans import hot as fleet_hot
+from awgd.fleet_plans import margin as fleet_margin
 from awgd.fleet_plans import next_instant as fleet_next_instant
 from awgd.fleet_plans import throttle as fleet_throttle
 from awgd.fleet_plans import used as fleet_used
@@ -97,6 +98,9 @@ class PeerBook:
     # its device kept sending, and WireGuard counts before it drops (API v3, section 2).
     blocked_bytes: int = 0
     replaced_by: str | None = None  # the key that took its place (peer.rekey)
+    # The lifetime total at which its fleet user must be judged again (awgd.fleet_plans
+    # .member_triggers); None: no fleet user, or no traffic changes its user's verdict.
+    fleet_trigger: int | None = None
     # Books.changes when a figure of it that awgd-mirror copies last changed (traffic.changes).
     stamp: int = 0
     # Its place in the order books were made in (Books.peers keeps them in it): traffic.changes
@@ -305,7 +309,29 @@ class Books:
             if (old := books.peers.get(key)) is not None:
                 old.replaced_by = new_public_key
         books.apply(Judged({}, dict(plans or {}), [], fleet or FleetChanges()))
+        books.aim_fleet(datetime.now(UTC))
         return books
+
+    def aim_fleet(self, instant: datetime) -> None:
+        """Where each fleet member is judged next, and which users are hot, from the books as
+        they are (at start: the ledger keeps shares, not triggers). Decides nothing: a window
+        that ended meanwhile is judged at the first sample (plan_due has passed)."""
+        for user in self.fleet_users.values():
+            window_start = unix(self.fleet_window(user, instant).start)
+            members = [book for key in sorted(user.members) if (book := self.peers.get(key)) is not None]
+            own = [
+                (share, lifetime(book))
+                for book in members
+                if (share := self.fleet_shares.get(book.key)) is not None and share.user == user.user
+            ]
+            usage = fleet_used(user, window_start, own)
+            if fleet_hot(user.plan, usage):
+                self.fleet_hot.add(user.user)
+            totals = [lifetime(book) for book in members]
+            for book, fleet_trigger in zip(
+                members, member_triggers(fleet_margin(user.plan, usage), totals), strict=True
+            ):
+                book.fleet_trigger = fleet_trigger if book.key in self.fleet_shares else 0
 
     def rekeyed(self, key: PeerKey, new_public_key: str, judged: Judged, at: datetime) -> None:
         """A peer's keys replaced (the ledger has it): its settings and plan progress left the
@@ -344,6 +370,9 @@ class Books:
                 self.fleet_shares.pop(key, None)
             else:
                 self.fleet_shares[key] = share
+        for key, fleet_trigger in fleet.triggers.items():
+            if (book := self.peers.get(key)) is not None:
+                book.fleet_trigger = fleet_trigger
         if fleet.users:
             self.fleet_members = {key: user.user for user in self.fleet_users.values() for key in user.members}
         if fleet.as_of is not None:
@@ -436,38 +465,49 @@ class Books:
             share = judged.fleet.shares.get(key) or shares.get(key)
             if share is not None:
                 judged.fleet.shares[key] = booked_blocked(share, amount)
-        totals: dict[PeerKey, int] = {}
+        # One attribute per moving peer, as for a node plan's trigger: a user is judged only
+        # when a member's booking carries it past its part of the user's margin.
+        totals: dict[PeerBook, int] = {}
+        crossed: list[PeerBook] = []
         for book, row in chain(
             zip(entry.new_books, entry.new_counters, strict=True), zip(entry.moved_books, entry.moved, strict=True)
         ):
-            if book.key in shares or book.key in self.fleet_members:
-                totals[book.key] = lifetime(book) + row[DRX] + row[DTX]
+            if (fleet_trigger := book.fleet_trigger) is not None:
+                total = totals[book] = book.lifetime_rx + book.lifetime_tx + row[DRX] + row[DTX]
+                if total >= fleet_trigger:
+                    crossed.append(book)
         at = int(instant.timestamp())
         due = self.plan_due is not None and at >= self.plan_due
         if due:
             users = set(self.fleet_users)
             entry.plans_due = True
+            for book, row in chain(
+                zip(entry.new_books, entry.new_counters, strict=True),
+                zip(entry.moved_books, entry.moved, strict=True),
+            ):
+                if book.fleet_trigger is None and book.key in self.fleet_members:
+                    totals[book] = lifetime(book) + row[DRX] + row[DTX]
         else:
-            users = {self.fleet_members[key] for key in totals if key in self.fleet_members}
-            users |= {share.user for key, share in judged.fleet.shares.items() if share is not None}
+            users = {self.fleet_members[book.key] for book in crossed if book.key in self.fleet_members}
         for user in sorted(users):
             held = self.fleet_users.get(user)
             if held is not None:
                 self.judge_fleet_user(held, instant, totals, judged)
 
     def judge_fleet_user(
-        self, user: FleetUser, instant: datetime, totals: Mapping[PeerKey, int], judged: Judged
+        self, user: FleetUser, instant: datetime, totals: Mapping[PeerBook, int], judged: Judged
     ) -> int:
         """One fleet user's verdict at `instant`, into `judged`: its members' shares moved
-        on to the current window, their fleet reasons and throttle. `totals`: lifetime totals
-        after a booking not yet committed. Returns the user's usage in the window."""
+        on to the current window, their fleet reasons and throttle, and where each member is
+        judged next. `totals`: lifetime totals after a booking not yet committed. Returns the
+        user's usage in the window."""
         at = int(instant.timestamp())
         window_start = unix(self.fleet_window(user, instant).start)
         own: list[tuple[Share, int]] = []
         members = [book for key in sorted(user.members) if (book := self.peers.get(key)) is not None]
         for book in members:
             key = book.key
-            total = totals.get(key, lifetime(book))
+            total = totals.get(book, lifetime(book))
             share = judged.fleet.shares.get(key) or self.fleet_shares.get(key)
             if share is None or share.user != user.user:
                 after = Share(user.user, window_start, total)
@@ -482,7 +522,9 @@ class Books:
             self.fleet_hot.add(user.user)
         else:
             self.fleet_hot.discard(user.user)
-        for book in members:
+        fleet_triggers = member_triggers(fleet_margin(user.plan, usage), [total for _, total in own])
+        for book, fleet_trigger in zip(members, fleet_triggers, strict=True):
+            judged.fleet.triggers[book.key] = fleet_trigger
             self.decide_fleet(book, reasons, kbit, at, judged)
         return usage
 

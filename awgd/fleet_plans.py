@@ -23,6 +23,7 @@ usage, as for a node's plans (awgd.quota.Progress.blocked).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -84,9 +85,11 @@ class FleetChanges:
     users: dict[str, FleetUser | None] = field(default_factory=dict)
     shares: dict[PeerKey, Share | None] = field(default_factory=dict)
     as_of: float | None = None  # the centre's clock of the news a sync brought
+    # Where each judged member is judged next (member_triggers); not stored: the books' alone.
+    triggers: dict[PeerKey, int | None] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.users or self.shares or self.as_of is not None)
+        return bool(self.users or self.shares or self.as_of is not None or self.triggers)
 
 
 def accept(held: FleetUser | None, news: FleetUser) -> bool:
@@ -139,6 +142,27 @@ def hot(plan: Plan, usage: int) -> bool:
         return False
     last = plan.warn_at[-1] if plan.warn_at else 0.0
     return last * limit <= usage < limit
+
+
+def margin(plan: Plan, usage: int) -> int | None:
+    """Bytes of usage until traffic alone changes the verdict (the limit, or the last warning
+    threshold where samples come faster); None when no amount of traffic does."""
+    limit = plan.limit_bytes
+    if limit is None or usage >= limit:
+        return None
+    last = math.ceil(plan.warn_at[-1] * limit) if plan.warn_at else 0
+    return (last if usage < last else limit) - usage
+
+
+def member_triggers(room: int | None, totals: list[int]) -> list[int | None]:
+    """Each member's lifetime total at which its user is judged again, `room` being the
+    user's margin and `totals` its members' lifetime totals now: each member gets an equal
+    part, so that while every member stays below its trigger the sum stays below the margin
+    (a sample looks at one number per moving member, as for a node's plan's trigger)."""
+    if room is None:
+        return [None] * len(totals)
+    part = max(1, room // max(1, len(totals)))
+    return [total + part for total in totals]
 
 
 def throttle(plan: Plan, usage: int) -> int | None:

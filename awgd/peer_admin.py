@@ -451,6 +451,7 @@ class PeerAdmin:
                         judged.fleet.users[name] = None
                     for key in old.members - (new.members if new is not None else frozenset()):
                         judged.fleet.shares[key] = None
+                        judged.fleet.triggers[key] = None
                         if (book := books.peers.get(key)) is not None:
                             books.decide_fleet(book, frozenset(), None, at, judged)
                 # A peer holding a fleet reason or throttle that no user counts any more (given

@@ -31,7 +31,10 @@ from awgd.fleet_plans import (
     Share,
     accept,
     held,
+    hot,
     joined,
+    margin,
+    member_triggers,
     others_in,
     reasons_after,
     rolled,
@@ -101,6 +104,29 @@ def test_the_fleet_replaces_only_its_own_reasons(blocked: list[str]) -> None:
         after = reasons_after(tuple(sorted(blocked)), fleet)
         assert set(after) == ({r for r in blocked if not r.startswith("fleet_")} | fleet)
         assert list(after) == sorted(after)
+
+
+@given(
+    usage=st.integers(0, 1200),
+    totals=st.lists(st.integers(0, 10**6), min_size=1, max_size=5),
+    data=st.data(),
+)
+def test_while_every_member_stays_below_its_trigger_the_verdict_cannot_change(
+    usage: int, totals: list[int], data: st.DataObject
+) -> None:
+    """A sample judges a user only when a member passes its trigger: below them all, the
+    user's usage stays short of the next threshold (the limit, or the last warning's)."""
+    plan = Plan(1000, "month", date(2026, 1, 1), warn_at=(0.8,))
+    room = margin(plan, usage)
+    aims = member_triggers(room, totals)
+    if room is None:
+        assert usage >= 1000 and aims == [None] * len(totals)
+        return
+    assert room == (800 if usage < 800 else 1000) - usage > 0
+    grown = [data.draw(st.integers(0, max(0, aim - total - 1))) for aim, total in zip(aims, totals, strict=True)]  # type: ignore[operator]
+    after = usage + sum(grown)
+    assert (FLEET_QUOTA in held(plan, after, WINDOW)) == (FLEET_QUOTA in held(plan, usage, WINDOW))
+    assert hot(plan, after) == hot(plan, usage)
 
 
 # ---- fleet.sync's params -----------------------------------------------------------------------
@@ -592,6 +618,17 @@ def test_fleet_sync_in_pages_is_taken_whole_and_survives_a_restart(daemons, scri
         for e in daemon.result("events.list", types=["peer.throttled", "peer.unthrottled"])["events"]
     ]
     assert kinds == [("peer.throttled", C), ("peer.unthrottled", C)]
+    # Restarted with the centre silent, a node still blocks at its own sample: where each
+    # member is judged next is worked out again from the stored shares.
+    daemon.result(
+        "fleet.sync", users=[sync_user("u1", A), sync_user("u4", C, limit=2000)], as_of="2026-12-07T16:00:00Z"
+    )
+    assert daemon.result("traffic.get", public_key=C)["blocked"] == []  # 1,200 of 2,000
+    assert daemon.stop() == 0
+    daemon.start()
+    scripted_tool.set(dump({"wg0": {A: (3000, 3000), C: (1000, 1000)}}))
+    daemon.result("traffic.sample")
+    assert daemon.result("traffic.get", public_key=C)["blocked"] == ["fleet_quota"]
 
 
 @needs_postgres
