@@ -874,7 +874,7 @@ class Api:
             if params.raw.get(name) is None:
                 raise invalid(f"{name} is required")
         try:
-            users, as_of = parse_sync(params.raw.get("users"), params.raw.get("as_of"), time.time())
+            users, as_of = parse_sync(params.raw.get("users"), params.raw.get("as_of"))
         except BadFleet as exc:
             raise invalid(str(exc)) from None
         more = params.boolean("more", False)

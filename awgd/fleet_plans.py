@@ -40,6 +40,9 @@ FLEET_REASONS = frozenset({FLEET_QUOTA, FLEET_EXPIRED})
 FLEET_RESETS = ("month", "week", "day", "none")
 # A fleet user's id is the bot's (its user id, an order number): printable, short.
 MAX_USER_CHARS = 128
+# How far ahead of a node's clock the centre's may be and still order its words: clocks
+# minutes apart are common; a day apart, one of them is wrong.
+MAX_AS_OF_AHEAD_SECONDS = 86400
 # More fleet users on one node than peers a node holds (bench: 50,000) would be a mistake.
 MAX_FLEET_USERS = 100_000
 
@@ -92,9 +95,12 @@ class FleetChanges:
         return bool(self.users or self.shares or self.as_of is not None or self.triggers)
 
 
-def accept(held: FleetUser | None, news: FleetUser) -> bool:
-    """Whether the centre's `news` replaces what the node holds: never when it is older."""
-    return held is None or news.as_of >= held.as_of
+def accept(held: float | None, news: float, now: float) -> bool:
+    """Whether the centre's word of `news` (its clock) replaces the one of `held`: never when
+    it is older, unless the one held is more than a day ahead of this node's clock `now`
+    (a database clock set wrong, then put right, would otherwise have every true word after
+    it ignored; a node whose own clock is far behind takes every word)."""
+    return held is None or news >= held or held > now + MAX_AS_OF_AHEAD_SECONDS
 
 
 def rolled(share: Share, window_start: int, lifetime: int) -> Share:

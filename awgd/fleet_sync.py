@@ -14,9 +14,6 @@ from awgd_client.names import interface_name_problem, is_public_key
 
 # A user with more peers on one node than this is a bot's loop gone wrong.
 MAX_MEMBERS = 1000
-# How far the central database's clock may be ahead of this server's: clocks a few minutes
-# apart are common; a day is a mistake (or an attempt to have every later sync ignored).
-MAX_AS_OF_AHEAD_SECONDS = 86400
 # An IANA name is at most a few dozen characters (America/Argentina/ComodRivadavia: 32).
 MAX_ZONE_CHARS = 64
 _PLAN_FIELDS = frozenset(
@@ -29,13 +26,9 @@ class BadFleet(ValueError):
     """A fleet.sync param that is not valid; the message names it."""
 
 
-def parse_sync(raw: Any, raw_as_of: Any, now: float) -> tuple[list[FleetUser], float]:
-    """The users and the centre's clock (Unix seconds) of a fleet.sync call, `now` being this
-    server's; raises BadFleet."""
+def parse_sync(raw: Any, raw_as_of: Any) -> tuple[list[FleetUser], float]:
+    """The users and the centre's clock (Unix seconds) of a fleet.sync call; raises BadFleet."""
     as_of = _instant(raw_as_of, "as_of")
-    if as_of > now + MAX_AS_OF_AHEAD_SECONDS:
-        # Taken, it would make every later (true) word look older, and be ignored.
-        raise BadFleet("as_of is more than a day ahead of this server's clock")
     if not isinstance(raw, list) or len(raw) > MAX_FLEET_USERS:
         raise BadFleet(f"users must be a list of at most {MAX_FLEET_USERS} fleet users")
     users = [_user(item, f"users[{index}]", as_of) for index, item in enumerate(raw)]

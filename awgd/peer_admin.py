@@ -41,7 +41,7 @@ from awgd.clients_table import rekey_client, remove_client, set_client
 from awgd.config import Config
 from awgd.entry import day_number
 from awgd.events import Event
-from awgd.fleet_plans import FLEET_REASONS, MAX_FLEET_USERS, FleetUser, joined, unix
+from awgd.fleet_plans import FLEET_REASONS, MAX_FLEET_USERS, FleetUser, accept, joined, unix
 from awgd.fleet_sync import BadFleet, check_distinct
 from awgd.interface_addresses import read_addresses
 from awgd.peer_names import AMNEZIA_CLIENTS_TABLE
@@ -440,7 +440,7 @@ class PeerAdmin:
             async def judge(books: Books, window_usage: WindowUsage) -> Judged:
                 nonlocal taken
                 judged = Judged.nothing()
-                if books.fleet_as_of is not None and as_of < books.fleet_as_of:
+                if not accept(books.fleet_as_of, as_of, now.timestamp()):
                     return judged  # read before what the node holds: it cannot undo a decision
                 taken = True
                 judged.fleet.as_of = as_of

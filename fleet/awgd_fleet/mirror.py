@@ -43,7 +43,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ProgrammingError, SQLAlchemyError
 
 from awgd_client import change_rows, methods
-from awgd_client.errors import AwgdError, PermissionDenied
+from awgd_client.errors import AwgdError, InvalidParams, PermissionDenied
 from awgd_client.sync_client import Client
 from awgd_fleet import schema as fleet_schema
 from awgd_fleet.reader import open_schemas, session_options, with_driver
@@ -74,6 +74,9 @@ RPC_TIMEOUT_SECONDS = 60.0
 # fleet.sync's users per request, by their JSON's size: a request line holds 1 MiB (docs/API.md,
 # "Limits"), and one user has at most 1,000 members (about 70 KiB).
 SYNC_PAGE_BYTES = 512 * 1024
+# A round writes every share of this node's fleet users this often, whatever it believes the
+# database holds (an owner may have deleted rows); in between, the changed ones.
+FULL_REPORT_SECONDS = 600.0
 # How long connecting to the database may take before the round counts as failed.
 CONNECT_TIMEOUT_SECONDS = 10
 # A round waits at most this long for a lock, and a statement runs at most this long: a
@@ -280,6 +283,13 @@ class Mirror:
         # passed on, once, to lift their blocks), and whether it lets this mirror (fleet.sync).
         self._fleet_held = True
         self._fleet_refused: str | None = None
+        # What the database holds of this node's shares, as the last committed round wrote
+        # them, and the plan versions it saw: a round writes only the shares that changed,
+        # and those of users whose plan changed (their thresholds are judged again), and all
+        # of them every FULL_REPORT_SECONDS (and after a start).
+        self._shares: dict[tuple[str, str], tuple[str, float, int]] = {}
+        self._versions: dict[str, int] = {}
+        self._full_report_at = 0.0
 
     def close(self) -> None:
         self.client.close()
@@ -346,13 +356,12 @@ class Mirror:
                 periods_written += len(periods)
                 days_written += len(days)
             moves.write(conn)
-            self._fleet_round(conn)
+            reported = self._fleet_round(conn)
             sampler = status["sampler"]
             health = (status["version"], status["healthy"], sampler["last_sample_at"], sampler["last_success_at"])
             now = time.monotonic()
             idle = not moves.peers and new_cursor == cursor and health == self._last_status
-            if idle and now - self._heartbeat_at < HEARTBEAT_SECONDS:
-                return Round(0, 0, 0, wrote=False)
+            quiet = idle and now - self._heartbeat_at < HEARTBEAT_SECONDS
             values = {
                 "version": status["version"],
                 "healthy": status["healthy"],
@@ -361,20 +370,32 @@ class Mirror:
                 "online_window": online_window,
                 "cursor": new_cursor,
             }
-            conn.execute(_NODE, values)
+            if not quiet:
+                conn.execute(_NODE, values)
+        self._fleet_reported(reported)  # committed
+        if quiet:
+            return Round(0, 0, 0, wrote=False)
         self._last_status, self._heartbeat_at = health, now
         return Round(moves.peers, periods_written, days_written, wrote=True)
 
-    def _fleet_round(self, conn: Connection) -> None:
+    def _fleet_reported(self, reported: tuple[dict[tuple[str, str], tuple[str, float, int]], dict[str, int]]) -> None:
+        """A round committed: the shares it wrote and the plan versions it saw are what the
+        database holds now."""
+        shares, versions = reported
+        self._shares.update(shares)
+        self._versions = versions
+
+    def _fleet_round(self, conn: Connection) -> tuple[dict[tuple[str, str], tuple[str, float, int]], dict[str, int]]:
         """Pass the centre's word on this node's fleet users to awgd (fleet.sync) and write
         back what each member used in its window (docs/FLEET.md, "Fleet plans"). The node
         decides; a round cut short changes nothing the node would regret: it ignores news
-        older than what it holds, and its shares are sent again next round."""
+        older than what it holds, and its shares are sent again next round. Returns the shares
+        written and the versions seen, for _fleet_reported once the round has committed."""
         if self._fleet_refused is not None:
-            return
+            return {}, self._versions
         found = conn.execute(_FLEET_PLANS).all()
         if not found and not self._fleet_held:
-            return
+            return {}, {}
         as_of = found[0].as_of if found else conn.execute(_NOW).scalar_one()
         users = [
             {
@@ -393,6 +414,11 @@ class Mirror:
             for page in pages[:-1]:
                 self.client.call("fleet.sync", users=page, as_of=as_of.isoformat(), more=True)
             answer = self.client.call("fleet.sync", users=pages[-1], as_of=as_of.isoformat())
+        except InvalidParams as exc:
+            # A plan the node will not take (the planner's mistake): the figures are mirrored
+            # all the same, and the node keeps what it held.
+            log.warning("awgd refused this round's fleet plans: %s", exc)
+            return {}, self._versions
         except PermissionDenied as exc:
             self._fleet_refused = str(exc)
             log.warning(
@@ -400,20 +426,27 @@ class Mirror:
                 " and restart the mirror; figures are mirrored all the same",
                 exc,
             )
-            return
+            return {}, self._versions
         self._fleet_held = bool(answer["users"])
-        report = [
-            {
-                "i": share["interface"],
-                "k": share["public_key"],
-                "u": share["user"],
-                "w": datetime.fromisoformat(share["window_start"]).timestamp(),
-                "used": share["used_bytes"],
-            }
-            for share in answer["usage"]
-        ]
+        versions = {row.fleet_user: int(row.version) for row in found}
+        now = time.monotonic()
+        full = now - self._full_report_at >= FULL_REPORT_SECONDS
+        held, seen = self._shares, self._versions
+        written: dict[tuple[str, str], tuple[str, float, int]] = {}
+        report = []
+        for share in answer["usage"]:
+            key = (share["interface"], share["public_key"])
+            user = share["user"]
+            figure = (user, datetime.fromisoformat(share["window_start"]).timestamp(), share["used_bytes"])
+            if full or held.get(key) != figure or seen.get(user) != versions.get(user):
+                written[key] = figure
+                report.append({"i": key[0], "k": key[1], "u": user, "w": figure[1], "used": figure[2]})
         if report:
             conn.execute(_FLEET_REPORT, {"rows": json.dumps(report)})
+        if full:
+            self._full_report_at = now
+            self._shares = {}
+        return written, versions
 
     def _pages(self, cursor: str | None) -> Iterator[dict[str, Any]]:
         after = None
