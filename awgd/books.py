@@ -48,7 +48,7 @@ from awgd.peer_names import Names
 from awgd.peer_settings import NO_SETTINGS, Settings
 from awgd.periods import Period, hour_start, local_day, period_containing
 from awgd.plan_windows import Window
-from awgd.plans import Judged, PlanState, decide, lifetime, next_due, verdict
+from awgd.plans import Judged, PlanState, decide, lifetime, next_due, reblocked, throttle_event, verdict
 from awgd.quota import hot, iso, trigger
 from awgd.stalls import INITIATION_BYTES, Stall, observe
 from awgd.system_reader import Reading
@@ -324,14 +324,18 @@ class Books:
                 for book in members
                 if (share := self.fleet_shares.get(book.key)) is not None and share.user == user.user
             ]
-            usage = fleet_used(user, window_start, own)
-            if fleet_hot(user.plan, usage):
-                self.fleet_hot.add(user.user)
-            totals = [lifetime(book) for book in members]
-            for book, fleet_trigger in zip(
-                members, member_triggers(fleet_margin(user.plan, usage), totals), strict=True
-            ):
+            aims = self._aim_fleet_user(user, fleet_used(user, window_start, own), [lifetime(b) for b in members])
+            for book, fleet_trigger in zip(members, aims, strict=True):
                 book.fleet_trigger = fleet_trigger if book.key in self.fleet_shares else 0
+
+    def _aim_fleet_user(self, user: FleetUser, usage: int, totals: list[int]) -> list[int | None]:
+        """Whether the user is hot at `usage`, and its members' triggers (their lifetime
+        totals being `totals`)."""
+        if fleet_hot(user.plan, usage):
+            self.fleet_hot.add(user.user)
+        else:
+            self.fleet_hot.discard(user.user)
+        return member_triggers(fleet_margin(user.plan, usage), totals)
 
     def rekeyed(self, key: PeerKey, new_public_key: str, judged: Judged, at: datetime) -> None:
         """A peer's keys replaced (the ledger has it): its settings and plan progress left the
@@ -518,11 +522,7 @@ class Books:
             own.append((after, total))
         usage = fleet_used(user, window_start, own)
         reasons, kbit = fleet_held(user.plan, usage, at), fleet_throttle(user.plan, usage)
-        if fleet_hot(user.plan, usage):
-            self.fleet_hot.add(user.user)
-        else:
-            self.fleet_hot.discard(user.user)
-        fleet_triggers = member_triggers(fleet_margin(user.plan, usage), [total for _, total in own])
+        fleet_triggers = self._aim_fleet_user(user, usage, [total for _, total in own])
         for book, fleet_trigger in zip(members, fleet_triggers, strict=True):
             judged.fleet.triggers[book.key] = fleet_trigger
             self.decide_fleet(book, reasons, kbit, at, judged)
@@ -541,25 +541,12 @@ class Books:
         block and throttle events of what changed. A node plan's reasons stay its own."""
         key = book.key
         settings = judged.settled.get(key, book.settings)
-        events = judged.events
         if kbit != settings.fleet_throttled:
-            if kbit is not None:
-                events.append(Event("peer.throttled", at, book.interface, book.public_key, {"kbit": kbit}))
-            else:
-                events.append(Event("peer.unthrottled", at, book.interface, book.public_key, {}))
-            settings = replace(settings, fleet_throttled=kbit)
-            judged.settled[key] = settings
+            judged.events.append(throttle_event(book, kbit, at))
+            settings = judged.settled[key] = replace(settings, fleet_throttled=kbit)
         blocked = reasons_after(settings.blocked, reasons)
         if blocked != settings.blocked:
-            added = sorted(set(blocked) - set(settings.blocked))
-            lifted = sorted(set(settings.blocked) - set(blocked))
-            for reason in added:
-                data = {"reason": reason, "reasons": list(blocked)}
-                events.append(Event("peer.blocked", at, book.interface, book.public_key, data))
-            if not blocked and lifted:
-                events.append(Event("peer.unblocked", at, book.interface, book.public_key, {"reason": lifted[-1]}))
-            own = settings.allowed_ips or book.allowed_ips  # what unblocking restores
-            judged.settled[key] = replace(settings, allowed_ips=own, blocked=blocked)
+            judged.settled[key] = reblocked(book, settings, blocked, at, judged.events)
 
     def watch_stalls(self, entry: Entry, stall_seconds: int, zone: ZoneInfo) -> None:
         """Which peers this entry finds stalling or recovered (awgd.stalls), into the entry:

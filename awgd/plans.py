@@ -112,27 +112,36 @@ def decide(book: Planned, settings: Settings, found: Verdict, at: int, judged: J
     if plan is not None and plan.over_quota == THROTTLE and QUOTA in held:
         held, throttle = held - {QUOTA}, plan.throttle_kbit
     if throttle != settings.throttled:
-        if throttle is not None:
-            events.append(Event("peer.throttled", at, book.interface, book.public_key, {"kbit": throttle}))
-        else:
-            events.append(Event("peer.unthrottled", at, book.interface, book.public_key, {}))
+        events.append(throttle_event(book, throttle, at))
         settings = replace(settings, throttled=throttle)
         judged.settled[book.key] = settings
     reasons = tuple(sorted((set(settings.blocked) - PLAN_REASONS) | held))
     if reasons != settings.blocked:
-        added = sorted(set(reasons) - set(settings.blocked))
-        lifted = sorted(set(settings.blocked) - set(reasons))
-        for reason in added:
-            events.append(
-                Event("peer.blocked", at, book.interface, book.public_key, {"reason": reason, "reasons": list(reasons)})
-            )
-        if not reasons and lifted:
-            events.append(Event("peer.unblocked", at, book.interface, book.public_key, {"reason": lifted[-1]}))
-        own = settings.allowed_ips or book.allowed_ips  # what unblocking restores
-        settings = replace(settings, allowed_ips=own, blocked=reasons)
-        judged.settled[book.key] = settings
+        settings = judged.settled[book.key] = reblocked(book, settings, reasons, at, events)
     judged.events.extend(events)
     return settings
+
+
+def throttle_event(book: Planned, kbit: int | None, at: int) -> Event:
+    """peer.throttled to `kbit`, or peer.unthrottled (None)."""
+    if kbit is not None:
+        return Event("peer.throttled", at, book.interface, book.public_key, {"kbit": kbit})
+    return Event("peer.unthrottled", at, book.interface, book.public_key, {})
+
+
+def reblocked(book: Planned, settings: Settings, reasons: tuple[str, ...], at: int, events: list[Event]) -> Settings:
+    """The settings with the block reasons `reasons` (sorted), keeping the peer's own allowed
+    IPs (what unblocking restores); the block events of each reason added, and of the last
+    one lifted, go to `events`. A node plan's rules and the fleet's both block through it."""
+    added = sorted(set(reasons) - set(settings.blocked))
+    lifted = sorted(set(settings.blocked) - set(reasons))
+    for reason in added:
+        data = {"reason": reason, "reasons": list(reasons)}
+        events.append(Event("peer.blocked", at, book.interface, book.public_key, data))
+    if not reasons and lifted:
+        events.append(Event("peer.unblocked", at, book.interface, book.public_key, {"reason": lifted[-1]}))
+    own = settings.allowed_ips or book.allowed_ips
+    return replace(settings, allowed_ips=own, blocked=reasons)
 
 
 def next_due(planned: Iterable[tuple[Plan, PlanState]]) -> int | None:

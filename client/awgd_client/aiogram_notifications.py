@@ -96,29 +96,26 @@ class LastIdFile:
             raise
 
 
-class PlanNotifier:
+class _Notifier:
+    """What both notifiers share: where the last event told is kept, the texts, and running
+    while a dispatcher runs (`run`, each notifier's own, as a task)."""
+
     def __init__(
         self,
-        client: AsyncClient,
         bot: Bot,
-        owner_of: OwnerOf,
         last_id: LastId,
         *,
-        profiles: Profiles | None = None,
-        texts: Overrides | None = None,
-        language: Language | None = None,
-        default_language: str = "en",
-        units: Units = "decimal",
+        texts: Overrides | None,
+        language: Language | None,
+        default_language: str,
+        units: Units,
     ) -> None:
-        self._client = client
         self._bot = bot
-        self._owner_of = owner_of
         if isinstance(last_id, tuple):
             self._load, self._save = last_id
         else:
             stored = LastIdFile(last_id)
             self._load, self._save = stored.load, stored.save
-        self._profiles = profiles
         self._texts_for = TextsFor(texts=texts, language=language, default_language=default_language, units=units)
         self._task: asyncio.Task[None] | None = None
 
@@ -138,6 +135,51 @@ class PlanNotifier:
             task.cancel()
             with contextlib.suppress(Exception, asyncio.CancelledError):  # an end is logged as it happens
                 await task
+
+    async def run(self) -> None:
+        raise NotImplementedError
+
+    async def _send(self, chat: int, body: str) -> None:
+        try:
+            await self._bot.send_message(chat, body, parse_mode="HTML")
+        except (TelegramRetryAfter, TelegramNetworkError, TelegramServerError):
+            raise  # passing: retried
+        except TelegramAPIError as exc:
+            # The user blocked the bot, the chat is gone, the text was refused: retrying cannot help.
+            log.warning("chat %s cannot be told: %s", chat, exc)
+
+    async def _retrying(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        delay = RETRY_FIRST_DELAY
+        while True:
+            try:
+                return await attempt()
+            except TelegramRetryAfter as exc:
+                await asyncio.sleep(exc.retry_after)
+                continue
+            except (TelegramNetworkError, TelegramServerError, AwgdError, OSError, TimeoutError) as exc:
+                log.warning("could not %s (again in %g s): %s", what, delay, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_DELAY)
+
+
+class PlanNotifier(_Notifier):
+    def __init__(
+        self,
+        client: AsyncClient,
+        bot: Bot,
+        owner_of: OwnerOf,
+        last_id: LastId,
+        *,
+        profiles: Profiles | None = None,
+        texts: Overrides | None = None,
+        language: Language | None = None,
+        default_language: str = "en",
+        units: Units = "decimal",
+    ) -> None:
+        super().__init__(bot, last_id, texts=texts, language=language, default_language=default_language, units=units)
+        self._client = client
+        self._owner_of = owner_of
+        self._profiles = profiles
 
     async def run(self) -> None:
         """Tell every event after the stored id, then each new one, forever."""
@@ -203,36 +245,6 @@ class PlanNotifier:
             log.info("no details of %s for its %s message: %s", event.public_key[:SHORT_KEY_CHARS], event.type, exc)
             return None
 
-    async def _send(self, chat: int, body: str) -> None:
-        await _send(self._bot, chat, body)
-
-    async def _retrying(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
-        return await _retrying(what, attempt)
-
-
-async def _send(bot: Bot, chat: int, body: str) -> None:
-    try:
-        await bot.send_message(chat, body, parse_mode="HTML")
-    except (TelegramRetryAfter, TelegramNetworkError, TelegramServerError):
-        raise  # passing: retried
-    except TelegramAPIError as exc:
-        # The user blocked the bot, the chat is gone, the text was refused: retrying cannot help.
-        log.warning("chat %s cannot be told: %s", chat, exc)
-
-
-async def _retrying(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
-    delay = RETRY_FIRST_DELAY
-    while True:
-        try:
-            return await attempt()
-        except TelegramRetryAfter as exc:
-            await asyncio.sleep(exc.retry_after)
-            continue
-        except (TelegramNetworkError, TelegramServerError, AwgdError, OSError, TimeoutError) as exc:
-            log.warning("could not %s (again in %g s): %s", what, delay, exc)
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, RETRY_MAX_DELAY)
-
 
 class FleetEvents(Protocol):
     """Where fleet plans' events are read (awgd_fleet.FleetClient has it; this package does
@@ -249,7 +261,7 @@ FLEET_EVENTS_PER_READ = 100
 FLEET_POLL_SECONDS = 10.0
 
 
-class FleetNotifier:
+class FleetNotifier(_Notifier):
     """Tell users about their fleet plans (one quota over several servers, awgd_fleet): a
     warning before the subscription's traffic runs out, and the cut-off. Each event is stored
     once for the user centrally (not once per server), and told once, as PlanNotifier tells
@@ -273,33 +285,10 @@ class FleetNotifier:
         units: Units = "decimal",
         poll_seconds: float = FLEET_POLL_SECONDS,
     ) -> None:
+        super().__init__(bot, last_id, texts=texts, language=language, default_language=default_language, units=units)
         self._fleet = fleet
-        self._bot = bot
         self._chat_of = chat_of
-        if isinstance(last_id, tuple):
-            self._load, self._save = last_id
-        else:
-            stored = LastIdFile(last_id)
-            self._load, self._save = stored.load, stored.save
-        self._texts_for = TextsFor(texts=texts, language=language, default_language=default_language, units=units)
         self._poll = poll_seconds
-        self._task: asyncio.Task[None] | None = None
-
-    def attach(self, dispatcher: Dispatcher) -> None:
-        dispatcher.startup.register(self.start)
-        dispatcher.shutdown.register(self.stop)
-
-    async def start(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.ensure_future(self.run())
-            self._task.add_done_callback(_report_end)
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await task
 
     async def run(self) -> None:
         since = await maybe_await(self._load())
@@ -323,7 +312,7 @@ class FleetNotifier:
         if body is None:
             return
         what = f"tell chat {chat} about fleet {event.type} #{event.id}"
-        await _retrying(what, lambda: _send(self._bot, chat, body))
+        await self._retrying(what, lambda: self._send(chat, body))
 
     async def _reading(self, read: Callable[[], T]) -> T:
         """A read of the central database (a blocking call) in a thread, retried while it is away."""
