@@ -103,7 +103,8 @@ class Bookkeeper:
             books = self.books
             entry = take(books, target_of(books))
             try:
-                written = await asyncio.to_thread(self._ledger.write, entry)
+                # An idle sample has nothing to write: no thread hand-off for it.
+                written = 0 if entry.empty else await asyncio.to_thread(self._ledger.write, entry)
             except LedgerError:
                 books.failed()
                 raise

@@ -158,6 +158,7 @@ class InterfaceBook:
     exists: bool = False
     up: bool = False
     read: bool = False  # read in the last successful sample
+    reader: str | None = None  # by what: "uapi" (its control socket) or "tool"
     public_key: str | None = None
     listen_port: int | None = None
     peers: int = 0
@@ -915,7 +916,7 @@ class Books:
     def _see_interfaces(self, reading: Reading, read: list[Interface], watched: frozenset[str]) -> None:
         by_name = {i.name: i for i in read}
         links, unread = reading.links, reading.unread
-        if links is not None:
+        if links is not None and reading.qdiscs:  # the shaper's view: `ip`'s, with root qdiscs
             self.links = links
             self.links_read += 1
         names = set(by_name) | set(watched) | {n for n in unread if not watched or n in watched}
@@ -930,6 +931,7 @@ class Books:
             # Not listed by `ip` (or `ip` failed) but answered by the tool: trust the tool.
             book.up = link.up if link is not None else book.exists
             book.read = iface is not None
+            book.reader = reading.readers.get(name, "tool") if iface is not None else None
             if iface is not None:
                 book.public_key = iface.public_key
                 book.listen_port = iface.listen_port

@@ -22,6 +22,7 @@ from awgd.events import RETENTION_DAYS
 from awgd.periods import validate_schedule
 from awgd.stalls import DEFAULT_STALL_SECONDS, MIN_STALL_SECONDS
 from awgd.trusted_path import UntrustedPath, read_trusted_file
+from awgd.uapi_reader import DEFAULT_SOCKET_DIRS
 from awgd_client.names import interface_name_problem
 
 DEFAULT_PATH = "/etc/awgd/awgd.toml"
@@ -32,6 +33,7 @@ EX_CONFIG = 78
 # The managing role's group (docs/API.md "Access"): the package creates it, empty.
 DEFAULT_ADMIN_GROUP = "awgd-admin"
 DEFAULT_FLEET_GROUP = "awgd-fleet"
+READERS = ("auto", "uapi", "tool")
 _GROUP_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?")
 
 
@@ -65,6 +67,10 @@ def system_zone() -> ZoneInfo:
 @dataclass(frozen=True, slots=True)
 class Config:
     tool: str = "auto"
+    # How samples read the counters: "uapi" (the control sockets), "tool", or "auto" (the
+    # sockets where they are, else the tool). awgd.uapi_reader.
+    reader: str = "auto"
+    socket_dirs: tuple[str, ...] = DEFAULT_SOCKET_DIRS
     exec_prefix: tuple[str, ...] = ()
     interfaces: tuple[str, ...] = ()
     online_window: int = 180
@@ -120,6 +126,16 @@ def _string_list(check: Callable[[str], str | None]) -> Callable[[Any], str | No
         return None
 
     return validate
+
+
+def _reader(value: Any) -> str | None:
+    return None if value in READERS else 'must be "auto", "uapi" or "tool"'
+
+
+def _absolute_dir(item: str) -> str | None:
+    if not os.path.isabs(item) or "\x00" in item or "\n" in item:
+        return "items must be absolute paths"
+    return None
 
 
 def _tool(value: Any) -> str | None:
@@ -220,6 +236,8 @@ CLIENTS_SECTION = "clients"
 SCHEMA: dict[str, dict[str, tuple[str, Callable[[Any], str | None]]]] = {
     "wireguard": {
         "tool": ("tool", _tool),
+        "reader": ("reader", _reader),
+        "socket_dirs": ("socket_dirs", _string_list(_absolute_dir)),
         "exec_prefix": ("exec_prefix", _string_list(_prefix_item)),
         "interfaces": ("interfaces", _string_list(_iface)),
         "online_window": ("online_window", _positive_int),

@@ -64,6 +64,9 @@ _PEER_RE = re.compile(
     re.ASCII,
 )
 _KEY_RE = re.compile(_KEY, re.ASCII)
+# Shared with awgd.uapi_parser, which reads the same values in another frame.
+ENDPOINT_PATTERN = _ENDPOINT
+CIDR_PATTERN = _CIDR
 _PORT_RE = re.compile(_PORT, re.ASCII)
 _FWMARK_RE = re.compile(r"off|0x[0-9a-f]{1,8}", re.ASCII)
 
@@ -628,10 +631,18 @@ def _parse_peer(text: str, line_no: int) -> Peer:
 
 
 def _keepalive(text: str, line_no: int) -> tuple[int, int] | None:
+    try:
+        return keepalive_range(text)
+    except ValueError:
+        raise DumpError(line_no, "keepalive range is reversed") from None
+
+
+def keepalive_range(text: str) -> tuple[int, int] | None:
+    """ "N" or "N-M" (digits already checked) as (min, max); None for 0 (off)."""
     low, _, high = text.partition("-")
     first, last = int(low), int(high or low)
     if first > last:
-        raise DumpError(line_no, "keepalive range is reversed")
+        raise ValueError("keepalive range is reversed")
     return None if last == 0 else (first, last)
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import shutil
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -28,7 +30,9 @@ from awgd.interface_addresses import AddressReader
 from awgd.ledger import LedgerError
 from awgd.peer_names import NameReader
 from awgd.periods import Period, day_bounds
-from awgd.system_reader import Reading, SamplingError, read_system, tool_candidates
+from awgd.system_reader import AUTO_TOOLS, Reading, SamplingError, UapiWish, read_system, tool_candidates
+from awgd.uapi_parser import UapiParser
+from awgd.uapi_reader import DEFAULT_SOCKET_DIRS, UapiReader, reachable, x25519_public
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,8 @@ class Health:
     last_error: str | None = None
     tool: str | None = None
     last_duration: float | None = None  # seconds: tool run, parse and booking
+    # Why the last sample was read by the tool although the control sockets were wanted.
+    reader_problem: str | None = None
 
 
 class Sampler:
@@ -69,6 +75,9 @@ class Sampler:
         self._on_ledger_failure = on_ledger_failure
         self._publish = publish
         self._parser = DumpParser(bookkeeper.books.order)
+        derive = x25519_public()
+        self._uapi = None if derive is None else UapiReader(UapiParser(derive, bookkeeper.books.order))
+        self._last_reader: str | None = None  # "uapi" or "tool": who read the last sample
         self._names = NameReader()
         self._addresses = AddressReader()
         self._warned: frozenset[str] = frozenset()  # the last sample's warnings, logged once
@@ -127,8 +136,17 @@ class Sampler:
         config = self._config()
         started = time.monotonic()
         try:
-            tools = tool_candidates(config.tool, config.exec_prefix)
-            reading = await read_system(tools, config.exec_prefix, config.tool_timeout, self._parser.parse)
+            wish = self._uapi_wish(config)
+            try:
+                tools = tool_candidates(config.tool, config.exec_prefix)
+            except SamplingError:
+                if wish is None:
+                    raise
+                tools = ()  # the sockets may answer; if not, _run_dump says no tool was found
+            if self._last_reader == "uapi":
+                # The tool's parser compares with the dump before the sockets' readings: anew.
+                self._parser = DumpParser(self.bookkeeper.books.order)
+            reading = await read_system(tools, config.exec_prefix, config.tool_timeout, self._parser.parse, uapi=wish)
         except SamplingError as exc:
             self._failed(str(exc))
             log.warning("sample failed: %s", exc)
@@ -139,6 +157,8 @@ class Sampler:
             if warning not in self._warned:
                 log.warning("%s", warning)
         self._warned = frozenset(reading.warnings)
+        self._last_reader = "uapi" if "uapi" in reading.readers.values() else "tool"
+        self.health.reader_problem = reading.reader_problem
         entry, written = await self.book(reading, target)
         read = [i.name for i in reading.interfaces if not config.interfaces or i.name in config.interfaces]
         names = await self._names.read(config, reading.tool, read)
@@ -169,6 +189,35 @@ class Sampler:
     @property
     def books(self) -> Books:
         return self.bookkeeper.books
+
+    def _uapi_wish(self, config: Config) -> UapiWish | None:
+        """What the control sockets should read this sample, or None: the tool reads it
+        (docs/config.md, `wireguard.reader`)."""
+        if config.reader == "tool":
+            return None
+        if self._uapi is None:
+            if config.reader == "uapi":
+                raise SamplingError('wireguard.reader = "uapi" needs python3-cryptography')
+            return None
+        if config.reader == "auto" and not reachable(config.exec_prefix, config.socket_dirs != DEFAULT_SOCKET_DIRS):
+            return None
+        tool = self.health.tool
+        if config.tool != "auto":
+            tool = os.path.basename(config.tool)
+        elif tool is None:
+            if config.exec_prefix:
+                # Which of awg and wg a container has is found by running it: the first sample
+                # is the tool's (and the one admin changes then run).
+                return None
+            tool = next((name for name in AUTO_TOOLS if shutil.which(name)), "awg")
+        return UapiWish(
+            self._uapi,
+            config.socket_dirs,
+            frozenset(config.interfaces),
+            tool,
+            need_qdiscs=bool(self.books.shaped),
+            insist=config.reader == "uapi",
+        )
 
     async def book(self, reading: Reading, target: Target | None = None) -> tuple[Entry, int]:
         """Show and book one reading (awgd.bookkeeper). Returns the entry and the rows

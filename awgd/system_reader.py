@@ -1,4 +1,5 @@
-"""Read the counters off the system: the dump, `ip -o link show` and the boot id.
+"""Read the counters off the system: the dump (or the control sockets, awgd.uapi_reader),
+`ip -o link show` and the boot id.
 
 The I/O is `read_system`; how the tool's exit status and stderr are understood
 (docs/FORMAT.md, "Exit status and standard error") is the pure `interpret_dump`.
@@ -11,12 +12,13 @@ import os
 import re
 import shutil
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from awgd.dump_parser import DumpError, Interface, parse_dump
 from awgd.ip_link import Link, parse_ip_link
 from awgd.tool_runner import ToolError, ToolOutput, run_command
+from awgd.uapi_reader import UapiReader, UapiUnavailable
 from awgd_client.names import is_interface_name
 
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
@@ -43,6 +45,26 @@ class Reading:
     links: Mapping[str, Link] | None  # None when `ip` failed
     boot_id: str | None
     warnings: tuple[str, ...]
+    # How each interface read was read: "uapi" (its control socket) or "tool".
+    readers: Mapping[str, str] = field(default_factory=dict)
+    # Whether `links` carry each root qdisc (from `ip`; sysfs has none).
+    qdiscs: bool = True
+    # Why the control sockets were not used when they were wanted, or None.
+    reader_problem: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UapiWish:
+    """A sample the sockets should read (wireguard.reader "auto" or "uapi")."""
+
+    reader: UapiReader
+    socket_dirs: tuple[str, ...]
+    watched: frozenset[str]
+    tool: str  # what a reading through them names as the tool (the one changes run)
+    need_qdiscs: bool  # speed limits are set: `ip` is asked for the root qdiscs all the same
+    # Whether the tool's fallback is worth a warning when there is no socket at all ("uapi":
+    # always; "auto": a server of kernel interfaces has none, as expected).
+    insist: bool
 
 
 Parse = Callable[[bytes], tuple[Interface, ...]]
@@ -94,10 +116,57 @@ def tool_candidates(tool: str, exec_prefix: Sequence[str]) -> tuple[str, ...]:
 
 
 async def read_system(
-    tools: Sequence[str], exec_prefix: Sequence[str], timeout: float, parse: Parse = parse_dump
+    tools: Sequence[str],
+    exec_prefix: Sequence[str],
+    timeout: float,
+    parse: Parse = parse_dump,
+    *,
+    uapi: UapiWish | None = None,
 ) -> Reading:
-    """Run the dump and `ip -o link show` (in one shell through `exec_prefix`, else side by
-    side) and read the boot id."""
+    """Read the control sockets when `uapi` asks for it and they answer; else run the dump
+    and `ip -o link show` (in one shell through `exec_prefix`, else side by side). And read
+    the boot id."""
+    problem, warn = None, False
+    if uapi is not None:
+        try:
+            return await _read_sockets(uapi, exec_prefix, timeout)
+        except UapiUnavailable as exc:
+            uapi.reader.forget()
+            problem, warn = str(exc), uapi.insist or not exc.expected
+    reading = await _read_with_tool(tools, exec_prefix, timeout, parse)
+    readers = {iface.name: "tool" for iface in reading.interfaces}
+    warnings = reading.warnings
+    if problem is not None and warn:
+        warnings = (*warnings, f"read with {reading.tool}, not the control sockets: {problem}")
+    return replace(reading, readers=readers, reader_problem=problem, warnings=warnings)
+
+
+async def _read_sockets(uapi: UapiWish, exec_prefix: Sequence[str], timeout: float) -> Reading:
+    taken_at = datetime.now(UTC)
+    got = await uapi.reader.read(exec_prefix, uapi.socket_dirs, uapi.watched, timeout)
+    links, qdiscs, warnings = got.links, False, []
+    if uapi.need_qdiscs or links is None:
+        links, link_warning = await _read_links(exec_prefix, timeout)
+        qdiscs = links is not None
+        if link_warning:
+            warnings.append(link_warning)
+    boot_id, boot_warning = read_boot_id()
+    if boot_warning:
+        warnings.append(boot_warning)
+    return Reading(
+        taken_at,
+        uapi.tool,
+        got.interfaces,
+        frozenset(),
+        links,
+        boot_id,
+        tuple(warnings),
+        readers={iface.name: "uapi" for iface in got.interfaces},
+        qdiscs=qdiscs,
+    )
+
+
+async def _read_with_tool(tools: Sequence[str], exec_prefix: Sequence[str], timeout: float, parse: Parse) -> Reading:
     taken_at = datetime.now(UTC)
     ran = await _run_dump(tools, exec_prefix, timeout, with_links=True) if exec_prefix else None
     if ran is not None:

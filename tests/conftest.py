@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import os
 import shutil
 import signal
@@ -185,6 +187,8 @@ def assert_no_secrets(daemon: Awgd) -> None:
     """Across every daemon of the suite: no private or preshared key in its log, its ledger
     or any answer it gave (the test fails on a hit)."""
     secrets = {PRIVATE_KEY, *secrets_in_captures(), *wgbed.SECRETS}
+    # Each also as the control socket prints it (lowercase hex, awgd.uapi_reader).
+    secrets |= {base64.b64decode(secret).hex() for secret in set(secrets)}
     written = daemon.written()
     leaked = [secret for secret in secrets if secret.encode() in written]
     assert not leaked, f"a private or preshared key leaked into {daemon.dir}"

@@ -104,6 +104,8 @@ def test_exact_accounting_names_and_a_container_restart(daemons, engine: DockerE
     assert status["healthy"] is True and status["tool"] == ("awg" if server.flavor is AMNEZIAWG else "wg")
     (iface,) = status["interfaces"]
     assert iface["name"] == "wg0" and iface["up"] and iface["listen_port"] == 51820 and iface["peers"] == 2
+    # Read from amneziawg-go's socket through the container's root, not by docker exec.
+    assert iface["reader"] == "uapi" and status["reader"]["problem"] is None
     # Names as the Amnezia app keeps them: clientsTable, and a comment in wg0.conf.
     assert figures(daemon, first)["label"] == "Client 1"
     assert figures(daemon, second)["label"] == "Client 2"
@@ -119,6 +121,26 @@ def test_exact_accounting_names_and_a_container_restart(daemons, engine: DockerE
     assert pair(got["session"]) == expect(1)
     assert pair(got["period"]) == add(expect(4), expect(1)) == pair(got["lifetime"])
     assert pair(figures(daemon, second)["period"]) == expect(2)
+    # The container's new process was found again (another pid): still its socket.
+    assert [i["reader"] for i in daemon.result("server.status")["interfaces"]] == ["uapi"]
+
+    # The same interface read by the tool through docker exec: the same readings.
+    by_tool = start(daemons, engine, reader="tool")
+    server.ping(first, 1)
+    for each in (daemon, by_tool):
+        each.result("traffic.sample")
+    shown = [each.result("server.status") for each in (daemon, by_tool)]
+    assert [s["interfaces"][0]["reader"] for s in shown] == ["uapi", "tool"]
+    fields = ("name", "exists", "up", "public_key", "listen_port", "peers", "awg")
+    assert [{f: s["interfaces"][0][f] for f in fields} for s in shown][0] == {
+        f: shown[1]["interfaces"][0][f] for f in fields
+    }
+    seen = ("public_key", "endpoint", "latest_handshake", "allowed_ips", "session", "online")
+    listed = [
+        sorted(({f: p[f] for f in seen} for p in each.result("traffic.list")["peers"]), key=str)
+        for each in (daemon, by_tool)
+    ]
+    assert listed[0] == listed[1] and len(listed[0]) == 2
 
 
 def test_a_stopped_container_loses_nothing(daemons, engine: DockerEngine, server: AmneziaServer) -> None:  # type: ignore[no-untyped-def]

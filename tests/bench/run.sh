@@ -9,5 +9,5 @@ ensure_apt python3-venv python3-pip procps iperf3 "${WIREGUARD_PACKAGES[@]}"
 ensure_apt_not_started "${DOCKER_PACKAGES[@]}" "${POSTGRES_PACKAGES[@]}"
 VENV=${AWGD_BENCH_VENV:-.venv}
 # Every section's needs: the daemon's, the fleet's (psycopg) and the exporter's (section 9).
-ensure_venv "$VENV" SQLAlchemy croniter sdnotify orjson 'psycopg[binary]' prometheus_client
+ensure_venv "$VENV" SQLAlchemy croniter sdnotify orjson cryptography 'psycopg[binary]' prometheus_client
 exec "$VENV/bin/python" tests/bench/bench.py "$@"

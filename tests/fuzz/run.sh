@@ -8,9 +8,9 @@ SECONDS_EACH=${1:-60}
 PYTHON=${AWGD_FUZZ_PYTHON:-.venv/bin/python}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
-for target in fuzz_dump_parser fuzz_protocol; do
+for target in fuzz_dump_parser fuzz_uapi_parser fuzz_protocol; do
     mkdir -p "$WORK/$target"
-    cp tests/data/*.out "$WORK/$target/" 2>/dev/null || true
+    cp tests/data/*.out tests/data/*.uapi "$WORK/$target/" 2>/dev/null || true
     printf '=== fuzz %s for %s s\n' "$target" "$SECONDS_EACH"
     (cd "$WORK" && "$OLDPWD/$PYTHON" "$OLDPWD/tests/fuzz/$target.py" -max_total_time="$SECONDS_EACH" \
         -rss_limit_mb=2048 -print_final_stats=1 "$WORK/$target" 2>&1 | tail -12)
