@@ -107,6 +107,7 @@ class UapiReader:
     def __init__(self, parser: UapiParser) -> None:
         self._parser = parser
         self._sizes: dict[str, int] = {}  # each socket's last answer's length
+        self._found: tuple[object, dict[str, tuple[str, str]]] | None = None  # _find's last
         # The container's pid and its start time (a restarted container has another).
         self._container: tuple[int, str] | None = None
 
@@ -115,7 +116,7 @@ class UapiReader:
     ) -> UapiReading:
         root = await self._root(exec_prefix, timeout)
         try:
-            sockets = find_sockets(root, socket_dirs)
+            sockets = self._find(root, socket_dirs)
         except PermissionError:
             # /proc/<pid>/root needs the right to inspect that process: a root awgd has it,
             # one bounded by awgd.service's capabilities not (docs/amnezia.md).
@@ -160,6 +161,18 @@ class UapiReader:
     def forget(self) -> None:
         """The tool read this sample: what the parser kept is no longer the last answer."""
         self._parser.forget()
+
+    def _find(self, root: str, socket_dirs: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """find_sockets, looked for again only when a directory changed (a socket made or
+        removed changes its directory's mtime; a stat costs less than a listing)."""
+        if root != "/":  # inside a container the path is resolved each time (its links may change)
+            return find_sockets(root, socket_dirs)
+        stamps = (tuple(socket_dirs), tuple(_stamp(directory) for directory in socket_dirs))
+        if self._found is not None and self._found[0] == stamps:
+            return self._found[1]
+        found = find_sockets(root, socket_dirs)
+        self._found = (stamps, found)
+        return found
 
     async def _root(self, exec_prefix: Sequence[str], timeout: float) -> str:
         engine = container_of(exec_prefix)
@@ -220,6 +233,15 @@ def find_sockets(root: str, socket_dirs: Sequence[str]) -> dict[str, tuple[str, 
                 if _is_socket(entry.path) and len(entry.path.encode()) <= _MAX_SOCKET_PATH:
                     found[name] = (entry.path, flavor_of(directory))
     return found
+
+
+def _stamp(directory: str) -> tuple[int, int, int] | None:
+    """What says a directory's entries changed: its inode and mtime (None: not there)."""
+    try:
+        info = os.stat(directory)
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino, info.st_mtime_ns)
 
 
 def _is_socket(path: str) -> bool:
