@@ -346,10 +346,10 @@ _KERNEL_MODULES = ("/sys/module/wireguard", "/sys/module/amneziawg")
 _KERNEL_DEVTYPES = ("DEVTYPE=wireguard", "DEVTYPE=amneziawg")
 
 
-def kernel_interfaces(net: str, watched: frozenset[str]) -> list[str]:
+def kernel_interfaces(net: str, watched: frozenset[str], modules: Sequence[str] = _KERNEL_MODULES) -> list[str]:
     """The kernel WireGuard interfaces in `net` (a sysfs class/net directory), looked for
     only when such a module is loaded at all."""
-    if not any(os.path.isdir(module) for module in _KERNEL_MODULES):
+    if not any(os.path.isdir(module) for module in modules):
         return []
     try:
         names = os.listdir(net)

@@ -132,9 +132,8 @@ def test_exact_accounting_names_and_a_container_restart(daemons, engine: DockerE
     shown = [each.result("server.status") for each in (daemon, by_tool)]
     assert [s["interfaces"][0]["reader"] for s in shown] == ["uapi", "tool"]
     fields = ("name", "exists", "up", "public_key", "listen_port", "peers", "awg")
-    assert [{f: s["interfaces"][0][f] for f in fields} for s in shown][0] == {
-        f: shown[1]["interfaces"][0][f] for f in fields
-    }
+    by_socket, by_docker_exec = ({f: s["interfaces"][0][f] for f in fields} for s in shown)
+    assert by_socket == by_docker_exec
     seen = ("public_key", "endpoint", "latest_handshake", "allowed_ips", "session", "online")
     listed = [
         sorted(({f: p[f] for f in seen} for p in each.result("traffic.list")["peers"]), key=str)
@@ -160,6 +159,27 @@ def test_a_stopped_container_loses_nothing(daemons, engine: DockerEngine, server
     daemon.result("traffic.sample")
     assert pair(figures(daemon, peer)["period"]) == add(server.flavor.expected(3), server.flavor.expected(2))
     assert daemon.result("server.status")["healthy"] is True
+
+
+def test_a_container_out_of_reach_is_read_by_docker_exec_and_said(  # type: ignore[no-untyped-def]
+    daemons, engine: DockerEngine, server: AmneziaServer
+) -> None:
+    """awgd bounded to CAP_NET_ADMIN, as awgd.service has it, may not look into the container's
+    root: it reads by docker exec, exactly, and says why in server.status and its log."""
+    if shutil.which("setpriv") is None:
+        pytest.skip("needs setpriv (util-linux)")
+    bounded = ["setpriv", "--bounding-set=-all,+net_admin", "--inh-caps=-all", "--"]
+    options = {"exec_prefix": PREFIX, "tool_timeout": 5}
+    daemon = daemons("auto", wireguard=options, env=engine.env, prefix=bounded).start()
+    first, _ = server.peers
+    server.ping(first, 3)
+    for _ in range(2):  # the first is the tool's in any case (it finds awg or wg)
+        daemon.result("traffic.sample")
+    status = daemon.result("server.status")
+    assert [i["reader"] for i in status["interfaces"]] == ["tool"]
+    assert "cannot look into the container (permission denied" in status["reader"]["problem"]
+    assert pair(figures(daemon, first)["session"]) == server.flavor.expected(3)
+    assert "not the control sockets: cannot look into the container" in daemon.log.read_text()
 
 
 def test_a_container_that_does_not_exist(daemons, engine: DockerEngine, server: AmneziaServer) -> None:  # type: ignore[no-untyped-def]

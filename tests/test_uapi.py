@@ -30,7 +30,15 @@ from wgbed import FLAVORS, TestBed, available
 
 from awgd.dump_parser import Interface, Peer, parse_dump
 from awgd.uapi_parser import AMNEZIAWG, WIREGUARD, UapiError, UapiParser, parse_uapi
-from awgd.uapi_reader import UapiReader, UapiUnavailable, container_of, resolve_in, x25519_public
+from awgd.uapi_reader import (
+    UapiReader,
+    UapiUnavailable,
+    container_of,
+    kernel_interfaces,
+    read_links,
+    resolve_in,
+    x25519_public,
+)
 
 DERIVE = x25519_public()
 PRIVATE = bytes(range(1, 33))
@@ -137,7 +145,11 @@ def test_plain_wireguard_and_unset_obfuscation() -> None:
         (HEAD_WG + "public_key=" + "ab" * 32 + "\nendpoint=1.2.3.4\n", 4, "endpoint is not ADDRESS:PORT"),
         (HEAD_WG + "public_key=" + "ab" * 32 + "\nallowed_ip=10.0.0.0/33\n", 4, "allowed IP is not a CIDR range"),
         (HEAD_WG + "public_key=" + "ab" * 32 + "\nrx_bytes=1\nrx_bytes=2\n", 5, "rx_bytes given twice"),
-        (HEAD_WG + "public_key=" + "ab" * 32 + "\npreshared_key=" + "q" * 64 + "\n", 4, "preshared key is not a hex key"),  # noqa: E501
+        (
+            HEAD_WG + "public_key=" + "ab" * 32 + "\npreshared_key=" + "q" * 64 + "\n",
+            4,
+            "preshared key is not a hex key",
+        ),
     ],
 )
 def test_bad_answers_name_the_line_never_the_content(text: str, line: int, reason: str) -> None:
@@ -248,6 +260,30 @@ def test_container_of_names_the_engine_and_container() -> None:
     )
     assert container_of(["ip", "netns", "exec", "x"]) is None
     assert container_of(["docker", "exec"]) is None
+
+
+def test_kernel_interfaces_are_found_only_where_a_module_is_loaded(tmp_path: Path) -> None:
+    net, module = tmp_path / "net", tmp_path / "module"
+    for name, devtype in (("wg9", "DEVTYPE=wireguard"), ("awg9", "DEVTYPE=amneziawg"), ("tun0", "")):
+        (net / name).mkdir(parents=True)
+        (net / name / "uevent").write_text(f"INTERFACE={name}\nIFINDEX=7\n{devtype}\n")
+    assert kernel_interfaces(str(net), frozenset(), [str(module)]) == []  # no module: no look
+    module.mkdir()
+    assert sorted(kernel_interfaces(str(net), frozenset(), [str(module)])) == ["awg9", "wg9"]
+    assert kernel_interfaces(str(net), frozenset({"tun0", "awg9"}), [str(module)]) == ["awg9"]
+
+
+def test_links_come_from_the_sysfs_given(tmp_path: Path) -> None:
+    for name, flags in (("awg0", "0x1091"), ("awg1", "0x1090")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "ifindex").write_text("12\n" if name == "awg0" else "13\n")
+        (tmp_path / name / "flags").write_text(flags + "\n")
+    links = read_links({"awg0": str(tmp_path)}, frozenset({"awg1", "gone0"}), str(tmp_path))
+    assert links is not None
+    assert (links["awg0"].ifindex, links["awg0"].up, links["awg0"].qdisc) == (12, True, None)
+    assert (links["awg1"].ifindex, links["awg1"].up) == (13, False)  # IFF_UP clear: down
+    assert "gone0" not in links
+    assert read_links({"awg0": str(tmp_path / "nowhere")}, frozenset(), str(tmp_path)) is None
 
 
 # ---- a socket that answers what a test wants --------------------------------------------

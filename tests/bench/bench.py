@@ -486,6 +486,7 @@ def bench_own_cost(run: Run) -> None:
     for n in run.sizes:
         print(f"1./2. the floor ({run.flavor.name}) and awgd's own cost, N={n} ...", flush=True)
         floors = [run.floor(n)["dump"]["median"]]
+        real_interface(run.bed, n, run.workdir)  # the floors in turns at this N, whatever ran before
         costs = []
         for (fraction, target), shuffled in itertools.product(((1.0, 1.0), (0.01, 0.25), (0.0, None)), (False, True)):
             floors.append(floor_now(run.bed, 3))
