@@ -18,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 from awgd.bookkeeper import Bookkeeper
 from awgd.books import Books
@@ -137,15 +138,8 @@ class Sampler:
         started = time.monotonic()
         try:
             wish = self._uapi_wish(config)
-            try:
-                tools = tool_candidates(config.tool, config.exec_prefix)
-            except SamplingError:
-                if wish is None:
-                    raise
-                tools = ()  # the sockets may answer; if not, _run_dump says no tool was found
-            if self._last_reader == "uapi":
-                # The tool's parser compares with the dump before the sockets' readings: anew.
-                self._parser = DumpParser(self.bookkeeper.books.order)
+            # Which tool is found (a PATH search) only when the tool is to read.
+            tools = partial(tool_candidates, config.tool, config.exec_prefix)
             reading = await read_system(tools, config.exec_prefix, config.tool_timeout, self._parser.parse, uapi=wish)
         except SamplingError as exc:
             self._failed(str(exc))
@@ -157,7 +151,14 @@ class Sampler:
             if warning not in self._warned:
                 log.warning("%s", warning)
         self._warned = frozenset(reading.warnings)
-        self._last_reader = "uapi" if "uapi" in reading.readers.values() else "tool"
+        # The other reader's last reading (or half of one, when the sockets failed midway)
+        # is now older than the books' last one: what it reads next must not be compared with it.
+        reader = "uapi" if "uapi" in reading.readers.values() else "tool"
+        if reader == "uapi" and self._last_reader != "uapi":
+            self._parser = DumpParser(self.bookkeeper.books.order)
+        elif reader == "tool" and self._uapi is not None:
+            self._uapi.forget()
+        self._last_reader = reader
         self.health.reader_problem = reading.reader_problem
         entry, written = await self.book(reading, target)
         read = [i.name for i in reading.interfaces if not config.interfaces or i.name in config.interfaces]

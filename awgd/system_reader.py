@@ -116,7 +116,7 @@ def tool_candidates(tool: str, exec_prefix: Sequence[str]) -> tuple[str, ...]:
 
 
 async def read_system(
-    tools: Sequence[str],
+    tools: Sequence[str] | Callable[[], Sequence[str]],
     exec_prefix: Sequence[str],
     timeout: float,
     parse: Parse = parse_dump,
@@ -124,6 +124,7 @@ async def read_system(
     uapi: UapiWish | None = None,
 ) -> Reading:
     """Read the control sockets when `uapi` asks for it and they answer; else run the dump
+    (with the first of `tools`, or of what it gives when called)
     and `ip -o link show` (in one shell through `exec_prefix`, else side by side). And read
     the boot id."""
     problem, warn = None, False
@@ -131,8 +132,9 @@ async def read_system(
         try:
             return await _read_sockets(uapi, exec_prefix, timeout)
         except UapiUnavailable as exc:
-            uapi.reader.forget()
             problem, warn = str(exc), uapi.insist or not exc.expected
+    if callable(tools):
+        tools = tools()  # may raise SamplingError: no tool to fall back on
     reading = await _read_with_tool(tools, exec_prefix, timeout, parse)
     readers = {iface.name: "tool" for iface in reading.interfaces}
     warnings = reading.warnings

@@ -90,11 +90,9 @@ def parse_uapi(name: str, text: str, flavor: str, derive: Derive) -> Interface:
     head_text, blocks, first_line = _split(text)
     head = _parse_head(head_text, flavor, derive)
     peers: dict[str, Peer] = {}
-    line = first_line
-    for block in blocks:
+    for block, line in zip(blocks, _line_numbers(blocks, first_line), strict=True):
         peer = _parse_peer(block, line)
         peers.setdefault(peer[0], peer)
-        line += block.count("\n") + 1
     return _interface(name, head, tuple(peers.values()))
 
 

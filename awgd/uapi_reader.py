@@ -159,7 +159,7 @@ class UapiReader:
         return UapiReading(tuple(interfaces), links)
 
     def forget(self) -> None:
-        """The tool read this sample: what the parser kept is no longer the last answer."""
+        """The tool read a sample: what the parser kept is no longer the last reading."""
         self._parser.forget()
 
     def _find(self, root: str, socket_dirs: Sequence[str]) -> dict[str, tuple[str, str]]:

@@ -80,6 +80,16 @@ def row(what: str, figure: str, floor: str, ratio: float | None, target: str, ok
     ROWS.append((what, figure, floor, "" if ratio is None else f"{ratio:.3f}x", target + verdict))
 
 
+def ratio_row(what: str, figures: list[float], floors: list[float], target: float | None) -> float:
+    """A row of the medians of `figures` and `floors` and their ratio, against `target` (a
+    ratio not to exceed; None: only reported). Returns the ratio."""
+    base = statistics.median(floors)
+    ratio = statistics.median(figures) / base
+    met = None if target is None else ratio <= target
+    row(what, ms(statistics.median(figures)), ms(base), ratio, "" if target is None else f"<= {target}x", met)
+    return ratio
+
+
 # ---- synthetic dumps in the real format ---------------------------------------------------
 
 
@@ -575,16 +585,7 @@ def bench_whole_sample(run: Run) -> None:
     finally:
         daemon.stop()
     RESULTS["whole_sample_10000"] = {"sample": summary(whole), "floor": summary(floors)}
-    base = statistics.median(floors)
-    ratio = statistics.median(whole) / base
-    row(
-        f"3. whole sample in the daemon, {run.flavor.name}, N=10000",
-        ms(statistics.median(whole)),
-        ms(base),
-        ratio,
-        "<= 1.5x",
-        ratio <= 1.5,
-    )
+    ratio_row(f"3. whole sample in the daemon, {run.flavor.name}, N=10000", whole, floors, 1.5)
 
 
 DOCKER_FLOOR = ["docker", "exec", amnezia.SERVER_NAME, "awg", "show", "all", "dump"]
@@ -651,25 +652,8 @@ def bench_docker(run: Run) -> None:
         "sample_tool": summary(figures["tool"]),
         "floor": summary(floors),
     }
-    base = statistics.median(floors)
-    ratio = statistics.median(whole) / base
-    row(
-        "3. whole sample through Amnezia's container (socket), N=10000",
-        ms(statistics.median(whole)),
-        ms(base),
-        ratio,
-        "<= 0.6x",
-        ratio <= 0.6,
-    )
-    tool_ratio = statistics.median(figures["tool"]) / base
-    row(
-        "3. the same read by docker exec awg (reader = tool), N=10000",
-        ms(statistics.median(figures["tool"])),
-        ms(base),
-        tool_ratio,
-        "<= 1.5x",
-        tool_ratio <= 1.5,
-    )
+    ratio_row("3. whole sample through Amnezia's container (socket), N=10000", whole, floors, 0.6)
+    ratio_row("3. the same read by docker exec awg (reader = tool), N=10000", figures["tool"], floors, 1.5)
 
 
 def bench_uapi(run: Run) -> None:
@@ -710,24 +694,8 @@ def bench_uapi(run: Run) -> None:
         finally:
             daemon.stop()
         RESULTS[f"uapi_sample_{n}"] = {"sample": summary(whole), "asked": summary(asked), "floor": summary(floors)}
-        base = statistics.median(floors)
-        ratio = statistics.median(whole) / base
-        row(
-            f"14. whole sample by socket in the daemon, {run.flavor.name}, N={n}",
-            ms(statistics.median(whole)),
-            ms(base),
-            ratio,
-            f"<= {target}x",
-            ratio <= target,
-        )
-        row(
-            f"14. the same with the traffic.sample call that ordered it, N={n}",
-            ms(statistics.median(asked)),
-            ms(base),
-            statistics.median(asked) / base,
-            "",
-            None,
-        )
+        ratio_row(f"14. whole sample by socket in the daemon, {run.flavor.name}, N={n}", whole, floors, target)
+        ratio_row(f"14. the same with the traffic.sample call that ordered it, N={n}", asked, floors, None)
 
 
 def bench_rpc(run: Run) -> None:
