@@ -142,6 +142,11 @@ class Sampler:
             tools = partial(tool_candidates, config.tool, config.exec_prefix)
             reading = await read_system(tools, config.exec_prefix, config.tool_timeout, self._parser.parse, uapi=wish)
         except SamplingError as exc:
+            # Neither reader's memory is the books' last reading now (the sockets may have
+            # answered in part before the tool failed): both start afresh.
+            self._last_reader = None
+            if self._uapi is not None:
+                self._uapi.forget()
             self._failed(str(exc))
             log.warning("sample failed: %s", exc)
             raise SamplingFailed(str(exc)) from None
